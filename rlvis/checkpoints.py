@@ -1,0 +1,48 @@
+"""One Orbax checkpoint step = train state + every Grain iterator's state + JSON metadata.
+
+Saving the iterators is what makes resume exact (big_vision and dinov2 restart their data from scratch,
+REFERENCES.md §5). Saves are asynchronous; Orbax writes into a temporary folder and renames it when complete,
+so a half-written step is never listed by `latest_step` and never restored.
+"""
+
+import os
+
+import grain
+import jax
+import orbax.checkpoint as ocp
+
+
+class Checkpointer:
+    def __init__(self, directory: str, iterator_names: tuple[str, ...], keep: int):
+        self.iterator_names = iterator_names
+        handlers = {"state": ocp.StandardCheckpointHandler(), "meta": ocp.JsonCheckpointHandler()}
+        handlers.update({name: grain.checkpoint.CheckpointHandler() for name in iterator_names})
+        self.manager = ocp.CheckpointManager(
+            os.path.abspath(directory), item_handlers=handlers,
+            options=ocp.CheckpointManagerOptions(max_to_keep=keep, enable_async_checkpointing=True, create=True))
+
+    def latest_step(self) -> int | None:
+        return self.manager.latest_step()
+
+    def save(self, step: int, state, iterators: dict, meta: dict) -> None:
+        items = {name: grain.checkpoint.CheckpointSave(iterators[name]) for name in self.iterator_names}
+        self.manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                                        meta=ocp.args.JsonSave(meta), **items), force=True)
+
+    def restore(self, step: int, abstract_state, iterators: dict) -> tuple[object, dict]:
+        """Restore into `abstract_state` (ShapeDtypeStructs carrying the *target* shardings); iterators in place."""
+        items = {name: grain.checkpoint.CheckpointRestore(iterators[name]) for name in self.iterator_names}
+        restored = self.manager.restore(step, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore(), **items))
+        return restored.state, restored.meta
+
+    def wait(self) -> None:
+        self.manager.wait_until_finished()
+
+    def close(self) -> None:
+        self.manager.close()
+
+
+def abstract_like(tree, shardings):
+    """ShapeDtypeStructs of `tree` (arrays or ShapeDtypeStructs) with the given target shardings."""
+    return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), tree, shardings)

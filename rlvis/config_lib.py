@@ -1,0 +1,62 @@
+"""Config validation: every impossible value is a one-line error before any compute.
+
+Unknown keys and wrong types on the command line are already refused by ml_collections (the config is
+locked by `config_flags`); this module checks the values that only make sense together.
+"""
+
+import ml_collections
+
+from rlvis.models import vit
+
+METHODS = ("ab_simclr",)
+
+
+class ConfigError(ValueError):
+    """A config value that cannot work; the message names the field."""
+
+
+def _require(ok: bool, message: str) -> None:
+    if not ok:
+        raise ConfigError(message)
+
+
+def validate(config: ml_collections.ConfigDict, device_count: int) -> None:
+    """Raise ConfigError naming the first impossible field."""
+    c = config
+    _require(c.method in METHODS, f"config.method={c.method!r} is not one of {METHODS}")
+    for name in ("total_steps", "log_every", "checkpoint_every", "keep_checkpoints"):
+        _require(c[name] > 0, f"config.{name}={c[name]} must be positive")
+    for name in ("annotation", "bootstrap"):
+        size = c.batch[name]
+        _require(size > 0 and size % device_count == 0,
+                 f"config.batch.{name}={size} must be a positive multiple of the {device_count} devices")
+    _require(c.batch.annotation >= 2, "config.batch.annotation must be at least 2 (the softmax needs negatives)")
+    _require(c.env.views >= 2, f"config.env.views={c.env.views} must be at least 2 (a transition needs two views)")
+    for name in ("scale", "annotation_scale"):
+        lo, hi = c.env[name]
+        _require(0 < lo <= hi <= 1, f"config.env.{name}={tuple(c.env[name])} must satisfy 0 < min <= max <= 1")
+    lo, hi = c.env.ratio
+    _require(0 < lo <= hi, f"config.env.ratio={tuple(c.env.ratio)} must satisfy 0 < min <= max")
+    _require(c.env.action_bins >= 2, f"config.env.action_bins={c.env.action_bins} must be at least 2")
+    try:
+        shape = vit.variant_shape(c.model.variant)
+    except ValueError as e:
+        raise ConfigError(f"config.model.variant: {e}") from None
+    _require(c.env.view_size % shape.patch == 0,
+             f"config.env.view_size={c.env.view_size} must be a multiple of the patch size {shape.patch}")
+    _require(c.env.view_size <= c.data.scene_canvas,
+             f"config.env.view_size={c.env.view_size} exceeds config.data.scene_canvas={c.data.scene_canvas}")
+    _require(c.data.digit_size[1] <= c.data.scene_min_size <= c.data.scene_canvas,
+             "config.data: need digit_size max <= scene_min_size <= scene_canvas")
+    _require(c.model.decoder_width % c.model.decoder_heads == 0,
+             "config.model.decoder_width must be divisible by config.model.decoder_heads")
+    _require(0.0 <= c.ab.gamma < 1.0, f"config.ab.gamma={c.ab.gamma} must be in [0, 1)")
+    _require(0.0 <= c.ab.ema_start <= c.ab.ema_end <= 1.0,
+             f"config.ab.ema_start={c.ab.ema_start}, ema_end={c.ab.ema_end} must satisfy 0 <= start <= end <= 1")
+    _require(c.simclr.temperature > 0, "config.simclr.temperature must be positive")
+    _require(c.optim.lr > 0, "config.optim.lr must be positive")
+    _require(0 <= c.optim.warmup_steps <= c.total_steps,
+             f"config.optim.warmup_steps={c.optim.warmup_steps} must be in [0, total_steps]")
+    _require(c.eval.encoder in ("ema", "online"), f"config.eval.encoder={c.eval.encoder!r} must be 'ema' or 'online'")
+    _require(c.eval.digits_per_class >= 4, "config.eval.digits_per_class must be at least 4")
+    _require(c.eval.scenes >= 20, "config.eval.scenes must be at least 20")

@@ -1,0 +1,92 @@
+"""Vision Transformer encoder (pre-LN, CLS token, learned position embeddings), big_vision shapes by name.
+
+Returns all tokens (CLS first): the value head cross-attends to them, probes pool them.
+"""
+
+import dataclasses
+import re
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+
+@dataclasses.dataclass(frozen=True)
+class ViTShape:
+    width: int
+    depth: int
+    heads: int
+    mlp_dim: int
+    patch: int
+
+
+# (width, depth, heads, mlp) as in big_vision; "mu" and "tiny" are CPU shapes for the demo and the tests.
+_SHAPES = {
+    "tiny": (32, 2, 2, 64),
+    "mu": (64, 4, 4, 128),
+    "Ti": (192, 12, 3, 768),
+    "S": (384, 12, 6, 1536),
+    "M": (512, 12, 8, 2048),
+    "B": (768, 12, 12, 3072),
+    "L": (1024, 24, 16, 4096),
+}
+
+
+def variant_shape(variant: str) -> ViTShape:
+    """"S/16" → ViTShape(384, 12, 6, 1536, patch=16)."""
+    match = re.fullmatch(r"(\w+)/(\d+)", variant)
+    if not match or match.group(1) not in _SHAPES:
+        raise ValueError(f"unknown ViT variant {variant!r}; use NAME/PATCH with NAME in {sorted(_SHAPES)}")
+    return ViTShape(*_SHAPES[match.group(1)], patch=int(match.group(2)))
+
+
+class MlpBlock(nn.Module):
+    mlp_dim: int
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        width = x.shape[-1]
+        x = nn.gelu(nn.Dense(self.mlp_dim, name="fc1")(x))
+        return nn.Dense(width, name="fc2")(x)
+
+
+def attention(heads: int, name: str) -> nn.MultiHeadDotProductAttention:
+    """Multi-head attention without projection biases (as ViT-22B).
+
+    The key bias has an identically zero gradient (softmax is shift-invariant per query), so Adam turns float noise
+    into lr-sized steps and a run's parameters would depend on the device layout; the value and output biases only
+    add a constant that the residual stream's LayerNorms and MLP biases already provide.
+    """
+    return nn.MultiHeadDotProductAttention(num_heads=heads, use_bias=False, name=name)
+
+
+class EncoderBlock(nn.Module):
+    heads: int
+    mlp_dim: int
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        y = nn.LayerNorm(name="norm1")(x)
+        x = x + attention(self.heads, "attn")(y, y)
+        y = nn.LayerNorm(name="norm2")(x)
+        return x + MlpBlock(self.mlp_dim, name="mlp")(y)
+
+
+class ViT(nn.Module):
+    """images [B, H, W, C] in [-1, 1] → tokens [B, 1 + (H/p)(W/p), width], CLS token first."""
+
+    variant: str
+
+    @nn.compact
+    def __call__(self, images: jax.Array) -> jax.Array:
+        shape = variant_shape(self.variant)
+        x = nn.Conv(shape.width, (shape.patch, shape.patch), strides=shape.patch, padding="VALID",
+                    name="patch_embed")(images)
+        batch = x.shape[0]
+        x = x.reshape(batch, -1, shape.width)
+        cls = self.param("cls", nn.initializers.zeros, (1, 1, shape.width))
+        x = jnp.concatenate([jnp.broadcast_to(cls, (batch, 1, shape.width)), x], axis=1)
+        x = x + self.param("pos_embedding", nn.initializers.normal(0.02), (1, x.shape[1], shape.width))
+        for i in range(shape.depth):
+            x = EncoderBlock(shape.heads, shape.mlp_dim, name=f"block{i}")(x)
+        return nn.LayerNorm(name="norm")(x)

@@ -1,0 +1,197 @@
+"""The trainer: one readable function in fixed sections (big_vision style).
+
+    validate → mesh → data → model + optimizer (eval_shape → shardings → jitted init) → restore →
+    update step → loop (log, checkpoint) → final evaluation + results.json
+
+This is the only place where the environment, the model, the objective, the data and the checkpoints meet.
+"""
+
+import functools
+import json
+import os
+import time
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from rlvis import checkpoints, config_lib, metrics, sharding
+from rlvis.data import digits as digits_lib
+from rlvis.data import pipeline
+from rlvis.envs import crop_env
+from rlvis.evaluators.demo_tasks import DemoEvaluator
+from rlvis.models import ab_model
+from rlvis.objectives import ab_simclr
+
+
+def learning_rate_schedule(config: ml_collections.ConfigDict) -> optax.Schedule:
+    return optax.warmup_cosine_decay_schedule(0.0, config.optim.lr, config.optim.warmup_steps,
+                                              max(config.total_steps, config.optim.warmup_steps + 1))
+
+
+def ema_momentum_schedule(config: ml_collections.ConfigDict):
+    """Target momentum rising from ema_start to ema_end on a half cosine (DINO/BYOL; paper "0.004 → 0")."""
+    start, end, total = config.ab.ema_start, config.ab.ema_end, config.total_steps
+
+    def momentum(step: jax.Array) -> jax.Array:
+        progress = jnp.minimum(step / total, 1.0)
+        return end - (end - start) * (jnp.cos(jnp.pi * progress) + 1.0) / 2.0
+    return momentum
+
+
+def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
+    """AdamW with warm-up + cosine decay and global-norm clipping; no weight decay on biases, norms, scalars."""
+    decay_mask = lambda params: jax.tree.map(lambda p: p.ndim >= 2, params)  # noqa: E731
+    return optax.chain(
+        optax.clip_by_global_norm(config.optim.grad_clip),
+        optax.adamw(learning_rate_schedule(config), b2=config.optim.b2, weight_decay=config.optim.weight_decay,
+                    mask=decay_mask))
+
+
+def make_views(key: jax.Array, batch: dict, config: ml_collections.ConfigDict) -> dict[str, jax.Array]:
+    """Device side of the data flow: the environment renders every view and the tokens of every transition."""
+    k_annotation, k_bootstrap = jax.random.split(key)
+    common = dict(size=config.env.view_size, ratio=tuple(config.env.ratio), bins=config.env.action_bins)
+    annotation = crop_env.batch_rollout(k_annotation, batch["annotation"]["image"], batch["annotation"]["valid"],
+                                        num_views=2, scale=tuple(config.env.annotation_scale), **common)
+    bootstrap = crop_env.batch_rollout(k_bootstrap, batch["bootstrap"]["image"], batch["bootstrap"]["valid"],
+                                       num_views=config.env.views, scale=tuple(config.env.scale), **common)
+    return dict(annotation_views=annotation["views"], views=bootstrap["views"], tokens=bootstrap["tokens"])
+
+
+def _results_table(trained: dict, random_init: dict) -> str:
+    lines = [f"{'task':<18} {'trained':>8} {'random_init':>12} {'margin':>8}"]
+    for task, score in trained.items():
+        lines.append(f"{task:<18} {score:>8.3f} {random_init[task]:>12.3f} {score - random_init[task]:>+8.3f}")
+    return "\n".join(lines)
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
+                       stop_at_step: int | None = None) -> dict | None:
+    """Train (resuming from `workdir` if it holds a checkpoint), evaluate, write results.json and return it.
+
+    `stop_at_step` ends this process early (checkpointed, schedules unchanged) for time-limited jobs; it then
+    returns None and the same command resumes.
+    """
+    process_start = time.perf_counter()
+    # ---------------------------------------------------------------- validate, before any compute
+    config_lib.validate(config, jax.device_count())
+    os.makedirs(workdir, exist_ok=True)
+    is_main = jax.process_index() == 0
+
+    # ---------------------------------------------------------------- mesh
+    mesh = sharding.make_mesh()
+    replicated = sharding.replicated(mesh)
+
+    # ---------------------------------------------------------------- data
+    splits = digits_lib.load_digits(config.eval.digits_per_class)
+    streams = pipeline.training_streams(config, splits, jax.process_index(), jax.process_count())
+    iterators = {name: pipeline.make_iterator(ds, config) for name, ds in streams.items()}
+    channels = streams["annotation"][0]["image"].shape[-1]
+
+    # ---------------------------------------------------------------- model + optimizer: shapes, then shardings
+    model = ab_model.from_config(config)
+    tx = make_optimizer(config)
+    init_key, train_key = jax.random.split(jax.random.PRNGKey(config.seed))
+
+    def init(key: jax.Array) -> dict:
+        size = config.env.view_size
+        params = model.init(key, jnp.zeros((1, size, size, channels)),
+                            jnp.zeros((1, config.env.views - 1, crop_env.NUM_ACTION_TOKENS), jnp.int32))
+        return dict(params=params, ema_params=jax.tree.map(jnp.copy, params), opt_state=tx.init(params),
+                    step=jnp.zeros((), jnp.int32))
+
+    state_shape = jax.eval_shape(init, init_key)
+    state_sharding = jax.tree.map(lambda _: replicated, state_shape)
+    init_fn = jax.jit(init, out_shardings=state_sharding)
+
+    # ---------------------------------------------------------------- restore or start
+    ckpt = checkpoints.Checkpointer(os.path.join(workdir, "checkpoints"), tuple(iterators), config.keep_checkpoints)
+    latest = ckpt.latest_step()
+    if latest is None:
+        state, prior_wall = init_fn(init_key), 0.0
+    else:
+        state, meta = ckpt.restore(latest, checkpoints.abstract_like(state_shape, state_sharding), iterators)
+        prior_wall = meta["wall_seconds"]
+        if is_main:
+            print(f"rlvis: resumed from step {latest} in {workdir}", flush=True)
+    step = int(state["step"])
+
+    # ---------------------------------------------------------------- update step
+    lr_schedule, ema_schedule = learning_rate_schedule(config), ema_momentum_schedule(config)
+
+    def update(state: dict, batch: dict) -> tuple[dict, dict]:
+        views = make_views(jax.random.fold_in(train_key, state["step"]), batch, config)
+        loss_fn = functools.partial(ab_simclr.loss, model, target_params=state["ema_params"], batch=views,
+                                    config=config)
+        (_, step_metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
+        updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
+        params = optax.apply_updates(state["params"], updates)
+        momentum = ema_schedule(state["step"])
+        ema_params = jax.tree.map(lambda e, p: momentum * e + (1.0 - momentum) * p, state["ema_params"], params)
+        step_metrics.update(grad_norm=optax.global_norm(grads), learning_rate=lr_schedule(state["step"]),
+                            ema_momentum=momentum)
+        return dict(params=params, ema_params=ema_params, opt_state=opt_state, step=state["step"] + 1), step_metrics
+
+    batch_sharding = sharding.batch_sharded(mesh)
+    update_fn = jax.jit(update, in_shardings=(state_sharding, batch_sharding),
+                        out_shardings=(state_sharding, replicated), donate_argnums=(0,))
+
+    # ---------------------------------------------------------------- loop
+    def meta(at_step: int) -> dict:
+        return dict(step=at_step, config=json.loads(config.to_json()),
+                    wall_seconds=prior_wall + time.perf_counter() - process_start)
+
+    writer = metrics.MetricWriter(workdir)
+    images_per_step = config.batch.annotation + config.batch.bootstrap
+    throughput = metrics.Throughput(step, config.total_steps, images_per_step)
+    summed, summed_steps = None, 0
+    while step < config.total_steps and (stop_at_step is None or step < stop_at_step):
+        host_batch = pipeline.next_batches(iterators)
+        state, step_metrics = update_fn(state, sharding.global_batch(host_batch, mesh))
+        step += 1
+        summed = step_metrics if summed is None else jax.tree.map(jnp.add, summed, step_metrics)
+        summed_steps += 1
+        if throughput.start_time is None:
+            jax.block_until_ready(state)
+            throughput.tick(step)
+        if step % config.log_every == 0 or step == config.total_steps:
+            averaged = {k: float(v) / summed_steps for k, v in jax.device_get(summed).items()}
+            bad = [k for k, v in averaged.items() if not np.isfinite(v)]
+            if bad:
+                raise FloatingPointError(f"non-finite {', '.join(bad)} at step {step}; last good checkpoint kept")
+            images_per_s, eta = throughput.rates(step)
+            averaged.update(images_per_s=images_per_s,
+                            data_digest=pipeline.digest(host_batch["annotation"]) ^ pipeline.digest(
+                                host_batch["bootstrap"]))
+            writer.write(step, averaged)
+            if is_main:
+                print(metrics.progress_line(step, config.total_steps, averaged, images_per_s, eta), flush=True)
+            summed, summed_steps = None, 0
+        if step % config.checkpoint_every == 0 or step == config.total_steps or step == stop_at_step:
+            ckpt.save(step, state, iterators, meta(step))
+    ckpt.wait()
+    if step < config.total_steps:
+        ckpt.close()
+        if is_main:
+            print(f"rlvis: stopped at step {step}/{config.total_steps}; re-run the same command to resume", flush=True)
+        return None
+
+    # ---------------------------------------------------------------- final evaluation
+    encode = lambda params, views: model.apply(params, views, method=ab_model.ABModel.encode)  # noqa: E731
+    evaluator = DemoEvaluator(encode, config)
+    trained = dict(evaluator.run(state["ema_params" if config.eval.encoder == "ema" else "params"]))
+    random_init = dict(evaluator.run(init_fn(init_key)["params"]))
+    results = dict(trained=trained, random_init=random_init,
+                   margins={task: trained[task] - random_init[task] for task in trained},
+                   config=json.loads(config.to_json()), steps=step,
+                   wall_seconds=prior_wall + time.perf_counter() - process_start)
+    ckpt.close()
+    if is_main:
+        print(_results_table(trained, random_init), flush=True)
+        with open(os.path.join(workdir, "results.json"), "w") as f:
+            json.dump(results, f, indent=2)
+        print(f"rlvis: wrote {os.path.join(workdir, 'results.json')} ({results['wall_seconds']:.0f} s)", flush=True)
+    return results

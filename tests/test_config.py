@@ -1,0 +1,26 @@
+import pytest
+
+from configs import demo
+from rlvis import config_lib
+
+
+def test_demo_configs_are_valid():
+    config_lib.validate(demo.get_config(), device_count=1)
+    config_lib.validate(demo.get_config("tiny"), device_count=8)
+
+
+@pytest.mark.parametrize("field,value,message", [
+    ("batch.bootstrap", 12, r"config.batch.bootstrap=12 must be a positive multiple of the 8 devices"),
+    ("env.views", 1, r"config.env.views=1 must be at least 2"),
+    ("env.scale", (0.5, 0.2), r"config.env.scale=\(0.5, 0.2\) must satisfy"),
+    ("ab.gamma", 1.0, r"config.ab.gamma=1.0 must be in \[0, 1\)"),
+    ("model.variant", "Q/8", r"config.model.variant: unknown ViT variant 'Q/8'"),
+    ("env.view_size", 36, r"config.env.view_size=36 must be a multiple of the patch size 8"),
+    ("eval.encoder", "student", r"config.eval.encoder='student'"),
+])
+def test_impossible_values_name_the_field(field, value, message):
+    config = demo.get_config("tiny")
+    section, name = field.split(".")
+    config[section][name] = value
+    with pytest.raises(config_lib.ConfigError, match=message):
+        config_lib.validate(config, device_count=8)

@@ -1,0 +1,56 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from configs import demo
+from rlvis.models import ab_model, vit
+from rlvis.models.value_head import ValueHead
+
+
+@pytest.mark.parametrize("variant,width,depth", [("Ti/16", 192, 12), ("S/16", 384, 12), ("B/16", 768, 12)])
+def test_named_shapes_build_at_the_right_size(variant, width, depth):
+    shape = vit.variant_shape(variant)
+    assert (shape.width, shape.depth, shape.patch) == (width, depth, 16)
+    tokens = jax.eval_shape(lambda: vit.ViT(variant).init_with_output(
+        jax.random.PRNGKey(0), jnp.zeros((2, 224, 224, 3)))[0])
+    assert tokens.shape == (2, 1 + 14 * 14, width)
+
+
+def test_unknown_variant_is_a_clear_error():
+    with pytest.raises(ValueError, match="unknown ViT variant 'X/16'"):
+        vit.variant_shape("X/16")
+
+
+def test_tiny_vit_returns_cls_and_patch_tokens():
+    model = vit.ViT("tiny/8")
+    x = jax.random.normal(jax.random.PRNGKey(0), (3, 32, 32, 1))
+    tokens, _ = model.init_with_output(jax.random.PRNGKey(1), x)
+    assert tokens.shape == (3, 17, 32) and np.isfinite(tokens).all()
+
+
+def test_packed_actions_do_not_see_each_other():
+    head = ValueHead(bins=8, width=32, depth=2, heads=2, out_dim=16)
+    memory = jax.random.normal(jax.random.PRNGKey(0), (2, 17, 24))
+    tokens = jnp.array([[[1, 2, 3, 4], [5, 6, 7, 0]]] * 2)
+    params = head.init(jax.random.PRNGKey(1), tokens, memory)
+    out = head.apply(params, tokens, memory)
+    changed = head.apply(params, tokens.at[:, 1].set(jnp.array([0, 0, 0, 0])), memory)
+    np.testing.assert_allclose(out[:, 0], changed[:, 0], atol=1e-6)  # action 0 unaffected by action 1
+    assert not np.allclose(out[:, 1], changed[:, 1])  # but action 1's own output moves
+    other_memory = head.apply(params, tokens, memory.at[0].multiply(-1.0))
+    assert not np.allclose(out[0], other_memory[0])  # it does read the source view
+
+
+def test_ab_model_parts_have_consistent_shapes():
+    config = demo.get_config("tiny")
+    model = ab_model.from_config(config)
+    images = jnp.zeros((4, 32, 32, 1))
+    actions = jnp.zeros((4, 2, 4), jnp.int32)
+    params = model.init(jax.random.PRNGKey(0), images, actions)
+    tokens = model.apply(params, images, method=ab_model.ABModel.encode)
+    value = model.apply(params, tokens, actions, method=ab_model.ABModel.value_embed)
+    embed = model.apply(params, tokens, method=ab_model.ABModel.ab_embed)
+    assert value.shape == (4, 2, config.model.proj_dim) and embed.shape == (4, config.model.proj_dim)
+    np.testing.assert_allclose(jnp.linalg.norm(value, axis=-1), 1.0, atol=1e-4)
+    assert set(params["params"]) == {"encoder", "base_head", "ab_head", "value_head", "ab_log_scale"}

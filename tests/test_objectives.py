@@ -1,0 +1,119 @@
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from configs import demo
+from rlvis.envs import crop_env
+from rlvis.models import ab_model
+from rlvis.objectives import ab_simclr, simclr, td
+
+
+def _reference_nt_xent(a, b, t):
+    z = np.concatenate([a, b])
+    n = len(a)
+    logits = z @ z.T / t
+    losses = []
+    for i in range(2 * n):
+        partner = (i + n) % (2 * n)
+        others = [j for j in range(2 * n) if j != i]
+        losses.append(-(logits[i, partner] - np.log(np.sum(np.exp(logits[i, others])))))
+    return np.mean(losses)
+
+
+def test_nt_xent_matches_a_direct_implementation():
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(2, 6, 8))
+    a /= np.linalg.norm(a, axis=1, keepdims=True)
+    b /= np.linalg.norm(b, axis=1, keepdims=True)
+    loss, _ = simclr.nt_xent(jnp.asarray(a), jnp.asarray(b), 0.5)
+    np.testing.assert_allclose(loss, _reference_nt_xent(a, b, 0.5), rtol=1e-5)
+    _, acc = simclr.nt_xent(jnp.asarray(a), jnp.asarray(a), 0.1)
+    assert acc == 1.0  # identical views always find their partner
+
+
+def test_td_target_mixes_per_annotation_max_and_renormalises():
+    p = jnp.array([[0.7, 0.2, 0.1]])
+    q = jnp.array([[[0.1, 0.8, 0.1], [0.6, 0.1, 0.3]]])  # two candidate next actions
+    np.testing.assert_array_equal(td.td_target(p, q, 0.0), p)
+    mixed = np.asarray(td.td_target(p, q, 0.5))
+    expected = 0.5 * np.array([0.7, 0.2, 0.1]) + 0.5 * np.array([0.6, 0.8, 0.3])
+    np.testing.assert_allclose(mixed[0], expected / expected.sum(), rtol=1e-6)
+
+
+def _setup(gamma):
+    config = demo.get_config("tiny")
+    config.ab.gamma = gamma
+    model = ab_model.from_config(config)
+    n, k, b = config.env.views, 8, 4
+    rng = jax.random.PRNGKey(0)
+    images = jax.random.uniform(rng, (b, 64, 64, 1)) * 255
+    out = crop_env.batch_rollout(rng, images, jnp.full((b, 2), 64), num_views=n, size=32, scale=(0.05, 1.0),
+                                 ratio=(0.75, 1.33), bins=config.env.action_bins)
+    ann = crop_env.batch_rollout(jax.random.PRNGKey(1), images[:1].repeat(k, 0), jnp.full((k, 2), 64),
+                                 num_views=2, size=32, scale=(0.2, 1.0), ratio=(0.75, 1.33), bins=2)
+    batch = dict(annotation_views=ann["views"], views=out["views"], tokens=out["tokens"])
+    params = model.init(jax.random.PRNGKey(2), jnp.zeros((1, 32, 32, 1)), jnp.zeros((1, n - 1, 4), jnp.int32))
+    target = model.init(jax.random.PRNGKey(3), jnp.zeros((1, 32, 32, 1)), jnp.zeros((1, n - 1, 4), jnp.int32))
+    return config, model, params, target, batch
+
+
+def test_gamma_zero_is_the_icml_objective():
+    """γ = 0: the TD term is CE(Q logits, softmax of the EMA base logits on the reached view), nothing else."""
+    config, model, params, target, batch = _setup(0.0)
+    _, metrics = ab_simclr.loss(model, params, target, batch, config)
+    np.testing.assert_allclose(metrics["td_loss"], _icml_loss(model, params, target, batch), rtol=1e-5)
+    # (CE and the paper's KL(p_ema ‖ p_AB) differ by the target's entropy, a constant for the online gradient.)
+    # At γ = 0 the target network's value head plays no part:
+    perturbed = jax.tree.map(lambda x: x, target)
+    perturbed["params"]["value_head"] = jax.tree.map(lambda x: x + 1.0, target["params"]["value_head"])
+    _, again = ab_simclr.loss(model, params, perturbed, batch, config)
+    np.testing.assert_allclose(again["td_loss"], metrics["td_loss"], rtol=1e-6)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _icml_loss(model, params, target, batch):
+    """The ICML loss rebuilt pair by pair: mean over ordered pairs of CE(p_AB(·|x_i, bb_ij), p_ema(·|x_j))."""
+    A = ab_model.ABModel
+    ann_t = model.apply(target, batch["annotation_views"][:, 1], method=A.encode)
+    vocab_t = model.apply(target, ann_t, method=A.base_embed)
+    boot_t = model.apply(target, batch["views"], method=A.encode)
+    p_ema = jax.nn.softmax(model.apply(target, boot_t, method=A.base_embed) @ vocab_t.T / 0.1, -1)
+    ann = model.apply(params, batch["annotation_views"][:, 1], method=A.encode)
+    vocab = model.apply(params, ann, method=A.ab_embed)
+    b, n = batch["views"].shape[:2]
+    pairs = np.asarray(crop_env.pair_indices(n))
+    losses = []
+    for i in range(n):
+        tokens = model.apply(params, batch["views"][:, i], method=A.encode)
+        for k, j in enumerate(pairs[i]):
+            value = model.apply(params, tokens, batch["tokens"][:, i, k:k + 1], method=A.value_embed)[:, 0]
+            logits = 10.0 * value @ vocab.T
+            losses.append(-jnp.sum(p_ema[:, j] * jax.nn.log_softmax(logits, -1), -1))
+    return jnp.mean(jnp.stack(losses))
+
+
+def test_gamma_positive_uses_the_target_value_head():
+    config, model, params, target, batch = _setup(0.5)
+    _, metrics = ab_simclr.loss(model, params, target, batch, config)
+    perturbed = jax.tree.map(lambda x: x, target)
+    perturbed["params"]["value_head"] = jax.tree.map(lambda x: x * 3.0, target["params"]["value_head"])
+    _, again = ab_simclr.loss(model, params, perturbed, batch, config)
+    assert abs(float(again["td_loss"]) - float(metrics["td_loss"])) > 1e-4
+
+
+def test_gradients_never_reach_the_target_network():
+    for gamma in (0.5,):  # γ > 0 exercises every target path (base head and value head)
+        config, model, params, target, batch = _setup(gamma)
+        # Even when the online parameters are passed as the target (the no-EMA ablation), the target path is
+        # stop-gradient: d loss / d target is exactly zero, and the online gradient equals the one with a frozen copy.
+        def loss_both(p, t):
+            return ab_simclr.loss(model, p, t, batch, config)[0]
+        g_online, g_target = jax.jit(jax.grad(loss_both, argnums=(0, 1)))(params, target)
+        assert all(float(jnp.abs(g).max()) == 0.0 for g in jax.tree.leaves(g_target))
+        assert any(float(jnp.abs(g).max()) > 0.0 for g in jax.tree.leaves(g_online))
+        shared = jax.jit(jax.grad(lambda p: loss_both(p, p)))(params)
+        frozen = jax.jit(jax.grad(loss_both))(params, jax.tree.map(jnp.copy, params))
+        for a, b in zip(jax.tree.leaves(shared), jax.tree.leaves(frozen)):
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)  # same maths, differently fused

@@ -1,0 +1,127 @@
+"""The trainer end to end, as a user runs it: `python -m rlvis.main` in subprocesses on the tiny demo config.
+
+Subprocesses because the device count (XLA_FLAGS) must be fixed before JAX starts, and because resuming means a
+new process.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TASKS = {"linear/digit", "knn/digit", "linear/count", "linear/box_digit"}
+
+
+def run_main(workdir, *flags, devices: int = 1) -> subprocess.CompletedProcess:
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    env.pop("XLA_FLAGS", None)
+    if devices > 1:
+        env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+    cmd = [sys.executable, "-m", "rlvis.main", "--config=configs/demo.py:tiny", f"--workdir={workdir}", *flags]
+    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+
+
+def _ok(result: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result
+
+
+def metrics(workdir) -> dict[int, dict]:
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        return {line["step"]: line for line in map(json.loads, f)}
+
+
+def load_state(workdir, step: int) -> dict:
+    """A checkpoint's train state as numpy, whatever device layout wrote it."""
+    path = os.path.join(workdir, "checkpoints", str(step), "state")
+    checkpointer = ocp.PyTreeCheckpointer()
+    tree = checkpointer.metadata(path).item_metadata.tree
+    args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)
+    return checkpointer.restore(path, restore_args=args)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    base = tmp_path_factory.mktemp("runs")
+    out = {"full": base / "full", "resumed": base / "resumed", "eight": base / "eight"}
+    out["full_log"] = _ok(run_main(out["full"]))
+    out["first_half_log"] = _ok(run_main(out["resumed"], "--stop_at_step=3"))
+    out["second_half_log"] = _ok(run_main(out["resumed"]))
+    out["eight_log"] = _ok(run_main(out["eight"], "--stop_at_step=3", devices=8))
+    return out
+
+
+def test_demo_command_prints_progress_and_writes_the_results_contract(runs):
+    stdout = runs["full_log"].stdout
+    assert "step 6/6 | loss" in stdout and "img/s | ETA" in stdout
+    assert "linear/box_digit" in stdout and "random_init" in stdout
+    with open(runs["full"] / "results.json") as f:
+        results = json.load(f)
+    assert set(results) >= {"trained", "random_init", "config", "steps", "wall_seconds"}
+    assert set(results["trained"]) == TASKS and set(results["random_init"]) == TASKS
+    assert all(0.0 <= v <= 1.0 for v in [*results["trained"].values(), *results["random_init"].values()])
+    assert results["steps"] == 6 and results["wall_seconds"] > 0
+    assert results["config"]["method"] == "ab_simclr" and results["config"]["total_steps"] == 6
+    logged = metrics(runs["full"])
+    assert sorted(logged) == [1, 2, 3, 4, 5, 6]
+    assert {"loss", "base_loss", "td_loss", "learning_rate", "grad_norm", "images_per_s"} <= set(logged[6])
+    assert sorted(os.listdir(runs["full"] / "checkpoints" / "6")) == sorted(
+        ["_CHECKPOINT_METADATA", "annotation", "bootstrap", "meta", "state", "commit_success.txt"])
+
+
+def test_resumed_run_equals_uninterrupted_run(runs):
+    assert "stopped at step 3/6" in runs["first_half_log"].stdout
+    assert "resumed from step 3" in runs["second_half_log"].stdout
+    full, resumed = metrics(runs["full"]), metrics(runs["resumed"])
+    assert sorted(resumed) == [1, 2, 3, 4, 5, 6]
+    for step in range(1, 7):
+        assert resumed[step]["data_digest"] == full[step]["data_digest"], f"different batch at step {step}"
+        assert resumed[step]["loss"] == full[step]["loss"], f"different loss at step {step}"
+    a, b = load_state(runs["full"], 6), load_state(runs["resumed"], 6)
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+        np.testing.assert_array_equal(x, y)
+    with open(runs["resumed"] / "results.json") as f, open(runs["full"] / "results.json") as g:
+        assert json.load(f)["trained"] == json.load(g)["trained"]
+
+
+def test_eight_devices_match_one_device(runs):
+    one, eight = metrics(runs["full"]), metrics(runs["eight"])
+    assert sorted(eight) == [1, 2, 3]
+    for step in (1, 2, 3):
+        assert eight[step]["data_digest"] == one[step]["data_digest"]
+        for key in ("loss", "base_loss", "td_loss"):
+            np.testing.assert_allclose(eight[step][key], one[step][key], rtol=1e-5, atol=1e-5)
+    a, b = load_state(runs["resumed"], 3), load_state(runs["eight"], 3)  # both stopped at step 3 on purpose
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+        np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-5)
+    assert int(b["step"]) == 3
+
+
+def test_unknown_config_key_stops_before_any_compute(tmp_path):
+    result = run_main(tmp_path / "run", "--config.ab.no_such_key=1")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == (
+        "rlvis: config error: unknown config field 'no_such_key' in --config.ab.no_such_key=1")
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_wrong_type_is_one_line(tmp_path):
+    result = run_main(tmp_path / "run", "--config.total_steps=many")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "--config.total_steps=many" in result.stderr.strip().splitlines()[-1]
+
+
+def test_impossible_value_is_one_line_naming_the_field(tmp_path):
+    result = run_main(tmp_path / "run", "--config.env.views=1")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == (
+        "rlvis: config error: config.env.views=1 must be at least 2 (a transition needs two views)")
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "run").exists()
