@@ -44,6 +44,8 @@ def validate(config: ml_collections.ConfigDict, device_count: int) -> None:
         raise ConfigError(f"config.model.variant: {e}") from None
     _require(c.env.view_size % shape.patch == 0,
              f"config.env.view_size={c.env.view_size} must be a multiple of the patch size {shape.patch}")
+    _require(c.eval.scene_view_size % shape.patch == 0,
+             f"config.eval.scene_view_size={c.eval.scene_view_size} must be a multiple of the patch size {shape.patch}")
     _require(c.env.view_size <= c.data.scene_canvas,
              f"config.env.view_size={c.env.view_size} exceeds config.data.scene_canvas={c.data.scene_canvas}")
     _require(c.data.digit_size[1] <= c.data.scene_min_size <= c.data.scene_canvas,

@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
+from clu import parameter_overview
 
 from rlvis import checkpoints, config_lib, metrics, sharding
 from rlvis.data import digits as digits_lib
@@ -118,6 +119,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         if is_main:
             print(f"rlvis: resumed from step {latest} in {workdir}", flush=True)
     step = int(state["step"])
+    if is_main:
+        counts = {name: parameter_overview.count_parameters({name: tree})
+                  for name, tree in state_shape["params"]["params"].items()}
+        print(f"rlvis: {config.method}, ViT {config.model.variant}, parameters: "
+              + ", ".join(f"{name} {int(n):,}" for name, n in counts.items()) + f"; {jax.device_count()} device(s)",
+              flush=True)
 
     # ---------------------------------------------------------------- update step
     lr_schedule, ema_schedule = learning_rate_schedule(config), ema_momentum_schedule(config)

@@ -12,7 +12,7 @@ from rlvis.models.value_head import ValueHead
 def test_named_shapes_build_at_the_right_size(variant, width, depth):
     shape = vit.variant_shape(variant)
     assert (shape.width, shape.depth, shape.patch) == (width, depth, 16)
-    tokens = jax.eval_shape(lambda: vit.ViT(variant).init_with_output(
+    tokens = jax.eval_shape(lambda: vit.ViT(variant, 224).init_with_output(
         jax.random.PRNGKey(0), jnp.zeros((2, 224, 224, 3)))[0])
     assert tokens.shape == (2, 1 + 14 * 14, width)
 
@@ -23,10 +23,25 @@ def test_unknown_variant_is_a_clear_error():
 
 
 def test_tiny_vit_returns_cls_and_patch_tokens():
-    model = vit.ViT("tiny/8")
+    model = vit.ViT("tiny/8", 32)
     x = jax.random.normal(jax.random.PRNGKey(0), (3, 32, 32, 1))
-    tokens, _ = model.init_with_output(jax.random.PRNGKey(1), x)
+    tokens, params = model.init_with_output(jax.random.PRNGKey(1), x)
     assert tokens.shape == (3, 17, 32) and np.isfinite(tokens).all()
+    # the same parameters read a 64-px image as an 8×8 grid, position embeddings resampled
+    big = model.apply(params, jax.random.normal(jax.random.PRNGKey(2), (3, 64, 64, 1)))
+    assert big.shape == (3, 65, 32) and np.isfinite(big).all()
+
+
+def test_resampled_position_embeddings_keep_cls_and_interpolate_the_grid():
+    posemb = jnp.concatenate([jnp.full((1, 1, 2), 7.0),
+                              jnp.stack(jnp.meshgrid(jnp.arange(4.0), jnp.arange(4.0), indexing="ij"), -1)
+                              .reshape(1, 16, 2)], axis=1)
+    out = vit.resample_posemb(posemb, (8, 8))
+    assert out.shape == (1, 65, 2)
+    np.testing.assert_array_equal(out[0, 0], [7.0, 7.0])
+    rows = np.asarray(out[0, 1:, 0]).reshape(8, 8)
+    assert (np.diff(rows[:, 0]) >= 0).all() and rows[0, 0] < rows[-1, 0]  # row coordinate still increases down
+    assert vit.resample_posemb(posemb, (4, 4)) is posemb
 
 
 def test_packed_actions_do_not_see_each_other():

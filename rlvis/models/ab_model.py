@@ -18,6 +18,7 @@ MAX_LOGIT_SCALE = 100.0  # as CLIP: keeps the learned AB temperature from blowin
 
 class ABModel(nn.Module):
     variant: str
+    image_size: int
     proj_dim: int
     proj_hidden: int
     action_bins: int
@@ -27,7 +28,7 @@ class ABModel(nn.Module):
     init_logit_scale: float
 
     def setup(self):
-        self.encoder = ViT(self.variant, name="encoder")
+        self.encoder = ViT(self.variant, self.image_size, name="encoder")
         self.base_head = ProjectionHead(self.proj_hidden, self.proj_dim, name="base_head")
         self.ab_head = ProjectionHead(self.proj_hidden, self.proj_dim, name="ab_head")
         self.value_head = ValueHead(self.action_bins, self.decoder_width, self.decoder_depth, self.decoder_heads,
@@ -63,7 +64,7 @@ class ABModel(nn.Module):
 
 
 def from_config(config) -> ABModel:
-    return ABModel(variant=config.model.variant, proj_dim=config.model.proj_dim,
+    return ABModel(variant=config.model.variant, image_size=config.env.view_size, proj_dim=config.model.proj_dim,
                    proj_hidden=config.model.proj_hidden, action_bins=config.env.action_bins,
                    decoder_depth=config.model.decoder_depth, decoder_width=config.model.decoder_width,
                    decoder_heads=config.model.decoder_heads, init_logit_scale=1.0 / config.simclr.temperature)

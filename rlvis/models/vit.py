@@ -72,21 +72,38 @@ class EncoderBlock(nn.Module):
         return x + MlpBlock(self.mlp_dim, name="mlp")(y)
 
 
+def resample_posemb(posemb: jax.Array, grid: tuple[int, int]) -> jax.Array:
+    """[1, 1 + h*w, D] (CLS first, square h = w) → [1, 1 + grid[0]*grid[1], D], bilinear over the patch grid."""
+    if posemb.shape[1] == 1 + grid[0] * grid[1]:
+        return posemb
+    side = int(round((posemb.shape[1] - 1) ** 0.5))
+    patches = posemb[0, 1:].reshape(side, side, -1)
+    patches = jax.image.resize(patches, (*grid, patches.shape[-1]), method="bilinear")
+    return jnp.concatenate([posemb[:, :1], patches.reshape(1, grid[0] * grid[1], -1)], axis=1)
+
+
 class ViT(nn.Module):
-    """images [B, H, W, C] in [-1, 1] → tokens [B, 1 + (H/p)(W/p), width], CLS token first."""
+    """images [B, H, W, C] in [-1, 1] → tokens [B, 1 + (H/p)(W/p), width], CLS token first.
+
+    Position embeddings are learned for `image_size`; other sizes (e.g. evaluating scenes at full resolution)
+    resample them bilinearly, as big_vision does when fine-tuning at a new resolution.
+    """
 
     variant: str
+    image_size: int
 
     @nn.compact
     def __call__(self, images: jax.Array) -> jax.Array:
         shape = variant_shape(self.variant)
         x = nn.Conv(shape.width, (shape.patch, shape.patch), strides=shape.patch, padding="VALID",
                     name="patch_embed")(images)
-        batch = x.shape[0]
+        batch, grid = x.shape[0], x.shape[1:3]
         x = x.reshape(batch, -1, shape.width)
         cls = self.param("cls", nn.initializers.zeros, (1, 1, shape.width))
         x = jnp.concatenate([jnp.broadcast_to(cls, (batch, 1, shape.width)), x], axis=1)
-        x = x + self.param("pos_embedding", nn.initializers.normal(0.02), (1, x.shape[1], shape.width))
+        trained_grid = self.image_size // shape.patch
+        posemb = self.param("pos_embedding", nn.initializers.normal(0.02), (1, 1 + trained_grid ** 2, shape.width))
+        x = x + resample_posemb(posemb, grid)
         for i in range(shape.depth):
             x = EncoderBlock(shape.heads, shape.mlp_dim, name=f"block{i}")(x)
         return nn.LayerNorm(name="norm")(x)
