@@ -31,8 +31,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.keep_checkpoints = 2
 
     c.data = ml_collections.ConfigDict()
-    c.data.bootstrap = "digit_scenes"  # multi-digit scenes (unlabeled target data)
-    c.data.annotation = "digits"  # single centred digits (curated data for the base loss)
     c.data.scene_canvas = 64  # fixed canvas; each scene's own size is drawn in [scene_min_size, canvas]
     c.data.scene_min_size = 40
     c.data.digits_per_scene = (1, 4)
@@ -51,7 +49,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.env.scale = (0.05, 1.0)  # RandomResizedCrop area range for bootstrap views (paper)
     c.env.ratio = (3 / 4, 4 / 3)
     c.env.annotation_scale = (0.25, 1.0)  # SimCLR crops of a centred digit; 0.08 leaves too little digit
-    c.env.action_bins = 32  # bins per action coordinate → 4 tokens per action
+    c.env.action_bins = 33  # bins per action coordinate → 4 tokens per action; odd: "stay" has its own bin
 
     c.model = ml_collections.ConfigDict()
     c.model.variant = "mu/8"  # width 64, depth 4, 4 heads, patch 8 (see rlvis/models/vit.py)

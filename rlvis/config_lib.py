@@ -6,6 +6,7 @@ locked by `config_flags`); this module checks the values that only make sense to
 
 import ml_collections
 
+from rlvis.data import digits
 from rlvis.models import vit
 
 METHODS = ("ab_simclr",)
@@ -50,6 +51,9 @@ def validate(config: ml_collections.ConfigDict, device_count: int) -> None:
              f"config.env.view_size={c.env.view_size} exceeds config.data.scene_canvas={c.data.scene_canvas}")
     _require(c.data.digit_size[1] <= c.data.scene_min_size <= c.data.scene_canvas,
              "config.data: need digit_size max <= scene_min_size <= scene_canvas")
+    lo, hi = c.data.digits_per_scene
+    _require(1 <= lo <= hi <= digits.MAX_DIGITS,
+             f"config.data.digits_per_scene={(lo, hi)} must satisfy 1 <= min <= max <= {digits.MAX_DIGITS}")
     _require(c.model.decoder_width % c.model.decoder_heads == 0,
              "config.model.decoder_width must be divisible by config.model.decoder_heads")
     _require(0.0 <= c.ab.gamma < 1.0, f"config.ab.gamma={c.ab.gamma} must be in [0, 1)")
@@ -62,3 +66,33 @@ def validate(config: ml_collections.ConfigDict, device_count: int) -> None:
     _require(c.eval.encoder in ("ema", "online"), f"config.eval.encoder={c.eval.encoder!r} must be 'ema' or 'online'")
     _require(c.eval.digits_per_class >= 4, "config.eval.digits_per_class must be at least 4")
     _require(c.eval.scenes >= 20, "config.eval.scenes must be at least 20")
+
+
+# Fields a resumed run may change: they affect neither the trained model nor the data it sees.
+RESUMABLE_CHANGES = ("log_every", "checkpoint_every", "keep_checkpoints", "data.read_threads", "data.prefetch",
+                     "eval.encoder", "eval.probe_steps", "eval.knn_k", "eval.knn_temperature", "eval.scenes",
+                     "eval.scene_view_size")
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = list(value) if isinstance(value, tuple) else value
+    return flat
+
+
+def check_resume(saved: dict, config: ml_collections.ConfigDict) -> None:
+    """Refuse to resume a checkpoint written under a config that changes the model, schedules or data.
+
+    `eval.digits_per_class` is such a field: it moves digits between pre-training and the held-out sets.
+    """
+    before, now = _flatten(saved), _flatten(config.to_dict())
+    changed = sorted(k for k in before.keys() | now.keys()
+                     if before.get(k) != now.get(k) and k not in RESUMABLE_CHANGES)
+    if changed:
+        detail = ", ".join(f"{k}: {before.get(k)!r} -> {now.get(k)!r}" for k in changed)
+        raise ConfigError(f"the checkpoint in this workdir was trained with a different config ({detail}); "
+                          "use a new --workdir or restore those values")

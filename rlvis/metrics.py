@@ -16,6 +16,15 @@ class MetricWriter:
         self.path = os.path.join(workdir, "metrics.jsonl")
         self.enabled = jax.process_index() == 0
 
+    def drop_after(self, step: int) -> None:
+        """Forget lines logged after `step` (a resumed run repeats those steps; each is logged once)."""
+        if not self.enabled or not os.path.exists(self.path):
+            return
+        with open(self.path) as f:
+            kept = [line for line in f if json.loads(line)["step"] <= step]
+        with open(self.path, "w") as f:
+            f.writelines(kept)
+
     def write(self, step: int, metrics: dict) -> None:
         if not self.enabled:
             return

@@ -42,6 +42,23 @@ def ema_momentum_schedule(config: ml_collections.ConfigDict):
     return momentum
 
 
+def ema_update(ema_params, params, momentum: jax.Array):
+    """Target network ← momentum·target + (1 - momentum)·online."""
+    return jax.tree.map(lambda e, p: momentum * e + (1.0 - momentum) * p, ema_params, params)
+
+
+def _check_finite(summed: dict | None, summed_steps: int, step: int) -> dict:
+    """Average the metrics summed since the last check; a non-finite one stops the run before any save."""
+    if summed is None:
+        return {}
+    averaged = {k: float(v) / summed_steps for k, v in jax.device_get(summed).items()}
+    bad = [k for k, v in averaged.items() if not np.isfinite(v)]
+    if bad:
+        raise FloatingPointError(f"non-finite {', '.join(bad)} at or before step {step}; "
+                                 "the last checkpoint is the last good state")
+    return averaged
+
+
 def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
     """AdamW with warm-up + cosine decay and global-norm clipping; no weight decay on biases, norms, scalars."""
     decay_mask = lambda params: jax.tree.map(lambda p: p.ndim >= 2, params)  # noqa: E731
@@ -115,6 +132,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         state, prior_wall = init_fn(init_key), 0.0
     else:
         state, meta = ckpt.restore(latest, checkpoints.abstract_like(state_shape, state_sharding), iterators)
+        config_lib.check_resume(meta["config"], config)
         prior_wall = meta["wall_seconds"]
         if is_main:
             print(f"rlvis: resumed from step {latest} in {workdir}", flush=True)
@@ -137,8 +155,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
         params = optax.apply_updates(state["params"], updates)
         momentum = ema_schedule(state["step"])
-        ema_params = jax.tree.map(lambda e, p: momentum * e + (1.0 - momentum) * p, state["ema_params"], params)
-        step_metrics.update(grad_norm=optax.global_norm(grads), learning_rate=lr_schedule(state["step"]),
+        ema_params = ema_update(state["ema_params"], params, momentum)
+        step_metrics.update(grad_norm=optax.tree.norm(grads), learning_rate=lr_schedule(state["step"]),
                             ema_momentum=momentum)
         return dict(params=params, ema_params=ema_params, opt_state=opt_state, step=state["step"] + 1), step_metrics
 
@@ -152,34 +170,36 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                     wall_seconds=prior_wall + time.perf_counter() - process_start)
 
     writer = metrics.MetricWriter(workdir)
+    writer.drop_after(step)  # lines past the restored checkpoint belong to a run that was lost
     images_per_step = config.batch.annotation + config.batch.bootstrap
     throughput = metrics.Throughput(step, config.total_steps, images_per_step)
     summed, summed_steps = None, 0
-    while step < config.total_steps and (stop_at_step is None or step < stop_at_step):
-        host_batch = pipeline.next_batches(iterators)
-        state, step_metrics = update_fn(state, sharding.global_batch(host_batch, mesh))
-        step += 1
-        summed = step_metrics if summed is None else jax.tree.map(jnp.add, summed, step_metrics)
-        summed_steps += 1
-        if throughput.start_time is None:
-            jax.block_until_ready(state)
-            throughput.tick(step)
-        if step % config.log_every == 0 or step == config.total_steps:
-            averaged = {k: float(v) / summed_steps for k, v in jax.device_get(summed).items()}
-            bad = [k for k, v in averaged.items() if not np.isfinite(v)]
-            if bad:
-                raise FloatingPointError(f"non-finite {', '.join(bad)} at step {step}; last good checkpoint kept")
-            images_per_s, eta = throughput.rates(step)
-            averaged.update(images_per_s=images_per_s,
-                            data_digest=pipeline.digest(host_batch["annotation"]) ^ pipeline.digest(
-                                host_batch["bootstrap"]))
-            writer.write(step, averaged)
-            if is_main:
-                print(metrics.progress_line(step, config.total_steps, averaged, images_per_s, eta), flush=True)
-            summed, summed_steps = None, 0
-        if step % config.checkpoint_every == 0 or step == config.total_steps or step == stop_at_step:
-            ckpt.save(step, state, iterators, meta(step))
-    ckpt.wait()
+    try:
+        while step < config.total_steps and (stop_at_step is None or step < stop_at_step):
+            host_batch = pipeline.next_batches(iterators)
+            state, step_metrics = update_fn(state, sharding.global_batch(host_batch, mesh))
+            step += 1
+            summed = step_metrics if summed is None else jax.tree.map(jnp.add, summed, step_metrics)
+            summed_steps += 1
+            if throughput.start_time is None:
+                jax.block_until_ready(state)
+                throughput.tick(step)
+            log_now = step % config.log_every == 0 or step == config.total_steps
+            save_now = step % config.checkpoint_every == 0 or step == config.total_steps or step == stop_at_step
+            if log_now or save_now:
+                averaged = _check_finite(summed, summed_steps, step)
+            if log_now:
+                images_per_s, eta = throughput.rates(step)
+                digest = pipeline.digest(host_batch["annotation"]) ^ pipeline.digest(host_batch["bootstrap"])
+                averaged.update(images_per_s=images_per_s, data_digest=digest)
+                writer.write(step, averaged)
+                if is_main:
+                    print(metrics.progress_line(step, config.total_steps, averaged, images_per_s, eta), flush=True)
+                summed, summed_steps = None, 0
+            if save_now:
+                ckpt.save(step, state, iterators, meta(step))
+    finally:
+        ckpt.wait()  # a save in flight completes even when the loop fails, so the last good state is kept
     if step < config.total_steps:
         ckpt.close()
         if is_main:

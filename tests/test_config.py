@@ -17,6 +17,7 @@ def test_demo_configs_are_valid():
     ("model.variant", "Q/8", r"config.model.variant: unknown ViT variant 'Q/8'"),
     ("env.view_size", 36, r"config.env.view_size=36 must be a multiple of the patch size 8"),
     ("eval.encoder", "student", r"config.eval.encoder='student'"),
+    ("data.digits_per_scene", (1, 6), r"config.data.digits_per_scene=\(1, 6\) must satisfy 1 <= min <= max <= 4"),
 ])
 def test_impossible_values_name_the_field(field, value, message):
     config = demo.get_config("tiny")
@@ -24,3 +25,14 @@ def test_impossible_values_name_the_field(field, value, message):
     config[section][name] = value
     with pytest.raises(config_lib.ConfigError, match=message):
         config_lib.validate(config, device_count=8)
+
+
+def test_resume_refuses_a_config_that_changes_the_model_or_the_data():
+    saved = demo.get_config("tiny").to_dict()
+    config = demo.get_config("tiny")
+    config.log_every, config.eval.probe_steps = 7, 10  # harmless on resume
+    config_lib.check_resume(saved, config)
+    config.eval.digits_per_class = 40  # would move pre-training digits into the held-out set
+    config.ab.gamma = 0.5
+    with pytest.raises(config_lib.ConfigError, match=r"ab.gamma: 0.0 -> 0.5, eval.digits_per_class: 20 -> 40"):
+        config_lib.check_resume(saved, config)

@@ -45,6 +45,19 @@ def test_observe_crops_the_right_pixels():
     np.testing.assert_allclose((np.asarray(view) + 1) * 127.5, image[16:48, 8:40], atol=1e-3)
 
 
+def test_observe_zooms_in_and_out_on_a_linear_ramp():
+    """Bilinear resampling of a linear ramp is exact away from the edges, so scale and offset are checked."""
+    ramp = np.broadcast_to(np.arange(64, dtype=np.float32)[None, :, None], (64, 64, 1))  # value = x coordinate
+    valid = jnp.array([64, 64])
+    # zoom in 2×: 16 px of the image starting at x = 24 → 32 px; output pixel centre i maps to x = 24 + (i+0.5)/2 - 0.5
+    view = crop_env.observe(jnp.asarray(ramp), valid, jnp.array([0.25, 24 / 64, 0.25, 0.25]), 32)
+    expected = 24 + (np.arange(32) + 0.5) / 2 - 0.5
+    np.testing.assert_allclose(((np.asarray(view) + 1) * 127.5)[8, 2:-2, 0], expected[2:-2], atol=1e-3)
+    # zoom out 2× (anti-aliased): 64 px → 32 px; output pixel i covers x in [2i, 2i+2), mean 2i + 0.5
+    view = crop_env.observe(jnp.asarray(ramp), valid, jnp.array([0.0, 0.0, 1.0, 1.0]), 32)
+    np.testing.assert_allclose(((np.asarray(view) + 1) * 127.5)[8, 2:-2, 0], 2 * np.arange(2, 30) + 0.5, atol=1e-3)
+
+
 def test_observe_ignores_padding_outside_the_valid_region():
     canvas = np.full((64, 64, 1), 255, np.uint8)
     canvas[:40, :30] = 0  # the image is the black 40×30 top-left region; the rest is padding

@@ -15,9 +15,14 @@ def test_splits_are_disjoint_real_digits_balanced_by_class():
     assert splits.pretrain_images.max() == 255 and splits.pretrain_images.mean() > 10  # not blank
 
 
-def test_split_does_not_depend_on_anything_but_the_heldout_size():
-    a, b = digits.load_digits(100), digits.load_digits(100)
-    np.testing.assert_array_equal(a.probe_test_images, b.probe_test_images)
+def test_probe_train_and_probe_test_are_disjoint_and_held_out_sets_nest():
+    splits = digits.load_digits(100)
+    train = {d.tobytes() for d in splits.probe_train_images}
+    assert not any(d.tobytes() in train for d in splits.probe_test_images)
+    # a larger held-out set only moves digits out of pre-training, never the other way
+    larger = digits.load_digits(200)
+    pretrain_larger = {d.tobytes() for d in larger.pretrain_images}
+    assert pretrain_larger <= {d.tobytes() for d in splits.pretrain_images}
 
 
 def test_scene_is_deterministic_and_its_boxes_hold_the_digits():

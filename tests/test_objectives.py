@@ -63,7 +63,7 @@ def test_gamma_zero_is_the_icml_objective():
     """γ = 0: the TD term is CE(Q logits, softmax of the EMA base logits on the reached view), nothing else."""
     config, model, params, target, batch = _setup(0.0)
     _, metrics = ab_simclr.loss(model, params, target, batch, config)
-    np.testing.assert_allclose(metrics["td_loss"], _icml_loss(model, params, target, batch), rtol=1e-5)
+    np.testing.assert_allclose(metrics["td_loss"], _reference_td_loss(model, params, target, batch, 0.0), rtol=1e-5)
     # (CE and the paper's KL(p_ema ‖ p_AB) differ by the target's entropy, a constant for the online gradient.)
     # At γ = 0 the target network's value head plays no part:
     perturbed = jax.tree.map(lambda x: x, target)
@@ -72,26 +72,47 @@ def test_gamma_zero_is_the_icml_objective():
     np.testing.assert_allclose(again["td_loss"], metrics["td_loss"], rtol=1e-6)
 
 
-@functools.partial(jax.jit, static_argnums=0)
-def _icml_loss(model, params, target, batch):
-    """The ICML loss rebuilt pair by pair: mean over ordered pairs of CE(p_AB(·|x_i, bb_ij), p_ema(·|x_j))."""
+@functools.partial(jax.jit, static_argnums=(0, 4))
+def _reference_td_loss(model, params, target, batch, gamma):
+    """The TD loss rebuilt pair by pair, one view and one action at a time.
+
+    γ = 0 is the ICML loss: mean over ordered pairs (i, j) of CE(p_AB(·|x_i, bb_ij), p_ema(·|x_j)).
+    """
     A = ab_model.ABModel
     ann_t = model.apply(target, batch["annotation_views"][:, 1], method=A.encode)
     vocab_t = model.apply(target, ann_t, method=A.base_embed)
-    boot_t = model.apply(target, batch["views"], method=A.encode)
-    p_ema = jax.nn.softmax(model.apply(target, boot_t, method=A.base_embed) @ vocab_t.T / 0.1, -1)
+    ab_vocab_t = model.apply(target, ann_t, method=A.ab_embed)
     ann = model.apply(params, batch["annotation_views"][:, 1], method=A.encode)
     vocab = model.apply(params, ann, method=A.ab_embed)
     b, n = batch["views"].shape[:2]
-    pairs = np.asarray(crop_env.pair_indices(n))
+    pairs = crop_env.pair_indices(n)
+
+    def target_at(j):
+        tokens_t = model.apply(target, batch["views"][:, j], method=A.encode)
+        p = jax.nn.softmax(model.apply(target, tokens_t, method=A.base_embed) @ vocab_t.T / 0.1, -1)
+        if gamma == 0.0:
+            return p
+        q = [jax.nn.softmax(10.0 * model.apply(target, tokens_t, batch["tokens"][:, j, k:k + 1],
+                                               method=A.value_embed)[:, 0] @ ab_vocab_t.T, -1)
+             for k in range(n - 1)]  # every move from x_j to another view (x_i included)
+        mixed = (1 - gamma) * p + gamma * jnp.max(jnp.stack(q), axis=0)
+        return mixed / mixed.sum(-1, keepdims=True)
+
     losses = []
     for i in range(n):
         tokens = model.apply(params, batch["views"][:, i], method=A.encode)
         for k, j in enumerate(pairs[i]):
             value = model.apply(params, tokens, batch["tokens"][:, i, k:k + 1], method=A.value_embed)[:, 0]
             logits = 10.0 * value @ vocab.T
-            losses.append(-jnp.sum(p_ema[:, j] * jax.nn.log_softmax(logits, -1), -1))
+            losses.append(-jnp.sum(target_at(int(j)) * jax.nn.log_softmax(logits, -1), -1))
     return jnp.mean(jnp.stack(losses))
+
+
+def test_gamma_positive_matches_a_pair_by_pair_reference():
+    """target(ℓ | i→j) = renorm((1-γ)·p_ema(ℓ|x_j) + γ·max over j→k, k≠j of Q_ema(ℓ | x_j, a_{j→k}))."""
+    config, model, params, target, batch = _setup(0.5)
+    _, metrics = ab_simclr.loss(model, params, target, batch, config)
+    np.testing.assert_allclose(metrics["td_loss"], _reference_td_loss(model, params, target, batch, 0.5), rtol=1e-5)
 
 
 def test_gamma_positive_uses_the_target_value_head():

@@ -40,3 +40,30 @@ def test_processes_read_disjoint_slices_of_half_the_batch():
     b = next(pipeline.make_iterator(second["annotation"], config))["image"]
     assert len(a) == config.batch.annotation // 2
     assert not {x.tobytes() for x in a} & {x.tobytes() for x in b}
+
+
+def test_training_streams_only_read_pretraining_digits():
+    config, streams = _streams()
+    splits = digits.load_digits(config.eval.digits_per_class)
+    pretrain = {digits.centred_digit(d)["image"].tobytes() for d in splits.pretrain_images}
+    held_out = {digits.centred_digit(d)["image"].tobytes()
+                for d in np.concatenate([splits.probe_train_images, splits.probe_test_images])}
+    it = pipeline.make_iterator(streams["annotation"], config)
+    seen = [image.tobytes() for _ in range(20) for image in next(it)["image"]]
+    assert all(s in pretrain for s in seen) and not any(s in held_out for s in seen)
+
+
+def test_scenes_are_composed_from_pretraining_digits_only():
+    config = demo.get_config("tiny")
+    config.data.digits_per_scene, config.data.digit_size = (1, 1), (28, 28)  # one digit, pasted unscaled
+    splits = digits.load_digits(config.eval.digits_per_class)
+    scenes = pipeline.training_streams(config, splits, 0, 1)["bootstrap"]
+
+    def tight(image):
+        rows, cols = np.flatnonzero(image.any(1)), np.flatnonzero(image.any(0))
+        return image[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1].tobytes()
+
+    pretrain = {tight(d) for d in splits.pretrain_images}
+    held_out = {tight(d) for d in np.concatenate([splits.probe_train_images, splits.probe_test_images])}
+    found = [tight(image[..., 0]) for image in next(pipeline.make_iterator(scenes, config))["image"]]
+    assert all(f in pretrain for f in found) and not any(f in held_out for f in found)

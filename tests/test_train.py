@@ -51,9 +51,9 @@ def runs(tmp_path_factory):
     base = tmp_path_factory.mktemp("runs")
     out = {"full": base / "full", "resumed": base / "resumed", "eight": base / "eight"}
     out["full_log"] = _ok(run_main(out["full"]))
-    out["first_half_log"] = _ok(run_main(out["resumed"], "--stop_at_step=3"))
+    out["first_half_log"] = _ok(run_main(out["resumed"], "--stop_at_step=4"))  # between periodic saves (3, 6)
     out["second_half_log"] = _ok(run_main(out["resumed"]))
-    out["eight_log"] = _ok(run_main(out["eight"], "--stop_at_step=3", devices=8))
+    out["eight_log"] = _ok(run_main(out["eight"], "--stop_at_step=4", devices=8))
     return out
 
 
@@ -71,13 +71,12 @@ def test_demo_command_prints_progress_and_writes_the_results_contract(runs):
     logged = metrics(runs["full"])
     assert sorted(logged) == [1, 2, 3, 4, 5, 6]
     assert {"loss", "base_loss", "td_loss", "learning_rate", "grad_norm", "images_per_s"} <= set(logged[6])
-    assert sorted(os.listdir(runs["full"] / "checkpoints" / "6")) == sorted(
-        ["_CHECKPOINT_METADATA", "annotation", "bootstrap", "meta", "state", "commit_success.txt"])
+    assert {"annotation", "bootstrap", "meta", "state"} <= set(os.listdir(runs["full"] / "checkpoints" / "6"))
 
 
 def test_resumed_run_equals_uninterrupted_run(runs):
-    assert "stopped at step 3/6" in runs["first_half_log"].stdout
-    assert "resumed from step 3" in runs["second_half_log"].stdout
+    assert "stopped at step 4/6" in runs["first_half_log"].stdout
+    assert "resumed from step 4" in runs["second_half_log"].stdout
     full, resumed = metrics(runs["full"]), metrics(runs["resumed"])
     assert sorted(resumed) == [1, 2, 3, 4, 5, 6]
     for step in range(1, 7):
@@ -92,15 +91,15 @@ def test_resumed_run_equals_uninterrupted_run(runs):
 
 def test_eight_devices_match_one_device(runs):
     one, eight = metrics(runs["full"]), metrics(runs["eight"])
-    assert sorted(eight) == [1, 2, 3]
-    for step in (1, 2, 3):
+    assert sorted(eight) == [1, 2, 3, 4]
+    for step in (1, 2, 3, 4):
         assert eight[step]["data_digest"] == one[step]["data_digest"]
         for key in ("loss", "base_loss", "td_loss"):
             np.testing.assert_allclose(eight[step][key], one[step][key], rtol=1e-5, atol=1e-5)
-    a, b = load_state(runs["resumed"], 3), load_state(runs["eight"], 3)  # both stopped at step 3 on purpose
+    a, b = load_state(runs["resumed"], 4), load_state(runs["eight"], 4)  # both stopped at step 4 on purpose
     for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
         np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-5)
-    assert int(b["step"]) == 3
+    assert int(b["step"]) == 4
 
 
 def test_unknown_config_key_stops_before_any_compute(tmp_path):
@@ -125,3 +124,12 @@ def test_impossible_value_is_one_line_naming_the_field(tmp_path):
         "rlvis: config error: config.env.views=1 must be at least 2 (a transition needs two views)")
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "run").exists()
+
+
+def test_resume_with_a_different_model_config_is_refused(runs, tmp_path):
+    import shutil
+    workdir = tmp_path / "copy"
+    shutil.copytree(runs["resumed"], workdir)
+    result = run_main(workdir, "--config.ab.gamma=0.5")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "ab.gamma: 0.0 -> 0.5" in result.stderr.strip().splitlines()[-1]

@@ -8,7 +8,7 @@ The host only produces a fixed canvas plus the valid (height, width) of each ima
 """
 
 import zlib
-from typing import Iterator
+from collections.abc import Iterator
 
 import grain
 import ml_collections

@@ -11,8 +11,11 @@ Conventions
   * The value head sees an action as 4 integer tokens (`action_tokens`): centre offsets in units of the source box
     and log size ratios, each squashed by sign(v)·log(1 + |v|) and quantised into `bins` bins. The squashing
     keeps resolution where most transitions are (near the source) while far pans (up to ~5 box widths with
-    scale 0.05) still get distinct tokens. The paper fixes neither format nor bins (PAPER.md §7.2).
+    scale 0.05) still get distinct tokens. An odd bin count gives "stay" a centred bin of its own. The paper
+    fixes neither format nor bins (PAPER.md §7.2).
 """
+
+import math
 
 import jax
 import jax.numpy as jnp
@@ -21,8 +24,8 @@ import numpy as np
 Box = jax.Array  # float32 [4]: y0, x0, h, w in valid-region fractions
 NUM_ACTION_TOKENS = 4
 # Ranges of the squashed coordinates; values beyond are clipped into the edge bins.
-_OFFSET_RANGE = float(jnp.log1p(6.0))  # centre offsets up to 6 source-box sizes
-_LOG_SIZE_RANGE = float(jnp.log1p(3.0))  # log size ratio up to ±3 (≈ 20× zoom)
+_OFFSET_RANGE = math.log1p(6.0)  # centre offsets up to 6 source-box sizes
+_LOG_SIZE_RANGE = math.log1p(3.0)  # log size ratio up to ±3 (≈ 20× zoom)
 
 
 def reset(key: jax.Array, valid_hw: jax.Array, scale: tuple[float, float], ratio: tuple[float, float]) -> Box:

@@ -4,8 +4,8 @@
     loss      = softCE(Q(· | x, a), target)
 
 Choices where the paper is silent (PAPER.md §7.1), each a reason not a guess:
-  * candidate next actions a' are the moves from x' to the *other* sampled views of the same image (n-1 of them),
-    so γ > 0 costs one extra decoder pass and no extra rendering;
+  * candidate next actions a' are the moves from x' to the *other* sampled views of the same image (n-1 of them,
+    the move back to the source view x included), so γ > 0 costs one extra decoder pass and no extra rendering;
   * the max is taken per annotation ℓ (a general value function: one reward per annotation);
   * the mixture is renormalised, so the loss stays a cross-entropy between distributions.
 With γ = 0 the target is exactly p_ema(ℓ | x'): the ICML objective, KL(p_ema ‖ p_AB) up to the target's
