@@ -2,8 +2,16 @@
 
     python -m rlvis.main --config=configs/demo.py --workdir=runs/demo
 
-Arguments after the colon pick a size, e.g. `--config=configs/demo.py:tiny` (seconds, used by the tests).
+Arguments after the colon, comma-separated: `tiny` (seconds, used by the tests) and `method=NAME`, e.g.
+`--config=configs/demo.py:method=simclr` or `--config=configs/demo.py:tiny,method=simclr`. Methods:
+  * `ab_simclr` (default) — SimCLR base loss + annotation bootstrapping;
+  * `simclr`    — the SimCLR baseline alone (annotation stream only).
 Any field can be overridden: `--config.total_steps=200 --config.ab.gamma=0.5`.
+
+Table 5 ablations are config fields of `ab`: `use_ema_target=False` (the online network, stop-gradient, is the
+target), `base_loss_weight=0` (no annotation loss), `action_tokens=False` (every action becomes the same mask
+token: invariance instead of equivariance), `photometric_bootstrap=True` (SimCLR's colour augmentations on the
+bootstrap views too), plus `gamma` and `env.views`.
 
 Streams (PAPER.md §1.4, decoupled as in the paper's best COCO/EK results):
   * annotation stream: single centred held-in MNIST digits (the "curated ImageNet" analogue) → SimCLR base loss;
@@ -18,12 +26,26 @@ Sizes follow DESIGN.md's measurement on the 2-core machine: a width-64 ViT with 
 import ml_collections
 
 
+METHODS = ("ab_simclr", "simclr")
+
+
+def parse_arg(arg: str | None) -> dict:
+    """"tiny,method=simclr" → {"tiny": True, "method": "simclr"} (big_vision's `parse_arg` convention)."""
+    parsed = {"tiny": False, "method": "ab_simclr"}
+    for item in filter(None, (arg or "").split(",")):
+        key, _, value = item.partition("=")
+        if key not in parsed or (key == "tiny") == bool(value):
+            raise ValueError(f"configs/demo.py: unknown argument {item!r}; use 'tiny' and/or 'method=NAME'")
+        parsed[key] = value or True
+    if parsed["method"] not in METHODS:
+        raise ValueError(f"configs/demo.py: method={parsed['method']!r} is not one of {METHODS}")
+    return parsed
+
+
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    size = arg or "default"
-    if size not in ("default", "tiny"):
-        raise ValueError(f"configs/demo.py: unknown argument {arg!r}; use 'tiny' or nothing")
+    args = parse_arg(arg)
     c = ml_collections.ConfigDict()
-    c.method = "ab_simclr"
+    c.method = args["method"]
     c.seed = 0
     c.total_steps = 2400
     c.log_every = 50
@@ -67,6 +89,20 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.ab.loss_weight = 1.0  # paper Table 7 "loss ratio"
     c.ab.ema_start = 0.996  # target momentum, cosine to ema_end (paper: "0.004 → 0")
     c.ab.ema_end = 1.0
+    c.ab.use_ema_target = True  # ablation: False = the online network (stop-gradient) makes the targets
+    c.ab.base_loss_weight = 1.0  # ablation: 0 = no annotation (base) loss
+    c.ab.action_tokens = True  # ablation: False = a mask token for every action (invariance)
+    c.ab.photometric_bootstrap = False  # ablation: True = photometric augmentation on bootstrap views too
+
+    # SimCLR's photometric augmentation of the annotation views, on device (rlvis/envs/photometric.py).
+    c.augment = ml_collections.ConfigDict()
+    c.augment.jitter_prob = 0.8
+    c.augment.brightness = 0.4
+    c.augment.contrast = 0.4
+    c.augment.saturation = 0.4  # RGB only
+    c.augment.hue = 0.1  # RGB only
+    c.augment.grayscale = 0.2  # RGB only
+    c.augment.flip = 0.0  # SimCLR uses 0.5; digits are not mirror-symmetric, so the demo does not flip
 
     c.optim = ml_collections.ConfigDict()
     c.optim.lr = 1e-3
@@ -84,7 +120,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.eval.knn_k = 20
     c.eval.knn_temperature = 0.07
 
-    if size == "tiny":
+    if args["tiny"]:
         c.total_steps = 6
         c.log_every = 1
         c.checkpoint_every = 3

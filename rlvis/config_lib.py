@@ -9,7 +9,12 @@ import ml_collections
 from rlvis.data import digits
 from rlvis.models import vit
 
-METHODS = ("ab_simclr",)
+METHODS = ("ab_simclr", "simclr")
+
+
+def uses_bootstrapping(config: ml_collections.ConfigDict) -> bool:
+    """AB methods train the value head on the bootstrap stream; base methods ignore that stream."""
+    return config.method.startswith("ab_")
 
 
 class ConfigError(ValueError):
@@ -60,6 +65,9 @@ def validate(config: ml_collections.ConfigDict, device_count: int) -> None:
     _require(0.0 <= c.ab.ema_start <= c.ab.ema_end <= 1.0,
              f"config.ab.ema_start={c.ab.ema_start}, ema_end={c.ab.ema_end} must satisfy 0 <= start <= end <= 1")
     _require(c.simclr.temperature > 0, "config.simclr.temperature must be positive")
+    _require(c.ab.base_loss_weight >= 0, "config.ab.base_loss_weight must be >= 0")
+    for name in ("jitter_prob", "grayscale", "flip"):
+        _require(0.0 <= c.augment[name] <= 1.0, f"config.augment.{name}={c.augment[name]} must be a probability")
     _require(c.optim.lr > 0, "config.optim.lr must be positive")
     _require(0 <= c.optim.warmup_steps <= c.total_steps,
              f"config.optim.warmup_steps={c.optim.warmup_steps} must be in [0, total_steps]")

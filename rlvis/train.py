@@ -8,6 +8,7 @@ This is the only place where the environment, the model, the objective, the data
 
 import functools
 import json
+import operator
 import os
 import time
 
@@ -21,7 +22,7 @@ from clu import parameter_overview
 from rlvis import checkpoints, config_lib, metrics, sharding
 from rlvis.data import digits as digits_lib
 from rlvis.data import pipeline
-from rlvis.envs import crop_env
+from rlvis.envs import crop_env, photometric
 from rlvis.evaluators.demo_tasks import DemoEvaluator
 from rlvis.models import ab_model
 from rlvis.objectives import ab_simclr
@@ -69,14 +70,25 @@ def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransform
 
 
 def make_views(key: jax.Array, batch: dict, config: ml_collections.ConfigDict) -> dict[str, jax.Array]:
-    """Device side of the data flow: the environment renders every view and the tokens of every transition."""
-    k_annotation, k_bootstrap = jax.random.split(key)
+    """Device side of the data flow: the environment renders every view and the tokens of every transition.
+
+    Annotation views get the base method's photometric augmentation; bootstrap views stay clean unless the
+    `ab.photometric_bootstrap` ablation asks otherwise.
+    """
+    k_annotation, k_bootstrap, k_augment, k_boot_augment = jax.random.split(key, 4)
     common = dict(size=config.env.view_size, ratio=tuple(config.env.ratio), bins=config.env.action_bins)
     annotation = crop_env.batch_rollout(k_annotation, batch["annotation"]["image"], batch["annotation"]["valid"],
                                         num_views=2, scale=tuple(config.env.annotation_scale), **common)
-    bootstrap = crop_env.batch_rollout(k_bootstrap, batch["bootstrap"]["image"], batch["bootstrap"]["valid"],
-                                       num_views=config.env.views, scale=tuple(config.env.scale), **common)
-    return dict(annotation_views=annotation["views"], views=bootstrap["views"], tokens=bootstrap["tokens"])
+    views = dict(annotation_views=photometric.augment_views(k_augment, annotation["views"], config.augment))
+    if config_lib.uses_bootstrapping(config):
+        bootstrap = crop_env.batch_rollout(k_bootstrap, batch["bootstrap"]["image"], batch["bootstrap"]["valid"],
+                                           num_views=config.env.views, scale=tuple(config.env.scale), **common)
+        views["views"], views["tokens"] = bootstrap["views"], bootstrap["tokens"]
+        if config.ab.photometric_bootstrap:
+            views["views"] = photometric.augment_views(k_boot_augment, views["views"], config.augment)
+        if not config.ab.action_tokens:
+            views["tokens"] = crop_env.mask_tokens(views["tokens"], config.env.action_bins)
+    return views
 
 
 def _results_table(trained: dict, random_init: dict) -> str:
@@ -106,6 +118,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     # ---------------------------------------------------------------- data
     splits = digits_lib.load_digits(config.eval.digits_per_class)
     streams = pipeline.training_streams(config, splits, jax.process_index(), jax.process_count())
+    if not config_lib.uses_bootstrapping(config):
+        del streams["bootstrap"]  # a base method alone never reads the unlabeled scenes
     iterators = {name: pipeline.make_iterator(ds, config) for name, ds in streams.items()}
     channels = streams["annotation"][0]["image"].shape[-1]
 
@@ -149,8 +163,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
 
     def update(state: dict, batch: dict) -> tuple[dict, dict]:
         views = make_views(jax.random.fold_in(train_key, state["step"]), batch, config)
-        loss_fn = functools.partial(ab_simclr.loss, model, target_params=state["ema_params"], batch=views,
-                                    config=config)
+        target_params = state["ema_params"] if config.ab.use_ema_target else state["params"]  # stop-grad inside
+        loss_fn = functools.partial(ab_simclr.loss, model, target_params=target_params, batch=views, config=config)
         (_, step_metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
         updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
         params = optax.apply_updates(state["params"], updates)
@@ -171,7 +185,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
 
     writer = metrics.MetricWriter(workdir)
     writer.drop_after(step)  # lines past the restored checkpoint belong to a run that was lost
-    images_per_step = config.batch.annotation + config.batch.bootstrap
+    images_per_step = sum(config.batch[name] for name in iterators)
     throughput = metrics.Throughput(step, config.total_steps, images_per_step)
     summed, summed_steps = None, 0
     try:
@@ -190,7 +204,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                 averaged = _check_finite(summed, summed_steps, step)
             if log_now:
                 images_per_s, eta = throughput.rates(step)
-                digest = pipeline.digest(host_batch["annotation"]) ^ pipeline.digest(host_batch["bootstrap"])
+                digest = functools.reduce(operator.xor, map(pipeline.digest, host_batch.values()))
                 averaged.update(images_per_s=images_per_s, data_digest=digest)
                 writer.write(step, averaged)
                 if is_main:

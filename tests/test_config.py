@@ -36,3 +36,13 @@ def test_resume_refuses_a_config_that_changes_the_model_or_the_data():
     config.ab.gamma = 0.5
     with pytest.raises(config_lib.ConfigError, match=r"ab.gamma: 0.0 -> 0.5, eval.digits_per_class: 20 -> 40"):
         config_lib.check_resume(saved, config)
+
+
+def test_config_argument_picks_size_and_method():
+    assert demo.get_config("method=simclr").method == "simclr"
+    tiny = demo.get_config("tiny,method=simclr")
+    assert tiny.method == "simclr" and tiny.total_steps == demo.get_config("tiny").total_steps
+    with pytest.raises(ValueError, match="method='byol' is not one of"):
+        demo.get_config("method=byol")
+    with pytest.raises(ValueError, match="unknown argument 'huge'"):
+        demo.get_config("huge")

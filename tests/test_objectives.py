@@ -138,3 +138,33 @@ def test_gradients_never_reach_the_target_network():
         frozen = jax.jit(jax.grad(loss_both))(params, jax.tree.map(jnp.copy, params))
         for a, b in zip(jax.tree.leaves(shared), jax.tree.leaves(frozen)):
             np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)  # same maths, differently fused
+
+
+def test_masked_action_tokens_make_every_move_predict_the_same_distribution():
+    """The 'empty action tokens' ablation: the value head sees the source view only (invariance)."""
+    config, model, params, target, batch = _setup(0.0)
+    masked = dict(batch, tokens=crop_env.mask_tokens(batch["tokens"], config.env.action_bins))
+    b, n = batch["views"].shape[:2]
+    tokens = model.apply(params, batch["views"].reshape(b * n, 32, 32, 1), method=ab_model.ABModel.encode)
+    value = model.apply(params, tokens, masked["tokens"].reshape(b * n, n - 1, 4), method=ab_model.ABModel.value_embed)
+    np.testing.assert_allclose(value[:, 0], value[:, 1], atol=1e-5)
+    unmasked = model.apply(params, tokens, batch["tokens"].reshape(b * n, n - 1, 4),
+                           method=ab_model.ABModel.value_embed)
+    assert not np.allclose(unmasked[:, 0], unmasked[:, 1], atol=1e-3)
+
+
+def test_base_only_method_is_the_simclr_loss_and_ignores_the_bootstrap_batch():
+    config, model, params, target, batch = _setup(0.0)
+    config.method = "simclr"
+    loss, metrics = ab_simclr.loss(model, params, target, {"annotation_views": batch["annotation_views"]}, config)
+    config.method = "ab_simclr"
+    _, ab_metrics = ab_simclr.loss(model, params, target, batch, config)
+    np.testing.assert_allclose(loss, ab_metrics["base_loss"], rtol=1e-6)
+    assert "td_loss" not in metrics
+
+
+def test_base_loss_weight_zero_leaves_only_the_td_term():
+    config, model, params, target, batch = _setup(0.0)
+    config.ab.base_loss_weight = 0.0
+    loss, metrics = ab_simclr.loss(model, params, target, batch, config)
+    np.testing.assert_allclose(loss, metrics["td_loss"], rtol=1e-6)

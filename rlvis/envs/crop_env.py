@@ -90,6 +90,14 @@ def action_tokens(action: jax.Array, bins: int) -> jax.Array:
     return jnp.minimum((unit * bins).astype(jnp.int32), bins - 1)
 
 
+def mask_tokens(tokens: jax.Array, bins: int) -> jax.Array:
+    """Every action replaced by the same mask token (index `bins`): the Table 5 'empty action tokens' ablation.
+
+    The value head then cannot tell where a view moves, so it learns invariance instead of equivariance.
+    """
+    return jnp.full_like(tokens, bins)
+
+
 def pair_indices(num_views: int) -> np.ndarray:
     """int32 [n, n-1]: for each source view i, the other views j ≠ i, in order (all ordered pairs); static."""
     return np.array([[j for j in range(num_views) if j != i] for i in range(num_views)], np.int32)

@@ -45,9 +45,10 @@ class ValueHead(nn.Module):
     @nn.compact
     def __call__(self, tokens: jax.Array, memory: jax.Array) -> jax.Array:
         batch, num_actions, _ = tokens.shape
-        # One table, coordinate c's bins at offset c·bins: the token says which coordinate it is.
-        offsets = jnp.arange(NUM_ACTION_TOKENS) * self.bins
-        queries = nn.Embed(NUM_ACTION_TOKENS * self.bins, self.width, name="action_embed")(tokens + offsets)
+        # One table, coordinate c's bins at offset c·(bins + 1): the token says which coordinate it is. The extra
+        # entry per coordinate is the mask token (`crop_env.mask_tokens`).
+        offsets = jnp.arange(NUM_ACTION_TOKENS) * (self.bins + 1)
+        queries = nn.Embed(NUM_ACTION_TOKENS * (self.bins + 1), self.width, name="action_embed")(tokens + offsets)
         queries = queries.reshape(batch, num_actions * NUM_ACTION_TOKENS, self.width)
         action_id = jnp.repeat(jnp.arange(num_actions), NUM_ACTION_TOKENS)
         self_mask = (action_id[:, None] == action_id[None, :])[None, None]  # [1, 1, Q, Q]

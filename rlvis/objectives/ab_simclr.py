@@ -1,5 +1,7 @@
 """AB_SimCLR: SimCLR on the annotation batch + the TD loss on the bootstrap batch (PAPER.md §1.4, Algo 2).
 
+`config.method == "simclr"` is the baseline: the same SimCLR term alone, no bootstrap batch.
+
 The annotation batch's second views are the vocabulary ℓ_1..ℓ_K of the bootstrap softmax. Online: the value
 head's prediction for (x_i, a_{i→j}) against ψ_AB(ℓ). Target (EMA network, no gradient): p_ema(ℓ | x_j) from the
 SimCLR head, and for γ > 0 the EMA value head's predictions from x_j.
@@ -9,6 +11,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from rlvis import config_lib
 from rlvis.envs import crop_env
 from rlvis.models.ab_model import ABModel
 from rlvis.objectives import simclr, td
@@ -35,10 +38,15 @@ def targets(model: ABModel, target_params, batch: dict, config: ml_collections.C
 
 def loss(model: ABModel, params, target_params, batch: dict,
          config: ml_collections.ConfigDict) -> tuple[jax.Array, dict]:
-    """batch: annotation_views [K, 2, S, S, C]; views [B, n, S, S, C]; tokens [B, n, n-1, 4] → (loss, metrics)."""
+    """batch: annotation_views [K, 2, S, S, C]; views [B, n, S, S, C]; tokens [B, n, n-1, 4] → (loss, metrics).
+
+    For the baseline (`simclr`) only `annotation_views` is read.
+    """
     annotation_tokens = model.apply(params, batch["annotation_views"], method=ABModel.encode)  # [K, 2, T, D]
     z = model.apply(params, annotation_tokens, method=ABModel.base_embed)
     base_loss, base_accuracy = simclr.nt_xent(z[:, 0], z[:, 1], config.simclr.temperature)
+    if not config_lib.uses_bootstrapping(config):
+        return base_loss, dict(loss=base_loss, base_loss=base_loss, base_accuracy=base_accuracy)
 
     b, n = batch["views"].shape[:2]
     boot_tokens = model.apply(params, batch["views"].reshape(b * n, *batch["views"].shape[2:]),
@@ -51,7 +59,7 @@ def loss(model: ABModel, params, target_params, batch: dict,
     value_target = targets(model, target_params, batch, config)
     td_loss, td_metrics = td.td_loss(q_logits, value_target, crop_env.pair_indices(n))
 
-    total = base_loss + config.ab.loss_weight * td_loss
+    total = config.ab.base_loss_weight * base_loss + config.ab.loss_weight * td_loss
     metrics = dict(loss=total, base_loss=base_loss, td_loss=td_loss, base_accuracy=base_accuracy,
                    ab_logit_scale=scale, **td_metrics)
     return total, metrics

@@ -1,0 +1,42 @@
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from configs import demo
+from rlvis.envs import photometric
+
+
+def _config(**overrides):
+    c = ml_collections.ConfigDict(demo.get_config().augment.to_dict())
+    c.update(overrides)
+    return c
+
+
+def _image(channels):
+    return jax.random.uniform(jax.random.PRNGKey(0), (16, 16, channels), minval=-0.8, maxval=0.8)
+
+
+def test_no_probability_means_identity():
+    cfg = _config(jitter_prob=0.0, grayscale=0.0, flip=0.0)
+    for channels in (1, 3):
+        image = _image(channels)
+        np.testing.assert_allclose(photometric.augment(jax.random.PRNGKey(1), image, cfg), image, atol=1e-6)
+
+
+def test_certain_flip_mirrors_and_certain_grayscale_equalises_channels():
+    image = _image(3)
+    flipped = photometric.augment(jax.random.PRNGKey(1), image, _config(jitter_prob=0.0, grayscale=0.0, flip=1.0))
+    np.testing.assert_allclose(flipped, image[:, ::-1], atol=1e-6)
+    gray = photometric.augment(jax.random.PRNGKey(1), image, _config(jitter_prob=0.0, grayscale=1.0, flip=0.0))
+    np.testing.assert_allclose(gray[..., 0], gray[..., 1], atol=1e-6)
+    assert np.abs(np.asarray(gray) - np.asarray(image)).max() > 0.05
+
+
+def test_jitter_changes_values_but_keeps_the_range_and_is_per_view():
+    views = jnp.stack([_image(3)] * 8)
+    out = photometric.augment_views(jax.random.PRNGKey(2), views, _config(jitter_prob=1.0, grayscale=0.0))
+    assert out.shape == views.shape
+    assert float(out.min()) >= -1.0 and float(out.max()) <= 1.0
+    assert np.abs(np.asarray(out) - np.asarray(views)).max() > 0.05
+    assert not np.allclose(out[0], out[1])  # independent keys per view
