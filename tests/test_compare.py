@@ -1,0 +1,35 @@
+import json
+import os
+import subprocess
+import sys
+
+from configs import demo
+from rlvis import compare
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_methods_get_the_same_number_of_encoded_views():
+    configs = compare.method_configs(demo.get_config(), ["simclr", "ab_simclr"], device_count=8)
+    views = {m: compare.encoded_views_per_step(c) for m, c in configs.items()}
+    assert views["simclr"] == views["ab_simclr"] == 2 * 64 + 4 * 32
+    assert configs["simclr"].batch.annotation == 128 and configs["ab_simclr"].batch.annotation == 64
+
+
+def test_compare_command_writes_a_table_json_and_chart(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "rlvis.compare", "--config=configs/demo.py:tiny", f"--workdir={tmp_path}",
+         "--methods=simclr,ab_simclr", "--config.total_steps=2", "--config.eval.probe_steps=5"],
+        cwd=ROOT, env=dict(os.environ, JAX_PLATFORMS="cpu"), capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = result.stdout.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("method"))
+    assert [line.split()[0] for line in lines[header + 1:header + 4]] == ["simclr", "ab_simclr", "random_init"]
+    with open(tmp_path / "compare.json") as f:
+        summary = json.load(f)
+    assert set(summary["methods"]) == {"simclr", "ab_simclr"}
+    assert summary["encoded_views_per_step"]["simclr"] == summary["encoded_views_per_step"]["ab_simclr"]
+    for method in ("simclr", "ab_simclr"):
+        with open(tmp_path / method / "results.json") as f:
+            assert json.load(f)["random_init"] == summary["random_init"]  # one baseline serves every method
+    assert (tmp_path / "compare.png").stat().st_size > 1000
