@@ -27,11 +27,14 @@ import matplotlib.pyplot as plt  # noqa: E402
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Base config; its method field is replaced per method.",
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "One sub-folder per method, plus compare.json and compare.png.")
-_METHODS = flags.DEFINE_list("methods", ["simclr", "ab_simclr"], "Methods to compare.")
+_METHODS = flags.DEFINE_list("methods", ["simclr", "ab_simclr", "dino", "ab_dino"], "Methods to compare.")
 
 
 def encoded_views_per_step(config: ml_collections.ConfigDict) -> int:
+    """Views the online encoder encodes per step. DINO's local crops count as views, though they are smaller."""
     views = 2 * config.batch.annotation
+    if config.method in ("dino", "ab_dino"):
+        views += config.dino.local_views * config.batch.annotation
     if config_lib.uses_bootstrapping(config):
         views += config.env.views * config.batch.bootstrap
     return views
@@ -47,7 +50,8 @@ def method_configs(base: ml_collections.ConfigDict, methods: list[str], device_c
     budget = max(encoded_views_per_step(c) for c in configs.values())
     for config in configs.values():
         if not config_lib.uses_bootstrapping(config):
-            per_device = max(1, budget // 2 // device_count)
+            views_per_image = encoded_views_per_step(config) // config.batch.annotation
+            per_device = max(1, budget // views_per_image // device_count)
             config.batch.annotation = per_device * device_count
         config_lib.validate(config, device_count)
     return configs

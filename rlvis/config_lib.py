@@ -9,7 +9,7 @@ import ml_collections
 from rlvis.data import digits
 from rlvis.models import vit
 
-METHODS = ("ab_simclr", "simclr")
+METHODS = ("ab_simclr", "simclr", "ab_dino", "dino")
 
 
 def uses_bootstrapping(config: ml_collections.ConfigDict) -> bool:
@@ -66,6 +66,16 @@ def validate(config: ml_collections.ConfigDict, device_count: int) -> None:
              f"config.ab.ema_start={c.ab.ema_start}, ema_end={c.ab.ema_end} must satisfy 0 <= start <= end <= 1")
     _require(c.simclr.temperature > 0, "config.simclr.temperature must be positive")
     _require(c.ab.base_loss_weight >= 0, "config.ab.base_loss_weight must be >= 0")
+    _require(c.dino.prototypes >= 2, f"config.dino.prototypes={c.dino.prototypes} must be at least 2")
+    _require(c.dino.local_views >= 0, "config.dino.local_views must be >= 0")
+    _require(c.dino.local_size % shape.patch == 0,
+             f"config.dino.local_size={c.dino.local_size} must be a multiple of the patch size {shape.patch}")
+    for name in ("global_scale", "local_scale"):
+        lo, hi = c.dino[name]
+        _require(0 < lo <= hi <= 1, f"config.dino.{name}={tuple(c.dino[name])} must satisfy 0 < min <= max <= 1")
+    _require(0 < c.dino.warmup_teacher_temp and 0 < c.dino.teacher_temp and 0 < c.dino.student_temp,
+             "config.dino temperatures must be positive")
+    _require(0 <= c.dino.center_momentum < 1, "config.dino.center_momentum must be in [0, 1)")
     for name in ("jitter_prob", "grayscale", "flip"):
         _require(0.0 <= c.augment[name] <= 1.0, f"config.augment.{name}={c.augment[name]} must be a probability")
     _require(c.optim.lr > 0, "config.optim.lr must be positive")

@@ -25,7 +25,9 @@ from rlvis.data import pipeline
 from rlvis.envs import crop_env, photometric
 from rlvis.evaluators.demo_tasks import DemoEvaluator
 from rlvis.models import ab_model
-from rlvis.objectives import ab_simclr
+from rlvis.objectives import ab_dino, ab_simclr
+
+OBJECTIVES = {"simclr": ab_simclr, "dino": ab_dino}  # base method → its objective module (AB or not)
 
 
 def learning_rate_schedule(config: ml_collections.ConfigDict) -> optax.Schedule:
@@ -75,14 +77,22 @@ def make_views(key: jax.Array, batch: dict, config: ml_collections.ConfigDict) -
     Annotation views get the base method's photometric augmentation; bootstrap views stay clean unless the
     `ab.photometric_bootstrap` ablation asks otherwise.
     """
-    k_annotation, k_bootstrap, k_augment, k_boot_augment = jax.random.split(key, 4)
-    common = dict(size=config.env.view_size, ratio=tuple(config.env.ratio), bins=config.env.action_bins)
-    annotation = crop_env.batch_rollout(k_annotation, batch["annotation"]["image"], batch["annotation"]["valid"],
-                                        num_views=2, scale=tuple(config.env.annotation_scale), **common)
+    k_annotation, k_bootstrap, k_augment, k_boot_augment, k_local, k_local_augment = jax.random.split(key, 6)
+    common = dict(ratio=tuple(config.env.ratio), bins=config.env.action_bins)
+    dino_base = ab_model.base_method(config.method) == "dino"
+    images, valid = batch["annotation"]["image"], batch["annotation"]["valid"]
+    scale = config.dino.global_scale if dino_base else config.env.annotation_scale
+    annotation = crop_env.batch_rollout(k_annotation, images, valid, num_views=2, scale=tuple(scale),
+                                        size=config.env.view_size, **common)
     views = dict(annotation_views=photometric.augment_views(k_augment, annotation["views"], config.augment))
+    if dino_base and config.dino.local_views:
+        local = crop_env.batch_rollout(k_local, images, valid, num_views=config.dino.local_views,
+                                       scale=tuple(config.dino.local_scale), size=config.dino.local_size, **common)
+        views["local_views"] = photometric.augment_views(k_local_augment, local["views"], config.augment)
     if config_lib.uses_bootstrapping(config):
         bootstrap = crop_env.batch_rollout(k_bootstrap, batch["bootstrap"]["image"], batch["bootstrap"]["valid"],
-                                           num_views=config.env.views, scale=tuple(config.env.scale), **common)
+                                           num_views=config.env.views, scale=tuple(config.env.scale),
+                                           size=config.env.view_size, **common)
         views["views"], views["tokens"] = bootstrap["views"], bootstrap["tokens"]
         if config.ab.photometric_bootstrap:
             views["views"] = photometric.augment_views(k_boot_augment, views["views"], config.augment)
@@ -125,6 +135,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
 
     # ---------------------------------------------------------------- model + optimizer: shapes, then shardings
     model = ab_model.from_config(config)
+    objective = OBJECTIVES[ab_model.base_method(config.method)]
     tx = make_optimizer(config)
     init_key, train_key = jax.random.split(jax.random.PRNGKey(config.seed))
 
@@ -133,7 +144,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         params = model.init(key, jnp.zeros((1, size, size, channels)),
                             jnp.zeros((1, config.env.views - 1, crop_env.NUM_ACTION_TOKENS), jnp.int32))
         return dict(params=params, ema_params=jax.tree.map(jnp.copy, params), opt_state=tx.init(params),
-                    step=jnp.zeros((), jnp.int32))
+                    method_state=objective.initial_state(config), step=jnp.zeros((), jnp.int32))
 
     state_shape = jax.eval_shape(init, init_key)
     state_sharding = jax.tree.map(lambda _: replicated, state_shape)
@@ -164,15 +175,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     def update(state: dict, batch: dict) -> tuple[dict, dict]:
         views = make_views(jax.random.fold_in(train_key, state["step"]), batch, config)
         target_params = state["ema_params"] if config.ab.use_ema_target else state["params"]  # stop-grad inside
-        loss_fn = functools.partial(ab_simclr.loss, model, target_params=target_params, batch=views, config=config)
-        (_, step_metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
+        loss_fn = functools.partial(objective.loss, model, target_params=target_params, batch=views, config=config,
+                                    method_state=state["method_state"], step=state["step"])
+        (_, (step_metrics, method_state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
         updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
         params = optax.apply_updates(state["params"], updates)
         momentum = ema_schedule(state["step"])
         ema_params = ema_update(state["ema_params"], params, momentum)
         step_metrics.update(grad_norm=optax.tree.norm(grads), learning_rate=lr_schedule(state["step"]),
                             ema_momentum=momentum)
-        return dict(params=params, ema_params=ema_params, opt_state=opt_state, step=state["step"] + 1), step_metrics
+        return dict(params=params, ema_params=ema_params, opt_state=opt_state, method_state=method_state,
+                    step=state["step"] + 1), step_metrics
 
     batch_sharding = sharding.batch_sharded(mesh)
     update_fn = jax.jit(update, in_shardings=(state_sharding, batch_sharding),

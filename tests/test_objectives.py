@@ -62,13 +62,13 @@ def _setup(gamma):
 def test_gamma_zero_is_the_icml_objective():
     """γ = 0: the TD term is CE(Q logits, softmax of the EMA base logits on the reached view), nothing else."""
     config, model, params, target, batch = _setup(0.0)
-    _, metrics = ab_simclr.loss(model, params, target, batch, config)
+    _, (metrics, _) = ab_simclr.loss(model, params, target, batch, config)
     np.testing.assert_allclose(metrics["td_loss"], _reference_td_loss(model, params, target, batch, 0.0), rtol=1e-5)
     # (CE and the paper's KL(p_ema ‖ p_AB) differ by the target's entropy, a constant for the online gradient.)
     # At γ = 0 the target network's value head plays no part:
     perturbed = jax.tree.map(lambda x: x, target)
     perturbed["params"]["value_head"] = jax.tree.map(lambda x: x + 1.0, target["params"]["value_head"])
-    _, again = ab_simclr.loss(model, params, perturbed, batch, config)
+    _, (again, _) = ab_simclr.loss(model, params, perturbed, batch, config)
     np.testing.assert_allclose(again["td_loss"], metrics["td_loss"], rtol=1e-6)
 
 
@@ -111,16 +111,16 @@ def _reference_td_loss(model, params, target, batch, gamma):
 def test_gamma_positive_matches_a_pair_by_pair_reference():
     """target(ℓ | i→j) = renorm((1-γ)·p_ema(ℓ|x_j) + γ·max over j→k, k≠j of Q_ema(ℓ | x_j, a_{j→k}))."""
     config, model, params, target, batch = _setup(0.5)
-    _, metrics = ab_simclr.loss(model, params, target, batch, config)
+    _, (metrics, _) = ab_simclr.loss(model, params, target, batch, config)
     np.testing.assert_allclose(metrics["td_loss"], _reference_td_loss(model, params, target, batch, 0.5), rtol=1e-5)
 
 
 def test_gamma_positive_uses_the_target_value_head():
     config, model, params, target, batch = _setup(0.5)
-    _, metrics = ab_simclr.loss(model, params, target, batch, config)
+    _, (metrics, _) = ab_simclr.loss(model, params, target, batch, config)
     perturbed = jax.tree.map(lambda x: x, target)
     perturbed["params"]["value_head"] = jax.tree.map(lambda x: x * 3.0, target["params"]["value_head"])
-    _, again = ab_simclr.loss(model, params, perturbed, batch, config)
+    _, (again, _) = ab_simclr.loss(model, params, perturbed, batch, config)
     assert abs(float(again["td_loss"]) - float(metrics["td_loss"])) > 1e-4
 
 
@@ -156,9 +156,9 @@ def test_masked_action_tokens_make_every_move_predict_the_same_distribution():
 def test_base_only_method_is_the_simclr_loss_and_ignores_the_bootstrap_batch():
     config, model, params, target, batch = _setup(0.0)
     config.method = "simclr"
-    loss, metrics = ab_simclr.loss(model, params, target, {"annotation_views": batch["annotation_views"]}, config)
+    loss, (metrics, _) = ab_simclr.loss(model, params, target, {"annotation_views": batch["annotation_views"]}, config)
     config.method = "ab_simclr"
-    _, ab_metrics = ab_simclr.loss(model, params, target, batch, config)
+    _, (ab_metrics, _) = ab_simclr.loss(model, params, target, batch, config)
     np.testing.assert_allclose(loss, ab_metrics["base_loss"], rtol=1e-6)
     assert "td_loss" not in metrics
 
@@ -166,5 +166,5 @@ def test_base_only_method_is_the_simclr_loss_and_ignores_the_bootstrap_batch():
 def test_base_loss_weight_zero_leaves_only_the_td_term():
     config, model, params, target, batch = _setup(0.0)
     config.ab.base_loss_weight = 0.0
-    loss, metrics = ab_simclr.loss(model, params, target, batch, config)
+    loss, (metrics, _) = ab_simclr.loss(model, params, target, batch, config)
     np.testing.assert_allclose(loss, metrics["td_loss"], rtol=1e-6)

@@ -1,15 +1,18 @@
-"""The AB_SimCLR network: one ViT, a base projection head, an AB annotation head and the value head.
+"""The AB network: one ViT, the base method's head, the AB annotation embeddings and the value head.
 
-PAPER.md §1.4 (AB_SimCLR): annotations are images, so φ(x) = ψ(ℓ) is the SimCLR head on the shared ViT, and
-ψ_AB is a separate "AB annotation head" on the same ViT. Each part is a method so the objective calls exactly
-what it needs; `__call__` touches every part once, for `init`.
+PAPER.md §1.4:
+  * base "simclr": annotations are images, so φ(x) = ψ(ℓ) is the SimCLR head on the shared ViT, and ψ_AB is a
+    separate "AB annotation head" on the same ViT;
+  * base "dino": annotations are the K prototypes of the DINO head, and ψ_AB is a separate "AB embedding
+    matrix" of K rows.
+Each part is a method so the objective calls exactly what it needs; `__call__` touches every part, for `init`.
 """
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from rlvis.models.heads import ProjectionHead, l2_normalize
+from rlvis.models.heads import DINOHead, ProjectionHead, l2_normalize
 from rlvis.models.value_head import ValueHead
 from rlvis.models.vit import ViT
 
@@ -26,11 +29,18 @@ class ABModel(nn.Module):
     decoder_width: int
     decoder_heads: int
     init_logit_scale: float
+    base: str = "simclr"  # "simclr" or "dino"
+    num_prototypes: int = 0  # DINO only
 
     def setup(self):
         self.encoder = ViT(self.variant, self.image_size, name="encoder")
-        self.base_head = ProjectionHead(self.proj_hidden, self.proj_dim, name="base_head")
-        self.ab_head = ProjectionHead(self.proj_hidden, self.proj_dim, name="ab_head")
+        if self.base == "dino":
+            self.base_head = DINOHead(self.proj_hidden, self.proj_dim, self.num_prototypes, name="base_head")
+            self.ab_prototypes = self.param("ab_prototypes", nn.initializers.normal(0.02),
+                                            (self.num_prototypes, self.proj_dim))
+        else:
+            self.base_head = ProjectionHead(self.proj_hidden, self.proj_dim, name="base_head")
+            self.ab_head = ProjectionHead(self.proj_hidden, self.proj_dim, name="ab_head")
         self.value_head = ValueHead(self.action_bins, self.decoder_width, self.decoder_depth, self.decoder_heads,
                                     self.proj_dim, name="value_head")
         self.ab_log_scale = self.param("ab_log_scale", nn.initializers.constant(jnp.log(self.init_logit_scale)),
@@ -43,12 +53,16 @@ class ABModel(nn.Module):
         return tokens.reshape(*lead, *tokens.shape[1:])
 
     def base_embed(self, tokens: jax.Array) -> jax.Array:
-        """φ(x) = ψ(ℓ): the SimCLR embedding of the CLS token, l2-normalised."""
+        """The base head on the CLS token: SimCLR's l2-normalised φ(x), or DINO's K prototype cosines."""
         return self.base_head(tokens[..., 0, :])
 
     def ab_embed(self, tokens: jax.Array) -> jax.Array:
-        """ψ_AB(ℓ): the annotation's embedding in the bootstrap softmax, l2-normalised."""
+        """SimCLR base: ψ_AB(ℓ) of annotation images in the bootstrap softmax, l2-normalised."""
         return self.ab_head(tokens[..., 0, :])
+
+    def ab_vocabulary(self) -> jax.Array:
+        """DINO base: ψ_AB of the K prototypes, the AB embedding matrix's rows, l2-normalised."""
+        return l2_normalize(self.ab_prototypes)
 
     def value_embed(self, tokens: jax.Array, action_tokens: jax.Array) -> jax.Array:
         """φ_AB(x, a): tokens [B, T, D], action_tokens [B, A, 4] → [B, A, proj_dim], l2-normalised."""
@@ -57,14 +71,22 @@ class ABModel(nn.Module):
     def ab_logit_scale(self) -> jax.Array:
         return jnp.minimum(jnp.exp(self.ab_log_scale), MAX_LOGIT_SCALE)
 
-    def __call__(self, images: jax.Array, action_tokens: jax.Array) -> jax.Array:
+    def __call__(self, images: jax.Array, action_tokens: jax.Array) -> tuple[jax.Array, jax.Array]:
         tokens = self.encode(images)
         value = self.value_embed(tokens, action_tokens)
-        return value @ (self.base_embed(tokens) + self.ab_embed(tokens)).T * self.ab_logit_scale()
+        vocabulary = self.ab_vocabulary() if self.base == "dino" else self.ab_embed(tokens)
+        return value @ vocabulary.T * self.ab_logit_scale(), self.base_embed(tokens)
+
+
+def base_method(method: str) -> str:
+    """"ab_dino" → "dino"."""
+    return method.removeprefix("ab_")
 
 
 def from_config(config) -> ABModel:
+    base = base_method(config.method)
     return ABModel(variant=config.model.variant, image_size=config.env.view_size, proj_dim=config.model.proj_dim,
                    proj_hidden=config.model.proj_hidden, action_bins=config.env.action_bins,
                    decoder_depth=config.model.decoder_depth, decoder_width=config.model.decoder_width,
-                   decoder_heads=config.model.decoder_heads, init_logit_scale=1.0 / config.simclr.temperature)
+                   decoder_heads=config.model.decoder_heads, init_logit_scale=1.0 / config.simclr.temperature,
+                   base=base, num_prototypes=config.dino.prototypes if base == "dino" else 0)

@@ -19,3 +19,23 @@ class ProjectionHead(nn.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         x = nn.gelu(nn.Dense(self.hidden, name="fc1")(x))
         return l2_normalize(nn.Dense(self.out_dim, name="fc2")(x))
+
+
+class DINOHead(nn.Module):
+    """DINO's head: 3-layer MLP → l2-normalised bottleneck → cosine logits against K prototypes.
+
+    The prototypes are l2-normalised in the forward pass: DINO's weight-normalised last layer with the norm fixed
+    to 1 (`norm_last_layer=True`), so logits lie in [-1, 1] and the temperatures set the sharpness.
+    """
+
+    hidden: int
+    bottleneck: int
+    prototypes: int
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        x = nn.gelu(nn.Dense(self.hidden, name="fc1")(x))
+        x = nn.gelu(nn.Dense(self.hidden, name="fc2")(x))
+        x = l2_normalize(nn.Dense(self.bottleneck, name="fc3")(x))
+        prototypes = self.param("prototypes", nn.initializers.normal(0.02), (self.prototypes, self.bottleneck))
+        return x @ l2_normalize(prototypes).T

@@ -1,0 +1,82 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from configs import demo
+from rlvis.envs import crop_env
+from rlvis.models import ab_model
+from rlvis.objectives import ab_dino, dino
+
+
+def test_dino_loss_on_a_hand_computed_case():
+    # one image, 2 global crops + 1 local crop, 2 prototypes
+    student = jnp.array([[[0.0, 1.0], [1.0, 0.0], [0.5, 0.5]]])
+    teacher = jnp.array([[[1.0, 0.0], [0.0, 1.0]]])
+    center = jnp.array([0.25, 0.25])
+    loss, batch_center, _ = dino.dino_loss(student, teacher, center, student_temperature=1.0,
+                                           teacher_temperature=0.5)
+    t0 = np.exp([1.5, -0.5]) / np.exp([1.5, -0.5]).sum()  # softmax((t - c) / 0.5)
+    t1 = t0[::-1]
+    log_s = [np.log(np.exp(s) / np.exp(s).sum()) for s in ([0, 1], [1, 0], [0.5, 0.5])]
+    pairs = [(t0, 1), (t0, 2), (t1, 0), (t1, 2)]  # a teacher crop never teaches itself
+    expected = np.mean([-(t * log_s[v]).sum() for t, v in pairs])
+    np.testing.assert_allclose(loss, expected, rtol=1e-6)
+    np.testing.assert_allclose(batch_center, [0.5, 0.5])
+
+
+def test_teacher_temperature_warms_up_then_holds():
+    config = demo.get_config()
+    steps = config.dino.teacher_temp_warmup_steps
+    np.testing.assert_allclose(dino.teacher_temperature(0, config), config.dino.warmup_teacher_temp)
+    np.testing.assert_allclose(dino.teacher_temperature(steps // 2, config),
+                               (config.dino.warmup_teacher_temp + config.dino.teacher_temp) / 2, rtol=1e-6)
+    np.testing.assert_allclose(dino.teacher_temperature(10 * steps, config), config.dino.teacher_temp)
+
+
+def test_centre_is_a_running_mean():
+    np.testing.assert_allclose(dino.update_center(jnp.zeros(2), jnp.array([1.0, 2.0]), 0.9), [0.1, 0.2], rtol=1e-6)
+
+
+def _setup(method="ab_dino", gamma=0.0):
+    config = demo.get_config(f"tiny,method={method}")
+    config.ab.gamma = gamma
+    model = ab_model.from_config(config)
+    n, k, b = config.env.views, 8, 4
+    rng = jax.random.PRNGKey(0)
+    images = jax.random.uniform(rng, (b, 64, 64, 1)) * 255
+    out = crop_env.batch_rollout(rng, images, jnp.full((b, 2), 64), num_views=n, size=32, scale=(0.05, 1.0),
+                                 ratio=(0.75, 1.33), bins=config.env.action_bins)
+    glob = crop_env.batch_rollout(jax.random.PRNGKey(1), images[:1].repeat(k, 0), jnp.full((k, 2), 64),
+                                  num_views=2, size=32, scale=(0.4, 1.0), ratio=(0.75, 1.33), bins=2)
+    local = crop_env.batch_rollout(jax.random.PRNGKey(2), images[:1].repeat(k, 0), jnp.full((k, 2), 64),
+                                   num_views=2, size=16, scale=(0.05, 0.4), ratio=(0.75, 1.33), bins=2)
+    batch = dict(annotation_views=glob["views"], local_views=local["views"], views=out["views"], tokens=out["tokens"])
+    init = lambda key: model.init(key, jnp.zeros((1, 32, 32, 1)), jnp.zeros((1, n - 1, 4), jnp.int32))  # noqa
+    state = {"center": jax.random.normal(jax.random.PRNGKey(5), (config.dino.prototypes,)) * 0.1}
+    return config, model, init(jax.random.PRNGKey(3)), init(jax.random.PRNGKey(4)), batch, state
+
+
+def test_ab_dino_target_is_the_centred_sharpened_teacher_on_the_reached_view():
+    config, model, params, target, batch, state = _setup()
+    _, (metrics, new_state) = ab_dino.loss(model, params, target, batch, config, state, jnp.int32(0))
+    A = ab_model.ABModel
+    teacher = model.apply(target, model.apply(target, batch["views"], method=A.encode), method=A.base_embed)
+    p = dino.teacher_distribution(teacher, state["center"], config.dino.warmup_teacher_temp)  # [B, n, K]
+    np.testing.assert_allclose(metrics["target_entropy"],
+                               np.mean(-(p * np.log(p + 1e-12)).sum(-1)), rtol=1e-4)  # every view is some pair's target
+    assert new_state["center"].shape == (config.dino.prototypes,)
+    assert not np.allclose(new_state["center"], state["center"])
+
+
+def test_ab_dino_gradients_never_reach_the_teacher_and_the_baseline_skips_bootstrapping():
+    config, model, params, target, batch, state = _setup(gamma=0.5)
+
+    def loss_both(p, t):
+        return ab_dino.loss(model, p, t, batch, config, state, jnp.int32(0))[0]
+    g_online, g_target = jax.jit(jax.grad(loss_both, argnums=(0, 1)))(params, target)
+    assert all(float(jnp.abs(g).max()) == 0.0 for g in jax.tree.leaves(g_target))
+    assert float(jnp.abs(g_online["params"]["ab_prototypes"]).max()) > 0  # the AB embedding matrix learns
+    config.method = "dino"
+    loss, (metrics, _) = ab_dino.loss(model, params, target, {k: batch[k] for k in ("annotation_views", "local_views")},
+                                      config, state, jnp.int32(0))
+    assert "td_loss" not in metrics and np.isfinite(loss)
