@@ -5,7 +5,8 @@
 Equal compute means equal steps and an equal number of views encoded by the online network per step. This is
 how the paper's Table 7 compares methods (effective batch = batch × views = 8192 for all). A base method alone
 therefore gets an annotation batch that encodes as many views as the AB method encodes on both of its streams.
-The AB method's target-network forward passes are not counted; the closing note of each comparison says so.
+The AB method's target-network forward passes are not counted. Methods are compared within their family
+(SimCLR vs AB_SimCLR, DINO vs AB_DINO); the families themselves run at different budgets.
 Each method trains in `workdir/<method>/`, so an interrupted comparison resumes where it stopped.
 """
 
@@ -20,6 +21,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from rlvis import config_lib
+from rlvis.models import ab_model
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -41,14 +43,19 @@ def encoded_views_per_step(config: ml_collections.ConfigDict) -> int:
 
 
 def method_configs(base: ml_collections.ConfigDict, methods: list[str], device_count: int) -> dict:
-    """One config per method, all encoding as many views per step as the most expensive one."""
+    """One config per method; within a family (SimCLR, DINO) every method encodes as many views per step as the
+    most expensive one, which is the AB variant: the base method alone gets a larger annotation batch."""
     configs = {}
     for method in methods:
         config = copy.deepcopy(base)
         config.method = method
         configs[method] = config
-    budget = max(encoded_views_per_step(c) for c in configs.values())
+    budgets: dict[str, int] = {}
     for config in configs.values():
+        family = ab_model.base_method(config.method)
+        budgets[family] = max(budgets.get(family, 0), encoded_views_per_step(config))
+    for config in configs.values():
+        budget = budgets[ab_model.base_method(config.method)]
         if not config_lib.uses_bootstrapping(config):
             views_per_image = encoded_views_per_step(config) // config.batch.annotation
             per_device = max(1, budget // views_per_image // device_count)

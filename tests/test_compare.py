@@ -14,7 +14,8 @@ def test_methods_get_the_same_number_of_encoded_views():
     views = {m: compare.encoded_views_per_step(c) for m, c in configs.items()}
     assert views["simclr"] == views["ab_simclr"] == 2 * 64 + 4 * 32
     assert configs["simclr"].batch.annotation == 128 and configs["ab_simclr"].batch.annotation == 64
-    dino = compare.method_configs(demo.get_config(), ["dino", "ab_dino"], device_count=8)
+    dino = compare.method_configs(demo.get_config(), ["simclr", "dino", "ab_dino"], device_count=8)
+    assert dino["simclr"].batch.annotation == 64  # no AB_SimCLR in this comparison: SimCLR keeps its own batch
     # ab_dino: 64 images × (2 global + 4 local) + 32 × 4 bootstrap = 512; dino alone: 512 / 6 → 80 images (÷8)
     assert compare.encoded_views_per_step(dino["ab_dino"]) == 512
     assert dino["dino"].batch.annotation == 80
