@@ -7,7 +7,9 @@ Arguments after the colon, comma-separated: `tiny` (seconds, used by the tests) 
   * `ab_simclr` (default) — SimCLR base loss + annotation bootstrapping;
   * `simclr`    — the SimCLR baseline alone (annotation stream only);
   * `ab_dino`   — DINO base loss (2 global + `dino.local_views` local crops) + annotation bootstrapping;
-  * `dino`      — the DINO baseline alone.
+  * `dino`      — the DINO baseline alone;
+  * `ab_clip`   — CLIP on captioned scenes ("a 3 left of a 7") + annotation bootstrapping on uncaptioned scenes;
+  * `clip`      — the CLIP baseline alone.
 Any field can be overridden: `--config.total_steps=200 --config.ab.gamma=0.5`.
 
 Table 5 ablations are config fields of `ab`: `use_ema_target=False` (the online network, stop-gradient, is the
@@ -28,7 +30,7 @@ Sizes follow DESIGN.md's measurement on the 2-core machine: a width-64 ViT with 
 import ml_collections
 
 
-METHODS = ("ab_simclr", "simclr", "ab_dino", "dino")
+METHODS = ("ab_simclr", "simclr", "ab_dino", "dino", "ab_clip", "clip")
 
 
 def parse_arg(arg: str | None) -> dict:
@@ -99,6 +101,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.dino.teacher_temp_warmup_steps = 600
     c.dino.center_momentum = 0.9
 
+    # CLIP (Radford et al. 2021): captioned scenes, byte-level captions, learned temperature.
+    c.clip = ml_collections.ConfigDict()
+    c.clip.text_variant = "mu"  # text tower shape (paper: S); see rlvis/models/text.py
+    c.clip.caption_length = 48  # byte tokens incl. BOS/EOS; the longest demo caption is 42
+    c.clip.scale = (0.5, 1.0)  # RandomResizedCrop of the captioned image (paper Table 7)
+    c.clip.init_temperature = 0.07
+
     c.ab = ml_collections.ConfigDict()
     c.ab.gamma = 0.0  # 0 = ICML objective; > 0 adds γ·max_a' Q_ema(ℓ|x',a') (project-page form)
     c.ab.loss_weight = 1.0  # paper Table 7 "loss ratio"
@@ -151,6 +160,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         c.dino.prototypes = 32
         c.dino.local_views = 2
         c.dino.teacher_temp_warmup_steps = 3
+        c.clip.text_variant = "tiny"
         c.eval.digits_per_class = 20
         c.eval.scenes = 200
         c.eval.probe_steps = 50

@@ -34,7 +34,7 @@ _METHODS = flags.DEFINE_list("methods", ["simclr", "ab_simclr", "dino", "ab_dino
 
 def encoded_views_per_step(config: ml_collections.ConfigDict) -> int:
     """Views the online encoder encodes per step. DINO's local crops count as views, though they are smaller."""
-    views = 2 * config.batch.annotation
+    views = (1 if config.method in ("clip", "ab_clip") else 2) * config.batch.annotation
     if config.method in ("dino", "ab_dino"):
         views += config.dino.local_views * config.batch.annotation
     if config_lib.uses_bootstrapping(config):

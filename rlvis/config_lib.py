@@ -9,7 +9,7 @@ import ml_collections
 from rlvis.data import digits
 from rlvis.models import vit
 
-METHODS = ("ab_simclr", "simclr", "ab_dino", "dino")
+METHODS = ("ab_simclr", "simclr", "ab_dino", "dino", "ab_clip", "clip")
 
 
 def uses_bootstrapping(config: ml_collections.ConfigDict) -> bool:
@@ -76,6 +76,14 @@ def validate(config: ml_collections.ConfigDict, device_count: int) -> None:
     _require(0 < c.dino.warmup_teacher_temp and 0 < c.dino.teacher_temp and 0 < c.dino.student_temp,
              "config.dino temperatures must be positive")
     _require(0 <= c.dino.center_momentum < 1, "config.dino.center_momentum must be in [0, 1)")
+    try:
+        vit.variant_shape(f"{c.clip.text_variant}/1")
+    except ValueError:
+        raise ConfigError(f"config.clip.text_variant={c.clip.text_variant!r} is not a known shape name") from None
+    _require(c.clip.caption_length >= 3, "config.clip.caption_length must leave room for BOS, a byte and EOS")
+    lo, hi = c.clip.scale
+    _require(0 < lo <= hi <= 1, f"config.clip.scale={tuple(c.clip.scale)} must satisfy 0 < min <= max <= 1")
+    _require(c.clip.init_temperature > 0, "config.clip.init_temperature must be positive")
     for name in ("jitter_prob", "grayscale", "flip"):
         _require(0.0 <= c.augment[name] <= 1.0, f"config.augment.{name}={c.augment[name]} must be a probability")
     _require(c.optim.lr > 0, "config.optim.lr must be positive")

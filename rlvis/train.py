@@ -25,9 +25,9 @@ from rlvis.data import pipeline
 from rlvis.envs import crop_env, photometric
 from rlvis.evaluators.demo_tasks import DemoEvaluator
 from rlvis.models import ab_model
-from rlvis.objectives import ab_dino, ab_simclr
+from rlvis.objectives import ab_clip, ab_dino, ab_simclr
 
-OBJECTIVES = {"simclr": ab_simclr, "dino": ab_dino}  # base method → its objective module (AB or not)
+OBJECTIVES = {"simclr": ab_simclr, "dino": ab_dino, "clip": ab_clip}  # base method → its objective module (AB or not)
 
 
 def learning_rate_schedule(config: ml_collections.ConfigDict) -> optax.Schedule:
@@ -74,17 +74,22 @@ def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransform
 def make_views(key: jax.Array, batch: dict, config: ml_collections.ConfigDict) -> dict[str, jax.Array]:
     """Device side of the data flow: the environment renders every view and the tokens of every transition.
 
-    Annotation views get the base method's photometric augmentation; bootstrap views stay clean unless the
+    Annotation views follow the base method: SimCLR's two augmented crops, DINO's 2 global + N local crops, or
+    CLIP's single crop with its caption. Bootstrap views stay free of photometric augmentation unless the
     `ab.photometric_bootstrap` ablation asks otherwise.
     """
     k_annotation, k_bootstrap, k_augment, k_boot_augment, k_local, k_local_augment = jax.random.split(key, 6)
     common = dict(ratio=tuple(config.env.ratio), bins=config.env.action_bins)
-    dino_base = ab_model.base_method(config.method) == "dino"
+    base = ab_model.base_method(config.method)
+    dino_base = base == "dino"
     images, valid = batch["annotation"]["image"], batch["annotation"]["valid"]
-    scale = config.dino.global_scale if dino_base else config.env.annotation_scale
-    annotation = crop_env.batch_rollout(k_annotation, images, valid, num_views=2, scale=tuple(scale),
-                                        size=config.env.view_size, **common)
-    views = dict(annotation_views=photometric.augment_views(k_augment, annotation["views"], config.augment))
+    scale = {"dino": config.dino.global_scale, "clip": config.clip.scale}.get(base, config.env.annotation_scale)
+    annotation = crop_env.batch_rollout(k_annotation, images, valid, num_views=1 if base == "clip" else 2,
+                                        scale=tuple(scale), size=config.env.view_size, **common)
+    if base == "clip":  # CLIP augments with the crop alone (Table 7)
+        views = dict(annotation_views=annotation["views"], captions=batch["annotation"]["caption"])
+    else:
+        views = dict(annotation_views=photometric.augment_views(k_augment, annotation["views"], config.augment))
     if dino_base and config.dino.local_views:
         local = crop_env.batch_rollout(k_local, images, valid, num_views=config.dino.local_views,
                                        scale=tuple(config.dino.local_scale), size=config.dino.local_size, **common)
@@ -142,7 +147,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     def init(key: jax.Array) -> dict:
         size = config.env.view_size
         params = model.init(key, jnp.zeros((1, size, size, channels)),
-                            jnp.zeros((1, config.env.views - 1, crop_env.NUM_ACTION_TOKENS), jnp.int32))
+                            jnp.zeros((1, config.env.views - 1, crop_env.NUM_ACTION_TOKENS), jnp.int32),
+                            jnp.zeros((1, config.clip.caption_length), jnp.int32))
         return dict(params=params, ema_params=jax.tree.map(jnp.copy, params), opt_state=tx.init(params),
                     method_state=objective.initial_state(config), step=jnp.zeros((), jnp.int32))
 

@@ -135,14 +135,19 @@ def test_resume_with_a_different_model_config_is_refused(runs, tmp_path):
     assert "ab.gamma: 0.0 -> 0.5" in result.stderr.strip().splitlines()[-1]
 
 
-@pytest.mark.parametrize("method", ["simclr", "dino"])
-def test_baselines_train_on_the_annotation_stream_alone(tmp_path, method):
+@pytest.mark.parametrize("method", ["simclr", "dino", "clip", "ab_clip"])
+def test_methods_train_from_the_command_line(tmp_path, method):
+    """Base methods read the annotation stream alone; AB methods read both."""
     result = _ok(subprocess.run(
         [sys.executable, "-m", "rlvis.main", f"--config=configs/demo.py:tiny,method={method}",
          f"--workdir={tmp_path}", "--config.total_steps=2", "--config.eval.probe_steps=5"],
         cwd=ROOT, env=dict(os.environ, JAX_PLATFORMS="cpu"), capture_output=True, text=True, timeout=600))
-    assert "step 2/2 | loss" in result.stdout and "td_loss" not in result.stdout
+    assert "step 2/2 | loss" in result.stdout
     items = set(os.listdir(tmp_path / "checkpoints" / "2"))
-    assert "annotation" in items and "bootstrap" not in items
+    assert "annotation" in items
+    if method.startswith("ab_"):
+        assert "td_loss" in result.stdout and "bootstrap" in items
+    else:
+        assert "td_loss" not in result.stdout and "bootstrap" not in items
     with open(tmp_path / "results.json") as f:
         assert json.load(f)["config"]["method"] == method

@@ -109,3 +109,16 @@ def centred_digit(digit: np.ndarray, canvas: int = 32) -> dict:
     image = np.zeros((canvas, canvas, 1), np.uint8)
     image[pad:pad + DIGIT_SIZE, pad:pad + DIGIT_SIZE, 0] = digit
     return dict(image=image, valid=np.array([canvas, canvas], np.int32))
+
+
+def caption(scene: dict) -> str:
+    """A scene's caption, its digits from left to right: "a 3", "a 3 left of a 7", "a 3, a 7 and a 1 from left
+    to right". The embedded analogue of CC12M / COCO captions for the CLIP methods."""
+    count = int(scene["count"])
+    order = np.argsort(scene["boxes"][:count, 1] + scene["boxes"][:count, 3] / 2)
+    names = [f"a {int(scene['labels'][i])}" for i in order]
+    if count == 1:
+        return names[0]
+    if count == 2:
+        return f"{names[0]} left of {names[1]}"
+    return f"{', '.join(names[:-1])} and {names[-1]} from left to right"

@@ -15,6 +15,7 @@ import ml_collections
 import numpy as np
 
 from rlvis.data import digits as digits_lib
+from rlvis.data import text
 
 
 class ComposeScene(grain.transforms.RandomMap):
@@ -28,6 +29,20 @@ class ComposeScene(grain.transforms.RandomMap):
     def random_map(self, element: int, rng: np.random.Generator) -> dict:
         scene = digits_lib.compose_scene(rng, self.images, self.labels, **self.kwargs)
         return dict(image=scene["image"], valid=scene["valid"])
+
+
+class CaptionedScene(ComposeScene):
+    """Scene index → scene + its caption as byte tokens: the annotation stream of the CLIP methods."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, config: ml_collections.ConfigDict,
+                 caption_length: int):
+        super().__init__(images, labels, config)
+        self.caption_length = caption_length
+
+    def random_map(self, element: int, rng: np.random.Generator) -> dict:
+        scene = digits_lib.compose_scene(rng, self.images, self.labels, **self.kwargs)
+        return dict(image=scene["image"], valid=scene["valid"],
+                    caption=text.encode(digits_lib.caption(scene), self.caption_length))
 
 
 class CentredDigit(grain.transforms.Map):
@@ -50,11 +65,22 @@ def _stream(source_len: int, transform: grain.transforms.Map | grain.transforms.
 
 def training_streams(config: ml_collections.ConfigDict, splits: digits_lib.DigitSplits, process_index: int,
                      process_count: int) -> dict[str, grain.MapDataset]:
-    """The annotation and bootstrap streams of the embedded demo, sliced for this process."""
+    """The annotation and bootstrap streams of the embedded demo, sliced for this process.
+
+    The annotation stream is single centred digits (curated, unlabeled: the ImageNet analogue) for the SimCLR and
+    DINO methods, and captioned scenes (the CC12M / COCO-captions analogue) for the CLIP methods.
+    """
     kwargs = dict(process_index=process_index, process_count=process_count)
+    if config.method in ("clip", "ab_clip"):
+        annotation = _stream(config.data.num_scenes,
+                             CaptionedScene(splits.pretrain_images, splits.pretrain_labels, config.data,
+                                            config.clip.caption_length),
+                             seed=config.seed + 2, global_batch=config.batch.annotation, **kwargs)
+    else:
+        annotation = _stream(len(splits.pretrain_images), CentredDigit(splits.pretrain_images),
+                             seed=config.seed, global_batch=config.batch.annotation, **kwargs)
     return {
-        "annotation": _stream(len(splits.pretrain_images), CentredDigit(splits.pretrain_images),
-                              seed=config.seed, global_batch=config.batch.annotation, **kwargs),
+        "annotation": annotation,
         "bootstrap": _stream(config.data.num_scenes,
                              ComposeScene(splits.pretrain_images, splits.pretrain_labels, config.data),
                              seed=config.seed + 1, global_batch=config.batch.bootstrap, **kwargs),

@@ -4,7 +4,9 @@ PAPER.md §1.4:
   * base "simclr": annotations are images, so φ(x) = ψ(ℓ) is the SimCLR head on the shared ViT, and ψ_AB is a
     separate "AB annotation head" on the same ViT;
   * base "dino": annotations are the K prototypes of the DINO head, and ψ_AB is a separate "AB embedding
-    matrix" of K rows.
+    matrix" of K rows;
+  * base "clip": annotations are captions; a text tower feeds the CLIP text head ψ and a separate "AB text head"
+    ψ_AB, and the image side is a linear projection with a learned temperature.
 Each part is a method so the objective calls exactly what it needs; `__call__` touches every part, for `init`.
 """
 
@@ -12,7 +14,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from rlvis.models.heads import DINOHead, ProjectionHead, l2_normalize
+from rlvis.models.heads import DINOHead, LinearProjection, ProjectionHead, l2_normalize
+from rlvis.models.text import TextTower
 from rlvis.models.value_head import ValueHead
 from rlvis.models.vit import ViT
 
@@ -29,8 +32,10 @@ class ABModel(nn.Module):
     decoder_width: int
     decoder_heads: int
     init_logit_scale: float
-    base: str = "simclr"  # "simclr" or "dino"
+    base: str = "simclr"  # "simclr", "dino" or "clip"
     num_prototypes: int = 0  # DINO only
+    text_variant: str = "tiny"  # CLIP only
+    caption_length: int = 0  # CLIP only
 
     def setup(self):
         self.encoder = ViT(self.variant, self.image_size, name="encoder")
@@ -38,6 +43,13 @@ class ABModel(nn.Module):
             self.base_head = DINOHead(self.proj_hidden, self.proj_dim, self.num_prototypes, name="base_head")
             self.ab_prototypes = self.param("ab_prototypes", nn.initializers.normal(0.02),
                                             (self.num_prototypes, self.proj_dim))
+        elif self.base == "clip":
+            self.base_head = LinearProjection(self.proj_dim, name="base_head")
+            self.text_tower = TextTower(self.text_variant, self.caption_length, name="text_tower")
+            self.text_head = LinearProjection(self.proj_dim, name="text_head")
+            self.ab_text_head = LinearProjection(self.proj_dim, name="ab_text_head")
+            self.clip_log_scale = self.param("clip_log_scale",
+                                             nn.initializers.constant(jnp.log(self.init_logit_scale)), ())
         else:
             self.base_head = ProjectionHead(self.proj_hidden, self.proj_dim, name="base_head")
             self.ab_head = ProjectionHead(self.proj_hidden, self.proj_dim, name="ab_head")
@@ -64,6 +76,14 @@ class ABModel(nn.Module):
         """DINO base: ψ_AB of the K prototypes, the AB embedding matrix's rows, l2-normalised."""
         return l2_normalize(self.ab_prototypes)
 
+    def text_embed(self, captions: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """CLIP base: captions int32 [K, L] → (ψ(ℓ) for the CLIP loss, ψ_AB(ℓ) for the bootstrap softmax)."""
+        features = self.text_tower(captions)
+        return self.text_head(features), self.ab_text_head(features)
+
+    def clip_logit_scale(self) -> jax.Array:
+        return jnp.minimum(jnp.exp(self.clip_log_scale), MAX_LOGIT_SCALE)
+
     def value_embed(self, tokens: jax.Array, action_tokens: jax.Array) -> jax.Array:
         """φ_AB(x, a): tokens [B, T, D], action_tokens [B, A, 4] → [B, A, proj_dim], l2-normalised."""
         return l2_normalize(self.value_head(action_tokens, tokens))
@@ -71,10 +91,17 @@ class ABModel(nn.Module):
     def ab_logit_scale(self) -> jax.Array:
         return jnp.minimum(jnp.exp(self.ab_log_scale), MAX_LOGIT_SCALE)
 
-    def __call__(self, images: jax.Array, action_tokens: jax.Array) -> tuple[jax.Array, jax.Array]:
+    def __call__(self, images: jax.Array, action_tokens: jax.Array,
+                 captions: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
         tokens = self.encode(images)
         value = self.value_embed(tokens, action_tokens)
-        vocabulary = self.ab_vocabulary() if self.base == "dino" else self.ab_embed(tokens)
+        if self.base == "dino":
+            vocabulary = self.ab_vocabulary()
+        elif self.base == "clip":
+            clip_text, vocabulary = self.text_embed(captions)
+            return value @ vocabulary.T * self.ab_logit_scale(), self.base_embed(tokens) @ clip_text.T
+        else:
+            vocabulary = self.ab_embed(tokens)
         return value @ vocabulary.T * self.ab_logit_scale(), self.base_embed(tokens)
 
 
@@ -88,5 +115,7 @@ def from_config(config) -> ABModel:
     return ABModel(variant=config.model.variant, image_size=config.env.view_size, proj_dim=config.model.proj_dim,
                    proj_hidden=config.model.proj_hidden, action_bins=config.env.action_bins,
                    decoder_depth=config.model.decoder_depth, decoder_width=config.model.decoder_width,
-                   decoder_heads=config.model.decoder_heads, init_logit_scale=1.0 / config.simclr.temperature,
-                   base=base, num_prototypes=config.dino.prototypes if base == "dino" else 0)
+                   decoder_heads=config.model.decoder_heads, init_logit_scale=1.0 / (config.clip.init_temperature if base == "clip"
+                                                            else config.simclr.temperature),
+                   base=base, num_prototypes=config.dino.prototypes if base == "dino" else 0,
+                   text_variant=config.clip.text_variant, caption_length=config.clip.caption_length)

@@ -39,3 +39,13 @@ class DINOHead(nn.Module):
         x = l2_normalize(nn.Dense(self.bottleneck, name="fc3")(x))
         prototypes = self.param("prototypes", nn.initializers.normal(0.02), (self.prototypes, self.bottleneck))
         return x @ l2_normalize(prototypes).T
+
+
+class LinearProjection(nn.Module):
+    """CLIP's projection: one linear map to the shared embedding space, l2-normalised."""
+
+    out_dim: int
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return l2_normalize(nn.Dense(self.out_dim, use_bias=False, name="proj")(x))
