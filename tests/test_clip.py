@@ -2,9 +2,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from configs import demo
+import objective_setup
 from rlvis.data import digits, text
-from rlvis.envs import crop_env
 from rlvis.models import ab_model
 from rlvis.objectives import ab_clip, clip
 
@@ -41,22 +40,11 @@ def test_symmetric_infonce_on_a_hand_computed_case():
 
 
 def _setup(gamma=0.0):
-    config = demo.get_config("tiny,method=ab_clip")
-    config.ab.gamma = gamma
-    model = ab_model.from_config(config)
-    n, k, b = config.env.views, 6, 4
-    rng = jax.random.PRNGKey(0)
-    images = jax.random.uniform(rng, (b, 64, 64, 1)) * 255
-    out = crop_env.batch_rollout(rng, images, jnp.full((b, 2), 64), num_views=n, size=32, scale=(0.05, 1.0),
-                                 ratio=(0.75, 1.33), bins=config.env.action_bins)
-    ann = crop_env.batch_rollout(jax.random.PRNGKey(1), images[:1].repeat(k, 0), jnp.full((k, 2), 64),
-                                 num_views=1, size=32, scale=(0.5, 1.0), ratio=(0.75, 1.33), bins=2)
-    captions = jnp.stack([jnp.asarray(text.encode(f"a {i} left of a {9 - i}", config.clip.caption_length))
-                          for i in range(k)])
-    batch = dict(annotation_views=ann["views"], captions=captions, views=out["views"], tokens=out["tokens"])
-    init = lambda key: model.init(key, jnp.zeros((1, 32, 32, 1)), jnp.zeros((1, n - 1, 4), jnp.int32),  # noqa
-                                  jnp.zeros((1, config.clip.caption_length), jnp.int32))
-    return config, model, init(jax.random.PRNGKey(3)), init(jax.random.PRNGKey(4)), batch
+    config, model, params, target, batch = objective_setup.setup("ab_clip", gamma, annotation_views=1,
+                                                                 annotation_scale=(0.5, 1.0))
+    batch["captions"] = jnp.stack([jnp.asarray(text.encode(f"a {i} left of a {9 - i}", config.clip.caption_length))
+                                   for i in range(len(batch["annotation_views"]))])
+    return config, model, params, target, batch
 
 
 def test_ab_clip_target_is_the_ema_caption_distribution_and_the_vocabulary_is_the_batch_captions():

@@ -2,8 +2,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+import objective_setup
 from configs import demo
-from rlvis.envs import crop_env
 from rlvis.models import ab_model
 from rlvis.objectives import ab_dino, dino
 
@@ -37,23 +37,11 @@ def test_centre_is_a_running_mean():
     np.testing.assert_allclose(dino.update_center(jnp.zeros(2), jnp.array([1.0, 2.0]), 0.9), [0.1, 0.2], rtol=1e-6)
 
 
-def _setup(method="ab_dino", gamma=0.0):
-    config = demo.get_config(f"tiny,method={method}")
-    config.ab.gamma = gamma
-    model = ab_model.from_config(config)
-    n, k, b = config.env.views, 8, 4
-    rng = jax.random.PRNGKey(0)
-    images = jax.random.uniform(rng, (b, 64, 64, 1)) * 255
-    out = crop_env.batch_rollout(rng, images, jnp.full((b, 2), 64), num_views=n, size=32, scale=(0.05, 1.0),
-                                 ratio=(0.75, 1.33), bins=config.env.action_bins)
-    glob = crop_env.batch_rollout(jax.random.PRNGKey(1), images[:1].repeat(k, 0), jnp.full((k, 2), 64),
-                                  num_views=2, size=32, scale=(0.4, 1.0), ratio=(0.75, 1.33), bins=2)
-    local = crop_env.batch_rollout(jax.random.PRNGKey(2), images[:1].repeat(k, 0), jnp.full((k, 2), 64),
-                                   num_views=2, size=16, scale=(0.05, 0.4), ratio=(0.75, 1.33), bins=2)
-    batch = dict(annotation_views=glob["views"], local_views=local["views"], views=out["views"], tokens=out["tokens"])
-    init = lambda key: model.init(key, jnp.zeros((1, 32, 32, 1)), jnp.zeros((1, n - 1, 4), jnp.int32))  # noqa
+def _setup(gamma=0.0):
+    config, model, params, target, batch = objective_setup.setup("ab_dino", gamma, annotation_scale=(0.4, 1.0),
+                                                                 local_views=2)
     state = {"center": jax.random.normal(jax.random.PRNGKey(5), (config.dino.prototypes,)) * 0.1}
-    return config, model, init(jax.random.PRNGKey(3)), init(jax.random.PRNGKey(4)), batch, state
+    return config, model, params, target, batch, state
 
 
 def test_ab_dino_target_is_the_centred_sharpened_teacher_on_the_reached_view():

@@ -4,7 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from configs import demo
+import objective_setup
 from rlvis.envs import crop_env
 from rlvis.models import ab_model
 from rlvis.objectives import ab_simclr, simclr, td
@@ -43,20 +43,7 @@ def test_td_target_mixes_per_annotation_max_and_renormalises():
 
 
 def _setup(gamma):
-    config = demo.get_config("tiny")
-    config.ab.gamma = gamma
-    model = ab_model.from_config(config)
-    n, k, b = config.env.views, 8, 4
-    rng = jax.random.PRNGKey(0)
-    images = jax.random.uniform(rng, (b, 64, 64, 1)) * 255
-    out = crop_env.batch_rollout(rng, images, jnp.full((b, 2), 64), num_views=n, size=32, scale=(0.05, 1.0),
-                                 ratio=(0.75, 1.33), bins=config.env.action_bins)
-    ann = crop_env.batch_rollout(jax.random.PRNGKey(1), images[:1].repeat(k, 0), jnp.full((k, 2), 64),
-                                 num_views=2, size=32, scale=(0.2, 1.0), ratio=(0.75, 1.33), bins=2)
-    batch = dict(annotation_views=ann["views"], views=out["views"], tokens=out["tokens"])
-    params = model.init(jax.random.PRNGKey(2), jnp.zeros((1, 32, 32, 1)), jnp.zeros((1, n - 1, 4), jnp.int32))
-    target = model.init(jax.random.PRNGKey(3), jnp.zeros((1, 32, 32, 1)), jnp.zeros((1, n - 1, 4), jnp.int32))
-    return config, model, params, target, batch
+    return objective_setup.setup("ab_simclr", gamma)
 
 
 def test_gamma_zero_is_the_icml_objective():
