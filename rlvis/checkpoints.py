@@ -29,6 +29,10 @@ class Checkpointer:
         self.manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
                                                         meta=ocp.args.JsonSave(meta), **items), force=True)
 
+    def meta(self, step: int) -> dict:
+        """The JSON metadata alone: cheap, and readable whatever the state's shapes."""
+        return self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
+
     def restore(self, step: int, abstract_state, iterators: dict) -> tuple[object, dict]:
         """Restore into `abstract_state` (ShapeDtypeStructs carrying the *target* shardings); iterators in place."""
         items = {name: grain.checkpoint.CheckpointRestore(iterators[name]) for name in self.iterator_names}

@@ -162,8 +162,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     if latest is None:
         state, prior_wall = init_fn(init_key), 0.0
     else:
+        config_lib.check_resume(ckpt.meta(latest)["config"], config)  # before shapes could disagree
         state, meta = ckpt.restore(latest, checkpoints.abstract_like(state_shape, state_sharding), iterators)
-        config_lib.check_resume(meta["config"], config)
         prior_wall = meta["wall_seconds"]
         if is_main:
             print(f"rlvis: resumed from step {latest} in {workdir}", flush=True)
