@@ -135,7 +135,7 @@ def test_resume_with_a_different_model_config_is_refused(runs, tmp_path):
     assert "model.decoder_depth: 1 -> 2" in result.stderr.strip().splitlines()[-1]
 
 
-@pytest.mark.parametrize("method", ["simclr", "dino", "clip", "ab_clip"])
+@pytest.mark.parametrize("method", ["simclr", "dino", "ab_dino", "clip", "ab_clip"])
 def test_methods_train_from_the_command_line(tmp_path, method):
     """Base methods read the annotation stream alone; AB methods read both."""
     result = _ok(subprocess.run(
