@@ -21,7 +21,6 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from rlvis import config_lib
-from rlvis.models import ab_model
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -34,8 +33,9 @@ _METHODS = flags.DEFINE_list("methods", ["simclr", "ab_simclr", "dino", "ab_dino
 
 def encoded_views_per_step(config: ml_collections.ConfigDict) -> int:
     """Views the online encoder encodes per step. DINO's local crops count as views, though they are smaller."""
-    views = (1 if config.method in ("clip", "ab_clip") else 2) * config.batch.annotation
-    if config.method in ("dino", "ab_dino"):
+    base = config_lib.base_method(config)
+    views = (1 if base == "clip" else 2) * config.batch.annotation
+    if base == "dino":
         views += config.dino.local_views * config.batch.annotation
     if config_lib.uses_bootstrapping(config):
         views += config.env.views * config.batch.bootstrap
@@ -52,10 +52,10 @@ def method_configs(base: ml_collections.ConfigDict, methods: list[str], device_c
         configs[method] = config
     budgets: dict[str, int] = {}
     for config in configs.values():
-        family = ab_model.base_method(config.method)
+        family = config_lib.base_method(config)
         budgets[family] = max(budgets.get(family, 0), encoded_views_per_step(config))
     for config in configs.values():
-        budget = budgets[ab_model.base_method(config.method)]
+        budget = budgets[config_lib.base_method(config)]
         if not config_lib.uses_bootstrapping(config):
             views_per_image = encoded_views_per_step(config) // config.batch.annotation
             per_device = max(1, budget // views_per_image // device_count)

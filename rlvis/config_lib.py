@@ -12,6 +12,11 @@ from rlvis.models import vit
 METHODS = ("ab_simclr", "simclr", "ab_dino", "dino", "ab_clip", "clip")
 
 
+def base_method(config: ml_collections.ConfigDict) -> str:
+    """The base loss of `config.method`: "ab_dino" → "dino", "simclr" → "simclr"."""
+    return config.method.removeprefix("ab_")
+
+
 def uses_bootstrapping(config: ml_collections.ConfigDict) -> bool:
     """AB methods train the value head on the bootstrap stream; base methods ignore that stream."""
     return config.method.startswith("ab_")

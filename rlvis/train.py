@@ -80,7 +80,7 @@ def make_views(key: jax.Array, batch: dict, config: ml_collections.ConfigDict) -
     """
     k_annotation, k_bootstrap, k_augment, k_boot_augment, k_local, k_local_augment = jax.random.split(key, 6)
     common = dict(ratio=tuple(config.env.ratio), bins=config.env.action_bins)
-    base = ab_model.base_method(config.method)
+    base = config_lib.base_method(config)
     dino_base = base == "dino"
     images, valid = batch["annotation"]["image"], batch["annotation"]["valid"]
     scale = {"dino": config.dino.global_scale, "clip": config.clip.scale}.get(base, config.env.annotation_scale)
@@ -140,7 +140,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
 
     # ---------------------------------------------------------------- model + optimizer: shapes, then shardings
     model = ab_model.from_config(config)
-    objective = OBJECTIVES[ab_model.base_method(config.method)]
+    objective = OBJECTIVES[config_lib.base_method(config)]
     tx = make_optimizer(config)
     init_key, train_key = jax.random.split(jax.random.PRNGKey(config.seed))
 

@@ -14,6 +14,7 @@ import grain
 import ml_collections
 import numpy as np
 
+from rlvis import config_lib
 from rlvis.data import digits as digits_lib
 from rlvis.data import text
 
@@ -71,7 +72,7 @@ def training_streams(config: ml_collections.ConfigDict, splits: digits_lib.Digit
     DINO methods, and captioned scenes (the CC12M / COCO-captions analogue) for the CLIP methods.
     """
     kwargs = dict(process_index=process_index, process_count=process_count)
-    if config.method in ("clip", "ab_clip"):
+    if config_lib.base_method(config) == "clip":
         annotation = _stream(config.data.num_scenes,
                              CaptionedScene(splits.pretrain_images, splits.pretrain_labels, config.data,
                                             config.clip.caption_length),

@@ -14,6 +14,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from rlvis import config_lib
 from rlvis.models.heads import DINOHead, LinearProjection, ProjectionHead, l2_normalize
 from rlvis.models.text import TextTower
 from rlvis.models.value_head import ValueHead
@@ -105,13 +106,8 @@ class ABModel(nn.Module):
         return value @ vocabulary.T * self.ab_logit_scale(), self.base_embed(tokens)
 
 
-def base_method(method: str) -> str:
-    """"ab_dino" → "dino"."""
-    return method.removeprefix("ab_")
-
-
 def from_config(config) -> ABModel:
-    base = base_method(config.method)
+    base = config_lib.base_method(config)
     return ABModel(variant=config.model.variant, image_size=config.env.view_size, proj_dim=config.model.proj_dim,
                    proj_hidden=config.model.proj_hidden, action_bins=config.env.action_bins,
                    decoder_depth=config.model.decoder_depth, decoder_width=config.model.decoder_width,
