@@ -81,7 +81,6 @@ def make_views(key: jax.Array, batch: dict, config: ml_collections.ConfigDict) -
     k_annotation, k_bootstrap, k_augment, k_boot_augment, k_local, k_local_augment = jax.random.split(key, 6)
     common = dict(ratio=tuple(config.env.ratio), bins=config.env.action_bins)
     base = config_lib.base_method(config)
-    dino_base = base == "dino"
     images, valid = batch["annotation"]["image"], batch["annotation"]["valid"]
     scale = {"dino": config.dino.global_scale, "clip": config.clip.scale}.get(base, config.env.annotation_scale)
     annotation = crop_env.batch_rollout(k_annotation, images, valid, num_views=1 if base == "clip" else 2,
@@ -90,7 +89,7 @@ def make_views(key: jax.Array, batch: dict, config: ml_collections.ConfigDict) -
         views = dict(annotation_views=annotation["views"], captions=batch["annotation"]["caption"])
     else:
         views = dict(annotation_views=photometric.augment_views(k_augment, annotation["views"], config.augment))
-    if dino_base and config.dino.local_views:
+    if base == "dino" and config.dino.local_views:
         local = crop_env.batch_rollout(k_local, images, valid, num_views=config.dino.local_views,
                                        scale=tuple(config.dino.local_scale), size=config.dino.local_size, **common)
         views["local_views"] = photometric.augment_views(k_local_augment, local["views"], config.augment)

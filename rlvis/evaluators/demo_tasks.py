@@ -101,9 +101,10 @@ class DemoEvaluator:
 
         count, box = {}, {}
         for split, scenes in self.data["scenes"].items():
-            pooled, _ = self._encode(params, scenes["image"], scenes["valid"], self.config.env.view_size)
-            count[split] = (pooled, scenes["count"] - 1)
-            _, patches = self._encode(params, scenes["image"], scenes["valid"], cfg.scene_view_size)
+            encoded = {size: self._encode(params, scenes["image"], scenes["valid"], size)
+                       for size in {self.config.env.view_size, cfg.scene_view_size}}  # once if the sizes agree
+            count[split] = (encoded[self.config.env.view_size][0], scenes["count"] - 1)
+            patches = encoded[cfg.scene_view_size][1]
             grid = int(round(np.sqrt(patches.shape[1])))
             weights = box_weights(scenes["boxes"][:, 0], grid)  # the first digit of each scene is the query
             box[split] = (np.einsum("nt,ntd->nd", weights, patches), scenes["labels"][:, 0])

@@ -38,7 +38,5 @@ def loss(model: ABModel, params, target_params, batch: dict, config: ml_collecti
     td_loss, td_metrics = bootstrap.td_term(
         model, params, target_params, batch, online_vocabulary=ab_captions, target_vocabulary=target_ab_captions,
         target_view_tokens=target_views, p_local=p_local, config=config)
-    total = config.ab.base_loss_weight * base_loss + config.ab.loss_weight * td_loss
-    metrics.update(loss=total, td_loss=td_loss, ab_logit_scale=model.apply(params, method=ABModel.ab_logit_scale),
-                   **td_metrics)
+    total, metrics = bootstrap.total_loss(model, params, base_loss, td_loss, {**metrics, **td_metrics}, config)
     return total, (metrics, {})

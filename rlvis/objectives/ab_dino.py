@@ -50,7 +50,5 @@ def loss(model: ABModel, params, target_params, batch: dict, config: ml_collecti
         online_vocabulary=model.apply(params, method=ABModel.ab_vocabulary),
         target_vocabulary=model.apply(target_params, method=ABModel.ab_vocabulary), target_view_tokens=target_views,
         p_local=jax.lax.stop_gradient(p_local), config=config)
-    total = config.ab.base_loss_weight * base_loss + config.ab.loss_weight * td_loss
-    metrics.update(loss=total, td_loss=td_loss, ab_logit_scale=model.apply(params, method=ABModel.ab_logit_scale),
-                   **td_metrics)
+    total, metrics = bootstrap.total_loss(model, params, base_loss, td_loss, {**metrics, **td_metrics}, config)
     return total, (metrics, new_state)

@@ -46,7 +46,5 @@ def loss(model: ABModel, params, target_params, batch: dict, config: ml_collecti
         model, params, target_params, batch,
         online_vocabulary=model.apply(params, annotation_tokens[:, 1], method=ABModel.ab_embed),
         target_vocabulary=target_vocabulary, target_view_tokens=target_views, p_local=p_local, config=config)
-    total = config.ab.base_loss_weight * base_loss + config.ab.loss_weight * td_loss
-    metrics.update(loss=total, td_loss=td_loss, ab_logit_scale=model.apply(params, method=ABModel.ab_logit_scale),
-                   **td_metrics)
+    total, metrics = bootstrap.total_loss(model, params, base_loss, td_loss, {**metrics, **td_metrics}, config)
     return total, (metrics, {})

@@ -36,3 +36,11 @@ def td_term(model: ABModel, params, target_params, batch: dict, *, online_vocabu
             value_logits(model, target_params, target_view_tokens, batch["tokens"], target_vocabulary), axis=-1)
     value_target = td.td_target(p_local, q_next, gamma)
     return td.td_loss(q_logits, value_target, crop_env.pair_indices(batch["views"].shape[1]))
+
+
+def total_loss(model: ABModel, params, base_loss: jax.Array, td_loss: jax.Array, metrics: dict,
+               config: ml_collections.ConfigDict) -> tuple[jax.Array, dict]:
+    """base_weight·base + λ·TD (paper Table 7: loss ratio 1.0); `metrics` (with the TD metrics) gains the total."""
+    total = config.ab.base_loss_weight * base_loss + config.ab.loss_weight * td_loss
+    metrics.update(loss=total, td_loss=td_loss, ab_logit_scale=model.apply(params, method=ABModel.ab_logit_scale))
+    return total, metrics
