@@ -46,6 +46,21 @@ def parse_arg(arg: str | None) -> dict:
     return parsed
 
 
+def stream_fields(data_format: str) -> dict:
+    """Where a stream's images come from (rlvis/data/sources.py lists the formats)."""
+    return dict(format=data_format, path="", split="", name="", index_dir="", frame_stride=1, caption_key="")
+
+
+def data_config(data_format: str) -> ml_collections.ConfigDict:
+    """`config.data`: the annotation stream's source, the host canvas, and `bootstrap` — the bootstrap stream's own
+    source when its `format` is set (decoupled streams), else the annotation stream's."""
+    data = ml_collections.ConfigDict(stream_fields(data_format))
+    data.bootstrap = ml_collections.ConfigDict(stream_fields(""))
+    data.canvas = 256  # real images: longer side resized to this, aspect kept (img2dataset --image_size 256)
+    data.min_side = 32  # images whose shorter side is smaller are skipped as "too_small"
+    return data
+
+
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     args = parse_arg(arg)
     c = ml_collections.ConfigDict()
@@ -56,7 +71,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.checkpoint_every = 300
     c.keep_checkpoints = 2
 
-    c.data = ml_collections.ConfigDict()
+    c.data = data_config("demo")
     c.data.scene_canvas = 64  # fixed canvas; each scene's own size is drawn in [scene_min_size, canvas]
     c.data.scene_min_size = 40
     c.data.digits_per_scene = (1, 4)
@@ -100,6 +115,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.dino.teacher_temp = 0.07
     c.dino.teacher_temp_warmup_steps = 600
     c.dino.center_momentum = 0.9
+    c.dino.freeze_last_layer_steps = 300  # prototypes frozen at first (DINO: 1 epoch); see rlvis/train.py
 
     # CLIP (Radford et al. 2021): captioned scenes, byte-level captions, learned temperature.
     c.clip = ml_collections.ConfigDict()
@@ -132,8 +148,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.optim.lr = 1e-3
     c.optim.warmup_steps = 100
     c.optim.weight_decay = 0.05
+    c.optim.weight_decay_end = 0.05  # cosine from weight_decay to this (DINO/SimCLR in Table 7: 0.04 → 0.4)
     c.optim.b2 = 0.999
-    c.optim.grad_clip = 1.0
+    c.optim.grad_clip = 1.0  # global norm; 0 = no clipping
 
     c.eval = ml_collections.ConfigDict()
     c.eval.encoder = "ema"  # which encoder the final evaluation probes: "ema" (target) or "online"

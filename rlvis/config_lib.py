@@ -4,9 +4,11 @@ Unknown keys and wrong types on the command line are already refused by ml_colle
 locked by `config_flags`); this module checks the values that only make sense together.
 """
 
+import os
+
 import ml_collections
 
-from rlvis.data import digits
+from rlvis.data import digits, sources
 from rlvis.models import vit
 
 METHODS = ("ab_simclr", "simclr", "ab_dino", "dino", "ab_clip", "clip")
@@ -57,8 +59,10 @@ def validate(config: ml_collections.ConfigDict, device_count: int) -> None:
              f"config.env.view_size={c.env.view_size} must be a multiple of the patch size {shape.patch}")
     _require(c.eval.scene_view_size % shape.patch == 0,
              f"config.eval.scene_view_size={c.eval.scene_view_size} must be a multiple of the patch size {shape.patch}")
-    _require(c.env.view_size <= c.data.scene_canvas,
-             f"config.env.view_size={c.env.view_size} exceeds config.data.scene_canvas={c.data.scene_canvas}")
+    _validate_data(c)
+    canvas_field = "scene_canvas" if c.data.format == "demo" else "canvas"
+    _require(c.env.view_size <= c.data[canvas_field],
+             f"config.env.view_size={c.env.view_size} exceeds config.data.{canvas_field}={c.data[canvas_field]}")
     _require(c.data.digit_size[1] <= c.data.scene_min_size <= c.data.scene_canvas,
              "config.data: need digit_size max <= scene_min_size <= scene_canvas")
     lo, hi = c.data.digits_per_scene
@@ -92,6 +96,9 @@ def validate(config: ml_collections.ConfigDict, device_count: int) -> None:
     for name in ("jitter_prob", "grayscale", "flip"):
         _require(0.0 <= c.augment[name] <= 1.0, f"config.augment.{name}={c.augment[name]} must be a probability")
     _require(c.optim.lr > 0, "config.optim.lr must be positive")
+    _require(c.optim.grad_clip >= 0, "config.optim.grad_clip must be >= 0 (0 = no clipping)")
+    _require(c.optim.weight_decay >= 0 and c.optim.weight_decay_end >= 0, "config.optim weight decays must be >= 0")
+    _require(0 < c.optim.b2 < 1, f"config.optim.b2={c.optim.b2} must be in (0, 1)")
     _require(0 <= c.optim.warmup_steps <= c.total_steps,
              f"config.optim.warmup_steps={c.optim.warmup_steps} must be in [0, total_steps]")
     _require(c.eval.encoder in ("ema", "online"), f"config.eval.encoder={c.eval.encoder!r} must be 'ema' or 'online'")
@@ -99,8 +106,31 @@ def validate(config: ml_collections.ConfigDict, device_count: int) -> None:
     _require(c.eval.scenes >= 20, "config.eval.scenes must be at least 20")
 
 
+def _validate_data(c: ml_collections.ConfigDict) -> None:
+    """Formats and paths; a path that does not exist is a one-line error here, before any compute."""
+    streams = [("config.data", c.data)] + ([("config.data.bootstrap", c.data.bootstrap)]
+                                           if c.data.bootstrap.format and uses_bootstrapping(c) else [])
+    for field, spec in streams:
+        _require(spec.format in sources.FORMATS, f"{field}.format={spec.format!r} is not one of {sources.FORMATS}")
+        if spec.format == "demo":
+            _require(field == "config.data", "config.data.bootstrap.format='demo' needs config.data.format='demo'")
+            continue
+        if spec.format == "tfds":
+            _require(bool(spec.name), f"{field}.name must name the TFDS dataset (e.g. 'imagenet2012')")
+        else:
+            _require(bool(spec.path), f"{field}.path is empty; point it at the {spec.format} data")
+            probe = spec.path.replace("{", "*").split("*")[0] if spec.format == "webdataset" else spec.path
+            _require(os.path.exists(probe) or any(ch in spec.path for ch in "*?[{"),
+                     f"{field}.path={spec.path!r} does not exist")
+        _require(spec.frame_stride >= 1, f"{field}.frame_stride={spec.frame_stride} must be >= 1")
+    if c.data.format != "demo":
+        _require(1 <= c.data.min_side <= c.data.canvas,
+                 f"config.data.min_side={c.data.min_side} must be in [1, config.data.canvas={c.data.canvas}]")
+
+
 # Fields a resumed run may change: they affect neither the trained model nor the data it sees.
 RESUMABLE_CHANGES = ("log_every", "checkpoint_every", "keep_checkpoints", "data.read_threads", "data.prefetch",
+                     "data.index_dir", "data.bootstrap.index_dir",
                      "eval.encoder", "eval.probe_steps", "eval.knn_k", "eval.knn_temperature", "eval.scenes",
                      "eval.scene_view_size")
 

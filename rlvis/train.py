@@ -20,13 +20,13 @@ import optax
 from clu import parameter_overview
 
 from rlvis import checkpoints, config_lib, metrics, sharding
-from rlvis.data import digits as digits_lib
-from rlvis.data import pipeline
+from rlvis.data import decode, pipeline
 from rlvis.envs import crop_env, photometric
 from rlvis.evaluators.demo_tasks import DemoEvaluator
 from rlvis.models import ab_model
 from rlvis.objectives import ab_clip, ab_dino, ab_simclr
 
+SKIPPED = "data/skipped/"  # + a reason from rlvis/data/decode.py: records dropped since the last log line
 OBJECTIVES = {"simclr": ab_simclr, "dino": ab_dino, "clip": ab_clip}  # base method → its objective module (AB or not)
 
 
@@ -35,14 +35,17 @@ def learning_rate_schedule(config: ml_collections.ConfigDict) -> optax.Schedule:
                                               max(config.total_steps, config.optim.warmup_steps + 1))
 
 
-def ema_momentum_schedule(config: ml_collections.ConfigDict):
-    """Target momentum rising from ema_start to ema_end on a half cosine (DINO/BYOL; paper "0.004 → 0")."""
-    start, end, total = config.ab.ema_start, config.ab.ema_end, config.total_steps
-
-    def momentum(step: jax.Array) -> jax.Array:
-        progress = jnp.minimum(step / total, 1.0)
+def cosine_ramp(start: float, end: float, total_steps: int) -> optax.Schedule:
+    """From `start` at step 0 to `end` at `total_steps` on a half cosine (DINO's `cosine_scheduler`)."""
+    def value(step: jax.Array) -> jax.Array:
+        progress = jnp.minimum(step / total_steps, 1.0)
         return end - (end - start) * (jnp.cos(jnp.pi * progress) + 1.0) / 2.0
-    return momentum
+    return value
+
+
+def ema_momentum_schedule(config: ml_collections.ConfigDict) -> optax.Schedule:
+    """Target momentum rising from ema_start to ema_end (DINO/BYOL; paper "0.004 → 0")."""
+    return cosine_ramp(config.ab.ema_start, config.ab.ema_end, config.total_steps)
 
 
 def ema_update(ema_params, params, momentum: jax.Array):
@@ -54,7 +57,8 @@ def _check_finite(summed: dict | None, summed_steps: int, step: int) -> dict:
     """Average the metrics summed since the last check; a non-finite one stops the run before any save."""
     if summed is None:
         return {}
-    averaged = {k: float(v) / summed_steps for k, v in jax.device_get(summed).items()}
+    averaged = {k: float(v) if k.startswith(SKIPPED) else float(v) / summed_steps  # counts add up, rates average
+                for k, v in jax.device_get(summed).items()}
     bad = [k for k, v in averaged.items() if not np.isfinite(v)]
     if bad:
         raise FloatingPointError(f"non-finite {', '.join(bad)} at or before step {step}; "
@@ -62,13 +66,26 @@ def _check_finite(summed: dict | None, summed_steps: int, step: int) -> dict:
     return averaged
 
 
+def _is_dino_prototypes(params) -> dict:
+    return jax.tree_util.tree_map_with_path(
+        lambda path, _: [getattr(k, "key", None) for k in path][-2:] == ["base_head", "prototypes"], params)
+
+
 def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
-    """AdamW with warm-up + cosine decay and global-norm clipping; no weight decay on biases, norms, scalars."""
+    """AdamW with warm-up + cosine decay, global-norm clipping (`grad_clip=0`: none) and weight decay rising on a
+    cosine from `weight_decay` to `weight_decay_end` (DINO's 0.04 → 0.4); no decay on biases, norms, scalars.
+
+    DINO's prototypes get no gradient for the first `dino.freeze_last_layer_steps` (DINO's `freeze_last_layer`):
+    while the backbone still maps every image to nearly the same point, moving the prototypes is the cheapest way
+    for the student to match a near-uniform teacher, and that is the collapse to uniform.
+    """
     decay_mask = lambda params: jax.tree.map(lambda p: p.ndim >= 2, params)  # noqa: E731
+    unfrozen = lambda count: (count >= config.dino.freeze_last_layer_steps).astype(jnp.float32)  # noqa: E731
+    weight_decay = cosine_ramp(config.optim.weight_decay, config.optim.weight_decay_end, config.total_steps)
     return optax.chain(
-        optax.clip_by_global_norm(config.optim.grad_clip),
-        optax.adamw(learning_rate_schedule(config), b2=config.optim.b2, weight_decay=config.optim.weight_decay,
-                    mask=decay_mask))
+        optax.masked(optax.scale_by_schedule(unfrozen), _is_dino_prototypes),
+        optax.clip_by_global_norm(config.optim.grad_clip) if config.optim.grad_clip > 0 else optax.identity(),
+        optax.adamw(learning_rate_schedule(config), b2=config.optim.b2, weight_decay=weight_decay, mask=decay_mask))
 
 
 def make_views(key: jax.Array, batch: dict, config: ml_collections.ConfigDict) -> dict[str, jax.Array]:
@@ -130,12 +147,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     replicated = sharding.replicated(mesh)
 
     # ---------------------------------------------------------------- data
-    splits = digits_lib.load_digits(config.eval.digits_per_class)
-    streams = pipeline.training_streams(config, splits, jax.process_index(), jax.process_count())
-    if not config_lib.uses_bootstrapping(config):
-        del streams["bootstrap"]  # a base method alone never reads the unlabeled scenes
-    iterators = {name: pipeline.make_iterator(ds, config) for name, ds in streams.items()}
-    channels = streams["annotation"][0]["image"].shape[-1]
+    streams = pipeline.training_streams(config, jax.process_index(), jax.process_count())
+    iterators = {name: pipeline.make_iterator(ds) for name, ds in streams.items()}
+    channels = pipeline.image_channels(config)
 
     # ---------------------------------------------------------------- model + optimizer: shapes, then shardings
     model = ab_model.from_config(config)
@@ -189,6 +203,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         ema_params = ema_update(state["ema_params"], params, momentum)
         step_metrics.update(grad_norm=optax.tree.norm(grads), learning_rate=lr_schedule(state["step"]),
                             ema_momentum=momentum)
+        skipped = [stream["skipped"].sum(axis=0) for stream in batch.values() if "skipped" in stream]
+        if skipped:  # summed over every host's rows by the sharded reduction
+            step_metrics.update({SKIPPED + reason: count for reason, count in zip(decode.SKIP_REASONS, sum(skipped))})
         return dict(params=params, ema_params=ema_params, opt_state=opt_state, method_state=method_state,
                     step=state["step"] + 1), step_metrics
 
@@ -240,7 +257,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
 
     # ---------------------------------------------------------------- final evaluation
     encode = lambda params, views: model.apply(params, views, method=ab_model.ABModel.encode)  # noqa: E731
-    evaluator = DemoEvaluator(encode, config)
+    evaluator = DemoEvaluator(encode, config, channels)
     trained = dict(evaluator.run(state["ema_params" if config.eval.encoder == "ema" else "params"]))
     random_init = dict(evaluator.run(init_fn(init_key)["params"]))
     results = dict(trained=trained, random_init=random_init,

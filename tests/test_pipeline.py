@@ -6,29 +6,28 @@ from rlvis.data import digits, pipeline
 
 def _streams(process_index=0, process_count=1):
     config = demo.get_config("tiny")
-    splits = digits.load_digits(config.eval.digits_per_class)
-    return config, pipeline.training_streams(config, splits, process_index, process_count)
+    return config, pipeline.training_streams(config, process_index, process_count)
 
 
 def test_batches_have_fixed_canvas_and_valid_sizes():
     config, streams = _streams()
-    it = pipeline.make_iterator(streams["bootstrap"], config)
+    it = pipeline.make_iterator(streams["bootstrap"])
     batch = next(it)
     assert batch["image"].shape == (config.batch.bootstrap, 64, 64, 1) and batch["image"].dtype == np.uint8
     assert batch["valid"].shape == (config.batch.bootstrap, 2)
     assert (batch["valid"] >= config.data.scene_min_size).all() and (batch["valid"] <= 64).all()
-    ann = next(pipeline.make_iterator(streams["annotation"], config))
+    ann = next(pipeline.make_iterator(streams["annotation"]))
     assert ann["image"].shape == (config.batch.annotation, 32, 32, 1)
 
 
 def test_iterator_state_restores_the_exact_sequence():
     config, streams = _streams()
-    it = pipeline.make_iterator(streams["bootstrap"], config)
+    it = pipeline.make_iterator(streams["bootstrap"])
     for _ in range(3):
         next(it)
     state = it.get_state()
     expected = [pipeline.digest(next(it)) for _ in range(3)]
-    resumed = pipeline.make_iterator(_streams()[1]["bootstrap"], config)
+    resumed = pipeline.make_iterator(_streams()[1]["bootstrap"])
     resumed.set_state(state)
     assert [pipeline.digest(next(resumed)) for _ in range(3)] == expected
 
@@ -36,8 +35,8 @@ def test_iterator_state_restores_the_exact_sequence():
 def test_processes_read_disjoint_slices_of_half_the_batch():
     config, first = _streams(0, 2)
     _, second = _streams(1, 2)
-    a = next(pipeline.make_iterator(first["annotation"], config))["image"]
-    b = next(pipeline.make_iterator(second["annotation"], config))["image"]
+    a = next(pipeline.make_iterator(first["annotation"]))["image"]
+    b = next(pipeline.make_iterator(second["annotation"]))["image"]
     assert len(a) == config.batch.annotation // 2
     assert not {x.tobytes() for x in a} & {x.tobytes() for x in b}
 
@@ -48,7 +47,7 @@ def test_training_streams_only_read_pretraining_digits():
     pretrain = {digits.centred_digit(d)["image"].tobytes() for d in splits.pretrain_images}
     held_out = {digits.centred_digit(d)["image"].tobytes()
                 for d in np.concatenate([splits.probe_train_images, splits.probe_test_images])}
-    it = pipeline.make_iterator(streams["annotation"], config)
+    it = pipeline.make_iterator(streams["annotation"])
     seen = [image.tobytes() for _ in range(20) for image in next(it)["image"]]
     assert all(s in pretrain for s in seen) and not any(s in held_out for s in seen)
 
@@ -57,7 +56,7 @@ def test_scenes_are_composed_from_pretraining_digits_only():
     config = demo.get_config("tiny")
     config.data.digits_per_scene, config.data.digit_size = (1, 1), (28, 28)  # one digit, pasted unscaled
     splits = digits.load_digits(config.eval.digits_per_class)
-    scenes = pipeline.training_streams(config, splits, 0, 1)["bootstrap"]
+    scenes = pipeline.training_streams(config, 0, 1)["bootstrap"]
 
     def tight(image):
         rows, cols = np.flatnonzero(image.any(1)), np.flatnonzero(image.any(0))
@@ -65,5 +64,5 @@ def test_scenes_are_composed_from_pretraining_digits_only():
 
     pretrain = {tight(d) for d in splits.pretrain_images}
     held_out = {tight(d) for d in np.concatenate([splits.probe_train_images, splits.probe_test_images])}
-    found = [tight(image[..., 0]) for image in next(pipeline.make_iterator(scenes, config))["image"]]
+    found = [tight(image[..., 0]) for image in next(pipeline.make_iterator(scenes))["image"]]
     assert all(f in pretrain for f in found) and not any(f in held_out for f in found)

@@ -18,12 +18,12 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TASKS = {"linear/digit", "knn/digit", "linear/count", "linear/box_digit"}
 
 
-def run_main(workdir, *flags, devices: int = 1) -> subprocess.CompletedProcess:
+def run_main(workdir, *flags, devices: int = 1, config: str = "configs/demo.py:tiny") -> subprocess.CompletedProcess:
     env = dict(os.environ, JAX_PLATFORMS="cpu")
     env.pop("XLA_FLAGS", None)
     if devices > 1:
         env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
-    cmd = [sys.executable, "-m", "rlvis.main", "--config=configs/demo.py:tiny", f"--workdir={workdir}", *flags]
+    cmd = [sys.executable, "-m", "rlvis.main", f"--config={config}", f"--workdir={workdir}", *flags]
     return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
 
 

@@ -1,10 +1,15 @@
 """Grain pipelines for the two training streams, and the host → global `jax.Array` step.
 
-Each stream is a `grain.MapDataset`: index source → per-process slice → seeded global index shuffle → repeat →
-per-element `random_map` (its generator is seeded by (seed, index), so a resumed run makes exactly the same
-images) → per-host batch → `IterDataset` with read threads. The iterator's state is a checkpoint item.
+Each stream starts as a `grain.MapDataset`: index source → per-process slice → seeded global index shuffle →
+repeat → per-element map (the demo's `random_map` generator is seeded by (seed, index), so a resumed run makes
+exactly the same images; real data is decoded by `DecodeRecord`) → `IterDataset` with read threads → per-host
+batch. The iterator's state is a checkpoint item.
 
 The host only produces a fixed canvas plus the valid (height, width) of each image; views are made on device.
+
+Bad records on real data: `DecodeRecord` turns each into a marker naming its reason, and `SkipBadRecords` drops
+the marker and adds it to the next good record's `skipped` counts. The counts therefore travel inside the batch:
+they are exact, resume with the iterator state, and are summed over all hosts on device like any metric.
 """
 
 import zlib
@@ -15,8 +20,12 @@ import ml_collections
 import numpy as np
 
 from rlvis import config_lib
+from rlvis.data import decode
 from rlvis.data import digits as digits_lib
-from rlvis.data import text
+from rlvis.data import sources, text
+
+SKIP = "skip_reason"
+MAX_CONSECUTIVE_BAD = 1000  # beyond this the path is not image data, and saying so beats spinning forever
 
 
 class ComposeScene(grain.transforms.RandomMap):
@@ -56,42 +65,145 @@ class CentredDigit(grain.transforms.Map):
         return digits_lib.centred_digit(self.images[element])
 
 
+class DecodeRecord(grain.transforms.Map):
+    """Raw record (rlvis/data/sources.py) → dict(image canvas, valid[, caption tokens]), or {SKIP: reason}."""
+
+    def __init__(self, canvas: int, min_side: int, caption_length: int | None):
+        self.canvas, self.min_side, self.caption_length = canvas, min_side, caption_length
+
+    def map(self, record: dict) -> dict:
+        try:
+            element = {}
+            if self.caption_length:  # before decoding: a captionless record is cheap to reject
+                caption = (record.get("caption") or "").strip()
+                if not caption:
+                    raise decode.BadRecord("no_caption")
+                element["caption"] = text.encode(caption, self.caption_length)
+            image = record["image"]
+            if isinstance(image, np.ndarray):  # already decoded by the source (TFDS)
+                image = decode.to_rgb(image)
+            else:
+                image = decode.decode(image, self.canvas)
+            element["image"], element["valid"] = decode.fit_to_canvas(image, self.canvas, self.min_side)
+            return element
+        except decode.BadRecord as bad:
+            return {SKIP: bad.reason}
+
+
+class SkipBadRecords(grain.IterDataset):
+    """Drops `{SKIP: reason}` markers; each good element carries `skipped`, the counts dropped just before it."""
+
+    def __iter__(self) -> grain.DatasetIterator:
+        return _SkipBadRecordsIterator(self._parent.__iter__())
+
+
+class _SkipBadRecordsIterator(grain.DatasetIterator):
+    def __init__(self, parent: grain.DatasetIterator):
+        super().__init__(parent)
+        self._pending = np.zeros(len(decode.SKIP_REASONS), np.int32)
+
+    def __next__(self) -> dict:
+        consecutive = 0
+        while True:
+            element = next(self._parent)
+            if SKIP not in element:
+                element["skipped"], self._pending = self._pending, np.zeros_like(self._pending)
+                return element
+            self._pending[decode.SKIP_REASONS.index(element[SKIP])] += 1
+            consecutive += 1
+            if consecutive >= MAX_CONSECUTIVE_BAD:
+                raise RuntimeError(f"{consecutive} consecutive records could not be decoded (last reason: "
+                                   f"{element[SKIP]}); is config.data pointing at image data?")
+
+    def get_state(self) -> dict:
+        return {"parent": self._parent.get_state(), "pending": self._pending.tolist()}
+
+    def set_state(self, state: dict) -> None:
+        self._parent.set_state(state["parent"])
+        self._pending = np.asarray(state["pending"], np.int32)
+
+
+def _read_options(config: ml_collections.ConfigDict) -> grain.ReadOptions:
+    """Threads, not processes: decode releases the GIL, and on 2 cores threads measured faster (DESIGN.md)."""
+    return grain.ReadOptions(num_threads=config.data.read_threads, prefetch_buffer_size=config.data.prefetch)
+
+
 def _stream(source_len: int, transform: grain.transforms.Map | grain.transforms.RandomMap, *, seed: int,
-            global_batch: int, process_index: int, process_count: int) -> grain.MapDataset:
+            global_batch: int, process_index: int, process_count: int,
+            config: ml_collections.ConfigDict) -> grain.IterDataset:
     ds = grain.MapDataset.range(source_len)[process_index::process_count]
     ds = ds.seed(seed).shuffle().repeat()
     ds = ds.random_map(transform) if isinstance(transform, grain.transforms.RandomMap) else ds.map(transform)
+    return ds.batch(global_batch // process_count, drop_remainder=True).to_iter_dataset(_read_options(config))
+
+
+def stream_spec(config: ml_collections.ConfigDict, name: str) -> ml_collections.ConfigDict:
+    """The data spec of stream `name`: `config.data` itself, or for the bootstrap stream `config.data.bootstrap`
+    where its `format` is set (decoupled streams: e.g. captioned CC12M annotations, COCO bootstrap images)."""
+    if name == "bootstrap" and config.data.bootstrap.format:
+        return config.data.bootstrap
+    return config.data
+
+
+def file_stream(spec: ml_collections.ConfigDict, config: ml_collections.ConfigDict, *, seed: int, global_batch: int,
+                captions: bool, process_index: int, process_count: int) -> grain.IterDataset:
+    """A stream over images on disk: open the source, slice per process, shuffle globally, decode, skip, batch."""
+    try:
+        source = sources.open_source(spec)
+    except FileNotFoundError as error:  # found at start-up, before any compute: one line naming the field
+        field = "config.data.bootstrap" if spec is config.data.bootstrap else "config.data"
+        raise config_lib.ConfigError(f"{field}: {error}") from None
+    if len(source) < process_count:
+        raise ValueError(f"{spec.path}: {len(source)} records cannot be split over {process_count} processes")
+    ds = grain.MapDataset.source(source)[process_index::process_count].seed(seed).shuffle().repeat()
+    ds = ds.map(DecodeRecord(config.data.canvas, config.data.min_side,
+                             config.clip.caption_length if captions else None))
+    ds = SkipBadRecords(ds.to_iter_dataset(_read_options(config)))
     return ds.batch(global_batch // process_count, drop_remainder=True)
 
 
-def training_streams(config: ml_collections.ConfigDict, splits: digits_lib.DigitSplits, process_index: int,
-                     process_count: int) -> dict[str, grain.MapDataset]:
-    """The annotation and bootstrap streams of the embedded demo, sliced for this process.
+def training_streams(config: ml_collections.ConfigDict, process_index: int,
+                     process_count: int) -> dict[str, grain.IterDataset]:
+    """The annotation and bootstrap streams (only the annotation one for a base method), sliced for this process.
 
-    The annotation stream is single centred digits (curated, unlabeled: the ImageNet analogue) for the SimCLR and
-    DINO methods, and captioned scenes (the CC12M / COCO-captions analogue) for the CLIP methods.
+    On the embedded demo the annotation stream is single centred digits (curated, unlabeled: the ImageNet
+    analogue) for the SimCLR and DINO methods, and captioned scenes (the CC12M / COCO-captions analogue) for the
+    CLIP methods; the bootstrap stream is multi-digit scenes. On real data each stream reads its `stream_spec`;
+    the CLIP methods' annotation stream keeps only captioned records.
     """
     kwargs = dict(process_index=process_index, process_count=process_count)
-    if config_lib.base_method(config) == "clip":
-        annotation = _stream(config.data.num_scenes,
-                             CaptionedScene(splits.pretrain_images, splits.pretrain_labels, config.data,
-                                            config.clip.caption_length),
-                             seed=config.seed + 2, global_batch=config.batch.annotation, **kwargs)
-    else:
-        annotation = _stream(len(splits.pretrain_images), CentredDigit(splits.pretrain_images),
-                             seed=config.seed, global_batch=config.batch.annotation, **kwargs)
-    return {
-        "annotation": annotation,
-        "bootstrap": _stream(config.data.num_scenes,
-                             ComposeScene(splits.pretrain_images, splits.pretrain_labels, config.data),
-                             seed=config.seed + 1, global_batch=config.batch.bootstrap, **kwargs),
-    }
+    clip = config_lib.base_method(config) == "clip"
+    names = ("annotation", "bootstrap") if config_lib.uses_bootstrapping(config) else ("annotation",)
+    streams, splits = {}, None
+    for offset, name in enumerate(names):
+        spec = stream_spec(config, name)
+        seed, batch = config.seed + offset, config.batch[name]
+        if spec.format != "demo":
+            streams[name] = file_stream(spec, config, seed=seed, global_batch=batch,
+                                        captions=clip and name == "annotation", **kwargs)
+            continue
+        splits = splits or digits_lib.load_digits(config.eval.digits_per_class)
+        images, labels = splits.pretrain_images, splits.pretrain_labels
+        if name == "bootstrap":
+            streams[name] = _stream(config.data.num_scenes, ComposeScene(images, labels, config.data),
+                                    seed=seed, global_batch=batch, config=config, **kwargs)
+        elif clip:
+            streams[name] = _stream(config.data.num_scenes,
+                                    CaptionedScene(images, labels, config.data, config.clip.caption_length),
+                                    seed=config.seed + 2, global_batch=batch, config=config, **kwargs)
+        else:
+            streams[name] = _stream(len(images), CentredDigit(images), seed=seed, global_batch=batch, config=config,
+                                    **kwargs)
+    return streams
 
 
-def make_iterator(ds: grain.MapDataset, config: ml_collections.ConfigDict) -> grain.DatasetIterator:
-    """A checkpointable iterator; threads, not processes, because decode here releases the GIL (DESIGN.md)."""
-    options = grain.ReadOptions(num_threads=config.data.read_threads, prefetch_buffer_size=config.data.prefetch)
-    return iter(ds.to_iter_dataset(options))
+def image_channels(config: ml_collections.ConfigDict) -> int:
+    """Grayscale for the embedded digits, RGB for everything read from disk (decode converts every mode)."""
+    return 1 if config.data.format == "demo" else 3
+
+
+def make_iterator(ds: grain.IterDataset) -> grain.DatasetIterator:
+    return iter(ds)
 
 
 def digest(batch: dict[str, np.ndarray]) -> int:

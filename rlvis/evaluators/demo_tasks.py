@@ -55,8 +55,11 @@ def box_weights(boxes: np.ndarray, grid: int) -> np.ndarray:
 class DemoEvaluator:
     """Evaluator(encode_fn, config).run(encoder_params) yields (task name, accuracy)."""
 
-    def __init__(self, encode_fn: EncodeFn, config: ml_collections.ConfigDict, batch_size: int = 250):
-        self.config, self.batch_size = config, batch_size
+    def __init__(self, encode_fn: EncodeFn, config: ml_collections.ConfigDict, channels: int = 1,
+                 batch_size: int = 250):
+        """`channels` is the encoder's input: an RGB encoder (trained on photographs) sees the digits tiled to 3
+        channels, so the same held-out tasks serve as a sanity check on any run."""
+        self.config, self.batch_size, self.channels = config, batch_size, channels
         splits = digits_lib.load_digits(config.eval.digits_per_class)
         rng = np.random.default_rng(_SCENE_SEED)
         half = config.eval.scenes // 2
@@ -72,6 +75,7 @@ class DemoEvaluator:
         }
         @functools.partial(jax.jit, static_argnames="size")
         def features(params, images, valid, size):
+            images = jnp.repeat(images, self.channels // images.shape[-1], axis=-1)
             views = jax.vmap(lambda im, hw: crop_env.observe(im, hw, jnp.asarray(FULL_BOX), size))(images, valid)
             tokens = encode_fn(params, views)
             pooled = jnp.concatenate([tokens[:, 0], tokens[:, 1:].mean(1)], axis=-1)

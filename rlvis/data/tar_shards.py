@@ -1,0 +1,215 @@
+"""Random access into webdataset tar shards (img2dataset's output, or the pre-crawled `cc12m-train-NNNN.tar`).
+
+Tars have no index, so the usual loaders stream them: no global shuffle and no exact resume. Re-encoding
+hundreds of GB to get random access is what users refuse to do. Instead we index each tar once — for every
+sample key, the byte offset and size of its image member and its caption member, read from the tar headers with
+the standard `tarfile` module — and read members with positioned reads (`os.pread`, thread-safe, no seeking
+state). The source is then an ordinary Grain random-access source: global index shuffle, per-process slices,
+and the iterator state is just an index.
+
+Index files sit next to each tar (`00000.tar.rlvis-index.npz`) or in `index_dir` when the data folder is
+read-only. Each is written atomically after its shard is read, so an interrupted build resumes where it stopped,
+and it records the tar's size so a changed tar is re-indexed. A truncated tar keeps the samples whose members are
+complete; they are indexed and the loss is reported.
+
+    python -m rlvis.data.tar_shards --data=/data/cc12m [--index_dir=/cache/cc12m-index] [--threads=16]
+"""
+
+import concurrent.futures
+import glob
+import os
+import re
+import tarfile
+import threading
+from collections.abc import Sequence
+
+import numpy as np
+import tqdm
+
+IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
+CAPTION_EXTENSIONS = ("txt",)
+INDEX_SUFFIX = ".rlvis-index.npz"
+INDEX_VERSION = 1
+
+
+def expand_braces(pattern: str) -> list[str]:
+    """`cc12m-train-{0000..2175}.tar` → the 2,176 names, zero padding kept (webdataset's shard notation)."""
+    match = re.search(r"\{(\d+)\.\.(\d+)\}", pattern)
+    if match is None:
+        return [pattern]
+    first, last = match.group(1), match.group(2)
+    width = len(first) if first.startswith("0") else 0
+    return [name for number in range(int(first), int(last) + 1)
+            for name in expand_braces(pattern[:match.start()] + str(number).zfill(width) + pattern[match.end():])]
+
+
+def find_shards(path: str) -> list[str]:
+    """A folder (every `*.tar` in it, sorted), a brace pattern, or a glob → tar paths; one-line errors otherwise."""
+    if os.path.isdir(path):
+        shards = sorted(glob.glob(os.path.join(path, "*.tar")))
+        if not shards:
+            raise FileNotFoundError(f"no .tar shards in {path}")
+        return shards
+    shards = sorted(glob.glob(path)) if any(c in path for c in "*?[") else expand_braces(path)
+    missing = [shard for shard in shards if not os.path.isfile(shard)]
+    if not shards or missing:
+        raise FileNotFoundError(f"shard not found: {missing[0] if missing else path}"
+                                + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
+    return shards
+
+
+def index_path(shard: str, index_dir: str | None) -> str:
+    if index_dir is None:
+        return shard + INDEX_SUFFIX
+    return os.path.join(index_dir, os.path.basename(shard) + INDEX_SUFFIX)
+
+
+def _split_name(name: str) -> tuple[str, str]:
+    """webdataset convention: the key is the path up to the first dot of the basename, the rest the extension."""
+    directory, base = os.path.split(name)
+    stem, _, extension = base.partition(".")
+    return os.path.join(directory, stem), extension.lower()
+
+
+def build_shard_index(shard: str) -> dict[str, np.ndarray]:
+    """Read one tar's headers → per-sample image/caption offsets and sizes (-1 when a sample has no caption)."""
+    samples: dict[str, list[int]] = {}  # key → [image offset, image size, caption offset, caption size]
+    truncated = False
+    tar_size = os.path.getsize(shard)
+    try:
+        with tarfile.open(shard, mode="r:") as tar:
+            for member in tar:
+                if not member.isfile() or member.offset_data + member.size > tar_size:
+                    truncated |= member.isfile()
+                    continue
+                key, extension = _split_name(member.name)
+                entry = samples.setdefault(key, [-1, -1, -1, -1])
+                if extension in IMAGE_EXTENSIONS:
+                    entry[0:2] = [member.offset_data, member.size]
+                elif extension in CAPTION_EXTENSIONS:
+                    entry[2:4] = [member.offset_data, member.size]
+    except (tarfile.ReadError, EOFError):  # a truncated or damaged tail: keep what was read before it
+        truncated = True
+    keys = [key for key, entry in samples.items() if entry[0] >= 0]  # samples without an image are not samples
+    table = np.asarray([samples[key] for key in keys], np.int64).reshape(-1, 4)
+    return dict(keys=np.asarray(keys, dtype=str), table=table, tar_size=np.int64(tar_size),
+                truncated=np.bool_(truncated), version=np.int64(INDEX_VERSION))
+
+
+def _load_valid_index(shard: str, index_dir: str | None) -> dict[str, np.ndarray] | None:
+    path = index_path(shard, index_dir)
+    if not os.path.exists(path):
+        return None
+    with np.load(path) as index:
+        index = dict(index)
+    if int(index["version"]) != INDEX_VERSION or int(index["tar_size"]) != os.path.getsize(shard):
+        return None  # written by another version, or the tar changed since: rebuild
+    return index
+
+
+def _write_index(shard: str, index_dir: str | None, index: dict[str, np.ndarray]) -> None:
+    path = index_path(shard, index_dir)
+    temporary = f"{path}.tmp-{os.getpid()}-{threading.get_ident()}.npz"
+    np.savez(temporary, **index)
+    os.replace(temporary, path)  # atomic: a killed build leaves no half-written index
+
+
+def build_indexes(shards: Sequence[str], index_dir: str | None = None, threads: int = 8,
+                  progress: bool = True) -> list[dict[str, np.ndarray]]:
+    """Index every shard that lacks a valid index (resumable), in parallel; return all indexes in shard order."""
+    if index_dir is not None:
+        os.makedirs(index_dir, exist_ok=True)
+    indexes = [_load_valid_index(shard, index_dir) for shard in shards]
+    todo = [i for i, index in enumerate(indexes) if index is None]
+
+    def build(i: int) -> tuple[int, dict[str, np.ndarray]]:
+        index = build_shard_index(shards[i])
+        _write_index(shards[i], index_dir, index)
+        return i, index
+
+    if todo:
+        with concurrent.futures.ThreadPoolExecutor(threads) as pool, \
+                tqdm.tqdm(total=len(shards), initial=len(shards) - len(todo), unit="shard", disable=not progress,
+                          desc="rlvis: indexing tar shards") as bar:
+            for i, index in pool.map(build, todo):
+                indexes[i] = index
+                bar.update(1)
+    return indexes
+
+
+class TarShardSource:
+    """Grain random-access source over indexed tar shards: record i → dict(image bytes, caption, key).
+
+    Picklable (file descriptors are opened lazily in each process) and thread-safe (`os.pread` has no shared file
+    position). A sample whose caption member is missing gets caption None; decoding decides what that means.
+    """
+
+    def __init__(self, path: str, index_dir: str | None = None, threads: int = 8, progress: bool = True):
+        self.path, self.index_dir = path, index_dir
+        self.shards = find_shards(path)
+        indexes = build_indexes(self.shards, index_dir, threads, progress)
+        self.truncated_shards = [shard for shard, index in zip(self.shards, indexes) if bool(index["truncated"])]
+        self._shard_of = np.concatenate([np.full(len(index["keys"]), i, np.int32) for i, index in enumerate(indexes)])
+        self._table = np.concatenate([index["table"] for index in indexes])
+        self._keys = np.concatenate([index["keys"] for index in indexes])
+        if not len(self._keys):
+            raise FileNotFoundError(f"no images in the tar shards at {path}")
+        self._files: dict[int, int] = {}
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def __repr__(self) -> str:
+        return f"TarShardSource(path={self.path!r}, shards={len(self.shards)}, samples={len(self)})"
+
+    def _file(self, shard: int) -> int:
+        with self._lock:
+            if shard not in self._files:
+                self._files[shard] = os.open(self.shards[shard], os.O_RDONLY)
+            return self._files[shard]
+
+    def _read(self, shard: int, offset: int, size: int) -> bytes:
+        data = os.pread(self._file(shard), size, offset)
+        return data if len(data) == size else b""  # the tar shrank under us: an empty record, skipped downstream
+
+    def __getitem__(self, index: int) -> dict:
+        shard = int(self._shard_of[index])
+        image_offset, image_size, caption_offset, caption_size = (int(v) for v in self._table[index])
+        caption = None
+        if caption_offset >= 0:
+            caption = self._read(shard, caption_offset, caption_size).decode("utf-8", errors="replace")
+        return dict(image=self._read(shard, image_offset, image_size), caption=caption, key=str(self._keys[index]))
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_files"], state["_lock"] = {}, None
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
+    def __del__(self):
+        for descriptor in getattr(self, "_files", {}).values():
+            os.close(descriptor)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    import argparse
+    parser = argparse.ArgumentParser(description="Index webdataset tar shards once for random access.")
+    parser.add_argument("--data", required=True, help="folder of .tar shards, a brace pattern or a glob")
+    parser.add_argument("--index_dir", default=None, help="where to write indexes (default: next to each tar)")
+    parser.add_argument("--threads", type=int, default=8)
+    args = parser.parse_args(argv)
+    try:
+        source = TarShardSource(args.data, args.index_dir, args.threads)
+    except FileNotFoundError as error:
+        raise SystemExit(f"rlvis: {error}") from None
+    print(f"rlvis: {len(source):,} samples in {len(source.shards)} shards"
+          + (f"; {len(source.truncated_shards)} truncated: {source.truncated_shards[:3]}" if source.truncated_shards
+             else ""))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,224 @@
+"""Real files on disk: tar shard indexing and random access, parquet, decoding every odd image, skipping and
+counting bad records, and exact resume of a file stream."""
+
+import os
+import pickle
+
+import grain
+import numpy as np
+import pytest
+
+from configs import demo
+from rlvis import config_lib
+from rlvis.data import decode, parquet_shards, pipeline, tar_shards
+from tests import webdataset_fixture as fixture
+from tests.test_train import metrics, run_main
+
+
+@pytest.fixture(scope="module")
+def webdataset(tmp_path_factory):
+    folder = str(tmp_path_factory.mktemp("cc12m"))
+    return folder, fixture.make_webdataset(folder)
+
+
+def test_index_gives_random_access_to_every_complete_sample_with_exact_bytes(webdataset):
+    folder, expected = webdataset
+    source = tar_shards.TarShardSource(folder, progress=False)
+    assert len(source) == len(expected["images"])
+    assert source.truncated_shards == [os.path.join(folder, "00001.tar")]
+    for i in np.random.default_rng(0).permutation(len(source)):  # any order: positioned reads, no stream state
+        record = source[int(i)]
+        assert record["image"] == expected["images"][record["key"]]
+        assert record["caption"] == expected["captions"][record["key"]]
+    again = pickle.loads(pickle.dumps(source))
+    assert again[3] == source[3] and repr(again) == repr(source)
+    assert grain.MapDataset.source(source)[5] == source[5]
+
+
+def test_index_build_is_resumable_and_notices_a_changed_tar(webdataset, tmp_path):
+    folder, _ = webdataset
+    index_dir = str(tmp_path / "index")
+    tar_shards.main([f"--data={folder}", f"--index_dir={index_dir}", "--threads=2"])
+    first, second = (tar_shards.index_path(os.path.join(folder, f"{i:05d}.tar"), index_dir) for i in range(2))
+    before = os.stat(first).st_mtime_ns
+    os.remove(second)  # as if the build had been killed after the first shard
+    tar_shards.build_indexes(tar_shards.find_shards(folder), index_dir, progress=False)
+    assert os.path.exists(second) and os.stat(first).st_mtime_ns == before  # only the missing shard was rebuilt
+    index = dict(np.load(first))
+    index["tar_size"] = np.int64(1)  # written for a tar of another size
+    np.savez(first, **index)
+    assert tar_shards._load_valid_index(os.path.join(folder, "00000.tar"), index_dir) is None
+
+
+def test_shard_patterns_and_one_line_errors(webdataset, tmp_path):
+    folder, _ = webdataset
+    assert tar_shards.expand_braces("cc12m-train-{0000..0002}.tar") == [
+        "cc12m-train-0000.tar", "cc12m-train-0001.tar", "cc12m-train-0002.tar"]
+    assert tar_shards.find_shards(os.path.join(folder, "{00000..00001}.tar"))[1].endswith("00001.tar")
+    with pytest.raises(FileNotFoundError, match=r"shard not found: .*00002\.tar$"):
+        tar_shards.find_shards(os.path.join(folder, "{00000..00002}.tar"))
+    with pytest.raises(FileNotFoundError, match="no .tar shards in"):
+        tar_shards.find_shards(str(tmp_path))
+
+
+@pytest.mark.parametrize("kind", fixture.GOOD_ODD_KINDS)
+def test_odd_but_valid_images_decode_to_rgb_on_the_canvas(webdataset, kind):
+    folder, expected = webdataset
+    source = tar_shards.TarShardSource(folder, progress=False)
+    record = next(source[i] for i in range(len(source)) if source[i]["caption"] == {
+        "grayscale": "gray", "cmyk": "cmyk", "png_alpha": "alpha", "huge": "huge", "progressive": "progressive"}[kind])
+    element = pipeline.DecodeRecord(fixture.CANVAS, min_side=16, caption_length=32).map(record)
+    assert pipeline.SKIP not in element
+    height, width = element["valid"]
+    assert element["image"].shape == (fixture.CANVAS, fixture.CANVAS, 3) and max(height, width) == fixture.CANVAS
+    assert not element["image"][height:].any() and not element["image"][:, width:].any()  # padding stays black
+    assert element["image"][:height, :width].mean() > 20
+
+
+def test_decode_reasons_on_hand_made_bytes():
+    rgb = fixture.picture(np.random.default_rng(0), 40, 60)
+    with pytest.raises(decode.BadRecord, match="empty"):
+        decode.decode(b"", 32)
+    with pytest.raises(decode.BadRecord, match="corrupt"):
+        decode.decode(fixture.encode(rgb)[:300], 32)
+    with pytest.raises(decode.BadRecord, match="too_small"):
+        decode.fit_to_canvas(rgb[:10], 32, min_side=16)
+    image, valid = decode.fit_to_canvas(rgb, 30, min_side=16)
+    np.testing.assert_array_equal(valid, [20, 30])  # 40x60 → longer side 30, aspect kept
+    big = decode.decode(fixture.encode(fixture.picture(np.random.default_rng(1), 1600, 1600)), 100)
+    assert 100 <= big.shape[0] < 400  # decoded at a reduced DCT scale, not at full size
+
+
+def _epoch_counts(folder: str, captions: bool) -> tuple[int, dict]:
+    config = demo.get_config("tiny,method=ab_clip" if captions else "tiny")
+    config.data.format, config.data.path, config.data.canvas, config.data.min_side = "webdataset", folder, 64, 16
+    config_lib.validate(config, 1)
+    source_len = len(tar_shards.TarShardSource(folder, progress=False))
+    stream = pipeline.file_stream(config.data, config, seed=0, global_batch=1, captions=captions, process_index=0,
+                                  process_count=1)
+    iterator, good, skipped = iter(stream), 0, np.zeros(len(decode.SKIP_REASONS), np.int64)
+    while good + skipped.sum() < source_len:  # one epoch; a bad record at its end rides on the next epoch's first
+        batch = next(iterator)
+        good, skipped = good + 1, skipped + batch["skipped"].sum(0)
+    overshoot = good + skipped.sum() - source_len
+    assert overshoot in (0, 1)
+    return good - overshoot, dict(zip(decode.SKIP_REASONS, skipped.tolist()))
+
+
+@pytest.mark.parametrize("captions", [True, False])
+def test_bad_records_are_skipped_and_counted_by_reason(webdataset, captions):
+    folder, expected = webdataset
+    good, counts = _epoch_counts(folder, captions)
+    want = {reason: 0 for reason in decode.SKIP_REASONS}
+    for kind in expected["bad"].values():
+        reason = fixture.BAD_KINDS[kind][0 if captions else 1]
+        if reason:
+            want[reason] += 1
+    assert counts == want
+    assert good == len(expected["images"]) - sum(want.values())
+
+
+def test_file_stream_resumes_exactly_including_skip_counts(webdataset):
+    folder, _ = webdataset
+    config = demo.get_config("tiny")
+    config.data.format, config.data.path, config.data.canvas, config.data.min_side = "webdataset", folder, 64, 16
+
+    def stream():
+        return pipeline.file_stream(config.data, config, seed=3, global_batch=4, captions=False, process_index=0,
+                                    process_count=1)
+    iterator = iter(stream())
+    for _ in range(3):
+        next(iterator)
+    state = iterator.get_state()
+    after = [next(iterator) for _ in range(5)]
+    resumed = iter(stream())
+    resumed.set_state(state)
+    for want, got in zip(after, (next(resumed) for _ in range(5))):
+        for key in ("image", "valid", "skipped"):
+            np.testing.assert_array_equal(want[key], got[key])
+
+
+def test_processes_read_disjoint_slices(webdataset):
+    folder, _ = webdataset
+    config = demo.get_config("tiny")
+    config.data.format, config.data.path, config.data.canvas, config.data.min_side = "webdataset", folder, 64, 16
+    seen = []
+    for process in range(2):
+        iterator = iter(pipeline.file_stream(config.data, config, seed=0, global_batch=2, captions=False,
+                                             process_index=process, process_count=2))
+        seen.append({next(iterator)["image"].tobytes() for _ in range(4)})
+    assert not seen[0] & seen[1]
+
+
+def test_parquet_source_reads_img2dataset_rows_and_refuses_metadata_only_files(webdataset, tmp_path):
+    records = fixture.make_parquet(str(tmp_path / "pq"))
+    source = parquet_shards.ParquetSource(str(tmp_path / "pq"))
+    assert len(source) == len(records)
+    for i in (6, 0, 4, 2):
+        assert source[i]["image"] == records[i]["jpg"] and source[i]["caption"] == records[i]["txt"]
+        assert source[i]["key"] == records[i]["key"]
+    assert pickle.loads(pickle.dumps(source))[5] == source[5]
+    with pytest.raises(decode.BadRecord, match="empty"):
+        decode.decode(source[2]["image"], 32)
+    with pytest.raises(FileNotFoundError, match="use data.format='webdataset'"):
+        parquet_shards.ParquetSource(webdataset[0])  # img2dataset's webdataset metadata parquet has no images
+
+
+def test_config_errors_name_the_data_field(tmp_path):
+    config = demo.get_config("tiny")
+    config.data.format = "webdataset"
+    with pytest.raises(config_lib.ConfigError, match=r"config.data.path is empty"):
+        config_lib.validate(config, 1)
+    config.data.path = str(tmp_path / "nowhere")
+    with pytest.raises(config_lib.ConfigError, match=r"config.data.path='.*nowhere' does not exist"):
+        config_lib.validate(config, 1)
+    config.data.format = "zip"
+    with pytest.raises(config_lib.ConfigError, match=r"config.data.format='zip' is not one of"):
+        config_lib.validate(config, 1)
+
+
+def test_trainer_reads_captioned_tars_and_a_frame_folder_and_reports_skips(webdataset, tmp_path):
+    """The real command, decoupled streams: AB_CLIP's annotations from captioned tars, bootstrap images from an
+    EpicKitchens-style folder of frames; a missing path is one line before any compute."""
+    folder, expected = webdataset
+    frames = tmp_path / "P01" / "rgb_frames" / "P01_01"
+    frames.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i in range(12):
+        (frames / f"frame_{i:010d}.jpg").write_bytes(fixture.encode(fixture.picture(rng, 90, 160)))
+    data = ["--config.data.format=webdataset", f"--config.data.path={folder}", "--config.data.canvas=64",
+            "--config.data.min_side=16", "--config.data.bootstrap.format=image_folder",
+            "--config.data.bootstrap.frame_stride=2", "--config.total_steps=2", "--config.checkpoint_every=2",
+            "--config.batch.annotation=8"]  # 2 steps read the 16 good records once, and the bad ones among them
+    missing = run_main(tmp_path / "missing", *data, f"--config.data.bootstrap.path={tmp_path / 'nowhere'}",
+                       config="configs/demo.py:tiny,method=ab_clip")
+    assert missing.returncode == 2 and missing.stderr.strip().splitlines()[-1].startswith(
+        "rlvis: config error: config.data.bootstrap.path=") and "does not exist" in missing.stderr
+    result = run_main(tmp_path / "run", *data, f"--config.data.bootstrap.path={tmp_path}",
+                      config="configs/demo.py:tiny,method=ab_clip")
+    assert result.returncode == 0, result.stderr[-3000:]
+    logged = metrics(tmp_path / "run")
+    total = {reason: sum(line[f"data/skipped/{reason}"] for line in logged.values()) for reason in decode.SKIP_REASONS}
+    assert set(logged) == {1, 2} and all(np.isfinite(line["loss"]) for line in logged.values())
+    assert 0 < sum(total.values()) <= len(expected["bad"])
+
+
+@pytest.mark.parametrize("method", config_lib.METHODS)
+def test_cc12m_preset_carries_table_7_and_validates_for_every_method(method, webdataset):
+    from configs import cc12m
+    config = cc12m.get_config(f"method={method}")
+    config.data.path = webdataset[0]
+    config_lib.validate(config, 8)
+    base = method.removeprefix("ab_")
+    assert config.model.variant == "S/16" and config.env.view_size == 224 and config.optim.lr == 1e-3
+    assert config.optim.b2 == (0.98 if base == "clip" else 0.999)
+    assert config.optim.grad_clip == (1.0 if base == "dino" else 0.0)
+    views = {"simclr": 2, "dino": 2 + config.dino.local_views, "clip": 1}[base]
+    encoded = config.batch.annotation * views + (config.batch.bootstrap * config.env.views if method != base else 0)
+    assert 8192 <= encoded <= 10240  # Table 7's effective batches: 8,192 (DINO alone: 10,240)
+
+
+def test_cc12m_preset_trains_on_img2dataset_shards(webdataset, tmp_path):
+    result = run_main(tmp_path / "run", f"--config.data.path={webdataset[0]}", config="configs/cc12m.py:tiny,method=ab_clip")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert set(metrics(tmp_path / "run")) == {1, 2, 3, 4}
