@@ -115,6 +115,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.dino.teacher_temp = 0.07
     c.dino.teacher_temp_warmup_steps = 600
     c.dino.center_momentum = 0.9
+    c.dino.norm_last_layer = True  # False: learned prototype gains (DINO's choice for ViT-S; see DINOHead)
     c.dino.freeze_last_layer_steps = 300  # prototypes frozen at first (DINO: 1 epoch); see rlvis/train.py
 
     # CLIP (Radford et al. 2021): captioned scenes, byte-level captions, learned temperature.

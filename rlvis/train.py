@@ -66,16 +66,18 @@ def _check_finite(summed: dict | None, summed_steps: int, step: int) -> dict:
     return averaged
 
 
-def _is_dino_prototypes(params) -> dict:
-    return jax.tree_util.tree_map_with_path(
-        lambda path, _: [getattr(k, "key", None) for k in path][-2:] == ["base_head", "prototypes"], params)
+def _is_dino_last_layer(params) -> dict:
+    def last_layer(path, _) -> bool:
+        names = [getattr(k, "key", None) for k in path]
+        return names[-2:] in (["base_head", "prototypes"], ["base_head", "prototype_gain"])
+    return jax.tree_util.tree_map_with_path(last_layer, params)
 
 
 def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
     """AdamW with warm-up + cosine decay, global-norm clipping (`grad_clip=0`: none) and weight decay rising on a
     cosine from `weight_decay` to `weight_decay_end` (DINO's 0.04 → 0.4); no decay on biases, norms, scalars.
 
-    DINO's prototypes get no gradient for the first `dino.freeze_last_layer_steps` (DINO's `freeze_last_layer`):
+    DINO's last layer (prototypes and their gains) gets no gradient for the first `dino.freeze_last_layer_steps` (DINO's `freeze_last_layer`):
     while the backbone still maps every image to nearly the same point, moving the prototypes is the cheapest way
     for the student to match a near-uniform teacher, and that is the collapse to uniform.
     """
@@ -83,7 +85,7 @@ def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransform
     unfrozen = lambda count: (count >= config.dino.freeze_last_layer_steps).astype(jnp.float32)  # noqa: E731
     weight_decay = cosine_ramp(config.optim.weight_decay, config.optim.weight_decay_end, config.total_steps)
     return optax.chain(
-        optax.masked(optax.scale_by_schedule(unfrozen), _is_dino_prototypes),
+        optax.masked(optax.scale_by_schedule(unfrozen), _is_dino_last_layer),
         optax.clip_by_global_norm(config.optim.grad_clip) if config.optim.grad_clip > 0 else optax.identity(),
         optax.adamw(learning_rate_schedule(config), b2=config.optim.b2, weight_decay=weight_decay, mask=decay_mask))
 

@@ -5,6 +5,7 @@ import numpy as np
 import objective_setup
 from configs import demo
 from rlvis.models import ab_model
+from rlvis.models.heads import DINOHead
 from rlvis.objectives import ab_dino, dino
 
 
@@ -68,3 +69,15 @@ def test_ab_dino_gradients_never_reach_the_teacher_and_the_baseline_skips_bootst
     loss, (metrics, _) = ab_dino.loss(model, params, target, {k: batch[k] for k in ("annotation_views", "local_views")},
                                       config, state, jnp.int32(0))
     assert "td_loss" not in metrics and np.isfinite(loss)
+
+
+def test_dino_head_logits_are_cosines_unless_the_last_layer_learns_its_gains():
+    x = jax.random.normal(jax.random.PRNGKey(0), (5, 8))
+    fixed = DINOHead(hidden=16, bottleneck=4, prototypes=6)
+    params = fixed.init(jax.random.PRNGKey(1), x)
+    logits = fixed.apply(params, x)
+    assert float(jnp.abs(logits).max()) <= 1.0 + 1e-5 and "prototype_gain" not in params["params"]
+    learned = DINOHead(hidden=16, bottleneck=4, prototypes=6, norm_last_layer=False)
+    gained = {"params": {**params["params"], "prototype_gain": jnp.arange(1.0, 7.0)}}
+    np.testing.assert_allclose(learned.apply(gained, x), logits * jnp.arange(1.0, 7.0), rtol=1e-5)
+    assert learned.init(jax.random.PRNGKey(1), x)["params"]["prototype_gain"].shape == (6,)

@@ -29,3 +29,35 @@ def test_learning_rate_warms_up_then_decays():
     warm = config.optim.warmup_steps
     assert float(lr(warm)) == np.float32(config.optim.lr)
     assert float(lr(warm // 2)) < config.optim.lr and float(lr(config.total_steps)) < 1e-3 * config.optim.lr
+
+
+def _sgd_like_steps(config, params, steps: int) -> list[dict]:
+    """Run the real optimizer on constant unit gradients; return the parameters after each step."""
+    tx = train.make_optimizer(config)
+    state, history = tx.init(params), []
+    grads = jax.tree.map(jnp.ones_like, params)
+    for _ in range(steps):
+        updates, state = tx.update(grads, state, params)
+        params = jax.tree.map(jnp.add, params, updates)
+        history.append(params)
+    return history
+
+
+def test_dino_last_layer_is_frozen_for_the_configured_steps_only():
+    config = demo.get_config("method=dino")
+    config.dino.freeze_last_layer_steps, config.optim.warmup_steps, config.optim.weight_decay = 3, 0, 0.0
+    config.optim.weight_decay_end = 0.0
+    params = {"params": {"base_head": {"prototypes": jnp.ones((4, 2)), "prototype_gain": jnp.ones(4),
+                                       "fc1": {"kernel": jnp.ones((2, 2))}}}}
+    history = _sgd_like_steps(config, params, 5)
+    head = [h["params"]["base_head"] for h in history]
+    for name in ("prototypes", "prototype_gain"):
+        assert all(bool((h[name] == 1.0).all()) for h in head[:3]) and bool((head[3][name] != 1.0).all())
+    assert bool((head[0]["fc1"]["kernel"] != 1.0).all())  # the rest of the head learns from step 1
+
+
+def test_weight_decay_follows_its_cosine_from_start_to_end():
+    config = demo.get_config()
+    config.optim.weight_decay, config.optim.weight_decay_end, config.total_steps = 0.04, 0.4, 100
+    decay = train.cosine_ramp(config.optim.weight_decay, config.optim.weight_decay_end, config.total_steps)
+    np.testing.assert_allclose([float(decay(0)), float(decay(50)), float(decay(100))], [0.04, 0.22, 0.4], rtol=1e-5)

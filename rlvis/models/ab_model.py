@@ -35,13 +35,15 @@ class ABModel(nn.Module):
     init_logit_scale: float
     base: str = "simclr"  # "simclr", "dino" or "clip"
     num_prototypes: int = 0  # DINO only
+    norm_last_layer: bool = True  # DINO only
     text_variant: str = "tiny"  # CLIP only
     caption_length: int = 0  # CLIP only
 
     def setup(self):
         self.encoder = ViT(self.variant, self.image_size, name="encoder")
         if self.base == "dino":
-            self.base_head = DINOHead(self.proj_hidden, self.proj_dim, self.num_prototypes, name="base_head")
+            self.base_head = DINOHead(self.proj_hidden, self.proj_dim, self.num_prototypes, self.norm_last_layer,
+                                      name="base_head")
             self.ab_prototypes = self.param("ab_prototypes", nn.initializers.normal(0.02),
                                             (self.num_prototypes, self.proj_dim))
         elif self.base == "clip":
@@ -114,4 +116,5 @@ def from_config(config) -> ABModel:
                    decoder_heads=config.model.decoder_heads, init_logit_scale=1.0 / (config.clip.init_temperature if base == "clip"
                                                             else config.simclr.temperature),
                    base=base, num_prototypes=config.dino.prototypes if base == "dino" else 0,
+                   norm_last_layer=config.dino.norm_last_layer,
                    text_variant=config.clip.text_variant, caption_length=config.clip.caption_length)

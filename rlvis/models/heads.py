@@ -24,21 +24,26 @@ class ProjectionHead(nn.Module):
 class DINOHead(nn.Module):
     """DINO's head: 3-layer MLP → l2-normalised bottleneck → cosine logits against K prototypes.
 
-    The prototypes are l2-normalised in the forward pass: DINO's weight-normalised last layer with the norm fixed
-    to 1 (`norm_last_layer=True`), so logits lie in [-1, 1] and the temperatures set the sharpness.
+    The last layer is DINO's weight-normalised one: each prototype is a direction times a gain. With
+    `norm_last_layer=True` the gain is fixed to 1, so logits are cosines in [-1, 1]; with False (DINO's choice for
+    ViT-S) the gain is learned from 1, so the head can widen its own logit range.
     """
 
     hidden: int
     bottleneck: int
     prototypes: int
+    norm_last_layer: bool = True
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         x = nn.gelu(nn.Dense(self.hidden, name="fc1")(x))
         x = nn.gelu(nn.Dense(self.hidden, name="fc2")(x))
         x = l2_normalize(nn.Dense(self.bottleneck, name="fc3")(x))
-        prototypes = self.param("prototypes", nn.initializers.normal(0.02), (self.prototypes, self.bottleneck))
-        return x @ l2_normalize(prototypes).T
+        prototypes = l2_normalize(
+            self.param("prototypes", nn.initializers.normal(0.02), (self.prototypes, self.bottleneck)))
+        if not self.norm_last_layer:
+            prototypes = prototypes * self.param("prototype_gain", nn.initializers.ones, (self.prototypes,))[:, None]
+        return x @ prototypes.T
 
 
 class LinearProjection(nn.Module):
