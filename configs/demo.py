@@ -79,6 +79,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.data.num_scenes = 100_000  # distinct scenes per epoch (generated from the seed, never stored)
     c.data.read_threads = 2  # Grain host threads; on 2 cores threads beat worker processes
     c.data.prefetch = 4
+    c.data.worker_processes = 0  # files only: Grain worker processes on top of the threads (rlvis.data.throughput)
 
     c.batch = ml_collections.ConfigDict()
     c.batch.annotation = 64  # annotation images per step (each gives 2 SimCLR views)

@@ -159,7 +159,10 @@ def file_stream(spec: ml_collections.ConfigDict, config: ml_collections.ConfigDi
     ds = ds.map(DecodeRecord(config.data.canvas, config.data.min_side,
                              config.clip.caption_length if captions else None))
     ds = SkipBadRecords(ds.to_iter_dataset(_read_options(config)))
-    return ds.batch(global_batch // process_count, drop_remainder=True)
+    ds = ds.batch(global_batch // process_count, drop_remainder=True)
+    if config.data.worker_processes:  # each worker runs the pipeline above on its share of the batches
+        ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=config.data.worker_processes))
+    return ds
 
 
 def training_streams(config: ml_collections.ConfigDict, process_index: int,
