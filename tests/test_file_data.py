@@ -10,7 +10,7 @@ import pytest
 
 from configs import demo
 from rlvis import config_lib
-from rlvis.data import decode, parquet_shards, pipeline, tar_shards
+from rlvis.data import decode, parquet_shards, pipeline, tar_shards, text
 from tests import webdataset_fixture as fixture
 from tests.test_train import metrics, run_main
 
@@ -67,7 +67,8 @@ def test_odd_but_valid_images_decode_to_rgb_on_the_canvas(webdataset, kind):
     source = tar_shards.TarShardSource(folder, progress=False)
     record = next(source[i] for i in range(len(source)) if source[i]["caption"] == {
         "grayscale": "gray", "cmyk": "cmyk", "png_alpha": "alpha", "huge": "huge", "progressive": "progressive"}[kind])
-    element = pipeline.DecodeRecord(fixture.CANVAS, min_side=16, caption_length=32).map(record)
+    element = pipeline.DecodeRecord(fixture.CANVAS, min_side=16, caption_length=32).random_map(
+        record, np.random.default_rng(0))
     assert pipeline.SKIP not in element
     height, width = element["valid"]
     assert element["image"].shape == (fixture.CANVAS, fixture.CANVAS, 3) and max(height, width) == fixture.CANVAS
@@ -263,3 +264,11 @@ def test_worker_processes_read_deterministically_and_resume_exactly(webdataset):
     for a, b in zip(want, (next(resumed) for _ in range(4))):
         for key in ("image", "valid", "skipped"):
             np.testing.assert_array_equal(a[key], b[key])
+
+
+def test_a_record_with_several_captions_gets_each_of_them_across_visits():
+    record = dict(image=fixture.encode(fixture.picture(np.random.default_rng(0), 40, 40)), caption="first",
+                  captions=["first", "second", "third"])
+    decoder = pipeline.DecodeRecord(32, min_side=16, caption_length=16)
+    seen = {text.decode(decoder.random_map(record, np.random.default_rng(seed))["caption"]) for seed in range(30)}
+    assert seen == {"first", "second", "third"}

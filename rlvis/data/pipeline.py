@@ -65,17 +65,22 @@ class CentredDigit(grain.transforms.Map):
         return digits_lib.centred_digit(self.images[element])
 
 
-class DecodeRecord(grain.transforms.Map):
-    """Raw record (rlvis/data/sources.py) → dict(image canvas, valid[, caption tokens]), or {SKIP: reason}."""
+class DecodeRecord(grain.transforms.RandomMap):
+    """Raw record (rlvis/data/sources.py) → dict(image canvas, valid[, caption tokens]), or {SKIP: reason}.
+
+    A record with several captions (COCO's five) gets one drawn per visit: the generator is seeded by the element's
+    index, which grows every epoch, so epochs see different captions and a resumed run sees the same ones.
+    """
 
     def __init__(self, canvas: int, min_side: int, caption_length: int | None):
         self.canvas, self.min_side, self.caption_length = canvas, min_side, caption_length
 
-    def map(self, record: dict) -> dict:
+    def random_map(self, record: dict, rng: np.random.Generator) -> dict:
         try:
             element = {}
             if self.caption_length:  # before decoding: a captionless record is cheap to reject
-                caption = (record.get("caption") or "").strip()
+                captions = record.get("captions") or [record.get("caption")]
+                caption = (captions[rng.integers(len(captions))] or "").strip()
                 if not caption:
                     raise decode.BadRecord("no_caption")
                 element["caption"] = text.encode(caption, self.caption_length)
@@ -156,8 +161,8 @@ def file_stream(spec: ml_collections.ConfigDict, config: ml_collections.ConfigDi
     if len(source) < process_count:
         raise ValueError(f"{spec.path}: {len(source)} records cannot be split over {process_count} processes")
     ds = grain.MapDataset.source(source)[process_index::process_count].seed(seed).shuffle().repeat()
-    ds = ds.map(DecodeRecord(config.data.canvas, config.data.min_side,
-                             config.clip.caption_length if captions else None))
+    ds = ds.random_map(DecodeRecord(config.data.canvas, config.data.min_side,
+                                    config.clip.caption_length if captions else None))
     ds = SkipBadRecords(ds.to_iter_dataset(_read_options(config)))
     ds = ds.batch(global_batch // process_count, drop_remainder=True)
     if config.data.worker_processes:  # each worker runs the pipeline above on its share of the batches
