@@ -155,6 +155,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.optim.grad_clip = 1.0  # global norm; 0 = no clipping
 
     c.eval = ml_collections.ConfigDict()
+    c.eval.final = ("demo",)  # evaluators run at the end and by `rlvis.evaluate` (rlvis/evaluators/suite.py)
+    c.eval.monitor = ("digit_monitor",)  # cheap evaluators run at the start, every monitor_every steps, the end
+    c.eval.monitor_every = 600  # 0 = never during training
+    c.eval.tfds = ml_collections.ConfigDict(dict(  # for the "tfds" evaluator: a dataset prepared as ArrayRecord
+        name="", data_dir="", train_split="train", test_split="test", label_key="label", max_train=10_000,
+        max_test=5_000))
     c.eval.encoder = "ema"  # which encoder the final evaluation probes: "ema" (target) or "online"
     c.eval.digits_per_class = 200  # held-out digits per class, never seen in pre-training
     c.eval.scenes = 2000  # held-out scenes (half for probe training, half for test)

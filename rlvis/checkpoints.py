@@ -9,6 +9,7 @@ import os
 
 import grain
 import jax
+import ml_collections
 import orbax.checkpoint as ocp
 
 
@@ -50,3 +51,40 @@ class Checkpointer:
 def abstract_like(tree, shardings):
     """ShapeDtypeStructs of `tree` (arrays or ShapeDtypeStructs) with the given target shardings."""
     return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), tree, shardings)
+
+
+def checkpoint_steps(workdir: str) -> list[int]:
+    """Committed checkpoint steps of a workdir (a half-written one is never listed), oldest first."""
+    directory = os.path.join(os.path.abspath(workdir), "checkpoints")
+    if not os.path.isdir(directory):
+        return []
+    return list(ocp.CheckpointManager(directory).all_steps())
+
+
+def saved_config(workdir: str, step: int) -> ml_collections.ConfigDict:
+    """The config a checkpoint was written under (its JSON metadata only: cheap)."""
+    manager = ocp.CheckpointManager(os.path.join(os.path.abspath(workdir), "checkpoints"),
+                                    item_handlers={"meta": ocp.JsonCheckpointHandler()})
+    meta = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
+    manager.close()
+    return ml_collections.ConfigDict(meta["config"])
+
+
+def load_run(workdir: str, step: int | None = None) -> tuple[ml_collections.ConfigDict, dict, int]:
+    """(the run's config, its train state as saved, the step) for `step` or the latest one; no data iterators.
+
+    The config comes from the checkpoint's own metadata, so evaluation needs nothing but the workdir. The state is
+    restored from Orbax's saved metadata onto the default device, whatever device layout wrote it.
+    """
+    steps = checkpoint_steps(workdir)
+    if not steps:
+        raise FileNotFoundError(f"no committed checkpoint in {os.path.join(workdir, 'checkpoints')}")
+    step = steps[-1] if step is None else step
+    if step not in steps:
+        raise FileNotFoundError(f"no checkpoint for step {step} in {workdir}; steps: {steps}")
+    manager = ocp.CheckpointManager(os.path.join(os.path.abspath(workdir), "checkpoints"), item_handlers={
+        "state": ocp.StandardCheckpointHandler(), "meta": ocp.JsonCheckpointHandler()})
+    restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(),
+                                                              meta=ocp.args.JsonRestore()))
+    manager.close()
+    return ml_collections.ConfigDict(restored.meta["config"]), restored.state, step

@@ -12,6 +12,7 @@ from rlvis.data import digits, sources
 from rlvis.models import vit
 
 METHODS = ("ab_simclr", "simclr", "ab_dino", "dino", "ab_clip", "clip")
+EVALUATORS = ("demo", "digit_monitor", "tfds")  # rlvis/evaluators/suite.py
 
 
 def base_method(config: ml_collections.ConfigDict) -> str:
@@ -104,6 +105,12 @@ def validate(config: ml_collections.ConfigDict, device_count: int) -> None:
     _require(c.eval.encoder in ("ema", "online"), f"config.eval.encoder={c.eval.encoder!r} must be 'ema' or 'online'")
     _require(c.eval.digits_per_class >= 4, "config.eval.digits_per_class must be at least 4")
     _require(c.eval.scenes >= 20, "config.eval.scenes must be at least 20")
+    _require(c.eval.monitor_every >= 0, "config.eval.monitor_every must be >= 0 (0 = never during training)")
+    for field in ("final", "monitor"):
+        unknown = [name for name in c.eval[field] if name not in EVALUATORS]
+        _require(not unknown, f"config.eval.{field}: unknown evaluator {unknown[:1]}; known: {EVALUATORS}")
+    _require("tfds" not in (*c.eval.final, *c.eval.monitor) or bool(c.eval.tfds.name),
+             "config.eval.tfds.name must name the dataset when the 'tfds' evaluator is listed")
 
 
 def _validate_data(c: ml_collections.ConfigDict) -> None:
@@ -132,7 +139,9 @@ def _validate_data(c: ml_collections.ConfigDict) -> None:
 RESUMABLE_CHANGES = ("log_every", "checkpoint_every", "keep_checkpoints", "data.read_threads", "data.prefetch",
                      "data.index_dir", "data.bootstrap.index_dir",
                      "eval.encoder", "eval.probe_steps", "eval.knn_k", "eval.knn_temperature", "eval.scenes",
-                     "eval.scene_view_size")
+                     "eval.scene_view_size", "eval.final", "eval.monitor", "eval.monitor_every", "eval.tfds.name",
+                     "eval.tfds.data_dir", "eval.tfds.train_split", "eval.tfds.test_split", "eval.tfds.label_key",
+                     "eval.tfds.max_train", "eval.tfds.max_test")
 
 
 def _flatten(tree: dict, prefix: str = "") -> dict:

@@ -1,6 +1,8 @@
-"""Training metrics: one JSON line per log step in `workdir/metrics.jsonl`, and a progress line on stdout.
+"""Training metrics: one JSON line per log step in `workdir/<name>.jsonl`, the same scalars as TensorBoard event
+files in `workdir/tensorboard/`, and a progress line on stdout.
 
-Only process 0 writes. clu's writers need TensorFlow for TensorBoard, so JSONL is written here directly.
+Only process 0 writes. clu's and flax's TensorBoard writers import TensorFlow; tensorboardX writes the same event
+files without it (`tensorboard --logdir=WORKDIR/tensorboard`).
 """
 
 import json
@@ -9,15 +11,19 @@ import os
 import time
 
 import jax
+import tensorboardX
 
 
 class MetricWriter:
-    def __init__(self, workdir: str):
-        self.path = os.path.join(workdir, "metrics.jsonl")
+    def __init__(self, workdir: str, name: str = "metrics"):
+        self.path = os.path.join(workdir, f"{name}.jsonl")
         self.enabled = jax.process_index() == 0
+        self._tensorboard_dir = os.path.join(workdir, "tensorboard", name)
+        self._tensorboard, self._purge_step = None, None
 
     def drop_after(self, step: int) -> None:
         """Forget lines logged after `step` (a resumed run repeats those steps; each is logged once)."""
+        self._purge_step = step + 1  # TensorBoard hides the lost run's events from this step on
         if not self.enabled or not os.path.exists(self.path):
             return
         with open(self.path) as f:
@@ -31,6 +37,17 @@ class MetricWriter:
         with open(self.path, "a") as f:
             clean = {k: (v if not isinstance(v, float) or math.isfinite(v) else None) for k, v in metrics.items()}
             f.write(json.dumps({"step": step, **clean}) + "\n")  # NaN is not JSON: written as null
+        if self._tensorboard is None:  # opened lazily: a run that logs nothing leaves no empty event file
+            self._tensorboard = tensorboardX.SummaryWriter(self._tensorboard_dir, purge_step=self._purge_step)
+        for key, value in metrics.items():
+            if isinstance(value, (int, float)) and key != "data_digest":
+                self._tensorboard.add_scalar(key, value, step)
+        self._tensorboard.flush()
+
+    def close(self) -> None:
+        if self._tensorboard is not None:
+            self._tensorboard.close()
+            self._tensorboard = None
 
 
 def format_duration(seconds: float) -> str:

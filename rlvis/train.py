@@ -22,7 +22,7 @@ from clu import parameter_overview
 from rlvis import checkpoints, config_lib, metrics, sharding
 from rlvis.data import decode, pipeline
 from rlvis.envs import crop_env, photometric
-from rlvis.evaluators.demo_tasks import DemoEvaluator
+from rlvis.evaluators import suite
 from rlvis.models import ab_model
 from rlvis.objectives import ab_clip, ab_dino, ab_simclr
 
@@ -222,6 +222,23 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
 
     writer = metrics.MetricWriter(workdir)
     writer.drop_after(step)  # lines past the restored checkpoint belong to a run that was lost
+    encode = lambda params, views: model.apply(params, views, method=ab_model.ABModel.encode)  # noqa: E731
+    monitors = suite.build(config.eval.monitor, encode, config, channels)
+    monitor_writer = metrics.MetricWriter(workdir, "monitor")
+    monitor_writer.drop_after(step)
+
+    def monitor_now(at_step: int) -> None:
+        """The cheap evaluators on the encoder the final probes read: monitor.jsonl, TensorBoard, a PNG of curves."""
+        if not monitors:
+            return
+        scores = suite.run_all(monitors, state["ema_params" if config.eval.encoder == "ema" else "params"])
+        monitor_writer.write(at_step, {f"monitor/{task}": score for task, score in scores.items()})
+        if is_main:
+            print(f"step {at_step} | " + " ".join(f"{t} {v:.3f}" for t, v in scores.items()), flush=True)
+            suite.plot_curves(monitor_writer.path, "monitor/", os.path.join(workdir, "plots", "monitor.png"))
+
+    if step == 0:
+        monitor_now(0)
     images_per_step = sum(config.batch[name] for name in iterators)
     throughput = metrics.Throughput(step, config.total_steps, images_per_step)
     summed, summed_steps = None, 0
@@ -247,9 +264,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                 if is_main:
                     print(metrics.progress_line(step, config.total_steps, averaged, images_per_s, eta), flush=True)
                 summed, summed_steps = None, 0
+            if (config.eval.monitor_every and step % config.eval.monitor_every == 0) or step == config.total_steps:
+                monitor_now(step)
             if save_now:
                 ckpt.save(step, state, iterators, meta(step))
     finally:
+        writer.close()
+        monitor_writer.close()
         ckpt.wait()  # a save in flight completes even when the loop fails, so the last good state is kept
     if step < config.total_steps:
         ckpt.close()
@@ -258,10 +279,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         return None
 
     # ---------------------------------------------------------------- final evaluation
-    encode = lambda params, views: model.apply(params, views, method=ab_model.ABModel.encode)  # noqa: E731
-    evaluator = DemoEvaluator(encode, config, channels)
-    trained = dict(evaluator.run(state["ema_params" if config.eval.encoder == "ema" else "params"]))
-    random_init = dict(evaluator.run(init_fn(init_key)["params"]))
+    final = suite.build(config.eval.final, encode, config, channels)
+    trained = suite.run_all(final, state["ema_params" if config.eval.encoder == "ema" else "params"])
+    random_init = suite.run_all(final, init_fn(init_key)["params"])
     results = dict(trained=trained, random_init=random_init,
                    margins={task: trained[task] - random_init[task] for task in trained},
                    config=json.loads(config.to_json()), steps=step,

@@ -15,7 +15,8 @@ import orbax.checkpoint as ocp
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TASKS = {"linear/digit", "knn/digit", "linear/count", "linear/box_digit"}
+TASKS = {"linear/digit", "knn/digit", "fewshot10/digit", "map/digit", "linear/count", "linear/box_digit",
+         "decoder/box_digit"}
 
 
 def run_main(workdir, *flags, devices: int = 1, config: str = "configs/demo.py:tiny") -> subprocess.CompletedProcess:
@@ -151,3 +152,58 @@ def test_methods_train_from_the_command_line(tmp_path, method):
         assert "td_loss" not in result.stdout and "bootstrap" not in items
     with open(tmp_path / "results.json") as f:
         assert json.load(f)["config"]["method"] == method
+
+
+def _tensorboard_scalars(folder) -> dict[str, dict[int, float]]:
+    """Read TensorBoard event files (TFRecord framing: length, crc, Event proto, crc) without TensorFlow."""
+    import struct
+
+    from tensorboardX.proto import event_pb2
+    scalars: dict[str, dict[int, float]] = {}
+    for name in sorted(os.listdir(folder)):
+        with open(os.path.join(folder, name), "rb") as f:
+            data = f.read()
+        offset = 0
+        while offset < len(data):
+            (length,) = struct.unpack("<Q", data[offset:offset + 8])
+            event = event_pb2.Event.FromString(data[offset + 12:offset + 12 + length])
+            offset += 16 + length
+            for value in event.summary.value:
+                scalars.setdefault(value.tag, {})[event.step] = value.simple_value
+    return scalars
+
+
+def test_metrics_reach_tensorboard_and_the_monitor_runs_at_start_and_end(runs):
+    logged = metrics(runs["full"])
+    board = _tensorboard_scalars(runs["full"] / "tensorboard" / "metrics")
+    assert sorted(board["loss"]) == [1, 2, 3, 4, 5, 6]
+    for step in (1, 6):
+        np.testing.assert_allclose(board["loss"][step], logged[step]["loss"], rtol=1e-6)
+    with open(runs["full"] / "monitor.jsonl") as f:
+        monitor = [json.loads(line) for line in f]
+    assert [line["step"] for line in monitor] == [0, 6]
+    assert {"monitor/knn/digit", "monitor/fewshot5/digit", "monitor/fewshot10/digit"} <= set(monitor[0])
+    assert (runs["full"] / "plots" / "monitor.png").stat().st_size > 1000
+
+
+def test_standalone_evaluator_equals_the_trainer_on_the_same_checkpoint(runs):
+    result = subprocess.run([sys.executable, "-m", "rlvis.evaluate", f"--workdir={runs['full']}"], cwd=ROOT,
+                            env=dict(os.environ, JAX_PLATFORMS="cpu"), capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    with open(runs["full"] / "eval" / "step_6.json") as f:
+        evaluated = json.load(f)
+    with open(runs["full"] / "results.json") as f:
+        trained = json.load(f)["trained"]
+    assert evaluated["step"] == 6 and evaluated["scores"] == trained
+    assert "step 6: linear/digit" in result.stdout and (runs["full"] / "plots" / "eval.png").exists()
+    missing = subprocess.run([sys.executable, "-m", "rlvis.evaluate", f"--workdir={runs['full']}", "--step=5"],
+                             cwd=ROOT, env=dict(os.environ, JAX_PLATFORMS="cpu"), capture_output=True, text=True,
+                             timeout=600)
+    assert missing.returncode == 2 and "no checkpoint for step 5" in missing.stderr.strip().splitlines()[-1]
+
+
+def test_value_map_command_draws_the_value_head_over_actions(runs, tmp_path):
+    from rlvis.evaluators import value_maps
+    out = tmp_path / "map.png"
+    value_maps.main([f"--workdir={runs['full']}", f"--out={out}", "--annotation=3", "--grid=5", "--zooms=0.4"])
+    assert out.stat().st_size > 5000

@@ -65,10 +65,9 @@ class TFDSSource:
         for key in (self.image_key, self.caption_key):
             if key is not None and key not in features:
                 raise ValueError(f"{self._where()}: no feature {key!r}; features are {sorted(features)}")
-        image_feature = features[self.image_key]
         caption_feature = features[self.caption_key] if self.caption_key else None
         is_label = isinstance(caption_feature, tfds.features.ClassLabel)
-        self._label_names = list(caption_feature.names) if is_label else None
+        self.label_names = list(caption_feature.names) if is_label else None
         # Skip TFDS's decoding of every uint8 image feature: ours is decoded by decode.py, the others are unused.
         decoders = {key: tfds.decode.SkipDecoding() for key, feature in features.items()
                     if isinstance(feature, tfds.features.Image) and feature.np_dtype == np.uint8}
@@ -93,8 +92,8 @@ class TFDSSource:
         if self.caption_key is None:
             return None
         value = example[self.caption_key]
-        if self._label_names is not None:
-            return self._label_names[int(value)]
+        if self.label_names is not None:
+            return self.label_names[int(value)]
         if isinstance(value, bytes):
             return value.decode("utf-8")
         return str(value.item() if isinstance(value, np.generic) else value)

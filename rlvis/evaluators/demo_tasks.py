@@ -2,11 +2,14 @@
 
 Every image here is made from digits held out of pre-training (`digits.load_digits`), with a fixed seed so that
 runs and checkpoints are compared on the same data.
-  * digit     — class of a single centred digit (object-centric; the ImageNet analogue): linear and kNN.
+  * digit     — class of a single centred digit (object-centric; the ImageNet analogue): the linear grid
+                (learning rate × CLS/mean/both pooling, dinov2-style), DINO's weighted kNN, big_vision's 10-shot
+                ridge, and a MAP probe (attention pooling over the frozen tokens).
   * count     — number of digits in a scene, 1..4 (the CLEVR/Count analogue): linear.
   * box_digit — class of the digit inside a given box of a scene (the COCO object-classification analogue):
-                patch tokens of the whole scene view are averaged with weights = overlap of each patch cell
-                with the box, then a linear probe. The encoder sees the whole scene, the box only picks tokens.
+                linear on patch tokens averaged with weights = overlap of each patch cell with the box; and the
+                decoder probe of Beyer et al. 2023 (the paper's protocol), whose query is the box itself.
+                The encoder sees the whole scene, the box only picks tokens.
 The count task sees the whole scene at the training view size (a global question, asked of the view the encoder
 was trained on); the box task sees it at `eval.scene_view_size` (default: the canvas's native 64 px, position
 embeddings resampled), because at 32 px a digit spans about one 8-px patch, too coarse to pool tokens by box
@@ -14,22 +17,16 @@ embeddings resampled), because at 32 px a digit spans about one 8-px patch, too 
 Image-level features are [CLS, mean of patch tokens] concatenated.
 """
 
-import functools
-from typing import Callable, Iterator
+from collections.abc import Iterator
 
-import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
 from rlvis.data import digits as digits_lib
-from rlvis.envs import crop_env
-from rlvis.evaluators import probes
+from rlvis.evaluators import attention_probes, probes, suite
 
 _SCENE_SEED = 2024
-FULL_BOX = np.array([0.0, 0.0, 1.0, 1.0], np.float32)
-
-EncodeFn = Callable[[object, jax.Array], jax.Array]  # (encoder params, views [N, S, S, C]) → tokens [N, T, D]
+EncodeFn = suite.EncodeFn
 
 
 def _scenes(rng: np.random.Generator, images: np.ndarray, labels: np.ndarray, n: int,
@@ -53,65 +50,63 @@ def box_weights(boxes: np.ndarray, grid: int) -> np.ndarray:
 
 
 class DemoEvaluator:
-    """Evaluator(encode_fn, config).run(encoder_params) yields (task name, accuracy)."""
+    """DemoEvaluator(encode_fn, config, channels).run(encoder_params) yields (task name, accuracy).
 
-    def __init__(self, encode_fn: EncodeFn, config: ml_collections.ConfigDict, channels: int = 1,
-                 batch_size: int = 250):
-        """`channels` is the encoder's input: an RGB encoder (trained on photographs) sees the digits tiled to 3
-        channels, so the same held-out tasks serve as a sanity check on any run."""
-        self.config, self.batch_size, self.channels = config, batch_size, channels
+    `channels` is the encoder's input: an RGB encoder (trained on photographs) sees the digits tiled to 3 channels,
+    so the same held-out tasks serve as a sanity check on any run.
+    """
+
+    def __init__(self, encode_fn: EncodeFn, config: ml_collections.ConfigDict, channels: int = 1):
+        self.config = config
         splits = digits_lib.load_digits(config.eval.digits_per_class)
         rng = np.random.default_rng(_SCENE_SEED)
         half = config.eval.scenes // 2
+        digit = {split: [digits_lib.centred_digit(d) for d in images]
+                 for split, images in (("train", splits.probe_train_images), ("test", splits.probe_test_images))}
         self.data = {
-            "digit": {
-                "train": ([digits_lib.centred_digit(d) for d in splits.probe_train_images], splits.probe_train_labels),
-                "test": ([digits_lib.centred_digit(d) for d in splits.probe_test_images], splits.probe_test_labels),
-            },
+            "digit": {split: (np.stack([d["image"] for d in items]), np.stack([d["valid"] for d in items]), labels)
+                      for (split, items), labels in zip(digit.items(), (splits.probe_train_labels,
+                                                                        splits.probe_test_labels))},
             "scenes": {
                 "train": _scenes(rng, splits.probe_train_images, splits.probe_train_labels, half, config.data),
                 "test": _scenes(rng, splits.probe_test_images, splits.probe_test_labels, half, config.data),
             },
         }
-        @functools.partial(jax.jit, static_argnames="size")
-        def features(params, images, valid, size):
-            images = jnp.repeat(images, self.channels // images.shape[-1], axis=-1)
-            views = jax.vmap(lambda im, hw: crop_env.observe(im, hw, jnp.asarray(FULL_BOX), size))(images, valid)
-            tokens = encode_fn(params, views)
-            pooled = jnp.concatenate([tokens[:, 0], tokens[:, 1:].mean(1)], axis=-1)
-            return pooled, tokens[:, 1:]
+        sizes = {config.env.view_size, config.eval.scene_view_size}
+        self._features = {size: suite.token_features(encode_fn, size, channels) for size in sizes}
 
-        self._features = features
-
-    def _encode(self, params, images: np.ndarray, valid: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
-        pooled, patches = [], []
-        for start in range(0, len(images), self.batch_size):
-            p, t = self._features(params, images[start:start + self.batch_size], valid[start:start + self.batch_size],
-                                  size)
-            pooled.append(np.asarray(p))
-            patches.append(np.asarray(t))
-        return np.concatenate(pooled), np.concatenate(patches)
+    def _tokens(self, params, images: np.ndarray, valid: np.ndarray, size: int) -> np.ndarray:
+        return suite.encode_in_batches(self._features[size], params, images, valid)
 
     def run(self, params) -> Iterator[tuple[str, float]]:
         cfg = self.config.eval
-        digit = {}
-        for split, (items, labels) in self.data["digit"].items():
-            images = np.stack([i["image"] for i in items])
-            valid = np.stack([i["valid"] for i in items])
-            digit[split] = (self._encode(params, images, valid, self.config.env.view_size)[0], labels)
-        (tr_x, tr_y), (te_x, te_y) = digit["train"], digit["test"]
-        yield "linear/digit", probes.linear_probe(tr_x, tr_y, te_x, te_y, 10, cfg.probe_steps)
-        yield "knn/digit", probes.knn_accuracy(tr_x, tr_y, te_x, te_y, 10, cfg.knn_k, cfg.knn_temperature)
+        steps = cfg.probe_steps
+        digit = {split: (self._tokens(params, images, valid, self.config.env.view_size), labels)
+                 for split, (images, valid, labels) in self.data["digit"].items()}
+        (train_t, train_y), (test_t, test_y) = digit["train"], digit["test"]
+        train_x, test_x = (np.concatenate([t[:, 0], t[:, 1:].mean(1)], axis=-1) for t in (train_t, test_t))
+        yield "linear/digit", probes.linear_probe_grid(train_t, train_y, test_t, test_y, 10, steps=steps)[
+            "test_accuracy"]
+        yield "knn/digit", probes.knn_scores(train_x, train_y, test_x, test_y, 10, ks=(cfg.knn_k,),
+                                             temperature=cfg.knn_temperature)[cfg.knn_k]
+        yield "fewshot10/digit", probes.fewshot_ridge(train_x, train_y, test_x, test_y, 10, shots=(10,))[10]
+        yield "map/digit", attention_probes.map_probe(train_t, train_y, test_t, test_y, 10, steps=steps)
 
-        count, box = {}, {}
+        count, box, box_tokens = {}, {}, {}
         for split, scenes in self.data["scenes"].items():
-            encoded = {size: self._encode(params, scenes["image"], scenes["valid"], size)
-                       for size in {self.config.env.view_size, cfg.scene_view_size}}  # once if the sizes agree
-            count[split] = (encoded[self.config.env.view_size][0], scenes["count"] - 1)
-            patches = encoded[cfg.scene_view_size][1]
+            encoded = {size: self._tokens(params, scenes["image"], scenes["valid"], size)
+                       for size in self._features}  # once if the two sizes agree
+            tokens = encoded[self.config.env.view_size]
+            count[split] = (np.concatenate([tokens[:, 0], tokens[:, 1:].mean(1)], axis=-1), scenes["count"] - 1)
+            patches = encoded[cfg.scene_view_size][:, 1:]
             grid = int(round(np.sqrt(patches.shape[1])))
             weights = box_weights(scenes["boxes"][:, 0], grid)  # the first digit of each scene is the query
             box[split] = (np.einsum("nt,ntd->nd", weights, patches), scenes["labels"][:, 0])
+            box_tokens[split] = (encoded[cfg.scene_view_size], scenes["boxes"][:, 0], scenes["labels"][:, 0])
         max_count = self.config.data.digits_per_scene[1]
-        yield "linear/count", probes.linear_probe(*count["train"], *count["test"], max_count, cfg.probe_steps)
-        yield "linear/box_digit", probes.linear_probe(*box["train"], *box["test"], 10, cfg.probe_steps)
+        yield "linear/count", probes.linear_probe(*count["train"], *count["test"], max_count, steps)
+        yield "linear/box_digit", probes.linear_probe(*box["train"], *box["test"], 10, steps)
+        (train_t, train_b, train_y), (test_t, test_b, test_y) = box_tokens["train"], box_tokens["test"]
+        yield "decoder/box_digit", attention_probes.decoder_probe(train_t, train_y, test_t, test_y, 10,
+                                                                  train_boxes=train_b, test_boxes=test_b,
+                                                                  steps=steps)

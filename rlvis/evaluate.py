@@ -1,0 +1,89 @@
+"""Evaluate a workdir's checkpoints with one command, during or after training.
+
+    python -m rlvis.evaluate --workdir=DIR [--step=S] [--watch] [--encoder=ema|online] [--poll_seconds=60]
+
+The run's config comes from the checkpoint's metadata, so the workdir is all it needs; it runs the evaluators of
+`config.eval.final` (the trainer's own final evaluation, hence the same numbers on the same checkpoint). Each
+evaluated step is written to `DIR/eval/step_<S>.json`, appended to `DIR/eval_metrics.jsonl` and TensorBoard
+(`DIR/tensorboard/eval_metrics`), and drawn as curves in `DIR/plots/eval.png`. `--watch` polls for checkpoints
+not yet evaluated and stops after the run's last step; a step already evaluated is skipped.
+"""
+
+import json
+import os
+import sys
+import time
+
+from absl import app, flags, logging
+
+_WORKDIR = flags.DEFINE_string("workdir", None, "The training run's workdir.")
+_STEP = flags.DEFINE_integer("step", None, "Checkpoint step to evaluate (default: the latest).")
+_WATCH = flags.DEFINE_bool("watch", False, "Evaluate every new checkpoint until the run's last step.")
+_ENCODER = flags.DEFINE_enum("encoder", None, ["ema", "online"], "Override config.eval.encoder.")
+_POLL_SECONDS = flags.DEFINE_float("poll_seconds", 60.0, "How often --watch looks for new checkpoints.")
+
+
+def evaluate_step(workdir: str, step: int | None = None, encoder: str | None = None) -> tuple[int, dict]:
+    """(step, {task: score}) for one checkpoint, written to eval/step_<S>.json, eval_metrics.jsonl, TensorBoard."""
+    from rlvis import checkpoints, metrics
+    from rlvis.data import pipeline
+    from rlvis.evaluators import suite
+    from rlvis.models import ab_model
+
+    config, state, step = checkpoints.load_run(workdir, step)
+    encoder = encoder or config.eval.encoder
+    model = ab_model.from_config(config)
+    encode = lambda params, views: model.apply(params, views, method=ab_model.ABModel.encode)  # noqa: E731
+    evaluators = suite.build(config.eval.final, encode, config, pipeline.image_channels(config))
+    scores = suite.run_all(evaluators, state["ema_params" if encoder == "ema" else "params"])
+    os.makedirs(os.path.join(workdir, "eval"), exist_ok=True)
+    with open(os.path.join(workdir, "eval", f"step_{step}.json"), "w") as f:
+        json.dump(dict(step=step, encoder=encoder, scores=scores), f, indent=2)
+    writer = metrics.MetricWriter(workdir, "eval_metrics")
+    writer.write(step, {f"eval/{task}": score for task, score in scores.items()})
+    writer.close()
+    suite.plot_curves(writer.path, "eval/", os.path.join(workdir, "plots", "eval.png"))
+    return step, scores
+
+
+def _evaluated(workdir: str) -> set[int]:
+    directory = os.path.join(workdir, "eval")
+    if not os.path.isdir(directory):
+        return set()
+    return {int(name[5:-5]) for name in os.listdir(directory) if name.startswith("step_") and name.endswith(".json")}
+
+
+def _print(step: int, scores: dict) -> None:
+    print(f"step {step}: " + "  ".join(f"{task} {score:.3f}" for task, score in scores.items()), flush=True)
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    if not flags.FLAGS["verbosity"].present:
+        logging.set_verbosity(logging.WARNING)
+    from rlvis import checkpoints
+
+    workdir = _WORKDIR.value
+    if not _WATCH.value:
+        try:
+            _print(*evaluate_step(workdir, _STEP.value, _ENCODER.value))
+        except FileNotFoundError as error:
+            print(f"rlvis: {error}", file=sys.stderr)
+            sys.exit(2)
+        return
+    while True:
+        steps = checkpoints.checkpoint_steps(workdir)
+        for step in sorted(set(steps) - _evaluated(workdir)):
+            try:
+                _print(*evaluate_step(workdir, step, _ENCODER.value))
+            except FileNotFoundError:
+                continue  # removed by keep_checkpoints before its turn came
+        if steps and steps[-1] >= checkpoints.saved_config(workdir, steps[-1]).total_steps:
+            return
+        time.sleep(_POLL_SECONDS.value)
+
+
+if __name__ == "__main__":
+    flags.mark_flags_as_required(["workdir"])
+    app.run(main)

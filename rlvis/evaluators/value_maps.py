@@ -1,0 +1,191 @@
+"""What the value function learned: Q(ℓ | x, a) over a grid of actions, drawn as heat maps over the image.
+
+From one source view x (by default the whole image), every candidate action a moves the view to a box of a given
+zoom centred on a grid point. The value head predicts the annotation distribution it expects to see there; for a
+chosen annotation ℓ ("a 3") the map shows p(ℓ | x, a) at each box centre: "where will I see a 3 if I move there?".
+
+Annotations by base method (the value head scores against the AB vocabulary, PAPER.md §1.4):
+  * simclr: annotations are images; class c is the mean ψ_AB embedding of held-out centred digits of class c
+    (or of any image files the caller passes), l2-normalised;
+  * dino: the K prototypes of the AB embedding matrix, named "prototype k";
+  * clip: captions through the AB text head, e.g. "a 3".
+The distribution is the softmax over this vocabulary with the model's AB logit scale.
+
+    python -m rlvis.evaluators.value_maps --workdir=DIR [--image=PATH] [--annotation=3] [--step=S]
+"""
+
+import os
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from rlvis import config_lib
+from rlvis.data import digits as digits_lib
+from rlvis.data import text
+from rlvis.envs import crop_env
+from rlvis.models.ab_model import ABModel
+from rlvis.models.heads import l2_normalize
+
+FULL_IMAGE = np.array([0.0, 0.0, 1.0, 1.0], np.float32)
+
+
+def candidate_boxes(grid: int, zooms: Sequence[float]) -> np.ndarray:
+    """float32 [Z, G, G, 4]: square boxes of side `zoom` (a fraction of the image) centred on a G×G grid, kept
+    inside the image. These are the destinations of the candidate actions."""
+    centres = (np.arange(grid) + 0.5) / grid
+    boxes = np.zeros((len(zooms), grid, grid, 4), np.float32)
+    for z, side in enumerate(zooms):
+        corner = np.clip(centres - side / 2, 0.0, 1.0 - side)
+        boxes[z, :, :, 0], boxes[z, :, :, 1] = corner[:, None], corner[None, :]
+        boxes[z, :, :, 2:] = side
+    return boxes
+
+
+def annotation_vocabulary(model: ABModel, params, config: ml_collections.ConfigDict,
+                          exemplars: dict[str, np.ndarray] | None = None) -> tuple[jax.Array, list[str]]:
+    """(ψ_AB embeddings [V, d], their names) for the run's base method (see the module docstring).
+
+    `exemplars` (SimCLR base only): name → images [N, H, W, C] whose mean embedding names an annotation; default:
+    40 held-out centred digits per class.
+    """
+    base = config_lib.base_method(config)
+    if base == "dino":
+        vocabulary = model.apply(params, method=ABModel.ab_vocabulary)
+        return vocabulary, [f"prototype {k}" for k in range(vocabulary.shape[0])]
+    if base == "clip":
+        names = [f"a {digit}" for digit in range(10)]
+        captions = np.stack([text.encode(name, config.clip.caption_length) for name in names])
+        return model.apply(params, jnp.asarray(captions), method=ABModel.text_embed)[1], names
+    if exemplars is None:
+        splits = digits_lib.load_digits(config.eval.digits_per_class)
+        exemplars = {str(c): np.stack([digits_lib.centred_digit(d)["image"]
+                                       for d in splits.probe_test_images[splits.probe_test_labels == c][:40]])
+                     for c in range(10)}
+    size = config.env.view_size
+    embeddings = []
+    for images in exemplars.values():
+        valid = np.tile(np.array(images.shape[1:3], np.int32), (len(images), 1))
+        views = jax.vmap(lambda im, hw: crop_env.observe(im, hw, jnp.asarray(FULL_IMAGE), size))(
+            jnp.asarray(images), jnp.asarray(valid))
+        tokens = model.apply(params, views, method=ABModel.encode)
+        embeddings.append(l2_normalize(model.apply(params, tokens, method=ABModel.ab_embed).mean(0)))
+    return jnp.stack(embeddings), list(exemplars)
+
+
+def predict(model: ABModel, params, config: ml_collections.ConfigDict, image: np.ndarray, valid: np.ndarray,
+            boxes: np.ndarray, vocabulary: jax.Array, source_box: np.ndarray = FULL_IMAGE) -> np.ndarray:
+    """p(ℓ | x, a) for every destination box: float32 [..., V] for boxes [..., 4], x the view at `source_box`."""
+    view = crop_env.observe(jnp.asarray(image), jnp.asarray(valid), jnp.asarray(source_box), config.env.view_size)
+    tokens = model.apply(params, view[None], method=ABModel.encode)  # [1, T, D]
+    flat = jnp.asarray(boxes.reshape(-1, 4))
+    actions = jax.vmap(lambda target: crop_env.relative(jnp.asarray(source_box), target))(flat)
+    action_tokens = jax.vmap(lambda a: crop_env.action_tokens(a, config.env.action_bins))(actions)
+    if not config.ab.action_tokens:  # a model trained with the invariance ablation only knows the mask token
+        action_tokens = crop_env.mask_tokens(action_tokens, config.env.action_bins)
+    values = model.apply(params, tokens, action_tokens[None], method=ABModel.value_embed)[0]  # [A, d]
+    scale = model.apply(params, method=ABModel.ab_logit_scale)
+    probabilities = jax.nn.softmax(values @ vocabulary.T * scale, axis=-1)
+    return np.asarray(probabilities).reshape(*boxes.shape[:-1], -1)
+
+
+def save_value_map(path: str, image: np.ndarray, valid: np.ndarray, boxes: np.ndarray, probabilities: np.ndarray,
+                   names: list[str], chosen: Sequence[int], zooms: Sequence[float],
+                   source_box: np.ndarray = FULL_IMAGE) -> str:
+    """One row per chosen annotation, one column per zoom: p(ℓ | x, a) at each box centre over the image."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    height, width = (int(v) for v in valid)
+    picture = image[:height, :width]
+    picture = picture[..., 0] if picture.shape[-1] == 1 else picture
+    grid = boxes.shape[1]
+    figure, axes = plt.subplots(len(chosen), len(zooms) + 1, figsize=(2.6 * (len(zooms) + 1), 2.6 * len(chosen)),
+                                squeeze=False)
+    for row, annotation in enumerate(chosen):
+        axes[row, 0].imshow(picture, cmap="gray")
+        y0, x0, h, w = source_box * np.array([height, width, height, width])
+        axes[row, 0].add_patch(plt.Rectangle((x0 - 0.5, y0 - 0.5), w, h, fill=False, color="cyan", lw=1.5))
+        axes[row, 0].set_title(f"source view; ℓ = {names[annotation]}", fontsize=8)
+        for column, zoom in enumerate(zooms, start=1):
+            heat = probabilities[column - 1, :, :, annotation]
+            axes[row, column].imshow(picture, cmap="gray")
+            axes[row, column].imshow(heat, cmap="magma", alpha=0.6, extent=(-0.5, width - 0.5, height - 0.5, -0.5),
+                                     vmin=0.0, vmax=max(float(probabilities[..., annotation].max()), 1e-6))
+            best = np.unravel_index(np.argmax(heat), heat.shape)
+            by, bx, bh, bw = boxes[column - 1][best] * np.array([height, width, height, width])
+            axes[row, column].add_patch(plt.Rectangle((bx - 0.5, by - 0.5), bw, bh, fill=False, color="lime", lw=1))
+            axes[row, column].set_title(f"zoom {zoom:.2f}: max p = {heat.max():.2f}", fontsize=8)
+    for axis in axes.flat:
+        axis.set_xticks([]), axis.set_yticks([])
+    figure.suptitle(f"value map: p(ℓ | x, move to a {grid}×{grid} grid of boxes)", fontsize=9)
+    figure.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
+
+
+def _demo_scene(config: ml_collections.ConfigDict) -> dict:
+    """A held-out scene (digits never seen in pre-training) with its digits' labels and boxes."""
+    splits = digits_lib.load_digits(config.eval.digits_per_class)
+    rng = np.random.default_rng(7)
+    return digits_lib.compose_scene(rng, splits.probe_test_images, splits.probe_test_labels,
+                                    canvas=config.data.scene_canvas, min_size=config.data.scene_min_size,
+                                    digits_per_scene=(3, 3), digit_size=tuple(config.data.digit_size))
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    import argparse
+
+    from rlvis import checkpoints
+    from rlvis.data import decode, pipeline
+    from rlvis.models import ab_model
+
+    parser = argparse.ArgumentParser(description="Draw the value head's predictions over actions as heat maps.")
+    parser.add_argument("--workdir", required=True)
+    parser.add_argument("--step", type=int, default=None, help="checkpoint step (default: the latest)")
+    parser.add_argument("--image", default=None, help="an image file (default: a held-out demo scene)")
+    parser.add_argument("--annotation", action="append", default=None,
+                        help="annotation name, e.g. 3 (demo), 'a 3' (CLIP), 'prototype 7' (DINO); repeatable")
+    parser.add_argument("--encoder", choices=("ema", "online"), default="ema")
+    parser.add_argument("--grid", type=int, default=9)
+    parser.add_argument("--zooms", default="0.3,0.5", help="box sides as fractions of the image")
+    parser.add_argument("--out", default=None, help="PNG path (default: WORKDIR/plots/value_map_<step>.png)")
+    args = parser.parse_args(argv)
+
+    config, state, step = checkpoints.load_run(args.workdir, args.step)
+    model = ab_model.from_config(config)
+    params = state["ema_params" if args.encoder == "ema" else "params"]
+    channels = pipeline.image_channels(config)
+    if args.image:
+        with open(args.image, "rb") as f:
+            canvas = config.data.scene_canvas if config.data.format == "demo" else config.data.canvas
+            image, valid = decode.fit_to_canvas(decode.decode(f.read(), canvas, channels), canvas, min_side=1)
+        labels = []
+    else:
+        scene = _demo_scene(config)
+        image, valid, labels = scene["image"], scene["valid"], [int(v) for v in scene["labels"] if v >= 0]
+    vocabulary, names = annotation_vocabulary(model, params, config)
+    wanted = args.annotation or ([str(v) if config_lib.base_method(config) == "simclr" else f"a {v}" for v in labels]
+                                 or names[:3])
+    unknown = [name for name in wanted if name not in names]
+    if unknown:
+        raise SystemExit(f"rlvis: unknown annotation {unknown[0]!r}; this run's annotations are e.g. {names[:5]}")
+    zooms = [float(z) for z in args.zooms.split(",")]
+    boxes = candidate_boxes(args.grid, zooms)
+    probabilities = predict(model, params, config, image, valid, boxes, vocabulary)
+    path = args.out or os.path.join(args.workdir, "plots", f"value_map_{step}.png")
+    save_value_map(path, image, valid, boxes, probabilities, names, [names.index(n) for n in wanted], zooms)
+    for name in wanted:
+        p = probabilities[..., names.index(name)]
+        z, i, j = np.unravel_index(np.argmax(p), p.shape)
+        print(f"{name}: max p = {p.max():.3f} at box {np.round(boxes[z, i, j], 3).tolist()} (mean {p.mean():.3f})")
+    print(f"rlvis: wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
