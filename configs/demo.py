@@ -153,6 +153,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.optim.weight_decay_end = 0.05  # cosine from weight_decay to this (DINO/SimCLR in Table 7: 0.04 → 0.4)
     c.optim.b2 = 0.999
     c.optim.grad_clip = 1.0  # global norm; 0 = no clipping
+    c.optim.skip_nonfinite = False  # True: a step with a non-finite loss/gradient is undone and counted, not fatal
+
+    c.debug = ml_collections.ConfigDict()
+    c.debug.nan_loss_at_step = -1  # fault injection (tests): the loss and gradients of this step become NaN
 
     c.eval = ml_collections.ConfigDict()
     c.eval.final = ("demo",)  # evaluators run at the end and by `rlvis.evaluate` (rlvis/evaluators/suite.py)

@@ -13,6 +13,19 @@ import ml_collections
 import orbax.checkpoint as ocp
 
 
+def check_writable(workdir: str) -> None:
+    """Create the workdir and write a probe file in it: an unwritable disk is a one-line error before any compute."""
+    from rlvis.config_lib import ConfigError
+    probe = os.path.join(workdir, f".rlvis-write-test-{os.getpid()}")
+    try:
+        os.makedirs(os.path.join(workdir, "checkpoints"), exist_ok=True)
+        with open(probe, "wb") as f:
+            f.write(b"\0" * 4096)
+        os.remove(probe)
+    except OSError as error:
+        raise ConfigError(f"--workdir={workdir} is not writable: {error.strerror or error}") from None
+
+
 class Checkpointer:
     def __init__(self, directory: str, iterator_names: tuple[str, ...], keep: int):
         self.iterator_names = iterator_names

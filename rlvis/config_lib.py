@@ -137,6 +137,7 @@ def _validate_data(c: ml_collections.ConfigDict) -> None:
 
 # Fields a resumed run may change: they affect neither the trained model nor the data it sees.
 RESUMABLE_CHANGES = ("log_every", "checkpoint_every", "keep_checkpoints", "data.read_threads", "data.prefetch",
+                     "optim.skip_nonfinite", "debug.nan_loss_at_step",
                      "data.index_dir", "data.bootstrap.index_dir",
                      "eval.encoder", "eval.probe_steps", "eval.knn_k", "eval.knn_temperature", "eval.scenes",
                      "eval.scene_view_size", "eval.final", "eval.monitor", "eval.monitor_every", "eval.tfds.name",
@@ -154,15 +155,17 @@ def _flatten(tree: dict, prefix: str = "") -> dict:
     return flat
 
 
-def check_resume(saved: dict, config: ml_collections.ConfigDict) -> None:
-    """Refuse to resume a checkpoint written under a config that changes the model, schedules or data.
+def check_resume(saved: dict, config: ml_collections.ConfigDict, allow_change: bool = False) -> str:
+    """Refuse to resume a checkpoint written under a config that changes the model, schedules or data, naming
+    the fields; with `allow_change` return them ("" when none) for the caller to report instead.
 
     `eval.digits_per_class` is such a field: it moves digits between pre-training and the held-out sets.
     """
     before, now = _flatten(saved), _flatten(config.to_dict())
     changed = sorted(k for k in before.keys() | now.keys()
                      if before.get(k) != now.get(k) and k not in RESUMABLE_CHANGES)
-    if changed:
-        detail = ", ".join(f"{k}: {before.get(k)!r} -> {now.get(k)!r}" for k in changed)
+    detail = ", ".join(f"{k}: {before.get(k)!r} -> {now.get(k)!r}" for k in changed)
+    if changed and not allow_change:
         raise ConfigError(f"the checkpoint in this workdir was trained with a different config ({detail}); "
-                          "use a new --workdir or restore those values")
+                          "use a new --workdir, restore those values, or pass --allow_config_change")
+    return detail

@@ -17,6 +17,9 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file, e.g. con
 _WORKDIR = flags.DEFINE_string("workdir", None, "Where checkpoints, metrics and results go.")
 _STOP_AT_STEP = flags.DEFINE_integer(
     "stop_at_step", None, "Checkpoint and exit once this step is reached (schedules unchanged); for job time limits.")
+_ALLOW_CONFIG_CHANGE = flags.DEFINE_bool(
+    "allow_config_change", False, "Resume a workdir whose checkpoint was written under a config that differs in "
+    "fields that change the model or data (refused by default; the fields are printed).")
 
 
 def parse_flags(argv: list[str]) -> list[str]:
@@ -46,10 +49,13 @@ def main(argv: list[str]) -> None:
     from rlvis import train  # imported here so that a bad flag fails before JAX starts
 
     try:
-        train.train_and_evaluate(_CONFIG.value, _WORKDIR.value, _STOP_AT_STEP.value)
+        train.train_and_evaluate(_CONFIG.value, _WORKDIR.value, _STOP_AT_STEP.value, _ALLOW_CONFIG_CHANGE.value)
     except config_lib.ConfigError as e:
         print(f"rlvis: config error: {e}", file=sys.stderr)
         sys.exit(2)
+    except FloatingPointError as e:
+        print(f"rlvis: training stopped: {e}", file=sys.stderr)
+        sys.exit(3)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ import functools
 import json
 import operator
 import os
+import signal
 import time
 
 import jax
@@ -53,16 +54,36 @@ def ema_update(ema_params, params, momentum: jax.Array):
     return jax.tree.map(lambda e, p: momentum * e + (1.0 - momentum) * p, ema_params, params)
 
 
-def _check_finite(summed: dict | None, summed_steps: int, step: int) -> dict:
-    """Average the metrics summed since the last check; a non-finite one stops the run before any save."""
+NO_NONFINITE = 2**31 - 1  # "first non-finite step" when every step was finite
+
+
+def _accumulate(summed: dict | None, step_metrics: dict) -> dict:
+    """Sum metrics over steps, except the first non-finite step, which is the minimum."""
+    if summed is None:
+        return step_metrics
+    return {k: jnp.minimum(v, step_metrics[k]) if k == "first_nonfinite_step" else v + step_metrics[k]
+            for k, v in summed.items()}
+
+
+def _check_finite(summed: dict | None, step: int) -> dict:
+    """Average the metrics summed since the last check over the steps that were finite.
+
+    A non-finite loss or gradient stops the run, naming the first bad step and metric, before anything is saved:
+    the last checkpoint stays the last good state. With `optim.skip_nonfinite` such steps were already undone on
+    device, and are only counted (`nonfinite_skipped`).
+    """
     if summed is None:
         return {}
-    averaged = {k: float(v) if k.startswith(SKIPPED) else float(v) / summed_steps  # counts add up, rates average
-                for k, v in jax.device_get(summed).items()}
-    bad = [k for k, v in averaged.items() if not np.isfinite(v)]
-    if bad:
-        raise FloatingPointError(f"non-finite {', '.join(bad)} at or before step {step}; "
-                                 "the last checkpoint is the last good state")
+    host = {k: float(v) for k, v in jax.device_get(summed).items()}
+    first_bad, finite_steps = int(host.pop("first_nonfinite_step")), host.pop("finite_steps")
+    skipped = host.pop("nonfinite_skipped", None)
+    if first_bad != NO_NONFINITE and skipped is None:
+        bad = [k for k, v in host.items() if not np.isfinite(v)]
+        raise FloatingPointError(f"non-finite {', '.join(bad) or 'value'} at step {first_bad} (checked at step "
+                                 f"{step}); the last checkpoint is the last good state")
+    averaged = {k: v if k.startswith(SKIPPED) else v / max(finite_steps, 1.0) for k, v in host.items()}
+    if skipped is not None:
+        averaged["nonfinite_skipped"] = skipped
     return averaged
 
 
@@ -131,17 +152,18 @@ def _results_table(trained: dict, random_init: dict) -> str:
     return "\n".join(lines)
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
-                       stop_at_step: int | None = None) -> dict | None:
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, stop_at_step: int | None = None,
+                       allow_config_change: bool = False) -> dict | None:
     """Train (resuming from `workdir` if it holds a checkpoint), evaluate, write results.json and return it.
 
     `stop_at_step` ends this process early (checkpointed, schedules unchanged) for time-limited jobs; it then
-    returns None and the same command resumes.
+    returns None and the same command resumes. `allow_config_change` resumes a checkpoint written under a config
+    that differs in fields that change the model or data (refused otherwise), printing which.
     """
     process_start = time.perf_counter()
     # ---------------------------------------------------------------- validate, before any compute
     config_lib.validate(config, jax.device_count())
-    os.makedirs(workdir, exist_ok=True)
+    checkpoints.check_writable(workdir)  # a full or read-only disk fails now, not at the first save an hour in
     is_main = jax.process_index() == 0
 
     # ---------------------------------------------------------------- mesh
@@ -177,7 +199,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     if latest is None:
         state, prior_wall = init_fn(init_key), 0.0
     else:
-        config_lib.check_resume(ckpt.meta(latest)["config"], config)  # before shapes could disagree
+        changed = config_lib.check_resume(ckpt.meta(latest)["config"], config, allow_config_change)
+        if changed and is_main:
+            print(f"rlvis: resuming despite config changes (--allow_config_change): {changed}", flush=True)
         state, meta = ckpt.restore(latest, checkpoints.abstract_like(state_shape, state_sharding), iterators)
         prior_wall = meta["wall_seconds"]
         if is_main:
@@ -198,18 +222,29 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         target_params = state["ema_params"] if config.ab.use_ema_target else state["params"]  # stop-grad inside
         loss_fn = functools.partial(objective.loss, model, target_params=target_params, batch=views, config=config,
                                     method_state=state["method_state"], step=state["step"])
-        (_, (step_metrics, method_state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
+        if config.debug.nan_loss_at_step >= 0:  # fault injection for the tests: this step's loss and grads are NaN
+            injected = jnp.where(state["step"] + 1 == config.debug.nan_loss_at_step, jnp.nan, 1.0)
+            loss_fn = lambda p, f=loss_fn: (lambda out: (out[0] * injected, out[1]))(f(p))  # noqa: E731
+        (loss, (step_metrics, method_state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
         updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
         params = optax.apply_updates(state["params"], updates)
         momentum = ema_schedule(state["step"])
         ema_params = ema_update(state["ema_params"], params, momentum)
-        step_metrics.update(grad_norm=optax.tree.norm(grads), learning_rate=lr_schedule(state["step"]),
-                            ema_momentum=momentum)
+        grad_norm = optax.tree.norm(grads)
+        step_metrics.update(grad_norm=grad_norm, learning_rate=lr_schedule(state["step"]), ema_momentum=momentum)
         skipped = [stream["skipped"].sum(axis=0) for stream in batch.values() if "skipped" in stream]
         if skipped:  # summed over every host's rows by the sharded reduction
             step_metrics.update({SKIPPED + reason: count for reason, count in zip(decode.SKIP_REASONS, sum(skipped))})
-        return dict(params=params, ema_params=ema_params, opt_state=opt_state, method_state=method_state,
-                    step=state["step"] + 1), step_metrics
+        new_state = dict(params=params, ema_params=ema_params, opt_state=opt_state, method_state=method_state)
+        finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+        if config.optim.skip_nonfinite:  # undo the step: state and metrics as if it never happened
+            new_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), new_state,
+                                     {k: state[k] for k in new_state})
+            step_metrics = jax.tree.map(lambda v: jnp.where(finite, v, jnp.zeros_like(v)), step_metrics)
+            step_metrics["nonfinite_skipped"] = 1.0 - finite.astype(jnp.float32)
+        step_metrics["finite_steps"] = finite.astype(jnp.float32)
+        step_metrics["first_nonfinite_step"] = jnp.where(finite, NO_NONFINITE, state["step"] + 1)
+        return dict(**new_state, step=state["step"] + 1), step_metrics
 
     batch_sharding = sharding.batch_sharded(mesh)
     update_fn = jax.jit(update, in_shardings=(state_sharding, batch_sharding),
@@ -241,21 +276,23 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         monitor_now(0)
     images_per_step = sum(config.batch[name] for name in iterators)
     throughput = metrics.Throughput(step, config.total_steps, images_per_step)
-    summed, summed_steps = None, 0
+    summed, stop_signal, saved_step = None, [], step
+    handlers = {sig: signal.signal(sig, lambda signum, _: stop_signal.append(signal.Signals(signum).name))
+                for sig in (signal.SIGTERM, signal.SIGINT)}  # preemption notice or Ctrl-C: finish the step, save
     try:
-        while step < config.total_steps and (stop_at_step is None or step < stop_at_step):
+        while step < config.total_steps and (stop_at_step is None or step < stop_at_step) and not stop_signal:
             host_batch = pipeline.next_batches(iterators)
             state, step_metrics = update_fn(state, sharding.global_batch(host_batch, mesh))
             step += 1
-            summed = step_metrics if summed is None else jax.tree.map(jnp.add, summed, step_metrics)
-            summed_steps += 1
+            summed = _accumulate(summed, step_metrics)
             if throughput.start_time is None:
                 jax.block_until_ready(state)
                 throughput.tick(step)
             log_now = step % config.log_every == 0 or step == config.total_steps
-            save_now = step % config.checkpoint_every == 0 or step == config.total_steps or step == stop_at_step
+            save_now = (step % config.checkpoint_every == 0 or step in (config.total_steps, stop_at_step)
+                        or bool(stop_signal))
             if log_now or save_now:
-                averaged = _check_finite(summed, summed_steps, step)
+                averaged = _check_finite(summed, step)
             if log_now:
                 images_per_s, eta = throughput.rates(step)
                 digest = functools.reduce(operator.xor, map(pipeline.digest, host_batch.values()))
@@ -263,19 +300,26 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                 writer.write(step, averaged)
                 if is_main:
                     print(metrics.progress_line(step, config.total_steps, averaged, images_per_s, eta), flush=True)
-                summed, summed_steps = None, 0
+                summed = None
             if (config.eval.monitor_every and step % config.eval.monitor_every == 0) or step == config.total_steps:
                 monitor_now(step)
             if save_now:
                 ckpt.save(step, state, iterators, meta(step))
+                saved_step = step
+        if stop_signal and saved_step != step:  # the signal came after this step's save decision
+            ckpt.save(step, state, iterators, meta(step))
     finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
         writer.close()
         monitor_writer.close()
         ckpt.wait()  # a save in flight completes even when the loop fails, so the last good state is kept
     if step < config.total_steps:
         ckpt.close()
         if is_main:
-            print(f"rlvis: stopped at step {step}/{config.total_steps}; re-run the same command to resume", flush=True)
+            reason = f"{stop_signal[0]} received: " if stop_signal else ""
+            print(f"rlvis: {reason}stopped at step {step}/{config.total_steps}, checkpoint saved; re-run the same "
+                  "command to resume", flush=True)
         return None
 
     # ---------------------------------------------------------------- final evaluation
