@@ -100,6 +100,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.model.decoder_depth = 1
     c.model.decoder_width = 64
     c.model.decoder_heads = 4
+    c.model.compute_dtype = "float32"  # "bfloat16": encoder compute in bf16, parameters and optimizer in f32
+    c.model.remat = False  # recompute encoder activations in the backward pass (less memory, more compute)
 
     c.simclr = ml_collections.ConfigDict()
     c.simclr.temperature = 0.1
@@ -145,6 +147,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.augment.hue = 0.1  # RGB only
     c.augment.grayscale = 0.2  # RGB only
     c.augment.flip = 0.0  # SimCLR uses 0.5; digits are not mirror-symmetric, so the demo does not flip
+
+    c.sharding = ml_collections.ConfigDict()
+    c.sharding.strategy = "replicate"  # or "fsdp": parameters and optimizer state split over devices (sharding.py)
+    c.sharding.fsdp_rules = (".*",)  # regexes over state paths, e.g. ("encoder/.*kernel",)
+    c.sharding.fsdp_min_size = 2 ** 12  # smaller arrays stay replicated: splitting them costs more than it saves
 
     c.optim = ml_collections.ConfigDict()
     c.optim.lr = 1e-3

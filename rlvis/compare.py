@@ -10,13 +10,11 @@ The AB method's target-network forward passes are not counted. Methods are compa
 Each method trains in `workdir/<method>/`, so an interrupted comparison resumes where it stopped.
 """
 
-import copy
 import json
 import os
 import sys
 
 import matplotlib
-import ml_collections
 from absl import app, flags, logging
 from ml_collections import config_flags
 
@@ -29,39 +27,6 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "Base config; its meth
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "One sub-folder per method, plus compare.json and compare.png.")
 _METHODS = flags.DEFINE_list("methods", ["simclr", "ab_simclr", "dino", "ab_dino"], "Methods to compare.")
-
-
-def encoded_views_per_step(config: ml_collections.ConfigDict) -> int:
-    """Views the online encoder encodes per step. DINO's local crops count as views, though they are smaller."""
-    base = config_lib.base_method(config)
-    views = (1 if base == "clip" else 2) * config.batch.annotation
-    if base == "dino":
-        views += config.dino.local_views * config.batch.annotation
-    if config_lib.uses_bootstrapping(config):
-        views += config.env.views * config.batch.bootstrap
-    return views
-
-
-def method_configs(base: ml_collections.ConfigDict, methods: list[str], device_count: int) -> dict:
-    """One config per method; within a family (SimCLR, DINO) every method encodes as many views per step as the
-    most expensive one, which is the AB variant: the base method alone gets a larger annotation batch."""
-    configs = {}
-    for method in methods:
-        config = copy.deepcopy(base)
-        config.method = method
-        configs[method] = config
-    budgets: dict[str, int] = {}
-    for config in configs.values():
-        family = config_lib.base_method(config)
-        budgets[family] = max(budgets.get(family, 0), encoded_views_per_step(config))
-    for config in configs.values():
-        budget = budgets[config_lib.base_method(config)]
-        if not config_lib.uses_bootstrapping(config):
-            views_per_image = encoded_views_per_step(config) // config.batch.annotation
-            per_device = max(1, budget // views_per_image // device_count)
-            config.batch.annotation = per_device * device_count
-        config_lib.validate(config, device_count)
-    return configs
 
 
 def table(results: dict[str, dict], random_init: dict) -> str:
@@ -98,20 +63,20 @@ def main(argv: list[str]) -> None:
     from rlvis import train
 
     try:
-        configs = method_configs(_CONFIG.value, _METHODS.value, jax.device_count())
+        configs = config_lib.method_configs(_CONFIG.value, _METHODS.value, jax.device_count())
     except (config_lib.ConfigError, ValueError) as e:
         print(f"rlvis: config error: {e}", file=sys.stderr)
         sys.exit(2)
     results, random_init, wall = {}, None, {}
     for method, config in configs.items():
-        print(f"rlvis.compare: {method}: {encoded_views_per_step(config)} encoded views/step, "
+        print(f"rlvis.compare: {method}: {config_lib.encoded_views_per_step(config)} encoded views/step, "
               f"{config.total_steps} steps", flush=True)
         out = train.train_and_evaluate(config, os.path.join(_WORKDIR.value, method))
         results[method], wall[method] = out["trained"], out["wall_seconds"]
         random_init = random_init or out["random_init"]  # same encoder shape and init key for every method
     print(table(results, random_init), flush=True)
     summary = dict(methods=results, random_init=random_init, wall_seconds=wall,
-                   encoded_views_per_step={m: encoded_views_per_step(c) for m, c in configs.items()},
+                   encoded_views_per_step={m: config_lib.encoded_views_per_step(c) for m, c in configs.items()},
                    steps=_CONFIG.value.total_steps)
     with open(os.path.join(_WORKDIR.value, "compare.json"), "w") as f:
         json.dump(summary, f, indent=2)

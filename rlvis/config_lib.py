@@ -4,7 +4,9 @@ Unknown keys and wrong types on the command line are already refused by ml_colle
 locked by `config_flags`); this module checks the values that only make sense together.
 """
 
+import copy
 import os
+import re
 
 import ml_collections
 
@@ -96,6 +98,15 @@ def validate(config: ml_collections.ConfigDict, device_count: int) -> None:
     _require(c.clip.init_temperature > 0, "config.clip.init_temperature must be positive")
     for name in ("jitter_prob", "grayscale", "flip"):
         _require(0.0 <= c.augment[name] <= 1.0, f"config.augment.{name}={c.augment[name]} must be a probability")
+    _require(c.model.compute_dtype in ("float32", "bfloat16"),
+             f"config.model.compute_dtype={c.model.compute_dtype!r} must be 'float32' or 'bfloat16'")
+    _require(c.sharding.strategy in ("replicate", "fsdp"),
+             f"config.sharding.strategy={c.sharding.strategy!r} is not one of ('replicate', 'fsdp')")
+    for rule in c.sharding.fsdp_rules:
+        try:
+            re.compile(rule)
+        except re.error as e:
+            raise ConfigError(f"config.sharding.fsdp_rules: {rule!r} is not a regex ({e})") from None
     _require(c.optim.lr > 0, "config.optim.lr must be positive")
     _require(c.optim.grad_clip >= 0, "config.optim.grad_clip must be >= 0 (0 = no clipping)")
     _require(c.optim.weight_decay >= 0 and c.optim.weight_decay_end >= 0, "config.optim weight decays must be >= 0")
@@ -137,7 +148,8 @@ def _validate_data(c: ml_collections.ConfigDict) -> None:
 
 # Fields a resumed run may change: they affect neither the trained model nor the data it sees.
 RESUMABLE_CHANGES = ("log_every", "checkpoint_every", "keep_checkpoints", "data.read_threads", "data.prefetch",
-                     "optim.skip_nonfinite", "debug.nan_loss_at_step",
+                     "optim.skip_nonfinite", "debug.nan_loss_at_step", "sharding.strategy", "sharding.fsdp_rules",
+                     "sharding.fsdp_min_size",
                      "data.index_dir", "data.bootstrap.index_dir",
                      "eval.encoder", "eval.probe_steps", "eval.knn_k", "eval.knn_temperature", "eval.scenes",
                      "eval.scene_view_size", "eval.final", "eval.monitor", "eval.monitor_every", "eval.tfds.name",
@@ -169,3 +181,36 @@ def check_resume(saved: dict, config: ml_collections.ConfigDict, allow_change: b
         raise ConfigError(f"the checkpoint in this workdir was trained with a different config ({detail}); "
                           "use a new --workdir, restore those values, or pass --allow_config_change")
     return detail
+
+
+def encoded_views_per_step(config: ml_collections.ConfigDict) -> int:
+    """Views the online encoder encodes per step. DINO's local crops count as views, though they are smaller."""
+    base = base_method(config)
+    views = (1 if base == "clip" else 2) * config.batch.annotation
+    if base == "dino":
+        views += config.dino.local_views * config.batch.annotation
+    if uses_bootstrapping(config):
+        views += config.env.views * config.batch.bootstrap
+    return views
+
+
+def method_configs(base: ml_collections.ConfigDict, methods: list[str], device_count: int) -> dict:
+    """One config per method; within a family (SimCLR, DINO) every method encodes as many views per step as the
+    most expensive one, which is the AB variant: the base method alone gets a larger annotation batch."""
+    configs = {}
+    for method in methods:
+        config = copy.deepcopy(base)
+        config.method = method
+        configs[method] = config
+    budgets: dict[str, int] = {}
+    for config in configs.values():
+        family = base_method(config)
+        budgets[family] = max(budgets.get(family, 0), encoded_views_per_step(config))
+    for config in configs.values():
+        budget = budgets[base_method(config)]
+        if not uses_bootstrapping(config):
+            views_per_image = encoded_views_per_step(config) // config.batch.annotation
+            per_device = max(1, budget // views_per_image // device_count)
+            config.batch.annotation = per_device * device_count
+        validate(config, device_count)
+    return configs

@@ -5,6 +5,7 @@
 Re-running the same command on a workdir that holds a checkpoint resumes from it.
 """
 
+import os
 import sys
 
 from absl import app, flags, logging
@@ -41,11 +42,30 @@ def parse_flags(argv: list[str]) -> list[str]:
         sys.exit(2)
 
 
+def initialize_distributed() -> None:
+    """Join JAX's multi-host runtime when launched as one of several processes; a single process skips it.
+
+    Explicit (launch/slurm_gpu.sbatch's fallback, or any launcher): RLVIS_COORDINATOR_ADDRESS=host:port,
+    RLVIS_NUM_PROCESSES, RLVIS_PROCESS_ID. Otherwise a SLURM job step with several tasks, or a TPU pod slice with
+    several workers, is detected by `jax.distributed.initialize()` itself.
+    """
+    import jax
+    if os.environ.get("RLVIS_COORDINATOR_ADDRESS"):
+        if jax.config.jax_platforms in (None, "", "cpu") or os.environ.get("JAX_PLATFORMS") == "cpu":
+            jax.config.update("jax_cpu_collectives_implementation", "gloo")  # CPU processes talk over TCP
+        jax.distributed.initialize(coordinator_address=os.environ["RLVIS_COORDINATOR_ADDRESS"],
+                                   num_processes=int(os.environ["RLVIS_NUM_PROCESSES"]),
+                                   process_id=int(os.environ["RLVIS_PROCESS_ID"]))
+    elif int(os.environ.get("SLURM_NTASKS", "1")) > 1 or "," in os.environ.get("TPU_WORKER_HOSTNAMES", ""):
+        jax.distributed.initialize()
+
+
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     if not flags.FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)  # Orbax logs every file it writes at INFO; --verbosity=0 shows it
+    initialize_distributed()
     from rlvis import train  # imported here so that a bad flag fails before JAX starts
 
     try:

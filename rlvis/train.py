@@ -12,6 +12,8 @@ import operator
 import os
 import signal
 import time
+from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -152,30 +154,19 @@ def _results_table(trained: dict, random_init: dict) -> str:
     return "\n".join(lines)
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, stop_at_step: int | None = None,
-                       allow_config_change: bool = False) -> dict | None:
-    """Train (resuming from `workdir` if it holds a checkpoint), evaluate, write results.json and return it.
+class TrainStep(NamedTuple):
+    """What the trainer and the benchmark share: the model, a sharded init, and the jitted update step."""
+    model: ab_model.ABModel
+    init_fn: Callable  # key → train state, born with its target shardings
+    init_key: jax.Array
+    state_shape: dict  # ShapeDtypeStructs of the train state
+    state_sharding: dict
+    update_fn: Callable  # (state, global batch) → (state, metrics); the state argument is donated
 
-    `stop_at_step` ends this process early (checkpointed, schedules unchanged) for time-limited jobs; it then
-    returns None and the same command resumes. `allow_config_change` resumes a checkpoint written under a config
-    that differs in fields that change the model or data (refused otherwise), printing which.
-    """
-    process_start = time.perf_counter()
-    # ---------------------------------------------------------------- validate, before any compute
-    config_lib.validate(config, jax.device_count())
-    checkpoints.check_writable(workdir)  # a full or read-only disk fails now, not at the first save an hour in
-    is_main = jax.process_index() == 0
 
-    # ---------------------------------------------------------------- mesh
-    mesh = sharding.make_mesh()
+def make_train_step(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh, channels: int) -> TrainStep:
+    """Model + optimizer (eval_shape → shardings → jitted init) and the update step, for any device layout."""
     replicated = sharding.replicated(mesh)
-
-    # ---------------------------------------------------------------- data
-    streams = pipeline.training_streams(config, jax.process_index(), jax.process_count())
-    iterators = {name: pipeline.make_iterator(ds) for name, ds in streams.items()}
-    channels = pipeline.image_channels(config)
-
-    # ---------------------------------------------------------------- model + optimizer: shapes, then shardings
     model = ab_model.from_config(config)
     objective = OBJECTIVES[config_lib.base_method(config)]
     tx = make_optimizer(config)
@@ -190,31 +181,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, stop_at_
                     method_state=objective.initial_state(config), step=jnp.zeros((), jnp.int32))
 
     state_shape = jax.eval_shape(init, init_key)
-    state_sharding = jax.tree.map(lambda _: replicated, state_shape)
-    init_fn = jax.jit(init, out_shardings=state_sharding)
-
-    # ---------------------------------------------------------------- restore or start
-    ckpt = checkpoints.Checkpointer(os.path.join(workdir, "checkpoints"), tuple(iterators), config.keep_checkpoints)
-    latest = ckpt.latest_step()
-    if latest is None:
-        state, prior_wall = init_fn(init_key), 0.0
-    else:
-        changed = config_lib.check_resume(ckpt.meta(latest)["config"], config, allow_config_change)
-        if changed and is_main:
-            print(f"rlvis: resuming despite config changes (--allow_config_change): {changed}", flush=True)
-        state, meta = ckpt.restore(latest, checkpoints.abstract_like(state_shape, state_sharding), iterators)
-        prior_wall = meta["wall_seconds"]
-        if is_main:
-            print(f"rlvis: resumed from step {latest} in {workdir}", flush=True)
-    step = int(state["step"])
-    if is_main:
-        counts = {name: parameter_overview.count_parameters({name: tree})
-                  for name, tree in state_shape["params"]["params"].items()}
-        print(f"rlvis: {config.method}, ViT {config.model.variant}, parameters: "
-              + ", ".join(f"{name} {int(n):,}" for name, n in counts.items()) + f"; {jax.device_count()} device(s)",
-              flush=True)
-
-    # ---------------------------------------------------------------- update step
+    state_sharding = sharding.state_shardings(state_shape, mesh, config.sharding)
+    init_fn = jax.jit(init, out_shardings=state_sharding)  # parameters are born sharded: no host copy first
     lr_schedule, ema_schedule = learning_rate_schedule(config), ema_momentum_schedule(config)
 
     def update(state: dict, batch: dict) -> tuple[dict, dict]:
@@ -249,6 +217,56 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, stop_at_
     batch_sharding = sharding.batch_sharded(mesh)
     update_fn = jax.jit(update, in_shardings=(state_sharding, batch_sharding),
                         out_shardings=(state_sharding, replicated), donate_argnums=(0,))
+    return TrainStep(model, init_fn, init_key, state_shape, state_sharding, update_fn)
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, stop_at_step: int | None = None,
+                       allow_config_change: bool = False) -> dict | None:
+    """Train (resuming from `workdir` if it holds a checkpoint), evaluate, write results.json and return it.
+
+    `stop_at_step` ends this process early (checkpointed, schedules unchanged) for time-limited jobs; it then
+    returns None and the same command resumes. `allow_config_change` resumes a checkpoint written under a config
+    that differs in fields that change the model or data (refused otherwise), printing which.
+    """
+    process_start = time.perf_counter()
+    # ---------------------------------------------------------------- validate, before any compute
+    config_lib.validate(config, jax.device_count())
+    checkpoints.check_writable(workdir)  # a full or read-only disk fails now, not at the first save an hour in
+    is_main = jax.process_index() == 0
+
+    # ---------------------------------------------------------------- mesh
+    mesh = sharding.make_mesh()
+
+    # ---------------------------------------------------------------- data
+    streams = pipeline.training_streams(config, jax.process_index(), jax.process_count())
+    iterators = {name: pipeline.make_iterator(ds) for name, ds in streams.items()}
+    channels = pipeline.image_channels(config)
+
+    # ---------------------------------------------------------------- model, optimizer, update step
+    train_step = make_train_step(config, mesh, channels)
+    model, init_fn, init_key = train_step.model, train_step.init_fn, train_step.init_key
+    state_shape, state_sharding, update_fn = train_step.state_shape, train_step.state_sharding, train_step.update_fn
+
+    # ---------------------------------------------------------------- restore or start
+    ckpt = checkpoints.Checkpointer(os.path.join(workdir, "checkpoints"), tuple(iterators), config.keep_checkpoints)
+    latest = ckpt.latest_step()
+    if latest is None:
+        state, prior_wall = init_fn(init_key), 0.0
+    else:
+        changed = config_lib.check_resume(ckpt.meta(latest)["config"], config, allow_config_change)
+        if changed and is_main:
+            print(f"rlvis: resuming despite config changes (--allow_config_change): {changed}", flush=True)
+        state, meta = ckpt.restore(latest, checkpoints.abstract_like(state_shape, state_sharding), iterators)
+        prior_wall = meta["wall_seconds"]
+        if is_main:
+            print(f"rlvis: resumed from step {latest} in {workdir}", flush=True)
+    step = int(state["step"])
+    if is_main:
+        counts = {name: parameter_overview.count_parameters({name: tree})
+                  for name, tree in state_shape["params"]["params"].items()}
+        print(f"rlvis: {config.method}, ViT {config.model.variant}, parameters: "
+              + ", ".join(f"{name} {int(n):,}" for name, n in counts.items()) + f"; {jax.device_count()} device(s)",
+              flush=True)
 
     # ---------------------------------------------------------------- loop
     def meta(at_step: int) -> dict:
@@ -278,7 +296,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, stop_at_
     throughput = metrics.Throughput(step, config.total_steps, images_per_step)
     summed, stop_signal, saved_step = None, [], step
     handlers = {sig: signal.signal(sig, lambda signum, _: stop_signal.append(signal.Signals(signum).name))
-                for sig in (signal.SIGTERM, signal.SIGINT)}  # preemption notice or Ctrl-C: finish the step, save
+                for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}  # preemption, Ctrl-C, lost ssh: save
     try:
         while step < config.total_steps and (stop_at_step is None or step < stop_at_step) and not stop_signal:
             host_batch = pipeline.next_batches(iterators)

@@ -4,20 +4,20 @@ import subprocess
 import sys
 
 from configs import demo
-from rlvis import compare
+from rlvis import config_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_methods_get_the_same_number_of_encoded_views():
-    configs = compare.method_configs(demo.get_config(), ["simclr", "ab_simclr"], device_count=8)
-    views = {m: compare.encoded_views_per_step(c) for m, c in configs.items()}
+    configs = config_lib.method_configs(demo.get_config(), ["simclr", "ab_simclr"], device_count=8)
+    views = {m: config_lib.encoded_views_per_step(c) for m, c in configs.items()}
     assert views["simclr"] == views["ab_simclr"] == 2 * 64 + 4 * 32
     assert configs["simclr"].batch.annotation == 128 and configs["ab_simclr"].batch.annotation == 64
-    dino = compare.method_configs(demo.get_config(), ["simclr", "dino", "ab_dino"], device_count=8)
+    dino = config_lib.method_configs(demo.get_config(), ["simclr", "dino", "ab_dino"], device_count=8)
     assert dino["simclr"].batch.annotation == 64  # no AB_SimCLR in this comparison: SimCLR keeps its own batch
     # ab_dino: 64 images × (2 global + 4 local) + 32 × 4 bootstrap = 512; dino alone: 512 / 6 → 80 images (÷8)
-    assert compare.encoded_views_per_step(dino["ab_dino"]) == 512
+    assert config_lib.encoded_views_per_step(dino["ab_dino"]) == 512
     assert dino["dino"].batch.annotation == 80
 
 

@@ -10,7 +10,6 @@ from PIL import Image
 
 from configs import demo
 from rlvis.evaluators import suite, value_maps
-from rlvis.evaluators.tfds_tasks import TFDSEvaluator
 from rlvis.models import ab_model
 
 COLOURS = [(220, 40, 40), (40, 200, 60), (50, 60, 230)]

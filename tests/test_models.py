@@ -69,3 +69,24 @@ def test_ab_model_parts_have_consistent_shapes():
     assert value.shape == (4, 2, config.model.proj_dim) and embed.shape == (4, config.model.proj_dim)
     np.testing.assert_allclose(jnp.linalg.norm(value, axis=-1), 1.0, atol=1e-4)
     assert set(params["params"]) == {"encoder", "base_head", "ab_head", "value_head", "ab_log_scale"}
+
+
+def test_remat_changes_memory_not_results_and_bf16_keeps_float32_parameters():
+    from rlvis.models.vit import ViT
+    images = jax.random.uniform(jax.random.PRNGKey(0), (2, 16, 16, 3), minval=-1, maxval=1)
+    plain = ViT("tiny/8", 16)
+    params = plain.init(jax.random.PRNGKey(1), images)
+
+    def loss(model, p):
+        return jnp.sum(model.apply(p, images) ** 2)
+    for other in (ViT("tiny/8", 16, remat=True),):
+        np.testing.assert_allclose(other.apply(params, images), plain.apply(params, images), rtol=1e-6)
+        g1, g2 = jax.grad(lambda p: loss(plain, p))(params), jax.grad(lambda p: loss(other, p))(params)
+        for a, b in zip(jax.tree.leaves(g1), jax.tree.leaves(g2)):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    mixed = ViT("tiny/8", 16, dtype=jnp.bfloat16)
+    assert all(leaf.dtype == jnp.float32 for leaf in jax.tree.leaves(mixed.init(jax.random.PRNGKey(1), images)))
+    out = mixed.apply(params, images)
+    assert out.dtype == jnp.float32
+    np.testing.assert_allclose(out, plain.apply(params, images), atol=0.1)  # bf16 rounding, same function
+    assert not np.allclose(out, plain.apply(params, images), atol=1e-6)  # and it really computed in bf16

@@ -55,6 +55,9 @@ def runs(tmp_path_factory):
     out["first_half_log"] = _ok(run_main(out["resumed"], "--stop_at_step=4"))  # between periodic saves (3, 6)
     out["second_half_log"] = _ok(run_main(out["resumed"]))
     out["eight_log"] = _ok(run_main(out["eight"], "--stop_at_step=4", devices=8))
+    out["fsdp"] = base / "fsdp"  # FSDP with every array above 64 elements split: most of the tiny model
+    out["fsdp_log"] = _ok(run_main(out["fsdp"], "--stop_at_step=4", "--config.sharding.strategy=fsdp",
+                                   "--config.sharding.fsdp_min_size=64", devices=8))
     return out
 
 
@@ -90,17 +93,26 @@ def test_resumed_run_equals_uninterrupted_run(runs):
         assert json.load(f)["trained"] == json.load(g)["trained"]
 
 
-def test_eight_devices_match_one_device(runs):
-    one, eight = metrics(runs["full"]), metrics(runs["eight"])
+@pytest.mark.parametrize("strategy", ["eight", "fsdp"])
+def test_eight_devices_match_one_device(runs, strategy):
+    """Data parallel (replicated parameters) and FSDP on 8 fake devices give the 1-device losses and parameters."""
+    one, eight = metrics(runs["full"]), metrics(runs[strategy])
     assert sorted(eight) == [1, 2, 3, 4]
     for step in (1, 2, 3, 4):
         assert eight[step]["data_digest"] == one[step]["data_digest"]
         for key in ("loss", "base_loss", "td_loss"):
             np.testing.assert_allclose(eight[step][key], one[step][key], rtol=1e-5, atol=1e-5)
-    a, b = load_state(runs["resumed"], 4), load_state(runs["eight"], 4)  # both stopped at step 4 on purpose
+    a, b = load_state(runs["resumed"], 4), load_state(runs[strategy], 4)  # both stopped at step 4 on purpose
     for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
         np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-5)
     assert int(b["step"]) == 4
+
+
+def test_fsdp_splits_large_arrays_and_replicates_small_ones():
+    from rlvis import sharding
+    assert sharding.fsdp_spec((64, 128), 8) == jax.sharding.PartitionSpec(None, "data")  # the largest dim first
+    assert sharding.fsdp_spec((12, 40), 8) == jax.sharding.PartitionSpec(None, "data")
+    assert sharding.fsdp_spec((12, 6), 8) == jax.sharding.PartitionSpec()  # nothing divisible: replicated
 
 
 def test_unknown_config_key_stops_before_any_compute(tmp_path):
@@ -207,3 +219,17 @@ def test_value_map_command_draws_the_value_head_over_actions(runs, tmp_path):
     out = tmp_path / "map.png"
     value_maps.main([f"--workdir={runs['full']}", f"--out={out}", "--annotation=3", "--grid=5", "--zooms=0.4"])
     assert out.stat().st_size > 5000
+
+
+def test_watch_evaluates_every_checkpoint_once_and_stops_after_the_last(runs, tmp_path):
+    import shutil
+    workdir = tmp_path / "copy"
+    shutil.copytree(runs["full"], workdir)
+    shutil.rmtree(workdir / "eval", ignore_errors=True)
+    result = subprocess.run([sys.executable, "-m", "rlvis.evaluate", f"--workdir={workdir}", "--watch",
+                             "--poll_seconds=1"], cwd=ROOT, env=dict(os.environ, JAX_PLATFORMS="cpu"),
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert sorted(os.listdir(workdir / "eval")) == ["step_3.json", "step_6.json"]  # the two kept checkpoints
+    assert [line.split(":")[0] for line in result.stdout.splitlines() if line.startswith("step ")] == [
+        "step 3", "step 6"]

@@ -36,11 +36,13 @@ class ABModel(nn.Module):
     base: str = "simclr"  # "simclr", "dino" or "clip"
     num_prototypes: int = 0  # DINO only
     norm_last_layer: bool = True  # DINO only
+    compute_dtype: str = "float32"  # the encoder's compute dtype ("bfloat16": mixed precision)
+    remat: bool = False  # rematerialise encoder blocks
     text_variant: str = "tiny"  # CLIP only
     caption_length: int = 0  # CLIP only
 
     def setup(self):
-        self.encoder = ViT(self.variant, self.image_size, name="encoder")
+        self.encoder = ViT(self.variant, self.image_size, jnp.dtype(self.compute_dtype), self.remat, name="encoder")
         if self.base == "dino":
             self.base_head = DINOHead(self.proj_hidden, self.proj_dim, self.num_prototypes, self.norm_last_layer,
                                       name="base_head")
@@ -116,5 +118,6 @@ def from_config(config) -> ABModel:
                    decoder_heads=config.model.decoder_heads, init_logit_scale=1.0 / (config.clip.init_temperature if base == "clip"
                                                             else config.simclr.temperature),
                    base=base, num_prototypes=config.dino.prototypes if base == "dino" else 0,
-                   norm_last_layer=config.dino.norm_last_layer,
+                   norm_last_layer=config.dino.norm_last_layer, compute_dtype=config.model.compute_dtype,
+                   remat=config.model.remat,
                    text_variant=config.clip.text_variant, caption_length=config.clip.caption_length)

@@ -42,34 +42,36 @@ def variant_shape(variant: str) -> ViTShape:
 
 class MlpBlock(nn.Module):
     mlp_dim: int
+    dtype: jnp.dtype = jnp.float32  # compute dtype; parameters stay float32
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         width = x.shape[-1]
-        x = nn.gelu(nn.Dense(self.mlp_dim, name="fc1")(x))
-        return nn.Dense(width, name="fc2")(x)
+        x = nn.gelu(nn.Dense(self.mlp_dim, dtype=self.dtype, name="fc1")(x))
+        return nn.Dense(width, dtype=self.dtype, name="fc2")(x)
 
 
-def attention(heads: int, name: str) -> nn.MultiHeadDotProductAttention:
+def attention(heads: int, name: str, dtype: jnp.dtype = jnp.float32) -> nn.MultiHeadDotProductAttention:
     """Multi-head attention without projection biases (as ViT-22B).
 
     The key bias has an identically zero gradient (softmax is shift-invariant per query), so Adam turns float noise
     into lr-sized steps and a run's parameters would depend on the device layout; the value and output biases only
     add a constant that the residual stream's LayerNorms and MLP biases already provide.
     """
-    return nn.MultiHeadDotProductAttention(num_heads=heads, use_bias=False, name=name)
+    return nn.MultiHeadDotProductAttention(num_heads=heads, use_bias=False, dtype=dtype, name=name)
 
 
 class EncoderBlock(nn.Module):
     heads: int
     mlp_dim: int
+    dtype: jnp.dtype = jnp.float32
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        y = nn.LayerNorm(name="norm1")(x)
-        x = x + attention(self.heads, "attn")(y, y)
-        y = nn.LayerNorm(name="norm2")(x)
-        return x + MlpBlock(self.mlp_dim, name="mlp")(y)
+        y = nn.LayerNorm(dtype=self.dtype, name="norm1")(x)
+        x = x + attention(self.heads, "attn", self.dtype)(y, y)
+        y = nn.LayerNorm(dtype=self.dtype, name="norm2")(x)
+        return x + MlpBlock(self.mlp_dim, self.dtype, name="mlp")(y)
 
 
 def resample_posemb(posemb: jax.Array, grid: tuple[int, int]) -> jax.Array:
@@ -91,11 +93,13 @@ class ViT(nn.Module):
 
     variant: str
     image_size: int
+    dtype: jnp.dtype = jnp.float32  # bfloat16: mixed precision, float32 parameters and output
+    remat: bool = False  # recompute each block's activations in the backward pass: memory for compute
 
     @nn.compact
     def __call__(self, images: jax.Array) -> jax.Array:
         shape = variant_shape(self.variant)
-        x = nn.Conv(shape.width, (shape.patch, shape.patch), strides=shape.patch, padding="VALID",
+        x = nn.Conv(shape.width, (shape.patch, shape.patch), strides=shape.patch, padding="VALID", dtype=self.dtype,
                     name="patch_embed")(images)
         batch, grid = x.shape[0], x.shape[1:3]
         x = x.reshape(batch, -1, shape.width)
@@ -104,6 +108,7 @@ class ViT(nn.Module):
         trained_grid = self.image_size // shape.patch
         posemb = self.param("pos_embedding", nn.initializers.normal(0.02), (1, 1 + trained_grid ** 2, shape.width))
         x = x + resample_posemb(posemb, grid)
+        block = nn.remat(EncoderBlock) if self.remat else EncoderBlock
         for i in range(shape.depth):
-            x = EncoderBlock(shape.heads, shape.mlp_dim, name=f"block{i}")(x)
-        return nn.LayerNorm(name="norm")(x)
+            x = block(shape.heads, shape.mlp_dim, self.dtype, name=f"block{i}")(x)
+        return nn.LayerNorm(name="norm")(x.astype(jnp.float32))

@@ -1,0 +1,138 @@
+"""How well a train step uses the accelerator: step time, images/s, encoded views/s, XLA-counted FLOPs, and MFU
+against a dense-matmul peak measured in the same process on the same devices.
+
+    python -m rlvis.bench --config=configs/cc12m.py:method=ab_simclr --config.batch.annotation=16 \
+        --config.batch.bootstrap=4 [--steps=5] [--warmup=2] [--scaling] [--matmul_size=2048]
+
+It times the trainer's own jitted update step (`train.make_train_step`) on synthetic batches already on the device,
+so the number is the device's, not the input pipeline's (`rlvis.data.throughput` measures that). Prints one JSON
+object:
+  * `step` — the configured method: seconds per step (median over `--steps` after `--warmup`), images/s, encoded
+    views/s, FLOPs per step from XLA's cost analysis of the compiled step, achieved FLOP/s, `mfu` = achieved /
+    measured peak;
+  * `base` — the base method alone at the same number of encoded views per step (`rlvis.compare`'s rule), and
+    `ab_cost_per_view` = AB's seconds per encoded view / the base method's;
+  * `scaling` (with `--scaling`) — step time at 1×, 2×, 4× the batch and at 2, 4, 8 views per bootstrap image.
+Never run inside a test: speed is measured here, asserted nowhere.
+"""
+
+import copy
+import json
+import statistics
+import time
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from absl import app, flags
+from ml_collections import config_flags
+
+from rlvis import config_lib, sharding, train
+from rlvis.data import pipeline
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/cc12m.py:method=ab_simclr.")
+_STEPS = flags.DEFINE_integer("steps", 5, "Timed steps per measurement.")
+_WARMUP = flags.DEFINE_integer("warmup", 2, "Untimed steps first (compilation and caches).")
+_SCALING = flags.DEFINE_bool("scaling", False, "Also time 1/2/4x the batch and 2/4/8 views per image.")
+_MATMUL_SIZE = flags.DEFINE_integer("matmul_size", 2048, "Side of the square f32 matmul that measures the peak.")
+
+
+def matmul_peak(size: int, repeats: int = 10) -> float:
+    """Best FLOP/s of a jitted f32 [size, size] @ [size, size] on every device at once (one matmul per device)."""
+    devices = jax.device_count()
+    mesh = sharding.make_mesh()
+    x = jax.device_put(jnp.ones((devices, size, size), jnp.float32), sharding.batch_sharded(mesh))
+    matmul = jax.jit(lambda a: jnp.einsum("bij,bjk->bik", a, a))
+    jax.block_until_ready(matmul(x))
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        jax.block_until_ready(matmul(x))
+        best = min(best, time.perf_counter() - start)
+    return 2.0 * size ** 3 * devices / best
+
+
+def synthetic_batch(config: ml_collections.ConfigDict, rng: np.random.Generator) -> dict:
+    """Host batches shaped like the pipeline's: uint8 canvases, full valid regions, captions for CLIP."""
+    canvas = config.data.scene_canvas if config.data.format == "demo" else config.data.canvas
+    channels = pipeline.image_channels(config)
+    names = ("annotation", "bootstrap") if config_lib.uses_bootstrapping(config) else ("annotation",)
+    batch = {}
+    for name in names:
+        size = config.batch[name]
+        batch[name] = dict(image=rng.integers(0, 256, (size, canvas, canvas, channels), dtype=np.uint8),
+                           valid=np.full((size, 2), canvas, np.int32))
+    if config_lib.base_method(config) == "clip":
+        batch["annotation"]["caption"] = rng.integers(1, 255, (config.batch.annotation, config.clip.caption_length),
+                                                      dtype=np.int32)
+    return batch
+
+
+def _flops(compiled) -> float:
+    analysis = compiled.cost_analysis()
+    analysis = analysis[0] if isinstance(analysis, (list, tuple)) else analysis
+    return float(analysis.get("flops", float("nan")))
+
+
+def measure(config: ml_collections.ConfigDict, steps: int, warmup: int, peak: float) -> dict:
+    """Time the configured method's update step; FLOPs from the compiled step."""
+    config_lib.validate(config, jax.device_count())
+    mesh = sharding.make_mesh()
+    step = train.make_train_step(config, mesh, pipeline.image_channels(config))
+    state = step.init_fn(step.init_key)
+    batch = sharding.global_batch(synthetic_batch(config, np.random.default_rng(0)), mesh)
+    flops = _flops(step.update_fn.lower(state, batch).compile())
+    for _ in range(warmup):
+        state, _ = step.update_fn(state, batch)
+    jax.block_until_ready(state)
+    times = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        state, metrics = step.update_fn(state, batch)
+        jax.block_until_ready(metrics)
+        times.append(time.perf_counter() - start)
+    seconds = statistics.median(times)
+    views = config_lib.encoded_views_per_step(config)
+    images = config.batch.annotation + (config.batch.bootstrap if config_lib.uses_bootstrapping(config) else 0)
+    return dict(method=config.method, step_seconds=round(seconds, 5), images_per_s=round(images / seconds, 2),
+                encoded_views_per_step=views, encoded_views_per_s=round(views / seconds, 2),
+                flops_per_step=flops, achieved_flops_per_s=flops / seconds, mfu=round(flops / seconds / peak, 4))
+
+
+def scaled(config: ml_collections.ConfigDict, batch_factor: int = 1, views: int | None = None):
+    config = copy.deepcopy(config)
+    config.batch.annotation *= batch_factor
+    config.batch.bootstrap *= batch_factor
+    if views is not None:
+        config.env.views = views
+    return config
+
+
+def main(argv) -> None:
+    del argv
+    config = _CONFIG.value
+    peak = matmul_peak(_MATMUL_SIZE.value)
+    report = dict(device=jax.devices()[0].device_kind, devices=jax.device_count(), model=config.model.variant,
+                  view_size=config.env.view_size, compute_dtype=config.model.compute_dtype,
+                  matmul_peak_flops_per_s=peak)
+    report["step"] = measure(config, _STEPS.value, _WARMUP.value, peak)
+    if config_lib.uses_bootstrapping(config):
+        base_name = config_lib.base_method(config)
+        base = config_lib.method_configs(config, [config.method, base_name], jax.device_count())[base_name]
+        report["base"] = measure(base, _STEPS.value, _WARMUP.value, peak)
+        per_view = {name: report[name]["step_seconds"] / report[name]["encoded_views_per_step"]
+                    for name in ("step", "base")}
+        report["ab_cost_per_view"] = round(per_view["step"] / per_view["base"], 3)
+    if _SCALING.value:
+        report["scaling"] = dict(
+            batch={factor: measure(scaled(config, factor), _STEPS.value, _WARMUP.value, peak)["step_seconds"]
+                   for factor in (1, 2, 4)},
+            views={views: measure(scaled(config, views=views), _STEPS.value, _WARMUP.value, peak)["step_seconds"]
+                   for views in (2, 4, 8)} if config_lib.uses_bootstrapping(config) else None)
+    print(json.dumps(report, indent=1), flush=True)
+
+
+if __name__ == "__main__":
+    flags.mark_flags_as_required(["config"])
+    app.run(main)
