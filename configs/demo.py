@@ -160,6 +160,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.optim.weight_decay_end = 0.05  # cosine from weight_decay to this (DINO/SimCLR in Table 7: 0.04 → 0.4)
     c.optim.b2 = 0.999
     c.optim.grad_clip = 1.0  # global norm; 0 = no clipping
+    c.optim.grad_accum_steps = 1  # >1: the bootstrap batch in this many micro-batches (train.accumulate_gradients)
     c.optim.skip_nonfinite = False  # True: a step with a non-finite loss/gradient is undone and counted, not fatal
 
     c.debug = ml_collections.ConfigDict()

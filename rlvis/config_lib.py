@@ -108,6 +108,13 @@ def validate(config: ml_collections.ConfigDict, device_count: int) -> None:
         except re.error as e:
             raise ConfigError(f"config.sharding.fsdp_rules: {rule!r} is not a regex ({e})") from None
     _require(c.optim.lr > 0, "config.optim.lr must be positive")
+    accum = c.optim.grad_accum_steps
+    _require(accum >= 1, f"config.optim.grad_accum_steps={accum} must be >= 1")
+    _require(accum == 1 or uses_bootstrapping(c),
+             "config.optim.grad_accum_steps > 1 splits the bootstrap batch; a base method alone has none")
+    _require(c.batch.bootstrap % (accum * device_count) == 0,
+             f"config.batch.bootstrap={c.batch.bootstrap} must be a multiple of grad_accum_steps × devices "
+             f"({accum} × {device_count})")
     _require(c.optim.grad_clip >= 0, "config.optim.grad_clip must be >= 0 (0 = no clipping)")
     _require(c.optim.weight_decay >= 0 and c.optim.weight_decay_end >= 0, "config.optim weight decays must be >= 0")
     _require(0 < c.optim.b2 < 1, f"config.optim.b2={c.optim.b2} must be in (0, 1)")

@@ -154,6 +154,32 @@ def _results_table(trained: dict, random_init: dict) -> str:
     return "\n".join(lines)
 
 
+BOOTSTRAP_KEYS = ("views", "tokens")  # the bootstrap stream's part of `make_views`' output
+
+
+def accumulate_gradients(grad_fn: Callable, params, views: dict, chunks: int) -> tuple:
+    """The bootstrap batch in `chunks` equal micro-batches, one after another (`lax.scan`), gradients averaged.
+
+    Every AB loss is base(annotation batch) + mean over bootstrap images of a TD term whose vocabulary is the whole
+    annotation batch; so each micro-batch keeps the full annotation batch (its negatives and vocabulary), and the
+    mean over micro-batches equals the large batch's loss and gradient. The annotation batch is recomputed per
+    micro-batch: accumulation saves the bootstrap stream's activation memory, at that compute cost. (Splitting the
+    annotation batch would change the contrastive losses, not just the memory.)
+    """
+    split = {k: v.reshape(chunks, v.shape[0] // chunks, *v.shape[1:]) for k, v in views.items()
+             if k in BOOTSTRAP_KEYS}
+    (loss, (metrics, method_state)), grads = grad_fn(params, {**views, **{k: v[0] for k, v in split.items()}})
+
+    def add_micro_batch(totals: tuple, micro: dict) -> tuple:
+        (loss, (metrics, method_state)), grads = grad_fn(params, {**views, **micro})
+        return jax.tree.map(jnp.add, totals, (loss, metrics, grads)), method_state
+
+    (loss, metrics, grads), method_states = jax.lax.scan(
+        add_micro_batch, (loss, metrics, grads), {k: v[1:] for k, v in split.items()})
+    mean = lambda tree: jax.tree.map(lambda x: x / chunks, tree)  # noqa: E731
+    return mean(loss), (mean(metrics), jax.tree.map(lambda x: x[-1], method_states)), mean(grads)
+
+
 class TrainStep(NamedTuple):
     """What the trainer and the benchmark share: the model, a sharded init, and the jitted update step."""
     model: ab_model.ABModel
@@ -188,12 +214,19 @@ def make_train_step(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh, 
     def update(state: dict, batch: dict) -> tuple[dict, dict]:
         views = make_views(jax.random.fold_in(train_key, state["step"]), batch, config)
         target_params = state["ema_params"] if config.ab.use_ema_target else state["params"]  # stop-grad inside
-        loss_fn = functools.partial(objective.loss, model, target_params=target_params, batch=views, config=config,
-                                    method_state=state["method_state"], step=state["step"])
-        if config.debug.nan_loss_at_step >= 0:  # fault injection for the tests: this step's loss and grads are NaN
-            injected = jnp.where(state["step"] + 1 == config.debug.nan_loss_at_step, jnp.nan, 1.0)
-            loss_fn = lambda p, f=loss_fn: (lambda out: (out[0] * injected, out[1]))(f(p))  # noqa: E731
-        (loss, (step_metrics, method_state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
+        def loss_fn(params, views: dict):
+            loss, aux = objective.loss(model, params, target_params=target_params, batch=views, config=config,
+                                       method_state=state["method_state"], step=state["step"])
+            if config.debug.nan_loss_at_step >= 0:  # fault injection for the tests: this step's loss, grads NaN
+                loss = loss * jnp.where(state["step"] + 1 == config.debug.nan_loss_at_step, jnp.nan, 1.0)
+            return loss, aux
+
+        grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+        if config.optim.grad_accum_steps == 1:
+            (loss, (step_metrics, method_state)), grads = grad_fn(state["params"], views)
+        else:
+            loss, (step_metrics, method_state), grads = accumulate_gradients(grad_fn, state["params"], views,
+                                                                             config.optim.grad_accum_steps)
         updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
         params = optax.apply_updates(state["params"], updates)
         momentum = ema_schedule(state["step"])

@@ -61,3 +61,21 @@ def test_weight_decay_follows_its_cosine_from_start_to_end():
     config.optim.weight_decay, config.optim.weight_decay_end, config.total_steps = 0.04, 0.4, 100
     decay = train.cosine_ramp(config.optim.weight_decay, config.optim.weight_decay_end, config.total_steps)
     np.testing.assert_allclose([float(decay(0)), float(decay(50)), float(decay(100))], [0.04, 0.22, 0.4], rtol=1e-5)
+
+
+def test_gradient_accumulation_over_the_bootstrap_batch_equals_the_large_batch():
+    from rlvis import sharding
+    from rlvis.data import pipeline
+    config = demo.get_config("tiny")
+    batch = {name: next(iter(ds)) for name, ds in pipeline.training_streams(config, 0, 1).items()}
+    mesh = sharding.make_mesh()
+    results = {}
+    for chunks in (1, 2, 4):
+        config.optim.grad_accum_steps = chunks
+        step = train.make_train_step(config, mesh, pipeline.image_channels(config))
+        state, metrics = step.update_fn(step.init_fn(step.init_key), sharding.global_batch(batch, mesh))
+        results[chunks] = (jax.device_get(state["params"]), float(metrics["loss"]), float(metrics["grad_norm"]))
+    for chunks in (2, 4):
+        np.testing.assert_allclose(results[chunks][1:], results[1][1:], rtol=1e-5)
+        for a, b in zip(jax.tree.leaves(results[chunks][0]), jax.tree.leaves(results[1][0])):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
