@@ -70,9 +70,10 @@ def synthetic_batch(config: ml_collections.ConfigDict, rng: np.random.Generator)
 
 
 def _flops(compiled) -> float:
+    """FLOPs of the whole step on all devices: XLA analyses the SPMD-partitioned program, i.e. one device's share."""
     analysis = compiled.cost_analysis()
     analysis = analysis[0] if isinstance(analysis, (list, tuple)) else analysis
-    return float(analysis.get("flops", float("nan")))
+    return float(analysis.get("flops", float("nan"))) * jax.device_count()
 
 
 def measure(config: ml_collections.ConfigDict, steps: int, warmup: int, peak: float) -> dict:

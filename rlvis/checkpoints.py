@@ -71,7 +71,10 @@ def checkpoint_steps(workdir: str) -> list[int]:
     directory = os.path.join(os.path.abspath(workdir), "checkpoints")
     if not os.path.isdir(directory):
         return []
-    return list(ocp.CheckpointManager(directory).all_steps())
+    manager = ocp.CheckpointManager(directory)
+    steps = list(manager.all_steps())
+    manager.close()
+    return steps
 
 
 def saved_config(workdir: str, step: int) -> ml_collections.ConfigDict:

@@ -140,12 +140,13 @@ def _validate_data(c: ml_collections.ConfigDict) -> None:
         if spec.format == "demo":
             _require(field == "config.data", "config.data.bootstrap.format='demo' needs config.data.format='demo'")
             continue
+        _require(c.data.format != "demo", f"{field}.format={spec.format!r} needs config.data.format to read files "
+                 "too: the demo's grayscale canvases and files' RGB canvases cannot share one model input")
         if spec.format == "tfds":
             _require(bool(spec.name), f"{field}.name must name the TFDS dataset (e.g. 'imagenet2012')")
         else:
             _require(bool(spec.path), f"{field}.path is empty; point it at the {spec.format} data")
-            probe = spec.path.replace("{", "*").split("*")[0] if spec.format == "webdataset" else spec.path
-            _require(os.path.exists(probe) or any(ch in spec.path for ch in "*?[{"),
+            _require(os.path.exists(spec.path) or any(ch in spec.path for ch in "*?[{"),
                      f"{field}.path={spec.path!r} does not exist")
         _require(spec.frame_stride >= 1, f"{field}.frame_stride={spec.frame_stride} must be >= 1")
     if c.data.format != "demo":
@@ -216,6 +217,7 @@ def method_configs(base: ml_collections.ConfigDict, methods: list[str], device_c
     for config in configs.values():
         budget = budgets[base_method(config)]
         if not uses_bootstrapping(config):
+            config.optim.grad_accum_steps = 1  # it splits the bootstrap batch, which a base method does not read
             views_per_image = encoded_views_per_step(config) // config.batch.annotation
             per_device = max(1, budget // views_per_image // device_count)
             config.batch.annotation = per_device * device_count

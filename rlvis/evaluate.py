@@ -78,7 +78,9 @@ def main(argv: list[str]) -> None:
             try:
                 _print(*evaluate_step(workdir, step, _ENCODER.value))
             except FileNotFoundError:
-                continue  # removed by keep_checkpoints before its turn came
+                if step in checkpoints.checkpoint_steps(workdir):
+                    raise  # not a checkpoint that keep_checkpoints removed: a real missing file
+                continue
         if steps and steps[-1] >= checkpoints.saved_config(workdir, steps[-1]).total_steps:
             return
         time.sleep(_POLL_SECONDS.value)

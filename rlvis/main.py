@@ -46,8 +46,9 @@ def initialize_distributed() -> None:
     """Join JAX's multi-host runtime when launched as one of several processes; a single process skips it.
 
     Explicit (launch/slurm_gpu.sbatch's fallback, or any launcher): RLVIS_COORDINATOR_ADDRESS=host:port,
-    RLVIS_NUM_PROCESSES, RLVIS_PROCESS_ID. Otherwise a SLURM job step with several tasks, or a TPU pod slice with
-    several workers, is detected by `jax.distributed.initialize()` itself.
+    RLVIS_NUM_PROCESSES, RLVIS_PROCESS_ID. Otherwise an `srun` job step with several tasks (not merely an allocation
+    of several: a plain `python` in `salloc -n 8` is one process), or a TPU pod slice with several workers, is
+    detected by `jax.distributed.initialize()` itself.
     """
     import jax
     if os.environ.get("RLVIS_COORDINATOR_ADDRESS"):
@@ -56,7 +57,7 @@ def initialize_distributed() -> None:
         jax.distributed.initialize(coordinator_address=os.environ["RLVIS_COORDINATOR_ADDRESS"],
                                    num_processes=int(os.environ["RLVIS_NUM_PROCESSES"]),
                                    process_id=int(os.environ["RLVIS_PROCESS_ID"]))
-    elif int(os.environ.get("SLURM_NTASKS", "1")) > 1 or "," in os.environ.get("TPU_WORKER_HOSTNAMES", ""):
+    elif int(os.environ.get("SLURM_STEP_NUM_TASKS", "1")) > 1 or "," in os.environ.get("TPU_WORKER_HOSTNAMES", ""):
         jax.distributed.initialize()
 
 

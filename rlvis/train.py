@@ -21,6 +21,7 @@ import ml_collections
 import numpy as np
 import optax
 from clu import parameter_overview
+from jax.experimental import multihost_utils
 
 from rlvis import checkpoints, config_lib, metrics, sharding
 from rlvis.data import decode, pipeline
@@ -166,8 +167,8 @@ def accumulate_gradients(grad_fn: Callable, params, views: dict, chunks: int) ->
     micro-batch: accumulation saves the bootstrap stream's activation memory, at that compute cost. (Splitting the
     annotation batch would change the contrastive losses, not just the memory.)
     """
-    split = {k: v.reshape(chunks, v.shape[0] // chunks, *v.shape[1:]) for k, v in views.items()
-             if k in BOOTSTRAP_KEYS}
+    split = {k: v.reshape(v.shape[0] // chunks, chunks, *v.shape[1:]).swapaxes(0, 1) for k, v in views.items()
+             if k in BOOTSTRAP_KEYS}  # micro-batch i = rows i::chunks, so each stays spread over every device
     (loss, (metrics, method_state)), grads = grad_fn(params, {**views, **{k: v[0] for k, v in split.items()}})
 
     def add_micro_batch(totals: tuple, micro: dict) -> tuple:
@@ -241,7 +242,8 @@ def make_train_step(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh, 
         if config.optim.skip_nonfinite:  # undo the step: state and metrics as if it never happened
             new_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), new_state,
                                      {k: state[k] for k in new_state})
-            step_metrics = jax.tree.map(lambda v: jnp.where(finite, v, jnp.zeros_like(v)), step_metrics)
+            step_metrics = {k: v if k.startswith(SKIPPED) else jnp.where(finite, v, jnp.zeros_like(v))
+                            for k, v in step_metrics.items()}  # the data read in that step is still counted
             step_metrics["nonfinite_skipped"] = 1.0 - finite.astype(jnp.float32)
         step_metrics["finite_steps"] = finite.astype(jnp.float32)
         step_metrics["first_nonfinite_step"] = jnp.where(finite, NO_NONFINITE, state["step"] + 1)
@@ -310,6 +312,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, stop_at_
     writer.drop_after(step)  # lines past the restored checkpoint belong to a run that was lost
     encode = lambda params, views: model.apply(params, views, method=ab_model.ABModel.encode)  # noqa: E731
     monitors = suite.build(config.eval.monitor, encode, config, channels)
+    try:
+        final = suite.build(config.eval.final, encode, config, channels)  # now: a missing eval dataset fails at start
+    except (FileNotFoundError, ValueError) as error:
+        raise config_lib.ConfigError(f"config.eval: {error}") from None
     monitor_writer = metrics.MetricWriter(workdir, "monitor")
     monitor_writer.drop_after(step)
 
@@ -327,11 +333,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, stop_at_
         monitor_now(0)
     images_per_step = sum(config.batch[name] for name in iterators)
     throughput = metrics.Throughput(step, config.total_steps, images_per_step)
-    summed, stop_signal, saved_step = None, [], step
+    summed, stop_signal, stopping = None, [], False
     handlers = {sig: signal.signal(sig, lambda signum, _: stop_signal.append(signal.Signals(signum).name))
                 for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}  # preemption, Ctrl-C, lost ssh: save
+
+    def all_processes_stop() -> bool:
+        """Every process stops after the same step: signals reach hosts at different times, and a process that
+        stops alone would leave the others waiting in the next step's collectives."""
+        if jax.process_count() == 1:
+            return bool(stop_signal)
+        return bool(multihost_utils.process_allgather(np.int32(bool(stop_signal))).max())
+
     try:
-        while step < config.total_steps and (stop_at_step is None or step < stop_at_step) and not stop_signal:
+        while step < config.total_steps and (stop_at_step is None or step < stop_at_step) and not stopping:
             host_batch = pipeline.next_batches(iterators)
             state, step_metrics = update_fn(state, sharding.global_batch(host_batch, mesh))
             step += 1
@@ -339,10 +353,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, stop_at_
             if throughput.start_time is None:
                 jax.block_until_ready(state)
                 throughput.tick(step)
+            stopping = all_processes_stop()  # a later signal is seen after the next step
             log_now = step % config.log_every == 0 or step == config.total_steps
-            save_now = (step % config.checkpoint_every == 0 or step in (config.total_steps, stop_at_step)
-                        or bool(stop_signal))
-            if log_now or save_now:
+            save_now = step % config.checkpoint_every == 0 or step in (config.total_steps, stop_at_step) or stopping
+            monitor = (config.eval.monitor_every and step % config.eval.monitor_every == 0) or step == config.total_steps
+            if log_now or save_now or monitor:  # never save, or probe, a non-finite state
                 averaged = _check_finite(summed, step)
             if log_now:
                 images_per_s, eta = throughput.rates(step)
@@ -352,13 +367,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, stop_at_
                 if is_main:
                     print(metrics.progress_line(step, config.total_steps, averaged, images_per_s, eta), flush=True)
                 summed = None
-            if (config.eval.monitor_every and step % config.eval.monitor_every == 0) or step == config.total_steps:
+            if monitor:
                 monitor_now(step)
             if save_now:
                 ckpt.save(step, state, iterators, meta(step))
-                saved_step = step
-        if stop_signal and saved_step != step:  # the signal came after this step's save decision
-            ckpt.save(step, state, iterators, meta(step))
     finally:
         for sig, handler in handlers.items():
             signal.signal(sig, handler)
@@ -374,7 +386,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, stop_at_
         return None
 
     # ---------------------------------------------------------------- final evaluation
-    final = suite.build(config.eval.final, encode, config, channels)
     trained = suite.run_all(final, state["ema_params" if config.eval.encoder == "ema" else "params"])
     random_init = suite.run_all(final, init_fn(init_key)["params"])
     results = dict(trained=trained, random_init=random_init,

@@ -38,3 +38,10 @@ def test_compare_command_writes_a_table_json_and_chart(tmp_path):
         with open(tmp_path / method / "results.json") as f:
             assert json.load(f)["random_init"] == summary["random_init"]  # one baseline serves every method
     assert (tmp_path / "compare.png").stat().st_size > 1000
+
+
+def test_a_base_method_drops_gradient_accumulation_which_splits_a_stream_it_does_not_read():
+    config = demo.get_config()
+    config.optim.grad_accum_steps = 2
+    configs = config_lib.method_configs(config, ["ab_simclr", "simclr"], device_count=1)
+    assert configs["ab_simclr"].optim.grad_accum_steps == 2 and configs["simclr"].optim.grad_accum_steps == 1

@@ -30,6 +30,10 @@ def test_index_gives_random_access_to_every_complete_sample_with_exact_bytes(web
         record = source[int(i)]
         assert record["image"] == expected["images"][record["key"]]
         assert record["caption"] == expected["captions"][record["key"]]
+    open_files = len(os.listdir("/proc/self/fd"))
+    for i in range(len(source)):
+        source[i]
+    assert len(os.listdir("/proc/self/fd")) == open_files  # no descriptor kept per shard (CC12M has 2,176)
     again = pickle.loads(pickle.dumps(source))
     assert again[3] == source[3] and repr(again) == repr(source)
     assert grain.MapDataset.source(source)[5] == source[5]
@@ -175,6 +179,9 @@ def test_config_errors_name_the_data_field(tmp_path):
         config_lib.validate(config, 1)
     config.data.format = "zip"
     with pytest.raises(config_lib.ConfigError, match=r"config.data.format='zip' is not one of"):
+        config_lib.validate(config, 1)
+    config.data.format, config.data.bootstrap.format, config.data.bootstrap.path = "demo", "image_folder", "/tmp"
+    with pytest.raises(config_lib.ConfigError, match=r"config.data.bootstrap.format='image_folder' needs config.data"):
         config_lib.validate(config, 1)
 
 

@@ -84,11 +84,7 @@ class DecodeRecord(grain.transforms.RandomMap):
                 if not caption:
                     raise decode.BadRecord("no_caption")
                 element["caption"] = text.encode(caption, self.caption_length)
-            image = record["image"]
-            if isinstance(image, np.ndarray):  # already decoded by the source (TFDS)
-                image = decode.to_rgb(image)
-            else:
-                image = decode.decode(image, self.canvas)
+            image = decode.decode(record["image"], self.canvas)
             element["image"], element["valid"] = decode.fit_to_canvas(image, self.canvas, self.min_side)
             return element
         except decode.BadRecord as bad:
@@ -153,11 +149,16 @@ def stream_spec(config: ml_collections.ConfigDict, name: str) -> ml_collections.
 def file_stream(spec: ml_collections.ConfigDict, config: ml_collections.ConfigDict, *, seed: int, global_batch: int,
                 captions: bool, process_index: int, process_count: int) -> grain.IterDataset:
     """A stream over images on disk: open the source, slice per process, shuffle globally, decode, skip, batch."""
+    field = "config.data.bootstrap" if spec is config.data.bootstrap else "config.data"
     try:
         source = sources.open_source(spec)
     except FileNotFoundError as error:  # found at start-up, before any compute: one line naming the field
-        field = "config.data.bootstrap" if spec is config.data.bootstrap else "config.data"
         raise config_lib.ConfigError(f"{field}: {error}") from None
+    except PermissionError as error:
+        raise config_lib.ConfigError(f"{field}: cannot write next to the data ({error.strerror}: "
+                                     f"{error.filename}); set {field}.index_dir to a writable folder") from None
+    for shard in getattr(source, "truncated_shards", []):
+        print(f"rlvis: {shard} is truncated; its complete samples are used", flush=True)
     if len(source) < process_count:
         raise ValueError(f"{spec.path}: {len(source)} records cannot be split over {process_count} processes")
     ds = grain.MapDataset.source(source)[process_index::process_count].seed(seed).shuffle().repeat()

@@ -10,7 +10,7 @@ and the iterator state is just an index.
 Index files sit next to each tar (`00000.tar.rlvis-index.npz`) or in `index_dir` when the data folder is
 read-only. Each is written atomically after its shard is read, so an interrupted build resumes where it stopped,
 and it records the tar's size so a changed tar is re-indexed. A truncated tar keeps the samples whose members are
-complete; they are indexed and the loss is reported.
+complete; the truncated shards are named when training starts and by the command below.
 
     python -m rlvis.data.tar_shards --data=/data/cc12m [--index_dir=/cache/cc12m-index] [--threads=16]
 """
@@ -20,7 +20,7 @@ import glob
 import os
 import re
 import tarfile
-import threading
+import uuid
 from collections.abc import Sequence
 
 import numpy as np
@@ -109,7 +109,7 @@ def _load_valid_index(shard: str, index_dir: str | None) -> dict[str, np.ndarray
 
 def _write_index(shard: str, index_dir: str | None, index: dict[str, np.ndarray]) -> None:
     path = index_path(shard, index_dir)
-    temporary = f"{path}.tmp-{os.getpid()}-{threading.get_ident()}.npz"
+    temporary = f"{path}.tmp-{uuid.uuid4().hex}.npz"  # unique across hosts sharing the data folder
     np.savez(temporary, **index)
     os.replace(temporary, path)  # atomic: a killed build leaves no half-written index
 
@@ -140,8 +140,9 @@ def build_indexes(shards: Sequence[str], index_dir: str | None = None, threads: 
 class TarShardSource:
     """Grain random-access source over indexed tar shards: record i → dict(image bytes, caption, key).
 
-    Picklable (file descriptors are opened lazily in each process) and thread-safe (`os.pread` has no shared file
-    position). A sample whose caption member is missing gets caption None; decoding decides what that means.
+    Picklable and thread-safe: each record opens its shard, reads with `os.pread` (no shared file position) and
+    closes it, so thousands of shards never exhaust the open-file limit; the open costs microseconds next to the
+    decode. A sample whose caption member is missing gets caption None; decoding decides what that means.
     """
 
     def __init__(self, path: str, index_dir: str | None = None, threads: int = 8, progress: bool = True):
@@ -154,8 +155,6 @@ class TarShardSource:
         self._keys = np.concatenate([index["keys"] for index in indexes])
         if not len(self._keys):
             raise FileNotFoundError(f"no images in the tar shards at {path}")
-        self._files: dict[int, int] = {}
-        self._lock = threading.Lock()
 
     def __len__(self) -> int:
         return len(self._keys)
@@ -163,35 +162,18 @@ class TarShardSource:
     def __repr__(self) -> str:
         return f"TarShardSource(path={self.path!r}, shards={len(self.shards)}, samples={len(self)})"
 
-    def _file(self, shard: int) -> int:
-        with self._lock:
-            if shard not in self._files:
-                self._files[shard] = os.open(self.shards[shard], os.O_RDONLY)
-            return self._files[shard]
-
-    def _read(self, shard: int, offset: int, size: int) -> bytes:
-        data = os.pread(self._file(shard), size, offset)
-        return data if len(data) == size else b""  # the tar shrank under us: an empty record, skipped downstream
-
     def __getitem__(self, index: int) -> dict:
-        shard = int(self._shard_of[index])
         image_offset, image_size, caption_offset, caption_size = (int(v) for v in self._table[index])
-        caption = None
-        if caption_offset >= 0:
-            caption = self._read(shard, caption_offset, caption_size).decode("utf-8", errors="replace")
-        return dict(image=self._read(shard, image_offset, image_size), caption=caption, key=str(self._keys[index]))
 
-    def __getstate__(self) -> dict:
-        state = self.__dict__.copy()
-        state["_files"], state["_lock"] = {}, None
-        return state
-
-    def __setstate__(self, state: dict) -> None:
-        self.__dict__.update(state)
-        self._lock = threading.Lock()
-
-    def __del__(self):
-        for descriptor in getattr(self, "_files", {}).values():
+        def read(offset: int, size: int) -> bytes:
+            data = os.pread(descriptor, size, offset)
+            return data if len(data) == size else b""  # the tar shrank under us: an empty record, skipped later
+        descriptor = os.open(self.shards[int(self._shard_of[index])], os.O_RDONLY)
+        try:
+            caption = read(caption_offset, caption_size).decode("utf-8", errors="replace") if caption_offset >= 0 \
+                else None
+            return dict(image=read(image_offset, image_size), caption=caption, key=str(self._keys[index]))
+        finally:
             os.close(descriptor)
 
 

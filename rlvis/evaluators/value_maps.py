@@ -45,11 +45,12 @@ def candidate_boxes(grid: int, zooms: Sequence[float]) -> np.ndarray:
 
 
 def annotation_vocabulary(model: ABModel, params, config: ml_collections.ConfigDict,
-                          exemplars: dict[str, np.ndarray] | None = None) -> tuple[jax.Array, list[str]]:
+                          exemplars: dict[str, np.ndarray] | None = None,
+                          channels: int = 1) -> tuple[jax.Array, list[str]]:
     """(ψ_AB embeddings [V, d], their names) for the run's base method (see the module docstring).
 
     `exemplars` (SimCLR base only): name → images [N, H, W, C] whose mean embedding names an annotation; default:
-    40 held-out centred digits per class.
+    40 held-out centred digits per class. `channels` is the encoder's input; grayscale exemplars are tiled to it.
     """
     base = config_lib.base_method(config)
     if base == "dino":
@@ -67,6 +68,7 @@ def annotation_vocabulary(model: ABModel, params, config: ml_collections.ConfigD
     size = config.env.view_size
     embeddings = []
     for images in exemplars.values():
+        images = np.repeat(images, channels // images.shape[-1], axis=-1)
         valid = np.tile(np.array(images.shape[1:3], np.int32), (len(images), 1))
         views = jax.vmap(lambda im, hw: crop_env.observe(im, hw, jnp.asarray(FULL_IMAGE), size))(
             jnp.asarray(images), jnp.asarray(valid))
@@ -169,9 +171,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     else:
         scene = _demo_scene(config)
         image, valid, labels = scene["image"], scene["valid"], [int(v) for v in scene["labels"] if v >= 0]
-    vocabulary, names = annotation_vocabulary(model, params, config)
-    wanted = args.annotation or ([str(v) if config_lib.base_method(config) == "simclr" else f"a {v}" for v in labels]
-                                 or names[:3])
+        image = np.repeat(image, channels // image.shape[-1], axis=-1)  # an RGB encoder sees the digits tiled
+    vocabulary, names = annotation_vocabulary(model, params, config, channels=channels)
+    base = config_lib.base_method(config)
+    by_label = [str(v) if base == "simclr" else f"a {v}" for v in labels] if base != "dino" else []
+    wanted = args.annotation or by_label or names[:3]
     unknown = [name for name in wanted if name not in names]
     if unknown:
         raise SystemExit(f"rlvis: unknown annotation {unknown[0]!r}; this run's annotations are e.g. {names[:5]}")
