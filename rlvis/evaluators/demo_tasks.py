@@ -61,12 +61,8 @@ class DemoEvaluator:
         splits = digits_lib.load_digits(config.eval.digits_per_class)
         rng = np.random.default_rng(_SCENE_SEED)
         half = config.eval.scenes // 2
-        digit = {split: [digits_lib.centred_digit(d) for d in images]
-                 for split, images in (("train", splits.probe_train_images), ("test", splits.probe_test_images))}
         self.data = {
-            "digit": {split: (np.stack([d["image"] for d in items]), np.stack([d["valid"] for d in items]), labels)
-                      for (split, items), labels in zip(digit.items(), (splits.probe_train_labels,
-                                                                        splits.probe_test_labels))},
+            "digit": suite.heldout_digits(splits),
             "scenes": {
                 "train": _scenes(rng, splits.probe_train_images, splits.probe_train_labels, half, config.data),
                 "test": _scenes(rng, splits.probe_test_images, splits.probe_test_labels, half, config.data),
@@ -84,7 +80,7 @@ class DemoEvaluator:
         digit = {split: (self._tokens(params, images, valid, self.config.env.view_size), labels)
                  for split, (images, valid, labels) in self.data["digit"].items()}
         (train_t, train_y), (test_t, test_y) = digit["train"], digit["test"]
-        train_x, test_x = (np.concatenate([t[:, 0], t[:, 1:].mean(1)], axis=-1) for t in (train_t, test_t))
+        train_x, test_x = probes.cls_and_mean(train_t), probes.cls_and_mean(test_t)
         yield "linear/digit", probes.linear_probe_grid(train_t, train_y, test_t, test_y, 10, steps=steps)[
             "test_accuracy"]
         yield "knn/digit", probes.knn_scores(train_x, train_y, test_x, test_y, 10, ks=(cfg.knn_k,),
@@ -97,7 +93,7 @@ class DemoEvaluator:
             encoded = {size: self._tokens(params, scenes["image"], scenes["valid"], size)
                        for size in self._features}  # once if the two sizes agree
             tokens = encoded[self.config.env.view_size]
-            count[split] = (np.concatenate([tokens[:, 0], tokens[:, 1:].mean(1)], axis=-1), scenes["count"] - 1)
+            count[split] = (probes.cls_and_mean(tokens), scenes["count"] - 1)
             patches = encoded[cfg.scene_view_size][:, 1:]
             grid = int(round(np.sqrt(patches.shape[1])))
             weights = box_weights(scenes["boxes"][:, 0], grid)  # the first digit of each scene is the query

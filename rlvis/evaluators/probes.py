@@ -143,6 +143,12 @@ def _fit_pooling_grid(x: jax.Array, y: jax.Array, masks: jax.Array, learning_rat
     return jax.vmap(fit_one)(masks, learning_rates)
 
 
+def cls_and_mean(tokens: np.ndarray) -> np.ndarray:
+    """Tokens [N, T, D] (CLS first) → image features [N, 2D]: the CLS token and the mean patch token."""
+    tokens = np.asarray(tokens, dtype=np.float32)
+    return np.concatenate([tokens[:, 0], tokens[:, 1:].mean(1)], axis=1)
+
+
 def linear_probe_grid(train_tokens: np.ndarray, train_y: np.ndarray, test_tokens: np.ndarray, test_y: np.ndarray,
                       num_classes: int, learning_rates=(1e-3, 3e-3, 1e-2, 3e-2), poolings=POOLINGS,
                       steps: int = 300, val_fraction: float = 0.2, seed: int = 0) -> dict:
@@ -164,11 +170,7 @@ def linear_probe_grid(train_tokens: np.ndarray, train_y: np.ndarray, test_tokens
         raise ValueError(f"linear_probe_grid: need tokens [N, T, D] with T >= 2 for mean pooling, "
                          f"got {train_tokens.shape}")
 
-    def pooled(tokens):
-        tokens = np.asarray(tokens, dtype=np.float32)
-        return np.concatenate([tokens[:, 0], tokens[:, 1:].mean(1)], axis=1)
-
-    train_x, test_x = pooled(train_tokens), pooled(test_tokens)
+    train_x, test_x = cls_and_mean(train_tokens), cls_and_mean(test_tokens)
     mean, std = train_x.mean(0), train_x.std(0) + 1e-6
     train_x, test_x = (train_x - mean) / std, (test_x - mean) / std
     train_y, test_y = np.asarray(train_y), np.asarray(test_y)

@@ -47,17 +47,21 @@ def encode_in_batches(features: Callable, params, images: np.ndarray, valid: np.
                            for i in range(0, len(images), batch_size)])
 
 
+def heldout_digits(splits: digits_lib.DigitSplits) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """The probe splits as centred-digit canvases: split → (images, valid, labels)."""
+    data = {}
+    for split, images, labels in (("train", splits.probe_train_images, splits.probe_train_labels),
+                                  ("test", splits.probe_test_images, splits.probe_test_labels)):
+        canvases = [digits_lib.centred_digit(d) for d in images]
+        data[split] = (np.stack([c["image"] for c in canvases]), np.stack([c["valid"] for c in canvases]), labels)
+    return data
+
+
 class DigitMonitor:
     """Held-out centred digits → DINO-protocol kNN (k = 20) and few-shot ridge (5 and 10 shots): seconds on CPU."""
 
     def __init__(self, encode_fn: EncodeFn, config: ml_collections.ConfigDict, channels: int):
-        splits = digits_lib.load_digits(config.eval.digits_per_class)
-        self.data = {}
-        for split, images, labels in (("train", splits.probe_train_images, splits.probe_train_labels),
-                                      ("test", splits.probe_test_images, splits.probe_test_labels)):
-            canvases = [digits_lib.centred_digit(d) for d in images]
-            self.data[split] = (np.stack([c["image"] for c in canvases]), np.stack([c["valid"] for c in canvases]),
-                                labels)
+        self.data = heldout_digits(digits_lib.load_digits(config.eval.digits_per_class))
         self.features = token_features(encode_fn, config.env.view_size, channels)
         self.k = config.eval.knn_k
 
@@ -65,7 +69,7 @@ class DigitMonitor:
         pooled = {}
         for split, (images, valid, labels) in self.data.items():
             tokens = encode_in_batches(self.features, params, images, valid)
-            pooled[split] = (np.concatenate([tokens[:, 0], tokens[:, 1:].mean(1)], axis=-1), labels)
+            pooled[split] = (probes.cls_and_mean(tokens), labels)
         (train_x, train_y), (test_x, test_y) = pooled["train"], pooled["test"]
         yield "knn/digit", probes.knn_scores(train_x, train_y, test_x, test_y, 10, ks=(self.k,))[self.k]
         for shots, score in probes.fewshot_ridge(train_x, train_y, test_x, test_y, 10, shots=(5, 10)).items():

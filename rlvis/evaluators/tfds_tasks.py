@@ -51,7 +51,7 @@ class TFDSEvaluator:
         (train_t, train_y), (test_t, test_y) = tokens["train"], tokens["test"]
         grid = probes.linear_probe_grid(train_t, train_y, test_t, test_y, self.num_classes, steps=self.probe_steps)
         yield f"linear/{self.name}", grid["test_accuracy"]
-        pooled = {split: np.concatenate([t[:, 0], t[:, 1:].mean(1)], axis=-1) for split, (t, _) in tokens.items()}
+        pooled = {split: probes.cls_and_mean(t) for split, (t, _) in tokens.items()}
         for k, score in probes.knn_scores(pooled["train"], train_y, pooled["test"], test_y, self.num_classes).items():
             yield f"knn{k}/{self.name}", score
         fewest = int(np.bincount(train_y, minlength=self.num_classes).min())

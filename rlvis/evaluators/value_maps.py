@@ -26,10 +26,11 @@ from rlvis import config_lib
 from rlvis.data import digits as digits_lib
 from rlvis.data import text
 from rlvis.envs import crop_env
+from rlvis.evaluators import suite
 from rlvis.models.ab_model import ABModel
 from rlvis.models.heads import l2_normalize
 
-FULL_IMAGE = np.array([0.0, 0.0, 1.0, 1.0], np.float32)
+FULL_IMAGE = suite.FULL_BOX
 
 
 def candidate_boxes(grid: int, zooms: Sequence[float]) -> np.ndarray:
@@ -65,14 +66,12 @@ def annotation_vocabulary(model: ABModel, params, config: ml_collections.ConfigD
         exemplars = {str(c): np.stack([digits_lib.centred_digit(d)["image"]
                                        for d in splits.probe_test_images[splits.probe_test_labels == c][:40]])
                      for c in range(10)}
-    size = config.env.view_size
+    encode = lambda p, views: model.apply(p, views, method=ABModel.encode)  # noqa: E731
+    features = suite.token_features(encode, config.env.view_size, channels)  # whole image, channels tiled
     embeddings = []
     for images in exemplars.values():
-        images = np.repeat(images, channels // images.shape[-1], axis=-1)
         valid = np.tile(np.array(images.shape[1:3], np.int32), (len(images), 1))
-        views = jax.vmap(lambda im, hw: crop_env.observe(im, hw, jnp.asarray(FULL_IMAGE), size))(
-            jnp.asarray(images), jnp.asarray(valid))
-        tokens = model.apply(params, views, method=ABModel.encode)
+        tokens = features(params, jnp.asarray(images), jnp.asarray(valid))
         embeddings.append(l2_normalize(model.apply(params, tokens, method=ABModel.ab_embed).mean(0)))
     return jnp.stack(embeddings), list(exemplars)
 
