@@ -38,7 +38,8 @@ def test_value_map_is_a_distribution_that_depends_on_the_action_only_with_action
     config.ab.action_tokens = action_tokens
     model, params = _tiny_model(config)
     scene = value_maps._demo_scene(config)
-    vocabulary, names = value_maps.annotation_vocabulary(model, params, config)
+    annotations = value_maps.annotations(model, params, config)
+    vocabulary, names = annotations.ab, annotations.names
     assert names == [str(c) for c in range(10)] and vocabulary.shape == (10, config.model.proj_dim)
     boxes = value_maps.candidate_boxes(grid=4, zooms=(0.3, 0.6))
     p = value_maps.predict(model, params, config, scene["image"], scene["valid"], boxes, vocabulary)

@@ -221,6 +221,30 @@ def test_value_map_command_draws_the_value_head_over_actions(runs, tmp_path):
     assert out.stat().st_size > 5000
 
 
+def test_search_command_writes_a_well_formed_trajectory_and_the_measure_table(runs, tmp_path, capsys):
+    from rlvis import search
+    out = tmp_path / "search.png"
+    search.main([f"--workdir={runs['full']}", f"--out={out}", "--annotation=3", "--steps=3", "--start=0,0,0.8,0.8"])
+    with open(tmp_path / "search.json") as f:
+        trajectory = json.load(f)
+    boxes, scores = np.array(trajectory["boxes"]), np.array(trajectory["scores"])
+    assert trajectory["annotation"] == "3" and trajectory["step"] == 6 and trajectory["encoder_passes"] == 3
+    assert boxes.shape == (4, 4) and scores.shape == (3,)
+    np.testing.assert_allclose(boxes[0], [0, 0, 0.8, 0.8])
+    assert np.all(boxes[:, :2] >= 0) and np.all(boxes[:, :2] + boxes[:, 2:] <= 1 + 1e-4)
+    assert np.all((scores > 0) & (scores < 1)) and out.stat().st_size > 5000
+    assert "step 3: box" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="unknown annotation 'kite'"):
+        search.main([f"--workdir={runs['full']}", "--annotation=kite"])
+
+    search.main([f"--workdir={runs['full']}", "--measure", "--scenes=6", "--steps=2"])
+    with open(runs["full"] / "search_results.json") as f:
+        rows = {row["policy"] + str(row["temperature"]): row for row in json.load(f)}
+    assert set(rows) == {"value0.0", "value0.1", "brute_force0.0", "random1.0", "no move (full view)0.0"}
+    assert rows["brute_force0.0"]["encoder_passes"] == 2 * 18 and rows["value0.0"]["encoder_passes"] == 2
+    assert all(0.0 <= row["success"] <= 1.0 and row["scenes"] == 6 for row in rows.values())
+
+
 def test_watch_evaluates_every_checkpoint_once_and_stops_after_the_last(runs, tmp_path):
     import shutil
     workdir = tmp_path / "copy"

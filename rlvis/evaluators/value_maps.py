@@ -16,6 +16,7 @@ The distribution is the softmax over this vocabulary with the model's AB logit s
 
 import os
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -45,22 +46,33 @@ def candidate_boxes(grid: int, zooms: Sequence[float]) -> np.ndarray:
     return boxes
 
 
-def annotation_vocabulary(model: ABModel, params, config: ml_collections.ConfigDict,
-                          exemplars: dict[str, np.ndarray] | None = None,
-                          channels: int = 1) -> tuple[jax.Array, list[str]]:
-    """(ψ_AB embeddings [V, d], their names) for the run's base method (see the module docstring).
+class Annotations(NamedTuple):
+    """A run's annotation vocabulary, read two ways: by the value head (ψ_AB) and by the base model."""
+    names: list[str]
+    ab: jax.Array  # [V, d] ψ_AB embeddings: Q(ℓ | x, a) = softmax_ℓ(scale · value_embed · ab.T)
+    base: jax.Array | None  # [V, d'] base-head embeddings, or None where the base head's outputs are the logits
+    base_scale: jax.Array  # p(ℓ | x) = softmax_ℓ(base_scale · base_embed(x) · base.T)
+
+
+def annotations(model: ABModel, params, config: ml_collections.ConfigDict,
+                exemplars: dict[str, np.ndarray] | None = None, channels: int = 1) -> Annotations:
+    """The annotations of the run's base method (see the module docstring), for both heads.
 
     `exemplars` (SimCLR base only): name → images [N, H, W, C] whose mean embedding names an annotation; default:
     40 held-out centred digits per class. `channels` is the encoder's input; grayscale exemplars are tiled to it.
+    DINO's base distribution is its prototype softmax at the student temperature (no centring: a single view
+    has no batch to centre by).
     """
     base = config_lib.base_method(config)
     if base == "dino":
         vocabulary = model.apply(params, method=ABModel.ab_vocabulary)
-        return vocabulary, [f"prototype {k}" for k in range(vocabulary.shape[0])]
+        return Annotations([f"prototype {k}" for k in range(vocabulary.shape[0])], vocabulary, None,
+                           jnp.asarray(1.0 / config.dino.student_temp))
     if base == "clip":
         names = [f"a {digit}" for digit in range(10)]
         captions = np.stack([text.encode(name, config.clip.caption_length) for name in names])
-        return model.apply(params, jnp.asarray(captions), method=ABModel.text_embed)[1], names
+        base_text, ab_text = model.apply(params, jnp.asarray(captions), method=ABModel.text_embed)
+        return Annotations(names, ab_text, base_text, model.apply(params, method=ABModel.clip_logit_scale))
     if exemplars is None:
         splits = digits_lib.load_digits(config.eval.digits_per_class)
         exemplars = {str(c): np.stack([digits_lib.centred_digit(d)["image"]
@@ -68,27 +80,45 @@ def annotation_vocabulary(model: ABModel, params, config: ml_collections.ConfigD
                      for c in range(10)}
     encode = lambda p, views: model.apply(p, views, method=ABModel.encode)  # noqa: E731
     features = suite.token_features(encode, config.env.view_size, channels)  # whole image, channels tiled
-    embeddings = []
+    ab, base_embeddings = [], []
     for images in exemplars.values():
         valid = np.tile(np.array(images.shape[1:3], np.int32), (len(images), 1))
         tokens = features(params, jnp.asarray(images), jnp.asarray(valid))
-        embeddings.append(l2_normalize(model.apply(params, tokens, method=ABModel.ab_embed).mean(0)))
-    return jnp.stack(embeddings), list(exemplars)
+        ab.append(l2_normalize(model.apply(params, tokens, method=ABModel.ab_embed).mean(0)))
+        base_embeddings.append(l2_normalize(model.apply(params, tokens, method=ABModel.base_embed).mean(0)))
+    return Annotations(list(exemplars), jnp.stack(ab), jnp.stack(base_embeddings),
+                       jnp.asarray(1.0 / config.simclr.temperature))
+
+
+def base_distribution(model: ABModel, params, annotations_: Annotations, view_tokens: jax.Array) -> jax.Array:
+    """p(ℓ | x) from the base model for view tokens [..., T, D] → [..., V] (the reward AB bootstraps from).
+    Every base head's output is already l2-normalised."""
+    embedding = model.apply(params, view_tokens, method=ABModel.base_embed)
+    if annotations_.base is None:
+        return jax.nn.softmax(annotations_.base_scale * embedding, axis=-1)
+    return jax.nn.softmax(annotations_.base_scale * embedding @ annotations_.base.T, axis=-1)
+
+
+def value_distribution(model: ABModel, params, config: ml_collections.ConfigDict, view_tokens: jax.Array,
+                       source_box: jax.Array, boxes: jax.Array, vocabulary: jax.Array) -> jax.Array:
+    """Q(ℓ | x, a) for the view x at `source_box` (tokens [T, D]) and each move to boxes [A, 4] → [A, V]. Pure."""
+    actions = jax.vmap(lambda target: crop_env.relative(source_box, target))(boxes)
+    action_tokens = jax.vmap(lambda a: crop_env.action_tokens(a, config.env.action_bins))(actions)
+    if not config.ab.action_tokens:  # a model trained with the invariance ablation only knows the mask token
+        action_tokens = crop_env.mask_tokens(action_tokens, config.env.action_bins)
+    values = model.apply(params, view_tokens[None], action_tokens[None], method=ABModel.value_embed)[0]
+    scale = model.apply(params, method=ABModel.ab_logit_scale)
+    return jax.nn.softmax(values @ vocabulary.T * scale, axis=-1)
 
 
 def predict(model: ABModel, params, config: ml_collections.ConfigDict, image: np.ndarray, valid: np.ndarray,
             boxes: np.ndarray, vocabulary: jax.Array, source_box: np.ndarray = FULL_IMAGE) -> np.ndarray:
     """p(ℓ | x, a) for every destination box: float32 [..., V] for boxes [..., 4], x the view at `source_box`."""
-    view = crop_env.observe(jnp.asarray(image), jnp.asarray(valid), jnp.asarray(source_box), config.env.view_size)
-    tokens = model.apply(params, view[None], method=ABModel.encode)  # [1, T, D]
-    flat = jnp.asarray(boxes.reshape(-1, 4))
-    actions = jax.vmap(lambda target: crop_env.relative(jnp.asarray(source_box), target))(flat)
-    action_tokens = jax.vmap(lambda a: crop_env.action_tokens(a, config.env.action_bins))(actions)
-    if not config.ab.action_tokens:  # a model trained with the invariance ablation only knows the mask token
-        action_tokens = crop_env.mask_tokens(action_tokens, config.env.action_bins)
-    values = model.apply(params, tokens, action_tokens[None], method=ABModel.value_embed)[0]  # [A, d]
-    scale = model.apply(params, method=ABModel.ab_logit_scale)
-    probabilities = jax.nn.softmax(values @ vocabulary.T * scale, axis=-1)
+    source_box = jnp.asarray(source_box)
+    view = crop_env.observe(jnp.asarray(image), jnp.asarray(valid), source_box, config.env.view_size)
+    tokens = model.apply(params, view[None], method=ABModel.encode)[0]  # [T, D]
+    probabilities = value_distribution(model, params, config, tokens, source_box,
+                                       jnp.asarray(boxes.reshape(-1, 4)), vocabulary)
     return np.asarray(probabilities).reshape(*boxes.shape[:-1], -1)
 
 
@@ -139,11 +169,35 @@ def _demo_scene(config: ml_collections.ConfigDict) -> dict:
                                     digits_per_scene=(3, 3), digit_size=tuple(config.data.digit_size))
 
 
+def load_image(config: ml_collections.ConfigDict, path: str | None) -> tuple[np.ndarray, np.ndarray, list[int]]:
+    """(canvas image with the encoder's channels, valid (h, w), digit labels) for an image file, or for the
+    held-out demo scene when `path` is None (the only case with labels)."""
+    from rlvis.data import decode, pipeline
+
+    channels = pipeline.image_channels(config)
+    if path:
+        with open(path, "rb") as f:
+            canvas = config.data.scene_canvas if config.data.format == "demo" else config.data.canvas
+            image, valid = decode.fit_to_canvas(decode.decode(f.read(), canvas, channels), canvas, min_side=1)
+        return image, valid, []
+    scene = _demo_scene(config)
+    image = np.repeat(scene["image"], channels // scene["image"].shape[-1], axis=-1)  # RGB encoders see it tiled
+    return image, scene["valid"], [int(v) for v in scene["labels"] if v >= 0]
+
+
+def digit_annotation(config: ml_collections.ConfigDict, label: int) -> str:
+    """The annotation name that means "the digit `label`" for the run's base method; DINO has none."""
+    base = config_lib.base_method(config)
+    if base == "dino":
+        raise ValueError("a DINO run's annotations are prototypes, not digits: name one, e.g. 'prototype 7'")
+    return str(label) if base == "simclr" else f"a {label}"
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     import argparse
 
     from rlvis import checkpoints
-    from rlvis.data import decode, pipeline
+    from rlvis.data import pipeline
     from rlvis.models import ab_model
 
     parser = argparse.ArgumentParser(description="Draw the value head's predictions over actions as heat maps.")
@@ -161,19 +215,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     config, state, step = checkpoints.load_run(args.workdir, args.step)
     model = ab_model.from_config(config)
     params = state["ema_params" if args.encoder == "ema" else "params"]
-    channels = pipeline.image_channels(config)
-    if args.image:
-        with open(args.image, "rb") as f:
-            canvas = config.data.scene_canvas if config.data.format == "demo" else config.data.canvas
-            image, valid = decode.fit_to_canvas(decode.decode(f.read(), canvas, channels), canvas, min_side=1)
-        labels = []
-    else:
-        scene = _demo_scene(config)
-        image, valid, labels = scene["image"], scene["valid"], [int(v) for v in scene["labels"] if v >= 0]
-        image = np.repeat(image, channels // image.shape[-1], axis=-1)  # an RGB encoder sees the digits tiled
-    vocabulary, names = annotation_vocabulary(model, params, config, channels=channels)
-    base = config_lib.base_method(config)
-    by_label = [str(v) if base == "simclr" else f"a {v}" for v in labels] if base != "dino" else []
+    image, valid, labels = load_image(config, args.image)
+    annotations_ = annotations(model, params, config, channels=pipeline.image_channels(config))
+    vocabulary, names = annotations_.ab, annotations_.names
+    by_label = [] if config_lib.base_method(config) == "dino" else [digit_annotation(config, v) for v in labels]
     wanted = args.annotation or by_label or names[:3]
     unknown = [name for name in wanted if name not in names]
     if unknown:

@@ -1,0 +1,353 @@
+"""Act with the value function: move the view, step by step, toward a chosen annotation (active visual search).
+
+AB trains Q(ℓ | x, a): "which annotations will I see if I move the view like this?" (PAPER.md §1). A policy can
+therefore *maximise* an annotation: from the current view it scores every candidate move with Q(ℓ | x, a),
+takes the best (greedy) or samples one (softmax at a temperature), renders the new view and repeats. With γ > 0
+the value also carries annotations reachable several moves away, which is what a multi-step search needs.
+
+The moves are relative actions of the crop environment (`rlvis.envs.crop_env`): pan the centre by a fraction of
+the current box side along each axis, and zoom by a factor, the result kept inside the image and no smaller than
+`min_side`. Policies differ only in how they score a move:
+  * `value`: Q(ℓ | x, a) from the value head; one encoder pass per step (the current view) plus one value-head
+    query per candidate move;
+  * `brute_force`: render every candidate view x' and score it with the base model's p(ℓ | x'); one encoder
+    pass per candidate per step (the cost the value head saves);
+  * `random`: uniform over the same moves, no model.
+
+    python -m rlvis.search --workdir=DIR [--image=PATH] --annotation=3 [--steps=5] [--policy=value]
+    python -m rlvis.search --measure --workdir=GAMMA0 --workdir=GAMMA05 [--scenes=500]   # success-rate table
+"""
+
+import argparse
+import json
+import os
+import time
+from collections.abc import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from rlvis import config_lib
+from rlvis.data import digits as digits_lib
+from rlvis.data import text
+from rlvis.envs import crop_env
+from rlvis.evaluators import value_maps
+from rlvis.evaluators.value_maps import Annotations
+from rlvis.models.ab_model import ABModel
+
+POLICIES = ("value", "brute_force", "random")
+FULL_IMAGE = np.array(value_maps.FULL_IMAGE, np.float32)
+
+
+def move_grid(pans: Sequence[float], zooms: Sequence[float]) -> np.ndarray:
+    """float32 [A, 3]: every (Δy, Δx, zoom), Δy and Δx from `pans` (fractions of the current box side)."""
+    return np.array([(dy, dx, zoom) for zoom in zooms for dy in pans for dx in pans], np.float32)
+
+
+def destinations(box: jax.Array, moves: jax.Array, min_side: float) -> jax.Array:
+    """The boxes [A, 4] that `moves` [A, 3] lead to from `box`: zoomed about the panned centre, sides clipped to
+    [min_side, 1], then shifted (not shrunk) back inside the image."""
+    side = jnp.clip(box[2:] * moves[:, 2:3], min_side, 1.0)
+    centre = box[:2] + box[2:] / 2 + moves[:, :2] * box[2:]
+    corner = jnp.clip(centre - side / 2, 0.0, 1.0 - side)
+    return jnp.concatenate([corner, side], axis=-1)
+
+
+# A scorer maps (params, annotations, image, valid, current box, candidate boxes [A, 4], annotation index) to
+# scores [A] in [0, 1]: the policy's estimate of the annotation's probability after each move.
+Scorer = Callable[..., jax.Array]
+
+
+def _scorer(model: ABModel, config: ml_collections.ConfigDict, policy: str) -> Scorer:
+    size = config.env.view_size
+
+    def value(params, annotations: Annotations, image, valid, box, candidates, annotation):
+        view = crop_env.observe(image, valid, box, size)
+        tokens = model.apply(params, view[None], method=ABModel.encode)[0]
+        q = value_maps.value_distribution(model, params, config, tokens, box, candidates, annotations.ab)
+        return q[:, annotation]
+
+    def brute_force(params, annotations: Annotations, image, valid, box, candidates, annotation):
+        views = jax.vmap(lambda b: crop_env.observe(image, valid, b, size))(candidates)
+        tokens = model.apply(params, views, method=ABModel.encode)
+        return value_maps.base_distribution(model, params, annotations, tokens)[:, annotation]
+
+    def uniform(params, annotations, image, valid, box, candidates, annotation):
+        return jnp.ones(candidates.shape[0], jnp.float32)
+
+    return {"value": value, "brute_force": brute_force, "random": uniform}[policy]
+
+
+def encoder_passes_per_search(policy: str, steps: int, num_moves: int) -> int:
+    """Encoder forward passes (views rendered and encoded) one search costs."""
+    return {"value": steps, "brute_force": steps * num_moves, "random": 0}[policy]
+
+
+def choose(scores: jax.Array, key: jax.Array, temperature: float) -> jax.Array:
+    """Greedy (temperature 0: the first best move) or a sample from softmax(log score / temperature)."""
+    if temperature == 0.0:
+        return jnp.argmax(scores)
+    return jax.random.categorical(key, jnp.log(jnp.maximum(scores, 1e-12)) / temperature)
+
+
+def make_search(model: ABModel, config: ml_collections.ConfigDict, *, policy: str | Scorer = "value", steps: int = 5,
+                pans: Sequence[float] = (-0.25, 0.0, 0.25), zooms: Sequence[float] = (1.0, 0.7),
+                min_side: float = 0.25, temperature: float = 0.0) -> Callable[..., dict]:
+    """The policy as a pure, jittable function for one image:
+
+        search(params, annotations, image, valid, annotation, key, start) → {boxes [K+1, 4], scores [K]}
+
+    `annotation` indexes `annotations.names`; `start` is the first box (e.g. FULL_IMAGE); `boxes[k]` is the view
+    after k moves and `scores[k]` the chosen move's score. `jax.vmap` it over images (see `search_batch`).
+    `policy` names a scorer in POLICIES or is a `Scorer` itself (a hand-made value function).
+    """
+    if not callable(policy) and policy not in POLICIES:
+        raise ValueError(f"unknown policy {policy!r}; choose one of {POLICIES}")
+    score = policy if callable(policy) else _scorer(model, config, policy)
+    moves = jnp.asarray(move_grid(pans, zooms))
+    temperature = 1.0 if policy == "random" else temperature  # uniform scores: sampling is the random policy
+
+    def search(params, annotations: Annotations, image, valid, annotation, key, start) -> dict:
+        def move(box, step_key):
+            candidates = destinations(box, moves, min_side)
+            scores = score(params, annotations, image, valid, box, candidates, annotation)
+            chosen = choose(scores, step_key, temperature)
+            return candidates[chosen], (candidates[chosen], scores[chosen])
+
+        _, (boxes, scores) = jax.lax.scan(move, start, jax.random.split(key, steps))
+        return dict(boxes=jnp.concatenate([start[None], boxes]), scores=scores)
+
+    return search
+
+
+def search_batch(search: Callable[..., dict]) -> Callable[..., dict]:
+    """`search` vmapped over (image, valid, annotation, key, start) and jitted; params and annotations shared."""
+    return jax.jit(jax.vmap(search, in_axes=(None, None, 0, 0, 0, 0, 0)))
+
+
+def with_caption(model: ABModel, params, config: ml_collections.ConfigDict, annotations: Annotations,
+                 caption: str) -> Annotations:
+    """A CLIP-style run's annotations plus any caption (both text heads embed it), so free text is searchable."""
+    base_text, ab_text = model.apply(params, jnp.asarray(text.encode(caption, config.clip.caption_length))[None],
+                                     method=ABModel.text_embed)
+    return Annotations([*annotations.names, caption], jnp.concatenate([annotations.ab, ab_text]),
+                       jnp.concatenate([annotations.base, base_text]), annotations.base_scale)
+
+
+# ------------------------------------------------------------------------------------------------- measurement
+
+def centre_inside(box: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """Whether each box's centre lies inside the target box (both [..., 4] as (y0, x0, h, w))."""
+    centre = box[..., :2] + box[..., 2:] / 2
+    return np.all((centre >= target[..., :2]) & (centre <= target[..., :2] + target[..., 2:]), axis=-1)
+
+
+def iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Intersection over union of boxes [..., 4] (y0, x0, h, w)."""
+    low = np.maximum(a[..., :2], b[..., :2])
+    high = np.minimum(a[..., :2] + a[..., 2:], b[..., :2] + b[..., 2:])
+    inter = np.prod(np.clip(high - low, 0.0, None), axis=-1)
+    return inter / (np.prod(a[..., 2:], axis=-1) + np.prod(b[..., 2:], axis=-1) - inter)
+
+
+def held_out_scenes(config: ml_collections.ConfigDict, count: int, seed: int = 0) -> dict[str, np.ndarray]:
+    """`count` demo scenes of held-out digits (never seen in pre-training), each with one digit drawn as the
+    target: image [N, H, W, 1], valid [N, 2], target_box [N, 4], target_label [N], digits [N] (how many)."""
+    splits = digits_lib.load_digits(config.eval.digits_per_class)
+    rng = np.random.default_rng(seed)
+    scenes = [digits_lib.compose_scene(rng, splits.probe_test_images, splits.probe_test_labels,
+                                       canvas=config.data.scene_canvas, min_size=config.data.scene_min_size,
+                                       digits_per_scene=tuple(config.data.digits_per_scene),
+                                       digit_size=tuple(config.data.digit_size)) for _ in range(count)]
+    targets = [int(rng.integers(scene["count"])) for scene in scenes]
+    return dict(image=np.stack([s["image"] for s in scenes]), valid=np.stack([s["valid"] for s in scenes]),
+                target_box=np.stack([s["boxes"][t] for s, t in zip(scenes, targets)]),
+                target_label=np.array([s["labels"][t] for s, t in zip(scenes, targets)], np.int32),
+                digits=np.array([s["count"] for s in scenes], np.int32))
+
+
+def measure(workdir: str, *, scenes: int, steps: int, policies: Sequence[tuple[str, float]], encoder: str = "ema",
+            chunk: int = 100, **moves) -> list[dict]:
+    """Success rates of each (policy, temperature) on held-out demo scenes for one run's latest checkpoint.
+
+    Success: the final box's centre lies inside the target digit's tight box ("the view is centred on the
+    digit"); the stricter IoU ≥ 0.5 with that box is reported beside it.
+    """
+    from rlvis import checkpoints
+    from rlvis.data import pipeline
+    from rlvis.models import ab_model
+
+    config, state, step = checkpoints.load_run(workdir)
+    if config.data.format != "demo":
+        raise ValueError(f"{workdir} was not trained on the demo data; search success is measured on demo scenes")
+    model = ab_model.from_config(config)
+    params = state["ema_params" if encoder == "ema" else "params"]
+    channels = pipeline.image_channels(config)
+    annotations = value_maps.annotations(model, params, config, channels=channels)
+    data = held_out_scenes(config, scenes)
+    names = [value_maps.digit_annotation(config, label) for label in data["target_label"]]
+    annotation_index = np.array([annotations.names.index(name) for name in names], np.int32)
+    images = np.repeat(data["image"], channels // data["image"].shape[-1], axis=-1)
+    rows = []
+    for policy, temperature in policies:
+        search = search_batch(make_search(model, config, policy=policy, steps=steps, temperature=temperature,
+                                          **moves))
+        arrays = annotations._replace(names=[])
+        finals, started = [], time.perf_counter()
+        for begin in range(0, scenes, chunk):
+            part = slice(begin, begin + chunk)
+            n = len(images[part])
+            keys = jax.random.split(jax.random.PRNGKey(1), scenes)[part]
+            result = search(params, arrays, jnp.asarray(images[part]), jnp.asarray(data["valid"][part]),
+                            jnp.asarray(annotation_index[part]), keys, jnp.tile(FULL_IMAGE, (n, 1)))
+            finals.append(np.asarray(result["boxes"][:, -1]))
+        seconds = time.perf_counter() - started
+        final = np.concatenate(finals)
+        num_moves = len(move_grid(moves.get("pans", (-0.25, 0.0, 0.25)), moves.get("zooms", (1.0, 0.7))))
+        rows.append(dict(
+            workdir=workdir, step=step, gamma=float(config.ab.gamma), policy=policy, temperature=temperature,
+            scenes=scenes, steps=steps, success=float(centre_inside(final, data["target_box"]).mean()),
+            success_iou50=float((iou(final, data["target_box"]) >= 0.5).mean()),
+            encoder_passes=encoder_passes_per_search(policy, steps, num_moves),
+            seconds_per_search=seconds / scenes))
+    start_success = float(centre_inside(np.tile(FULL_IMAGE, (scenes, 1)), data["target_box"]).mean())
+    rows.append(dict(workdir=workdir, step=step, gamma=float(config.ab.gamma), policy="no move (full view)",
+                     temperature=0.0, scenes=scenes, steps=0, success=start_success,
+                     success_iou50=float((iou(np.tile(FULL_IMAGE, (scenes, 1)), data["target_box"]) >= 0.5).mean()),
+                     encoder_passes=0, seconds_per_search=0.0))
+    return rows
+
+
+def format_table(rows: list[dict]) -> str:
+    lines = [f"{'γ':>5}  {'policy':<22}{'success':>9}{'IoU≥.5':>9}{'enc. passes':>13}{'ms/search':>11}"]
+    for row in rows:
+        name = row["policy"] + (f" τ={row['temperature']:g}" if row["policy"] == "value" and row["temperature"]
+                                else "")
+        lines.append(f"{row['gamma']:>5.2f}  {name:<22}{row['success']:>9.3f}{row['success_iou50']:>9.3f}"
+                     f"{row['encoder_passes']:>13d}{1000 * row['seconds_per_search']:>11.1f}")
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------------------------ picture
+
+def save_path_picture(path: str, image: np.ndarray, valid: np.ndarray, boxes: np.ndarray, scores: np.ndarray,
+                      title: str, target_box: np.ndarray | None = None) -> str:
+    """The image with the search's boxes, start (cyan) → end (lime), and the move arrows between centres."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    height, width = (int(v) for v in valid)
+    picture = image[:height, :width]
+    picture = picture[..., 0] if picture.shape[-1] == 1 else picture
+    figure, axis = plt.subplots(figsize=(4.2, 4.2 * height / width + 0.4))
+    axis.imshow(picture, cmap="gray")
+    scale = np.array([height, width, height, width])
+    colours = plt.cm.cool(np.linspace(0.0, 1.0, len(boxes)))
+    for k, box in enumerate(boxes):
+        y0, x0, h, w = box * scale
+        final = k == len(boxes) - 1
+        axis.add_patch(plt.Rectangle((x0 - 0.5, y0 - 0.5), w, h, fill=False, lw=2.2 if final else 1.0,
+                                     color="lime" if final else colours[k]))
+        if k and not np.array_equal(box, boxes[k - 1]):  # a "stay" move draws nothing new
+            (py, px), (cy, cx) = [(b[:2] + b[2:] / 2) * scale[:2] for b in (boxes[k - 1], box)]
+            axis.annotate("", (cx - 0.5, cy - 0.5), (px - 0.5, py - 0.5),
+                          arrowprops=dict(arrowstyle="->", color="yellow", lw=1.2))
+            axis.text(cx - 0.5, cy - 0.5, f"{k}: {scores[k - 1]:.2f}", color="yellow", fontsize=7)
+    if target_box is not None:
+        y0, x0, h, w = target_box * scale
+        axis.add_patch(plt.Rectangle((x0 - 0.5, y0 - 0.5), w, h, fill=False, lw=1.0, ls="--", color="red"))
+    axis.set_xticks([]), axis.set_yticks([])
+    axis.set_title(title, fontsize=8)
+    figure.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return path
+
+
+# ---------------------------------------------------------------------------------------------------------- CLI
+
+def _floats(value: str) -> tuple[float, ...]:
+    return tuple(float(v) for v in value.split(","))
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    from rlvis import checkpoints
+    from rlvis.data import pipeline
+    from rlvis.models import ab_model
+
+    parser = argparse.ArgumentParser(description="Move the view toward an annotation with the value function.")
+    parser.add_argument("--workdir", action="append", required=True, help="a run's workdir (repeat with --measure)")
+    parser.add_argument("--step", type=int, default=None, help="checkpoint step (default: the latest)")
+    parser.add_argument("--image", default=None, help="an image file (default: a held-out demo scene)")
+    parser.add_argument("--annotation", default=None,
+                        help="what to look for: 3 (demo), 'a 3' or any caption (CLIP), 'prototype 7' (DINO)")
+    parser.add_argument("--policy", choices=POLICIES, default="value")
+    parser.add_argument("--temperature", type=float, default=0.0, help="0: greedy; > 0: softmax over log scores")
+    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--start", type=_floats, default=tuple(FULL_IMAGE), help="first box y0,x0,h,w")
+    parser.add_argument("--pans", type=_floats, default=(-0.25, 0.0, 0.25), help="pan offsets, box-side fractions")
+    parser.add_argument("--zooms", type=_floats, default=(1.0, 0.7), help="zoom factors per move")
+    parser.add_argument("--min_side", type=float, default=0.25)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--encoder", choices=("ema", "online"), default="ema")
+    parser.add_argument("--out", default=None, help="PNG path (default: WORKDIR/plots/search_<step>.png)")
+    parser.add_argument("--measure", action="store_true", help="success-rate table on held-out demo scenes")
+    parser.add_argument("--scenes", type=int, default=500)
+    args = parser.parse_args(argv)
+    moves = dict(pans=args.pans, zooms=args.zooms, min_side=args.min_side)
+
+    if args.measure:
+        policies = [("value", 0.0), ("value", args.temperature or 0.1), ("brute_force", 0.0), ("random", 1.0)]
+        rows = [row for workdir in args.workdir
+                for row in measure(workdir, scenes=args.scenes, steps=args.steps, policies=policies,
+                                   encoder=args.encoder, **moves)]
+        print(format_table(rows))
+        for workdir in args.workdir:
+            with open(os.path.join(workdir, "search_results.json"), "w") as f:
+                json.dump([row for row in rows if row["workdir"] == workdir], f, indent=1)
+        print(f"rlvis: {args.scenes} held-out scenes per run, {args.steps} moves, success = final box centre inside "
+              f"the target digit's box; wrote search_results.json in each workdir")
+        return
+
+    if len(args.workdir) != 1:
+        raise SystemExit("rlvis: one --workdir for a single search (several only with --measure)")
+    workdir = args.workdir[0]
+    config, state, step = checkpoints.load_run(workdir, args.step)
+    model = ab_model.from_config(config)
+    params = state["ema_params" if args.encoder == "ema" else "params"]
+    image, valid, labels = value_maps.load_image(config, args.image)
+    annotations = value_maps.annotations(model, params, config, channels=pipeline.image_channels(config))
+    wanted = args.annotation or (value_maps.digit_annotation(config, labels[0]) if labels else annotations.names[0])
+    if wanted not in annotations.names:
+        if config_lib.base_method(config) != "clip":
+            raise SystemExit(f"rlvis: unknown annotation {wanted!r}; this run's are e.g. {annotations.names[:5]}")
+        annotations = with_caption(model, params, config, annotations, wanted)
+    search = jax.jit(make_search(model, config, policy=args.policy, steps=args.steps,
+                                 temperature=args.temperature, **moves))
+    result = jax.device_get(search(params, annotations._replace(names=[]), jnp.asarray(image), jnp.asarray(valid),
+                                   annotations.names.index(wanted), jax.random.PRNGKey(args.seed),
+                                   jnp.asarray(args.start, jnp.float32)))
+    boxes, scores = np.asarray(result["boxes"]), np.asarray(result["scores"])
+    trajectory = dict(workdir=workdir, step=step, annotation=wanted, policy=args.policy,
+                      temperature=args.temperature, image=args.image or "held-out demo scene",
+                      boxes=np.round(boxes.astype(float), 4).tolist(), scores=np.round(scores.astype(float), 4).tolist(),
+                      encoder_passes=encoder_passes_per_search(args.policy, args.steps,
+                                                               len(move_grid(args.pans, args.zooms))))
+    for k, box in enumerate(boxes):
+        score = f"  p = {scores[k - 1]:.3f}" if k else ""
+        print(f"step {k}: box (y0, x0, h, w) = {np.round(box, 3).tolist()}{score}")
+    out = args.out or os.path.join(workdir, "plots", f"search_{step}.png")
+    save_path_picture(out, image, valid, boxes, scores,
+                      f"search for {wanted!r} ({args.policy}, {args.steps} moves): final p = {scores[-1]:.2f}")
+    with open(os.path.splitext(out)[0] + ".json", "w") as f:
+        json.dump(trajectory, f, indent=1)
+    print(json.dumps({k: trajectory[k] for k in ("annotation", "policy", "encoder_passes")}))
+    print(f"rlvis: wrote {out} and {os.path.splitext(out)[0]}.json")
+
+
+if __name__ == "__main__":
+    main()
