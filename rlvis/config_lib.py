@@ -36,8 +36,9 @@ def _require(ok: bool, message: str) -> None:
         raise ConfigError(message)
 
 
-def validate(config: ml_collections.ConfigDict, device_count: int) -> None:
-    """Raise ConfigError naming the first impossible field."""
+def validate(config: ml_collections.ConfigDict, device_count: int, check_data_paths: bool = True) -> None:
+    """Raise ConfigError naming the first impossible field. `check_data_paths=False` is for commands that read
+    no data (rlvis.bench's synthetic batches)."""
     c = config
     _require(c.method in METHODS, f"config.method={c.method!r} is not one of {METHODS}")
     for name in ("total_steps", "log_every", "checkpoint_every", "keep_checkpoints"):
@@ -62,7 +63,7 @@ def validate(config: ml_collections.ConfigDict, device_count: int) -> None:
              f"config.env.view_size={c.env.view_size} must be a multiple of the patch size {shape.patch}")
     _require(c.eval.scene_view_size % shape.patch == 0,
              f"config.eval.scene_view_size={c.eval.scene_view_size} must be a multiple of the patch size {shape.patch}")
-    _validate_data(c)
+    _validate_data(c, check_data_paths)
     canvas_field = "scene_canvas" if c.data.format == "demo" else "canvas"
     _require(c.env.view_size <= c.data[canvas_field],
              f"config.env.view_size={c.env.view_size} exceeds config.data.{canvas_field}={c.data[canvas_field]}")
@@ -131,7 +132,7 @@ def validate(config: ml_collections.ConfigDict, device_count: int) -> None:
              "config.eval.tfds.name must name the dataset when the 'tfds' evaluator is listed")
 
 
-def _validate_data(c: ml_collections.ConfigDict) -> None:
+def _validate_data(c: ml_collections.ConfigDict, check_paths: bool) -> None:
     """Formats and paths; a path that does not exist is a one-line error here, before any compute."""
     streams = [("config.data", c.data)] + ([("config.data.bootstrap", c.data.bootstrap)]
                                            if c.data.bootstrap.format and uses_bootstrapping(c) else [])
@@ -144,7 +145,7 @@ def _validate_data(c: ml_collections.ConfigDict) -> None:
                  "too: the demo's grayscale canvases and files' RGB canvases cannot share one model input")
         if spec.format == "tfds":
             _require(bool(spec.name), f"{field}.name must name the TFDS dataset (e.g. 'imagenet2012')")
-        else:
+        elif check_paths:
             _require(bool(spec.path), f"{field}.path is empty; point it at the {spec.format} data")
             _require(os.path.exists(spec.path) or any(ch in spec.path for ch in "*?[{"),
                      f"{field}.path={spec.path!r} does not exist")
@@ -202,7 +203,8 @@ def encoded_views_per_step(config: ml_collections.ConfigDict) -> int:
     return views
 
 
-def method_configs(base: ml_collections.ConfigDict, methods: list[str], device_count: int) -> dict:
+def method_configs(base: ml_collections.ConfigDict, methods: list[str], device_count: int,
+                   check_data_paths: bool = True) -> dict:
     """One config per method; within a family (SimCLR, DINO) every method encodes as many views per step as the
     most expensive one, which is the AB variant: the base method alone gets a larger annotation batch."""
     configs = {}
@@ -221,5 +223,5 @@ def method_configs(base: ml_collections.ConfigDict, methods: list[str], device_c
             views_per_image = encoded_views_per_step(config) // config.batch.annotation
             per_device = max(1, budget // views_per_image // device_count)
             config.batch.annotation = per_device * device_count
-        validate(config, device_count)
+        validate(config, device_count, check_data_paths)
     return configs
