@@ -1,0 +1,140 @@
+"""Take the trained encoder out of a run: a Flax module with its parameters, or a flat params-only export.
+
+Which encoder. Every run keeps two copies of the network: the online one (trained by gradients) and its EMA
+copy (the target network; DINO's teacher). **The default is the EMA encoder**: it is the network the AB target
+and DINO's teacher are computed with, the one DINO and the AB paper evaluate (PAPER.md), and the one
+`rlvis.evaluate` scores by default (`eval.encoder`). The online encoder is always one argument away
+(`encoder="online"`); for SimCLR-style runs the two are close, for DINO they can differ a lot, which is why the
+choice is explicit and recorded in every export.
+
+The params-only export (`export_encoder`) is a folder:
+
+    encoder.json   what the arrays are: ViT shape (width, depth, heads, mlp_dim, patch), image size, channels,
+                   input range, method, step, which encoder, and the parameter names with their shapes
+    params/        an Orbax PyTree checkpoint of ONE flat dict name → float32 array
+
+Restoring needs Orbax alone: `orbax.checkpoint.StandardCheckpointer().restore("<out>/params")`. The names are the
+encoder's Flax path joined by dots and do not change between releases without a new `format` in encoder.json:
+
+    patch_embed.kernel [p, p, C, width]   patch_embed.bias [width]   cls [1, 1, width]   pos_embedding [1, T, width]
+    block{i}.norm1.{scale,bias}           block{i}.attn.{query,key,value}.kernel [width, heads, width/heads]
+    block{i}.attn.out.kernel [heads, width/heads, width]             block{i}.norm2.{scale,bias}
+    block{i}.mlp.fc1.{kernel,bias}        block{i}.mlp.fc2.{kernel,bias}                     norm.{scale,bias}
+
+Inputs are images [B, H, W, C] scaled to [-1, 1]; the output is all tokens [B, 1 + (H/p)(W/p), width], CLS
+first (pre-LN ViT, final LayerNorm applied; attention projections have no biases).
+
+    python -m rlvis.export --workdir=DIR --out=DIR/export [--encoder=ema|online] [--step=S]
+"""
+
+import argparse
+import dataclasses
+import json
+import os
+from collections.abc import Sequence
+
+import flax
+import numpy as np
+import orbax.checkpoint as ocp
+
+from rlvis import checkpoints, config_lib
+from rlvis.data import pipeline
+from rlvis.models import vit
+
+FORMAT = "rlvis-encoder-v1"
+ENCODERS = ("ema", "online")
+
+
+def _split_checkpoint_path(path: str) -> tuple[str, int | None]:
+    """A workdir, or one of its `checkpoints/<step>` folders → (workdir, step or None for the latest)."""
+    path = os.path.abspath(path.rstrip("/"))
+    parent, name = os.path.split(path)
+    if name.isdigit() and os.path.basename(parent) == "checkpoints":
+        return os.path.dirname(parent), int(name)
+    return path, None
+
+
+def load_encoder(path: str, *, encoder: str = "ema", step: int | None = None) -> tuple[vit.ViT, dict]:
+    """(the encoder as a Flax module, its variables `{"params": ...}`) from a workdir (latest checkpoint, or
+    `step`), a `checkpoints/<step>` folder, or a folder written by `export_encoder`.
+
+    `module.apply(variables, images)` gives the same tokens the trained model's encoder gives, bit for bit.
+    """
+    if encoder not in ENCODERS:
+        raise ValueError(f"encoder must be one of {ENCODERS}, not {encoder!r}")
+    if os.path.exists(os.path.join(path, "encoder.json")):
+        return load_exported(path)
+    workdir, path_step = _split_checkpoint_path(path)
+    config, state, _ = checkpoints.load_run(workdir, step if step is not None else path_step)
+    params = state["ema_params" if encoder == "ema" else "params"]["params"]["encoder"]
+    return encoder_module(config), {"params": params}
+
+
+def encoder_module(config) -> vit.ViT:
+    """The run's ViT as configured (compute dtype included) at the resolution it was trained at."""
+    return vit.ViT(config.model.variant, config.env.view_size, config.model.compute_dtype)
+
+
+def export_encoder(workdir: str, out: str, *, encoder: str = "ema", step: int | None = None) -> str:
+    """Write the params-only export (module docstring) of `workdir`'s checkpoint to `out`; returns `out`."""
+    if encoder not in ENCODERS:
+        raise ValueError(f"encoder must be one of {ENCODERS}, not {encoder!r}")
+    workdir, path_step = _split_checkpoint_path(workdir)
+    config, state, step = checkpoints.load_run(workdir, step if step is not None else path_step)
+    params = state["ema_params" if encoder == "ema" else "params"]["params"]["encoder"]
+    flat = {name: np.asarray(array, np.float32)
+            for name, array in flax.traverse_util.flatten_dict(params, sep=".").items()}
+    os.makedirs(out, exist_ok=True)
+    checkpointer = ocp.StandardCheckpointer()
+    checkpointer.save(os.path.join(os.path.abspath(out), "params"), flat, force=True)
+    checkpointer.wait_until_finished()
+    shape = vit.variant_shape(config.model.variant)
+    description = dict(
+        format=FORMAT, variant=config.model.variant, **dataclasses.asdict(shape), image_size=config.env.view_size,
+        channels=pipeline.image_channels(config), input="images [B, H, W, C] float in [-1, 1]",
+        output="tokens [B, 1 + (H/patch)(W/patch), width], CLS first", method=config.method,
+        base_method=config_lib.base_method(config), step=int(step), encoder=encoder, source=os.path.abspath(workdir),
+        parameters={name: list(array.shape) for name, array in sorted(flat.items())})
+    with open(os.path.join(out, "encoder.json"), "w") as f:
+        json.dump(description, f, indent=1)
+    return out
+
+
+def load_exported(out: str) -> tuple[vit.ViT, dict]:
+    """(ViT module, variables) from an `export_encoder` folder."""
+    with open(os.path.join(out, "encoder.json")) as f:
+        description = json.load(f)
+    if description.get("format") != FORMAT:
+        raise ValueError(f"{out}: export format {description.get('format')!r}, this rlvis reads {FORMAT!r}")
+    flat = ocp.StandardCheckpointer().restore(os.path.join(os.path.abspath(out), "params"))
+    params = flax.traverse_util.unflatten_dict({tuple(name.split(".")): array for name, array in flat.items()})
+    return vit.ViT(description["variant"], description["image_size"]), {"params": params}
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Export a run's encoder as a flat, params-only Orbax checkpoint.")
+    parser.add_argument("--workdir", required=True, help="a run's workdir or one of its checkpoints/<step> folders")
+    parser.add_argument("--out", default=None, help="output folder (default: WORKDIR/export_<encoder>_<step>)")
+    parser.add_argument("--encoder", choices=ENCODERS, default="ema")
+    parser.add_argument("--step", type=int, default=None, help="checkpoint step (default: the latest)")
+    args = parser.parse_args(argv)
+    workdir, path_step = _split_checkpoint_path(args.workdir)
+    step = args.step if args.step is not None else path_step
+    if step is None:
+        steps = checkpoints.checkpoint_steps(workdir)
+        if not steps:
+            raise SystemExit(f"rlvis: no committed checkpoint in {os.path.join(workdir, 'checkpoints')}")
+        step = steps[-1]
+    out = args.out or os.path.join(workdir, f"export_{args.encoder}_{step}")
+    try:
+        export_encoder(workdir, out, encoder=args.encoder, step=step)
+    except FileNotFoundError as error:
+        raise SystemExit(f"rlvis: {error}") from None
+    with open(os.path.join(out, "encoder.json")) as f:
+        description = json.load(f)
+    print(f"rlvis: exported the {args.encoder} encoder of step {step} ({description['variant']}, "
+          f"{len(description['parameters'])} arrays) to {out}")
+
+
+if __name__ == "__main__":
+    main()

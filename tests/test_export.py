@@ -1,0 +1,112 @@
+"""Encoders out of a run: load as a Flax module, the params-only export (restorable with Orbax alone), and the
+downstream fine-tuning example."""
+
+import json
+import os
+import subprocess
+import sys
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from rlvis import checkpoints, downstream, export
+from rlvis.data import digits as digits_lib
+from rlvis.models import ab_model
+from rlvis.models.ab_model import ABModel
+from tests.test_train import _ok, run_main
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    path = tmp_path_factory.mktemp("export") / "run"
+    _ok(run_main(path, "--config.total_steps=3", "--config.eval.final=()", "--config.eval.monitor=()"))
+    return path
+
+
+@pytest.fixture(scope="module")
+def digits():
+    splits = digits_lib.load_digits(20)
+    images = np.stack([digits_lib.centred_digit(d)["image"] for d in splits.probe_train_images])
+    test_images = np.stack([digits_lib.centred_digit(d)["image"] for d in splits.probe_test_images])
+    return (downstream.to_model_input(images), splits.probe_train_labels,
+            downstream.to_model_input(test_images), splits.probe_test_labels)
+
+
+def _training_tokens(workdir, images, which: str) -> np.ndarray:
+    config, state, _ = checkpoints.load_run(workdir)
+    model = ab_model.from_config(config)
+    return np.asarray(model.apply(state[which], images, method=ABModel.encode))
+
+
+@pytest.mark.parametrize("encoder,which", [("ema", "ema_params"), ("online", "params")])
+def test_loaded_encoder_gives_exactly_the_training_encoders_features(workdir, digits, encoder, which):
+    images = digits[0][:16]
+    module, variables = export.load_encoder(str(workdir), encoder=encoder)
+    np.testing.assert_array_equal(np.asarray(module.apply(variables, images)),
+                                  _training_tokens(workdir, images, which))
+    by_step, variables_3 = export.load_encoder(str(workdir / "checkpoints" / "3"), encoder=encoder)
+    np.testing.assert_array_equal(np.asarray(by_step.apply(variables_3, images)),
+                                  _training_tokens(workdir, images, which))
+
+
+def test_ema_and_online_encoders_differ_and_the_choice_is_checked(workdir, digits):
+    _, ema = export.load_encoder(str(workdir))  # default: EMA
+    _, online = export.load_encoder(str(workdir), encoder="online")
+    difference = jax.tree.map(lambda a, b: float(jnp.abs(a - b).max()), ema, online)
+    assert max(jax.tree.leaves(difference)) > 0
+    with pytest.raises(ValueError, match="encoder must be one of"):
+        export.load_encoder(str(workdir), encoder="teacher")
+
+
+def test_params_only_export_restores_with_orbax_alone_and_round_trips_exactly(workdir, digits, tmp_path):
+    out = tmp_path / "exported"
+    export.main([f"--workdir={workdir}", f"--out={out}", "--encoder=ema"])
+    with open(out / "encoder.json") as f:
+        description = json.load(f)
+    assert description["format"] == export.FORMAT and description["encoder"] == "ema" and description["step"] == 3
+    assert description["width"] == 32 and description["depth"] == 2 and description["patch"] == 8
+
+    # A user without rlvis: importing it must fail in this interpreter, Orbax alone restores the flat dict.
+    script = ("import sys; sys.modules['rlvis'] = None\n"
+              "import numpy as np, orbax.checkpoint as ocp\n"
+              f"arrays = ocp.StandardCheckpointer().restore({str(out / 'params')!r})\n"
+              f"np.savez({str(tmp_path / 'plain.npz')!r}, **arrays)\n")
+    _ok(subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+                       env=dict(os.environ, JAX_PLATFORMS="cpu")))
+    plain = dict(np.load(tmp_path / "plain.npz"))
+    _, state, _ = checkpoints.load_run(str(workdir))
+    expected = flax.traverse_util.flatten_dict(state["ema_params"]["params"]["encoder"], sep=".")
+    assert set(plain) == set(expected) == set(description["parameters"])
+    assert "block1.attn.query.kernel" in plain and "patch_embed.kernel" in plain  # the documented names
+    for name, array in expected.items():
+        np.testing.assert_array_equal(plain[name], np.asarray(array))
+        assert list(plain[name].shape) == description["parameters"][name]
+
+    module, variables = export.load_encoder(str(out))
+    images = digits[0][:8]
+    np.testing.assert_array_equal(np.asarray(module.apply(variables, images)),
+                                  _training_tokens(workdir, images, "ema_params"))
+
+
+def test_export_command_names_a_missing_checkpoint_in_one_line(tmp_path):
+    with pytest.raises(SystemExit, match="no committed checkpoint"):
+        export.main([f"--workdir={tmp_path}"])
+
+
+def test_frozen_finetuning_trains_only_the_head_and_unfrozen_trains_the_encoder(workdir, digits):
+    images, labels, test_images, test_labels = digits
+    module, variables = export.load_encoder(str(workdir))
+    classifier, frozen, losses = downstream.finetune(module, variables, images, labels, num_classes=10,
+                                                     frozen=True, steps=150, learning_rate=3e-3)
+    jax.tree.map(np.testing.assert_array_equal, frozen["encoder"], variables["params"])
+    assert np.mean(losses[-10:]) < 0.8 * losses[0]
+    assert downstream.accuracy(classifier, frozen, test_images, test_labels) > 0.25  # chance: 0.1
+
+    _, unfrozen, tuned_losses = downstream.finetune(module, variables, images, labels, num_classes=10,
+                                                    frozen=False, steps=20)
+    moved = jax.tree.map(lambda a, b: float(jnp.abs(a - b).max()), unfrozen["encoder"], variables["params"])
+    assert min(jax.tree.leaves(moved)) > 0  # every encoder array was updated
+    assert np.isfinite(tuned_losses).all()
