@@ -35,7 +35,7 @@ def evaluate_step(workdir: str, step: int | None = None, encoder: str | None = N
     model = ab_model.from_config(config)
     encode = lambda params, views: model.apply(params, views, method=ab_model.ABModel.encode)  # noqa: E731
     evaluators = suite.build(config.eval.final, encode, config, pipeline.image_channels(config))
-    scores = suite.run_all(evaluators, state["ema_params" if encoder == "ema" else "params"])
+    scores = suite.run_all(evaluators, state["ema_params" if encoder == "ema" else "params"], progress=True)
     os.makedirs(os.path.join(workdir, "eval"), exist_ok=True)
     with open(os.path.join(workdir, "eval", f"step_{step}.json"), "w") as f:
         json.dump(dict(step=step, encoder=encoder, scores=scores), f, indent=2)

@@ -255,6 +255,16 @@ def make_train_step(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh, 
     return TrainStep(model, init_fn, init_key, state_shape, state_sharding, update_fn)
 
 
+def _finished_results(workdir: str, step: int, total_steps: int) -> dict | None:
+    """results.json of a run that already reached its last step (re-running the command is then a no-op)."""
+    path = os.path.join(workdir, "results.json")
+    if step < total_steps or not os.path.exists(path):
+        return None
+    with open(path) as f:
+        results = json.load(f)
+    return results if results.get("steps") == step else None
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, stop_at_step: int | None = None,
                        allow_config_change: bool = False) -> dict | None:
     """Train (resuming from `workdir` if it holds a checkpoint), evaluate, write results.json and return it.
@@ -296,6 +306,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, stop_at_
         if is_main:
             print(f"rlvis: resumed from step {latest} in {workdir}", flush=True)
     step = int(state["step"])
+    done = _finished_results(workdir, step, config.total_steps)
+    if done is not None:
+        ckpt.close()
+        if is_main:
+            print(_results_table(done["trained"], done["random_init"]), flush=True)
+            print(f"rlvis: {workdir} is already trained to step {step} of {config.total_steps} and evaluated; "
+                  "delete its results.json to evaluate again", flush=True)
+        return done
     if is_main:
         counts = {name: parameter_overview.count_parameters({name: tree})
                   for name, tree in state_shape["params"]["params"].items()}
@@ -386,8 +404,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, stop_at_
         return None
 
     # ---------------------------------------------------------------- final evaluation
-    trained = suite.run_all(final, state["ema_params" if config.eval.encoder == "ema" else "params"])
-    random_init = suite.run_all(final, init_fn(init_key)["params"])
+    show = jax.process_index() == 0
+    trained = suite.run_all(final, state["ema_params" if config.eval.encoder == "ema" else "params"], progress=show)
+    random_init = suite.run_all(final, init_fn(init_key)["params"], progress=show)
     results = dict(trained=trained, random_init=random_init,
                    margins={task: trained[task] - random_init[task] for task in trained},
                    config=json.loads(config.to_json()), steps=step,

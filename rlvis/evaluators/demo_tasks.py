@@ -70,6 +70,7 @@ class DemoEvaluator:
         }
         sizes = {config.env.view_size, config.eval.scene_view_size}
         self._features = {size: suite.token_features(encode_fn, size, channels) for size in sizes}
+        self.num_tasks = 7
 
     def _tokens(self, params, images: np.ndarray, valid: np.ndarray, size: int) -> np.ndarray:
         return suite.encode_in_batches(self._features[size], params, images, valid)

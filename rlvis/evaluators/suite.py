@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import tqdm
 
 from rlvis.data import digits as digits_lib
 from rlvis.envs import crop_env
@@ -64,6 +65,7 @@ class DigitMonitor:
         self.data = heldout_digits(digits_lib.load_digits(config.eval.digits_per_class))
         self.features = token_features(encode_fn, config.env.view_size, channels)
         self.k = config.eval.knn_k
+        self.num_tasks = 3
 
     def run(self, params) -> Iterator[tuple[str, float]]:
         pooled = {}
@@ -87,12 +89,20 @@ def build(names: Sequence[str], encode_fn: EncodeFn, config: ml_collections.Conf
     return {name: known[name](encode_fn, config, channels) for name in names}
 
 
-def run_all(evaluators: dict, params) -> dict[str, float]:
-    """Every evaluator's tasks in one flat dict; with several evaluators, names are prefixed by the evaluator."""
+def run_all(evaluators: dict, params, progress: bool = False) -> dict[str, float]:
+    """Every evaluator's tasks in one flat dict; with several evaluators, names are prefixed by the evaluator.
+
+    `progress` shows a bar with the task just scored, elapsed time and an ETA (on stderr)."""
     scores = {}
+    bar = tqdm.tqdm(total=sum(evaluator.num_tasks for evaluator in evaluators.values()), unit="task",
+                    desc="evaluate", disable=not progress, leave=False)
     for name, evaluator in evaluators.items():
         prefix = f"{name}/" if len(evaluators) > 1 else ""
-        scores.update({prefix + task: float(score) for task, score in evaluator.run(params)})
+        for task, score in evaluator.run(params):
+            scores[prefix + task] = float(score)
+            bar.set_postfix_str(f"{prefix + task} {score:.3f}")
+            bar.update()
+    bar.close()
     return scores
 
 

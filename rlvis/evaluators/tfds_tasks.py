@@ -18,6 +18,8 @@ from rlvis.data import decode
 from rlvis.data.tfds_source import TFDSSource
 from rlvis.evaluators import probes, suite
 
+KNN_KS = (10, 20, 100, 200)  # DINO's protocol
+
 
 class TFDSEvaluator:
     def __init__(self, encode_fn: suite.EncodeFn, config: ml_collections.ConfigDict, channels: int):
@@ -44,6 +46,9 @@ class TFDSEvaluator:
         self.num_classes = len(source.label_names)
         self.features = suite.token_features(encode_fn, config.env.view_size, channels)
         self.probe_steps = config.eval.probe_steps
+        fewest = int(np.bincount(self.data["train"][2], minlength=self.num_classes).min())
+        self.shots = tuple(s for s in (1, 5, 10, 25) if s <= fewest)
+        self.num_tasks = 1 + len(KNN_KS) + len(self.shots)
 
     def run(self, params) -> Iterator[tuple[str, float]]:
         tokens = {split: (suite.encode_in_batches(self.features, params, images, valid), labels)
@@ -52,10 +57,9 @@ class TFDSEvaluator:
         grid = probes.linear_probe_grid(train_t, train_y, test_t, test_y, self.num_classes, steps=self.probe_steps)
         yield f"linear/{self.name}", grid["test_accuracy"]
         pooled = {split: probes.cls_and_mean(t) for split, (t, _) in tokens.items()}
-        for k, score in probes.knn_scores(pooled["train"], train_y, pooled["test"], test_y, self.num_classes).items():
+        for k, score in probes.knn_scores(pooled["train"], train_y, pooled["test"], test_y, self.num_classes,
+                                          ks=KNN_KS).items():
             yield f"knn{k}/{self.name}", score
-        fewest = int(np.bincount(train_y, minlength=self.num_classes).min())
-        shots = tuple(s for s in (1, 5, 10, 25) if s <= fewest)
         for s, score in probes.fewshot_ridge(pooled["train"], train_y, pooled["test"], test_y, self.num_classes,
-                                             shots=shots).items():
+                                             shots=self.shots).items():
             yield f"fewshot{s}/{self.name}", score
