@@ -5,6 +5,7 @@ REFERENCES.md §5). Saves are asynchronous; Orbax writes into a temporary folder
 so a half-written step is never listed by `latest_step` and never restored.
 """
 
+import importlib.util
 import os
 
 import grain
@@ -83,7 +84,27 @@ def saved_config(workdir: str, step: int) -> ml_collections.ConfigDict:
                                     item_handlers={"meta": ocp.JsonCheckpointHandler()})
     meta = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
     manager.close()
-    return ml_collections.ConfigDict(meta["config"])
+    return with_current_defaults(meta["config"])
+
+
+def with_current_defaults(saved: dict) -> ml_collections.ConfigDict:
+    """A config saved by an older rlvis lacks the fields added since; they take the defaults of configs/demo.py
+    (the base every preset builds on), which is how such runs behaved. Saved values are never changed, so old
+    checkpoints stay loadable by evaluation, export and search. Without the repository's configs/ (a bare
+    package install) the saved config is returned as it is."""
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "demo.py")
+    if not os.path.exists(path):
+        return ml_collections.ConfigDict(saved)
+    spec = importlib.util.spec_from_file_location("rlvis_default_config", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    defaults = module.get_config(f"method={saved['method']}").to_dict()
+
+    def merge(default: dict, ours: dict) -> dict:
+        return {**{key: merge(value, ours[key]) if isinstance(value, dict) and isinstance(ours.get(key), dict)
+                   else ours.get(key, value) for key, value in default.items()},
+                **{key: value for key, value in ours.items() if key not in default}}
+    return ml_collections.ConfigDict(merge(defaults, saved))
 
 
 def load_run(workdir: str, step: int | None = None) -> tuple[ml_collections.ConfigDict, dict, int]:
@@ -103,4 +124,4 @@ def load_run(workdir: str, step: int | None = None) -> tuple[ml_collections.Conf
     restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(),
                                                               meta=ocp.args.JsonRestore()))
     manager.close()
-    return ml_collections.ConfigDict(restored.meta["config"]), restored.state, step
+    return with_current_defaults(restored.meta["config"]), restored.state, step

@@ -2,7 +2,6 @@
 tiny mode (RLVIS_COLAB_TINY=1), from the repository root, training its own demo run into a temporary workdir."""
 
 import json
-import os
 import pathlib
 import re
 

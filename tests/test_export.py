@@ -91,6 +91,25 @@ def test_params_only_export_restores_with_orbax_alone_and_round_trips_exactly(wo
                                   _training_tokens(workdir, images, "ema_params"))
 
 
+def test_a_checkpoint_from_an_older_rlvis_loads_with_todays_defaults_for_fields_it_lacks(workdir, digits, tmp_path):
+    """Runs written before a config field existed (here: model.compute_dtype, dino.norm_last_layer, eval.final)
+    still load for evaluation, export and search; the fields take configs/demo.py's defaults."""
+    import shutil
+    old = tmp_path / "old"
+    shutil.copytree(workdir, old)
+    meta_file = old / "checkpoints" / "3" / "meta" / "metadata"
+    meta = json.loads(meta_file.read_text())
+    del meta["config"]["model"]["compute_dtype"], meta["config"]["dino"]["norm_last_layer"]
+    del meta["config"]["eval"]["final"]
+    meta["config"]["env"]["view_size"] = 16  # a saved value is kept, never replaced by a default
+    meta_file.write_text(json.dumps(meta))
+    config, _, _ = checkpoints.load_run(str(old))
+    assert config.model.compute_dtype == "float32" and config.dino.norm_last_layer is True
+    assert tuple(config.eval.final) == ("demo",) and config.env.view_size == 16
+    module, variables = export.load_encoder(str(old))
+    assert module.dtype == "float32" and module.image_size == 16
+
+
 def test_export_command_names_a_missing_checkpoint_in_one_line(tmp_path):
     with pytest.raises(SystemExit, match="no committed checkpoint"):
         export.main([f"--workdir={tmp_path}"])
