@@ -334,12 +334,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     boxes, scores = np.asarray(result["boxes"]), np.asarray(result["scores"])
     trajectory = dict(workdir=workdir, step=step, annotation=wanted, policy=args.policy,
                       temperature=args.temperature, image=args.image or "held-out demo scene",
-                      boxes=np.round(boxes.astype(float), 4).tolist(), scores=np.round(scores.astype(float), 4).tolist(),
+                      boxes=np.round(boxes.astype(float), 4).tolist(),
+                      scores=np.round(scores.astype(float), 4).tolist(),
                       encoder_passes=encoder_passes_per_search(args.policy, args.steps,
                                                                len(move_grid(args.pans, args.zooms))))
     for k, box in enumerate(boxes):
         score = f"  p = {scores[k - 1]:.3f}" if k else ""
-        print(f"step {k}: box (y0, x0, h, w) = {np.round(box, 3).tolist()}{score}")
+        print(f"step {k}: box (y0, x0, h, w) = {np.round(box.astype(float), 3).tolist()}{score}")
     out = args.out or os.path.join(workdir, "plots", f"search_{step}.png")
     save_path_picture(out, image, valid, boxes, scores,
                       f"search for {wanted!r} ({args.policy}, {args.steps} moves): final p = {scores[-1]:.2f}")

@@ -404,9 +404,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, stop_at_
         return None
 
     # ---------------------------------------------------------------- final evaluation
-    show = jax.process_index() == 0
-    trained = suite.run_all(final, state["ema_params" if config.eval.encoder == "ema" else "params"], progress=show)
-    random_init = suite.run_all(final, init_fn(init_key)["params"], progress=show)
+    trained = suite.run_all(final, state["ema_params" if config.eval.encoder == "ema" else "params"],
+                            progress=is_main)
+    random_init = suite.run_all(final, init_fn(init_key)["params"], progress=is_main)
     results = dict(trained=trained, random_init=random_init,
                    margins={task: trained[task] - random_init[task] for task in trained},
                    config=json.loads(config.to_json()), steps=step,
