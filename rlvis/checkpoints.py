@@ -98,7 +98,10 @@ def with_current_defaults(saved: dict) -> ml_collections.ConfigDict:
     spec = importlib.util.spec_from_file_location("rlvis_default_config", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    defaults = module.get_config(f"method={saved['method']}").to_dict()
+    try:
+        defaults = module.get_config(f"method={saved['method']}").to_dict()
+    except (KeyError, ValueError):  # a method today's configs do not know: use the saved config as it is
+        return ml_collections.ConfigDict(saved)
 
     def merge(default: dict, ours: dict) -> dict:
         return {**{key: merge(value, ours[key]) if isinstance(value, dict) and isinstance(ours.get(key), dict)

@@ -52,10 +52,14 @@ def init_classifier(encoder: nn.Module, encoder_variables: dict, num_classes: in
 
 def _optimizer(params: dict, learning_rate: float, encoder_learning_rate: float | None,
                frozen: bool) -> optax.GradientTransformation:
-    """AdamW on the head; on the encoder: nothing when frozen, else AdamW at `encoder_learning_rate`."""
-    encoder_rule = optax.set_to_zero() if frozen else optax.adamw(encoder_learning_rate or learning_rate, 1e-4)
+    """AdamW (weight decay 1e-4) on the head; on the encoder: nothing when frozen, else AdamW at
+    `encoder_learning_rate` (None: the head's rate)."""
+    if encoder_learning_rate is None:
+        encoder_learning_rate = learning_rate
+    encoder_rule = optax.set_to_zero() if frozen else optax.adamw(encoder_learning_rate, weight_decay=1e-4)
     labels = {name: "encoder" if name == "encoder" else "head" for name in params}
-    return optax.multi_transform({"head": optax.adamw(learning_rate, 1e-4), "encoder": encoder_rule}, labels)
+    return optax.multi_transform({"head": optax.adamw(learning_rate, weight_decay=1e-4), "encoder": encoder_rule},
+                                 labels)
 
 
 def finetune(encoder: nn.Module, encoder_variables: dict, images: jax.Array, labels: np.ndarray, *,

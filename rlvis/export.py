@@ -9,8 +9,9 @@ choice is explicit and recorded in every export.
 
 The params-only export (`export_encoder`) is a folder:
 
-    encoder.json   what the arrays are: ViT shape (width, depth, heads, mlp_dim, patch), image size, channels,
-                   input range, method, step, which encoder, and the parameter names with their shapes
+    encoder.json   what the arrays are: ViT shape (width, depth, heads, mlp_dim, patch), image size, compute
+                   dtype (the arrays are float32; a bfloat16 run computed in bfloat16), channels, input range,
+                   method, step, which encoder, and the parameter names with their shapes
     params/        an Orbax PyTree checkpoint of ONE flat dict name → float32 array
 
 Restoring needs Orbax alone: `orbax.checkpoint.StandardCheckpointer().restore("<out>/params")`. The names are the
@@ -63,7 +64,11 @@ def load_encoder(path: str, *, encoder: str = "ema", step: int | None = None) ->
     if encoder not in ENCODERS:
         raise ValueError(f"encoder must be one of {ENCODERS}, not {encoder!r}")
     if os.path.exists(os.path.join(path, "encoder.json")):
-        return load_exported(path)
+        module, variables, description = _read_export(path)
+        if encoder != description["encoder"] or step not in (None, description["step"]):
+            raise ValueError(f"{path} holds the {description['encoder']} encoder of step {description['step']}, "
+                             f"not the {encoder} encoder of step {step}")
+        return module, variables
     workdir, path_step = _split_checkpoint_path(path)
     config, state, _ = checkpoints.load_run(workdir, step if step is not None else path_step)
     params = state["ema_params" if encoder == "ema" else "params"]["params"]["encoder"]
@@ -91,6 +96,7 @@ def export_encoder(workdir: str, out: str, *, encoder: str = "ema", step: int | 
     shape = vit.variant_shape(config.model.variant)
     description = dict(
         format=FORMAT, variant=config.model.variant, **dataclasses.asdict(shape), image_size=config.env.view_size,
+        compute_dtype=config.model.compute_dtype,
         channels=pipeline.image_channels(config), input="images [B, H, W, C] float in [-1, 1]",
         output="tokens [B, 1 + (H/patch)(W/patch), width], CLS first", method=config.method,
         base_method=config_lib.base_method(config), step=int(step), encoder=encoder, source=os.path.abspath(workdir),
@@ -102,13 +108,19 @@ def export_encoder(workdir: str, out: str, *, encoder: str = "ema", step: int | 
 
 def load_exported(out: str) -> tuple[vit.ViT, dict]:
     """(ViT module, variables) from an `export_encoder` folder."""
+    module, variables, _ = _read_export(out)
+    return module, variables
+
+
+def _read_export(out: str) -> tuple[vit.ViT, dict, dict]:
     with open(os.path.join(out, "encoder.json")) as f:
         description = json.load(f)
     if description.get("format") != FORMAT:
         raise ValueError(f"{out}: export format {description.get('format')!r}, this rlvis reads {FORMAT!r}")
     flat = ocp.StandardCheckpointer().restore(os.path.join(os.path.abspath(out), "params"))
     params = flax.traverse_util.unflatten_dict({tuple(name.split(".")): array for name, array in flat.items()})
-    return vit.ViT(description["variant"], description["image_size"]), {"params": params}
+    module = vit.ViT(description["variant"], description["image_size"], description["compute_dtype"])
+    return module, {"params": params}, description
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -152,28 +152,38 @@ def iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return inter / (np.prod(a[..., 2:], axis=-1) + np.prod(b[..., 2:], axis=-1) - inter)
 
 
+def found(final: np.ndarray, boxes: np.ndarray, labels: np.ndarray, target: np.ndarray) -> dict[str, np.ndarray]:
+    """Per search, whether the final box [N, 4] found a digit of the target label: its centre inside the box of
+    any such digit ("centre"), or IoU ≥ 0.5 with one ("iou50"). boxes [N, D, 4], labels [N, D] (-1: none)."""
+    is_target = labels == target[:, None]
+    centre = centre_inside(final[:, None], boxes) & is_target
+    overlap = (iou(final[:, None], boxes) >= 0.5) & is_target
+    return dict(centre=centre.any(axis=1), iou50=overlap.any(axis=1))
+
+
 def held_out_scenes(config: ml_collections.ConfigDict, count: int, seed: int = 0) -> dict[str, np.ndarray]:
-    """`count` demo scenes of held-out digits (never seen in pre-training), each with one digit drawn as the
-    target: image [N, H, W, 1], valid [N, 2], target_box [N, 4], target_label [N], digits [N] (how many)."""
+    """`count` demo scenes of held-out digits (never seen in pre-training), each with one of its digits' labels
+    drawn as the target: image [N, H, W, 1], valid [N, 2], boxes [N, D, 4], labels [N, D] (-1: none),
+    target_label [N]. A scene may hold the target label twice; reaching either digit counts."""
     splits = digits_lib.load_digits(config.eval.digits_per_class)
     rng = np.random.default_rng(seed)
     scenes = [digits_lib.compose_scene(rng, splits.probe_test_images, splits.probe_test_labels,
                                        canvas=config.data.scene_canvas, min_size=config.data.scene_min_size,
                                        digits_per_scene=tuple(config.data.digits_per_scene),
                                        digit_size=tuple(config.data.digit_size)) for _ in range(count)]
-    targets = [int(rng.integers(scene["count"])) for scene in scenes]
+    targets = [int(scene["labels"][rng.integers(scene["count"])]) for scene in scenes]
     return dict(image=np.stack([s["image"] for s in scenes]), valid=np.stack([s["valid"] for s in scenes]),
-                target_box=np.stack([s["boxes"][t] for s, t in zip(scenes, targets)]),
-                target_label=np.array([s["labels"][t] for s, t in zip(scenes, targets)], np.int32),
-                digits=np.array([s["count"] for s in scenes], np.int32))
+                boxes=np.stack([s["boxes"] for s in scenes]), labels=np.stack([s["labels"] for s in scenes]),
+                target_label=np.array(targets, np.int32))
 
 
 def measure(workdir: str, *, scenes: int, steps: int, policies: Sequence[tuple[str, float]], encoder: str = "ema",
             chunk: int = 100, **moves) -> list[dict]:
     """Success rates of each (policy, temperature) on held-out demo scenes for one run's latest checkpoint.
 
-    Success: the final box's centre lies inside the target digit's tight box ("the view is centred on the
-    digit"); the stricter IoU ≥ 0.5 with that box is reported beside it.
+    Success: the final box's centre lies inside the tight box of a digit with the target label ("the view is
+    centred on such a digit"); the stricter IoU ≥ 0.5 with it is reported beside it. Time per search excludes
+    compilation (one untimed chunk first; the last chunk is padded to full size).
     """
     from rlvis import checkpoints
     from rlvis.data import pipeline
@@ -190,33 +200,36 @@ def measure(workdir: str, *, scenes: int, steps: int, policies: Sequence[tuple[s
     names = [value_maps.digit_annotation(config, label) for label in data["target_label"]]
     annotation_index = np.array([annotations.names.index(name) for name in names], np.int32)
     images = np.repeat(data["image"], channels // data["image"].shape[-1], axis=-1)
+    keys = np.asarray(jax.random.split(jax.random.PRNGKey(1), scenes))
+    chunk = min(chunk, scenes)
+    num_moves = len(move_grid(moves.get("pans", (-0.25, 0.0, 0.25)), moves.get("zooms", (1.0, 0.7))))
+    arrays = annotations._replace(names=[])
+
+    def row(policy: str, temperature: float, final: np.ndarray, seconds: float) -> dict:
+        success = found(final, data["boxes"], data["labels"], data["target_label"])
+        return dict(workdir=workdir, step=step, gamma=float(config.ab.gamma), policy=policy,
+                    temperature=temperature, scenes=scenes, steps=steps if policy in POLICIES else 0,
+                    success=float(success["centre"].mean()), success_iou50=float(success["iou50"].mean()),
+                    encoder_passes=encoder_passes_per_search(policy, steps, num_moves) if policy in POLICIES else 0,
+                    seconds_per_search=seconds / scenes)
+
     rows = []
     for policy, temperature in policies:
         search = search_batch(make_search(model, config, policy=policy, steps=steps, temperature=temperature,
                                           **moves))
-        arrays = annotations._replace(names=[])
-        finals, started = [], time.perf_counter()
-        for begin in range(0, scenes, chunk):
-            part = slice(begin, begin + chunk)
-            n = len(images[part])
-            keys = jax.random.split(jax.random.PRNGKey(1), scenes)[part]
+
+        def run(begin: int) -> np.ndarray:
+            part = np.arange(begin, begin + chunk) % scenes  # the last chunk wraps round: one compiled shape
             result = search(params, arrays, jnp.asarray(images[part]), jnp.asarray(data["valid"][part]),
-                            jnp.asarray(annotation_index[part]), keys, jnp.tile(FULL_IMAGE, (n, 1)))
-            finals.append(np.asarray(result["boxes"][:, -1]))
-        seconds = time.perf_counter() - started
-        final = np.concatenate(finals)
-        num_moves = len(move_grid(moves.get("pans", (-0.25, 0.0, 0.25)), moves.get("zooms", (1.0, 0.7))))
-        rows.append(dict(
-            workdir=workdir, step=step, gamma=float(config.ab.gamma), policy=policy, temperature=temperature,
-            scenes=scenes, steps=steps, success=float(centre_inside(final, data["target_box"]).mean()),
-            success_iou50=float((iou(final, data["target_box"]) >= 0.5).mean()),
-            encoder_passes=encoder_passes_per_search(policy, steps, num_moves),
-            seconds_per_search=seconds / scenes))
-    start_success = float(centre_inside(np.tile(FULL_IMAGE, (scenes, 1)), data["target_box"]).mean())
-    rows.append(dict(workdir=workdir, step=step, gamma=float(config.ab.gamma), policy="no move (full view)",
-                     temperature=0.0, scenes=scenes, steps=0, success=start_success,
-                     success_iou50=float((iou(np.tile(FULL_IMAGE, (scenes, 1)), data["target_box"]) >= 0.5).mean()),
-                     encoder_passes=0, seconds_per_search=0.0))
+                            jnp.asarray(annotation_index[part]), jnp.asarray(keys[part]),
+                            jnp.tile(jnp.asarray(FULL_IMAGE), (chunk, 1)))
+            return np.asarray(result["boxes"][:, -1])
+
+        run(0)  # compile
+        started = time.perf_counter()
+        final = np.concatenate([run(begin) for begin in range(0, scenes, chunk)])[:scenes]
+        rows.append(row(policy, temperature, final, time.perf_counter() - started))
+    rows.append(row("no move (full view)", 0.0, np.tile(FULL_IMAGE, (scenes, 1)), 0.0))
     return rows
 
 
@@ -226,15 +239,16 @@ def format_table(rows: list[dict]) -> str:
         name = row["policy"] + (f" τ={row['temperature']:g}" if row["policy"] == "value" and row["temperature"]
                                 else "")
         lines.append(f"{row['gamma']:>5.2f}  {name:<22}{row['success']:>9.3f}{row['success_iou50']:>9.3f}"
-                     f"{row['encoder_passes']:>13d}{1000 * row['seconds_per_search']:>11.1f}")
+                     f"{row['encoder_passes']:>13d}{1000 * row['seconds_per_search']:>11.2f}")
     return "\n".join(lines)
 
 
 # ------------------------------------------------------------------------------------------------------ picture
 
-def save_path_picture(path: str, image: np.ndarray, valid: np.ndarray, boxes: np.ndarray, scores: np.ndarray,
-                      title: str, target_box: np.ndarray | None = None) -> str:
-    """The image with the search's boxes, start (cyan) → end (lime), and the move arrows between centres."""
+def save_path_picture(path: str, image: np.ndarray, valid: np.ndarray, boxes: np.ndarray, scores: np.ndarray | None,
+                      title: str) -> str:
+    """The image with the search's boxes, start (cyan) → end (lime), and the move arrows between centres, each
+    labelled with the chosen move's score (None: step numbers only)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -255,10 +269,8 @@ def save_path_picture(path: str, image: np.ndarray, valid: np.ndarray, boxes: np
             (py, px), (cy, cx) = [(b[:2] + b[2:] / 2) * scale[:2] for b in (boxes[k - 1], box)]
             axis.annotate("", (cx - 0.5, cy - 0.5), (px - 0.5, py - 0.5),
                           arrowprops=dict(arrowstyle="->", color="yellow", lw=1.2))
-            axis.text(cx - 0.5, cy - 0.5, f"{k}: {scores[k - 1]:.2f}", color="yellow", fontsize=7)
-    if target_box is not None:
-        y0, x0, h, w = target_box * scale
-        axis.add_patch(plt.Rectangle((x0 - 0.5, y0 - 0.5), w, h, fill=False, lw=1.0, ls="--", color="red"))
+            label = f"{k}" if scores is None else f"{k}: {scores[k - 1]:.2f}"
+            axis.text(cx - 0.5, cy - 0.5, label, color="yellow", fontsize=7)
     axis.set_xticks([]), axis.set_yticks([])
     axis.set_title(title, fontsize=8)
     figure.tight_layout()
@@ -299,18 +311,26 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--scenes", type=int, default=500)
     args = parser.parse_args(argv)
     moves = dict(pans=args.pans, zooms=args.zooms, min_side=args.min_side)
+    if args.steps < 1:
+        raise SystemExit(f"rlvis: --steps={args.steps}; a search makes at least one move")
 
     if args.measure:
+        if args.image or args.step is not None or args.annotation:
+            raise SystemExit("rlvis: --measure uses each run's latest checkpoint on held-out demo scenes with their "
+                             "own targets; drop --image, --step and --annotation")
         policies = [("value", 0.0), ("value", args.temperature or 0.1), ("brute_force", 0.0), ("random", 1.0)]
-        rows = [row for workdir in args.workdir
-                for row in measure(workdir, scenes=args.scenes, steps=args.steps, policies=policies,
-                                   encoder=args.encoder, **moves)]
+        try:
+            rows = [row for workdir in args.workdir
+                    for row in measure(workdir, scenes=args.scenes, steps=args.steps, policies=policies,
+                                       encoder=args.encoder, **moves)]
+        except ValueError as error:  # a DINO run (prototypes, not digits) or a run not trained on the demo
+            raise SystemExit(f"rlvis: {error}") from None
         print(format_table(rows))
         for workdir in args.workdir:
             with open(os.path.join(workdir, "search_results.json"), "w") as f:
                 json.dump([row for row in rows if row["workdir"] == workdir], f, indent=1)
         print(f"rlvis: {args.scenes} held-out scenes per run, {args.steps} moves, success = final box centre inside "
-              f"the target digit's box; wrote search_results.json in each workdir")
+              f"the box of a digit with the target label; wrote search_results.json in each workdir")
         return
 
     if len(args.workdir) != 1:
@@ -321,7 +341,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     params = state["ema_params" if args.encoder == "ema" else "params"]
     image, valid, labels = value_maps.load_image(config, args.image)
     annotations = value_maps.annotations(model, params, config, channels=pipeline.image_channels(config))
-    wanted = args.annotation or (value_maps.digit_annotation(config, labels[0]) if labels else annotations.names[0])
+    by_label = labels and config_lib.base_method(config) != "dino"  # DINO's annotations are prototypes
+    wanted = args.annotation or (value_maps.digit_annotation(config, labels[0]) if by_label else annotations.names[0])
     if wanted not in annotations.names:
         if config_lib.base_method(config) != "clip":
             raise SystemExit(f"rlvis: unknown annotation {wanted!r}; this run's are e.g. {annotations.names[:5]}")
@@ -339,11 +360,12 @@ def main(argv: Sequence[str] | None = None) -> None:
                       encoder_passes=encoder_passes_per_search(args.policy, args.steps,
                                                                len(move_grid(args.pans, args.zooms))))
     for k, box in enumerate(boxes):
-        score = f"  p = {scores[k - 1]:.3f}" if k else ""
+        score = f"  p = {scores[k - 1]:.3f}" if k and args.policy != "random" else ""
         print(f"step {k}: box (y0, x0, h, w) = {np.round(box.astype(float), 3).tolist()}{score}")
     out = args.out or os.path.join(workdir, "plots", f"search_{step}.png")
-    save_path_picture(out, image, valid, boxes, scores,
-                      f"search for {wanted!r} ({args.policy}, {args.steps} moves): final p = {scores[-1]:.2f}")
+    final = "" if args.policy == "random" else f": final p = {scores[-1]:.2f}"
+    save_path_picture(out, image, valid, boxes, None if args.policy == "random" else scores, f"search for {wanted!r} ({args.policy}, {args.steps} moves)"
+                      + final)
     with open(os.path.splitext(out)[0] + ".json", "w") as f:
         json.dump(trajectory, f, indent=1)
     print(json.dumps({k: trajectory[k] for k in ("annotation", "policy", "encoder_passes")}))

@@ -255,14 +255,20 @@ def make_train_step(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh, 
     return TrainStep(model, init_fn, init_key, state_shape, state_sharding, update_fn)
 
 
-def _finished_results(workdir: str, step: int, total_steps: int) -> dict | None:
-    """results.json of a run that already reached its last step (re-running the command is then a no-op)."""
+def _finished_results(workdir: str, step: int, config: ml_collections.ConfigDict) -> dict | None:
+    """results.json of a run that already reached its last step under this very config (re-running the command
+    is then a no-op). Anything else — an unfinished run, a changed (e.g. evaluation) field, an unreadable file,
+    several processes (which would have to agree) — evaluates again."""
     path = os.path.join(workdir, "results.json")
-    if step < total_steps or not os.path.exists(path):
+    if step < config.total_steps or jax.process_count() > 1 or not os.path.exists(path):
         return None
-    with open(path) as f:
-        results = json.load(f)
-    return results if results.get("steps") == step else None
+    try:
+        with open(path) as f:
+            results = json.load(f)
+    except (OSError, json.JSONDecodeError):
+        return None
+    same = results.get("steps") == step and results.get("config") == json.loads(config.to_json())
+    return results if same else None
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, stop_at_step: int | None = None,
@@ -306,7 +312,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, stop_at_
         if is_main:
             print(f"rlvis: resumed from step {latest} in {workdir}", flush=True)
     step = int(state["step"])
-    done = _finished_results(workdir, step, config.total_steps)
+    done = _finished_results(workdir, step, config)
     if done is not None:
         ckpt.close()
         if is_main:
@@ -414,7 +420,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, stop_at_
     ckpt.close()
     if is_main:
         print(_results_table(trained, random_init), flush=True)
-        with open(os.path.join(workdir, "results.json"), "w") as f:
+        path = os.path.join(workdir, "results.json")
+        with open(path + ".tmp", "w") as f:  # a crash mid-write leaves the previous results.json whole
             json.dump(results, f, indent=2)
+        os.replace(path + ".tmp", path)
         print(f"rlvis: wrote {os.path.join(workdir, 'results.json')} ({results['wall_seconds']:.0f} s)", flush=True)
     return results

@@ -86,6 +86,9 @@ def test_params_only_export_restores_with_orbax_alone_and_round_trips_exactly(wo
         assert list(plain[name].shape) == description["parameters"][name]
 
     module, variables = export.load_encoder(str(out))
+    assert module.dtype == description["compute_dtype"] == "float32"
+    with pytest.raises(ValueError, match="holds the ema encoder of step 3"):
+        export.load_encoder(str(out), encoder="online")
     images = digits[0][:8]
     np.testing.assert_array_equal(np.asarray(module.apply(variables, images)),
                                   _training_tokens(workdir, images, "ema_params"))
@@ -129,3 +132,7 @@ def test_frozen_finetuning_trains_only_the_head_and_unfrozen_trains_the_encoder(
     moved = jax.tree.map(lambda a, b: float(jnp.abs(a - b).max()), unfrozen["encoder"], variables["params"])
     assert min(jax.tree.leaves(moved)) > 0  # every encoder array was updated
     assert np.isfinite(tuned_losses).all()
+
+    _, still, _ = downstream.finetune(module, variables, images, labels, num_classes=10, frozen=False, steps=3,
+                                      encoder_learning_rate=0.0)  # 0 means 0, not "the head's rate"
+    jax.tree.map(np.testing.assert_array_equal, still["encoder"], variables["params"])

@@ -93,9 +93,10 @@ def test_search_on_a_scene_whose_only_digit_is_the_target_reaches_it_and_vmaps()
     np.testing.assert_allclose(np.asarray(single["boxes"]), np.asarray(result["boxes"][2]), atol=1e-6)
 
 
-def test_random_policy_samples_moves_uniformly_whatever_the_temperature():
+@pytest.mark.parametrize("temperature", [0.0, 0.05])
+def test_random_policy_samples_moves_uniformly_whatever_the_temperature(temperature):
     run = search.make_search(None, demo.get_config("tiny"), policy="random", steps=1, pans=(-0.25, 0.0, 0.25),
-                             zooms=(1.0,), min_side=0.25)
+                             zooms=(1.0,), min_side=0.25, temperature=temperature)
     start = jnp.array([0.25, 0.25, 0.5, 0.5])
     firsts = jax.vmap(lambda k: run(None, NO_ANNOTATIONS, jnp.zeros((8, 8, 1)), jnp.array([8, 8]), 0, k,
                                     start)["boxes"][1])(jax.random.split(jax.random.PRNGKey(0), 900))
@@ -109,5 +110,11 @@ def test_success_criteria_and_unknown_policy():
     assert not search.centre_inside(np.array([0.0, 0.0, 0.4, 0.4]), target)
     np.testing.assert_allclose(search.iou(target, target), 1.0)
     np.testing.assert_allclose(search.iou(np.array([0.4, 0.4, 0.2, 0.4]), target), 0.5)
+    # Two scenes: a 7 and another 7 (reaching either counts), and a 7 whose only box is elsewhere than a 3.
+    boxes = np.array([[[0.0, 0.0, 0.3, 0.3], [0.6, 0.6, 0.3, 0.3]], [[0.0, 0.0, 0.3, 0.3], [0.6, 0.6, 0.3, 0.3]]])
+    labels = np.array([[7, 7], [7, 3]])
+    final = np.array([[0.6, 0.6, 0.3, 0.3], [0.6, 0.6, 0.3, 0.3]])
+    hit = search.found(final, boxes, labels, np.array([7, 7]))
+    assert hit["centre"].tolist() == [True, False] and hit["iou50"].tolist() == [True, False]
     with pytest.raises(ValueError, match="unknown policy"):
         search.make_search(None, demo.get_config("tiny"), policy="teleport")

@@ -221,6 +221,19 @@ def test_value_map_command_draws_the_value_head_over_actions(runs, tmp_path):
     assert out.stat().st_size > 5000
 
 
+def test_rerunning_a_finished_run_is_a_no_op_unless_its_config_changed(runs, tmp_path):
+    import shutil
+    workdir = tmp_path / "copy"
+    shutil.copytree(runs["full"], workdir)
+    before = (workdir / "results.json").read_text()
+    again = _ok(run_main(workdir))
+    assert "already trained to step 6 of 6" in again.stdout and (workdir / "results.json").read_text() == before
+    changed = _ok(run_main(workdir, "--config.eval.final=()"))  # an evaluation field may change on resume
+    assert "already trained" not in changed.stdout
+    with open(workdir / "results.json") as f:
+        assert json.load(f)["trained"] == {}  # evaluated again, with the new (empty) evaluator list
+
+
 def test_search_command_writes_a_well_formed_trajectory_and_the_measure_table(runs, tmp_path, capsys):
     from rlvis import search
     out = tmp_path / "search.png"
@@ -243,6 +256,8 @@ def test_search_command_writes_a_well_formed_trajectory_and_the_measure_table(ru
     assert set(rows) == {"value0.0", "value0.1", "brute_force0.0", "random1.0", "no move (full view)0.0"}
     assert rows["brute_force0.0"]["encoder_passes"] == 2 * 18 and rows["value0.0"]["encoder_passes"] == 2
     assert all(0.0 <= row["success"] <= 1.0 and row["scenes"] == 6 for row in rows.values())
+    with pytest.raises(SystemExit, match="drop --image, --step and --annotation"):
+        search.main([f"--workdir={runs['full']}", "--measure", "--annotation=3"])
 
 
 def test_watch_evaluates_every_checkpoint_once_and_stops_after_the_last(runs, tmp_path):
