@@ -132,7 +132,7 @@ def with_caption(model: ABModel, params, config: ml_collections.ConfigDict, anno
     """A CLIP-style run's annotations plus any caption (both text heads embed it), so free text is searchable."""
     base_text, ab_text = model.apply(params, jnp.asarray(text.encode(caption, config.clip.caption_length))[None],
                                      method=ABModel.text_embed)
-    return Annotations([*annotations.names, caption], jnp.concatenate([annotations.ab, ab_text]),
+    return Annotations((*annotations.names, caption), jnp.concatenate([annotations.ab, ab_text]),
                        jnp.concatenate([annotations.base, base_text]), annotations.base_scale)
 
 
@@ -203,7 +203,6 @@ def measure(workdir: str, *, scenes: int, steps: int, policies: Sequence[tuple[s
     keys = np.asarray(jax.random.split(jax.random.PRNGKey(1), scenes))
     chunk = min(chunk, scenes)
     num_moves = len(move_grid(moves.get("pans", (-0.25, 0.0, 0.25)), moves.get("zooms", (1.0, 0.7))))
-    arrays = annotations._replace(names=[])
 
     def row(policy: str, temperature: float, final: np.ndarray, seconds: float) -> dict:
         success = found(final, data["boxes"], data["labels"], data["target_label"])
@@ -220,7 +219,7 @@ def measure(workdir: str, *, scenes: int, steps: int, policies: Sequence[tuple[s
 
         def run(begin: int) -> np.ndarray:
             part = np.arange(begin, begin + chunk) % scenes  # the last chunk wraps round: one compiled shape
-            result = search(params, arrays, jnp.asarray(images[part]), jnp.asarray(data["valid"][part]),
+            result = search(params, annotations, jnp.asarray(images[part]), jnp.asarray(data["valid"][part]),
                             jnp.asarray(annotation_index[part]), jnp.asarray(keys[part]),
                             jnp.tile(jnp.asarray(FULL_IMAGE), (chunk, 1)))
             return np.asarray(result["boxes"][:, -1])
@@ -349,7 +348,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         annotations = with_caption(model, params, config, annotations, wanted)
     search = jax.jit(make_search(model, config, policy=args.policy, steps=args.steps,
                                  temperature=args.temperature, **moves))
-    result = jax.device_get(search(params, annotations._replace(names=[]), jnp.asarray(image), jnp.asarray(valid),
+    result = jax.device_get(search(params, annotations, jnp.asarray(image), jnp.asarray(valid),
                                    annotations.names.index(wanted), jax.random.PRNGKey(args.seed),
                                    jnp.asarray(args.start, jnp.float32)))
     boxes, scores = np.asarray(result["boxes"]), np.asarray(result["scores"])

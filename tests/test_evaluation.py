@@ -40,7 +40,7 @@ def test_value_map_is_a_distribution_that_depends_on_the_action_only_with_action
     scene = value_maps._demo_scene(config)
     annotations = value_maps.annotations(model, params, config)
     vocabulary, names = annotations.ab, annotations.names
-    assert names == [str(c) for c in range(10)] and vocabulary.shape == (10, config.model.proj_dim)
+    assert names == tuple(str(c) for c in range(10)) and vocabulary.shape == (10, config.model.proj_dim)
     boxes = value_maps.candidate_boxes(grid=4, zooms=(0.3, 0.6))
     p = value_maps.predict(model, params, config, scene["image"], scene["valid"], boxes, vocabulary)
     assert p.shape == (2, 4, 4, 10)

@@ -11,7 +11,7 @@ from rlvis.data import digits as digits_lib
 from rlvis.envs import crop_env
 from rlvis.evaluators.value_maps import Annotations
 
-NO_ANNOTATIONS = Annotations([], jnp.zeros((1, 1)), None, jnp.asarray(1.0))
+NO_ANNOTATIONS = Annotations((), jnp.zeros((1, 1)), None, jnp.asarray(1.0))
 
 
 def test_destinations_pan_by_box_fractions_zoom_about_the_centre_and_stay_inside():

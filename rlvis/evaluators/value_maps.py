@@ -16,8 +16,8 @@ The distribution is the softmax over this vocabulary with the model's AB logit s
 
 import os
 from collections.abc import Sequence
-from typing import NamedTuple
 
+import flax
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -46,9 +46,11 @@ def candidate_boxes(grid: int, zooms: Sequence[float]) -> np.ndarray:
     return boxes
 
 
-class Annotations(NamedTuple):
-    """A run's annotation vocabulary, read two ways: by the value head (ψ_AB) and by the base model."""
-    names: list[str]
+@flax.struct.dataclass
+class Annotations:
+    """A run's annotation vocabulary, read two ways: by the value head (ψ_AB) and by the base model. A pytree
+    whose names are static, so it passes straight into jitted functions (rlvis.search)."""
+    names: tuple[str, ...] = flax.struct.field(pytree_node=False)
     ab: jax.Array  # [V, d] ψ_AB embeddings: Q(ℓ | x, a) = softmax_ℓ(scale · value_embed · ab.T)
     base: jax.Array | None  # [V, d'] base-head embeddings, or None where the base head's outputs are the logits
     base_scale: jax.Array  # p(ℓ | x) = softmax_ℓ(base_scale · base_embed(x) · base.T)
@@ -66,13 +68,13 @@ def annotations(model: ABModel, params, config: ml_collections.ConfigDict,
     base = config_lib.base_method(config)
     if base == "dino":
         vocabulary = model.apply(params, method=ABModel.ab_vocabulary)
-        return Annotations([f"prototype {k}" for k in range(vocabulary.shape[0])], vocabulary, None,
+        return Annotations(tuple(f"prototype {k}" for k in range(vocabulary.shape[0])), vocabulary, None,
                            jnp.asarray(1.0 / config.dino.student_temp))
     if base == "clip":
         names = [f"a {digit}" for digit in range(10)]
         captions = np.stack([text.encode(name, config.clip.caption_length) for name in names])
         base_text, ab_text = model.apply(params, jnp.asarray(captions), method=ABModel.text_embed)
-        return Annotations(names, ab_text, base_text, model.apply(params, method=ABModel.clip_logit_scale))
+        return Annotations(tuple(names), ab_text, base_text, model.apply(params, method=ABModel.clip_logit_scale))
     if exemplars is None:
         splits = digits_lib.load_digits(config.eval.digits_per_class)
         exemplars = {str(c): np.stack([digits_lib.centred_digit(d)["image"]
@@ -86,7 +88,7 @@ def annotations(model: ABModel, params, config: ml_collections.ConfigDict,
         tokens = features(params, jnp.asarray(images), jnp.asarray(valid))
         ab.append(l2_normalize(model.apply(params, tokens, method=ABModel.ab_embed).mean(0)))
         base_embeddings.append(l2_normalize(model.apply(params, tokens, method=ABModel.base_embed).mean(0)))
-    return Annotations(list(exemplars), jnp.stack(ab), jnp.stack(base_embeddings),
+    return Annotations(tuple(exemplars), jnp.stack(ab), jnp.stack(base_embeddings),
                        jnp.asarray(1.0 / config.simclr.temperature))
 
 
@@ -123,7 +125,7 @@ def predict(model: ABModel, params, config: ml_collections.ConfigDict, image: np
 
 
 def save_value_map(path: str, image: np.ndarray, valid: np.ndarray, boxes: np.ndarray, probabilities: np.ndarray,
-                   names: list[str], chosen: Sequence[int], zooms: Sequence[float],
+                   names: Sequence[str], chosen: Sequence[int], zooms: Sequence[float],
                    source_box: np.ndarray = FULL_IMAGE) -> str:
     """One row per chosen annotation, one column per zoom: p(ℓ | x, a) at each box centre over the image."""
     import matplotlib
