@@ -35,6 +35,7 @@ import os
 from collections.abc import Sequence
 
 import flax
+import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 
@@ -61,32 +62,36 @@ def load_encoder(path: str, *, encoder: str = "ema", step: int | None = None) ->
 
     `module.apply(variables, images)` gives the same tokens the trained model's encoder gives, bit for bit.
     """
-    if encoder not in ENCODERS:
-        raise ValueError(f"encoder must be one of {ENCODERS}, not {encoder!r}")
     if os.path.exists(os.path.join(path, "encoder.json")):
+        _check_encoder(encoder)
         module, variables, description = _read_export(path)
         if encoder != description["encoder"] or step not in (None, description["step"]):
             raise ValueError(f"{path} holds the {description['encoder']} encoder of step {description['step']}, "
                              f"not the {encoder} encoder of step {step}")
         return module, variables
-    workdir, path_step = _split_checkpoint_path(path)
-    config, state, _ = checkpoints.load_run(workdir, step if step is not None else path_step)
-    params = state["ema_params" if encoder == "ema" else "params"]["params"]["encoder"]
-    return encoder_module(config), {"params": params}
+    config, params, _, _ = _checkpoint_encoder(path, encoder, step)
+    module = vit.ViT(config.model.variant, config.env.view_size, config.model.compute_dtype)
+    return module, {"params": params}
 
 
-def encoder_module(config) -> vit.ViT:
-    """The run's ViT as configured (compute dtype included) at the resolution it was trained at."""
-    return vit.ViT(config.model.variant, config.env.view_size, config.model.compute_dtype)
-
-
-def export_encoder(workdir: str, out: str, *, encoder: str = "ema", step: int | None = None) -> str:
-    """Write the params-only export (module docstring) of `workdir`'s checkpoint to `out`; returns `out`."""
+def _check_encoder(encoder: str) -> None:
     if encoder not in ENCODERS:
         raise ValueError(f"encoder must be one of {ENCODERS}, not {encoder!r}")
-    workdir, path_step = _split_checkpoint_path(workdir)
+
+
+def _checkpoint_encoder(path: str, encoder: str, step: int | None) -> tuple[ml_collections.ConfigDict, dict, int, str]:
+    """(config, the chosen encoder's parameters, step, workdir) from a workdir or a `checkpoints/<step>` folder."""
+    _check_encoder(encoder)
+    workdir, path_step = _split_checkpoint_path(path)
     config, state, step = checkpoints.load_run(workdir, step if step is not None else path_step)
-    params = state["ema_params" if encoder == "ema" else "params"]["params"]["encoder"]
+    return config, state["ema_params" if encoder == "ema" else "params"]["params"]["encoder"], step, workdir
+
+
+def export_encoder(path: str, out: str | None = None, *, encoder: str = "ema", step: int | None = None) -> str:
+    """Write the params-only export (module docstring) of a workdir's (or `checkpoints/<step>` folder's)
+    checkpoint to `out` (default: WORKDIR/export_<encoder>_<step>); returns `out`."""
+    config, params, step, workdir = _checkpoint_encoder(path, encoder, step)
+    out = out or os.path.join(workdir, f"export_{encoder}_{step}")
     flat = {name: np.asarray(array, np.float32)
             for name, array in flax.traverse_util.flatten_dict(params, sep=".").items()}
     os.makedirs(out, exist_ok=True)
@@ -99,20 +104,15 @@ def export_encoder(workdir: str, out: str, *, encoder: str = "ema", step: int | 
         compute_dtype=config.model.compute_dtype,
         channels=pipeline.image_channels(config), input="images [B, H, W, C] float in [-1, 1]",
         output="tokens [B, 1 + (H/patch)(W/patch), width], CLS first", method=config.method,
-        base_method=config_lib.base_method(config), step=int(step), encoder=encoder, source=os.path.abspath(workdir),
+        base_method=config_lib.base_method(config), step=int(step), encoder=encoder, source=workdir,
         parameters={name: list(array.shape) for name, array in sorted(flat.items())})
     with open(os.path.join(out, "encoder.json"), "w") as f:
         json.dump(description, f, indent=1)
     return out
 
 
-def load_exported(out: str) -> tuple[vit.ViT, dict]:
-    """(ViT module, variables) from an `export_encoder` folder."""
-    module, variables, _ = _read_export(out)
-    return module, variables
-
-
 def _read_export(out: str) -> tuple[vit.ViT, dict, dict]:
+    """(ViT module, variables, encoder.json) of an `export_encoder` folder."""
     with open(os.path.join(out, "encoder.json")) as f:
         description = json.load(f)
     if description.get("format") != FORMAT:
@@ -130,21 +130,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--encoder", choices=ENCODERS, default="ema")
     parser.add_argument("--step", type=int, default=None, help="checkpoint step (default: the latest)")
     args = parser.parse_args(argv)
-    workdir, path_step = _split_checkpoint_path(args.workdir)
-    step = args.step if args.step is not None else path_step
-    if step is None:
-        steps = checkpoints.checkpoint_steps(workdir)
-        if not steps:
-            raise SystemExit(f"rlvis: no committed checkpoint in {os.path.join(workdir, 'checkpoints')}")
-        step = steps[-1]
-    out = args.out or os.path.join(workdir, f"export_{args.encoder}_{step}")
     try:
-        export_encoder(workdir, out, encoder=args.encoder, step=step)
+        out = export_encoder(args.workdir, args.out, encoder=args.encoder, step=args.step)
     except FileNotFoundError as error:
         raise SystemExit(f"rlvis: {error}") from None
     with open(os.path.join(out, "encoder.json")) as f:
         description = json.load(f)
-    print(f"rlvis: exported the {args.encoder} encoder of step {step} ({description['variant']}, "
+    print(f"rlvis: exported the {args.encoder} encoder of step {description['step']} ({description['variant']}, "
           f"{len(description['parameters'])} arrays) to {out}")
 
 

@@ -38,6 +38,7 @@ from rlvis.evaluators.value_maps import Annotations
 from rlvis.models.ab_model import ABModel
 
 POLICIES = ("value", "brute_force", "random")
+PANS, ZOOMS, MIN_SIDE = (-0.25, 0.0, 0.25), (1.0, 0.7), 0.25  # default moves: 18 per step, "stay" included
 FULL_IMAGE = np.array(value_maps.FULL_IMAGE, np.float32)
 
 
@@ -93,8 +94,8 @@ def choose(scores: jax.Array, key: jax.Array, temperature: float) -> jax.Array:
 
 
 def make_search(model: ABModel, config: ml_collections.ConfigDict, *, policy: str | Scorer = "value", steps: int = 5,
-                pans: Sequence[float] = (-0.25, 0.0, 0.25), zooms: Sequence[float] = (1.0, 0.7),
-                min_side: float = 0.25, temperature: float = 0.0) -> Callable[..., dict]:
+                pans: Sequence[float] = PANS, zooms: Sequence[float] = ZOOMS, min_side: float = MIN_SIDE,
+                temperature: float = 0.0) -> Callable[..., dict]:
     """The policy as a pure, jittable function for one image:
 
         search(params, annotations, image, valid, annotation, key, start) → {boxes [K+1, 4], scores [K]}
@@ -167,18 +168,15 @@ def held_out_scenes(config: ml_collections.ConfigDict, count: int, seed: int = 0
     target_label [N]. A scene may hold the target label twice; reaching either digit counts."""
     splits = digits_lib.load_digits(config.eval.digits_per_class)
     rng = np.random.default_rng(seed)
-    scenes = [digits_lib.compose_scene(rng, splits.probe_test_images, splits.probe_test_labels,
-                                       canvas=config.data.scene_canvas, min_size=config.data.scene_min_size,
-                                       digits_per_scene=tuple(config.data.digits_per_scene),
-                                       digit_size=tuple(config.data.digit_size)) for _ in range(count)]
-    targets = [int(scene["labels"][rng.integers(scene["count"])]) for scene in scenes]
-    return dict(image=np.stack([s["image"] for s in scenes]), valid=np.stack([s["valid"] for s in scenes]),
-                boxes=np.stack([s["boxes"] for s in scenes]), labels=np.stack([s["labels"] for s in scenes]),
+    scenes = digits_lib.compose_scenes(rng, splits.probe_test_images, splits.probe_test_labels, count, config.data)
+    targets = [int(labels[rng.integers(n)]) for labels, n in zip(scenes["labels"], scenes["count"])]
+    return dict(image=scenes["image"], valid=scenes["valid"], boxes=scenes["boxes"], labels=scenes["labels"],
                 target_label=np.array(targets, np.int32))
 
 
 def measure(workdir: str, *, scenes: int, steps: int, policies: Sequence[tuple[str, float]], encoder: str = "ema",
-            chunk: int = 100, **moves) -> list[dict]:
+            chunk: int = 100, pans: Sequence[float] = PANS, zooms: Sequence[float] = ZOOMS,
+            min_side: float = MIN_SIDE) -> list[dict]:
     """Success rates of each (policy, temperature) on held-out demo scenes for one run's latest checkpoint.
 
     Success: the final box's centre lies inside the tight box of a digit with the target label ("the view is
@@ -202,7 +200,7 @@ def measure(workdir: str, *, scenes: int, steps: int, policies: Sequence[tuple[s
     images = np.repeat(data["image"], channels // data["image"].shape[-1], axis=-1)
     keys = np.asarray(jax.random.split(jax.random.PRNGKey(1), scenes))
     chunk = min(chunk, scenes)
-    num_moves = len(move_grid(moves.get("pans", (-0.25, 0.0, 0.25)), moves.get("zooms", (1.0, 0.7))))
+    num_moves = len(move_grid(pans, zooms))
 
     def row(policy: str, temperature: float, final: np.ndarray, seconds: float) -> dict:
         success = found(final, data["boxes"], data["labels"], data["target_label"])
@@ -215,7 +213,7 @@ def measure(workdir: str, *, scenes: int, steps: int, policies: Sequence[tuple[s
     rows = []
     for policy, temperature in policies:
         search = search_batch(make_search(model, config, policy=policy, steps=steps, temperature=temperature,
-                                          **moves))
+                                          pans=pans, zooms=zooms, min_side=min_side))
 
         def run(begin: int) -> np.ndarray:
             part = np.arange(begin, begin + chunk) % scenes  # the last chunk wraps round: one compiled shape
@@ -300,9 +298,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--temperature", type=float, default=0.0, help="0: greedy; > 0: softmax over log scores")
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--start", type=_floats, default=tuple(FULL_IMAGE), help="first box y0,x0,h,w")
-    parser.add_argument("--pans", type=_floats, default=(-0.25, 0.0, 0.25), help="pan offsets, box-side fractions")
-    parser.add_argument("--zooms", type=_floats, default=(1.0, 0.7), help="zoom factors per move")
-    parser.add_argument("--min_side", type=float, default=0.25)
+    parser.add_argument("--pans", type=_floats, default=PANS, help="pan offsets, box-side fractions")
+    parser.add_argument("--zooms", type=_floats, default=ZOOMS, help="zoom factors per move")
+    parser.add_argument("--min_side", type=float, default=MIN_SIDE)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--encoder", choices=("ema", "online"), default="ema")
     parser.add_argument("--out", default=None, help="PNG path (default: WORKDIR/plots/search_<step>.png)")
@@ -362,9 +360,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         score = f"  p = {scores[k - 1]:.3f}" if k and args.policy != "random" else ""
         print(f"step {k}: box (y0, x0, h, w) = {np.round(box.astype(float), 3).tolist()}{score}")
     out = args.out or os.path.join(workdir, "plots", f"search_{step}.png")
-    final = "" if args.policy == "random" else f": final p = {scores[-1]:.2f}"
-    save_path_picture(out, image, valid, boxes, None if args.policy == "random" else scores, f"search for {wanted!r} ({args.policy}, {args.steps} moves)"
-                      + final)
+    shown = None if args.policy == "random" else scores  # a random policy's scores are all 1
+    title = f"search for {wanted!r} ({args.policy}, {args.steps} moves)"
+    if shown is not None:
+        title += f": final p = {scores[-1]:.2f}"
+    save_path_picture(out, image, valid, boxes, shown, title)
     with open(os.path.splitext(out)[0] + ".json", "w") as f:
         json.dump(trajectory, f, indent=1)
     print(json.dumps({k: trajectory[k] for k in ("annotation", "policy", "encoder_passes")}))

@@ -284,6 +284,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, stop_at_
     config_lib.validate(config, jax.device_count())
     checkpoints.check_writable(workdir)  # a full or read-only disk fails now, not at the first save an hour in
     is_main = jax.process_index() == 0
+    saved_steps = checkpoints.checkpoint_steps(workdir)
+    done = _finished_results(workdir, saved_steps[-1], config) if saved_steps else None
+    if done is not None:  # before any data, model or restore: re-running a finished command costs nothing
+        print(_results_table(done["trained"], done["random_init"]), flush=True)
+        print(f"rlvis: {workdir} is already trained to step {saved_steps[-1]} of {config.total_steps} and "
+              "evaluated; delete its results.json to evaluate again", flush=True)
+        return done
 
     # ---------------------------------------------------------------- mesh
     mesh = sharding.make_mesh()
@@ -312,14 +319,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, stop_at_
         if is_main:
             print(f"rlvis: resumed from step {latest} in {workdir}", flush=True)
     step = int(state["step"])
-    done = _finished_results(workdir, step, config)
-    if done is not None:
-        ckpt.close()
-        if is_main:
-            print(_results_table(done["trained"], done["random_init"]), flush=True)
-            print(f"rlvis: {workdir} is already trained to step {step} of {config.total_steps} and evaluated; "
-                  "delete its results.json to evaluate again", flush=True)
-        return done
     if is_main:
         counts = {name: parameter_overview.count_parameters({name: tree})
                   for name, tree in state_shape["params"]["params"].items()}

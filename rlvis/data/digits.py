@@ -98,6 +98,16 @@ def compose_scene(rng: np.random.Generator, images: np.ndarray, labels: np.ndarr
                 labels=out_labels, count=np.int32(len(placed)))
 
 
+def compose_scenes(rng: np.random.Generator, images: np.ndarray, labels: np.ndarray, count: int,
+                   data_config) -> dict[str, np.ndarray]:
+    """`count` scenes as in `compose_scene`, with the sizes of a config's `data` section, stacked per key."""
+    scenes = [compose_scene(rng, images, labels, canvas=data_config.scene_canvas,
+                            min_size=data_config.scene_min_size,
+                            digits_per_scene=tuple(data_config.digits_per_scene),
+                            digit_size=tuple(data_config.digit_size)) for _ in range(count)]
+    return {key: np.stack([scene[key] for scene in scenes]) for key in scenes[0]}
+
+
 def _intersects(a: tuple[int, int, int, int], b: tuple[int, int, int, int], margin: int = 1) -> bool:
     return not (a[0] + a[2] + margin <= b[0] or b[0] + b[2] + margin <= a[0]
                 or a[1] + a[3] + margin <= b[1] or b[1] + b[3] + margin <= a[1])

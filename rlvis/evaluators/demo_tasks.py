@@ -29,15 +29,6 @@ _SCENE_SEED = 2024
 EncodeFn = suite.EncodeFn
 
 
-def _scenes(rng: np.random.Generator, images: np.ndarray, labels: np.ndarray, n: int,
-            config: ml_collections.ConfigDict) -> dict[str, np.ndarray]:
-    scenes = [digits_lib.compose_scene(rng, images, labels, canvas=config.scene_canvas,
-                                       min_size=config.scene_min_size,
-                                       digits_per_scene=tuple(config.digits_per_scene),
-                                       digit_size=tuple(config.digit_size)) for _ in range(n)]
-    return {key: np.stack([s[key] for s in scenes]) for key in scenes[0]}
-
-
 def box_weights(boxes: np.ndarray, grid: int) -> np.ndarray:
     """boxes [N, 4] (y0, x0, h, w) in [0, 1] → [N, grid*grid] overlap of each patch cell with the box, sum 1."""
     edges = np.arange(grid) / grid
@@ -64,8 +55,8 @@ class DemoEvaluator:
         self.data = {
             "digit": suite.heldout_digits(splits),
             "scenes": {
-                "train": _scenes(rng, splits.probe_train_images, splits.probe_train_labels, half, config.data),
-                "test": _scenes(rng, splits.probe_test_images, splits.probe_test_labels, half, config.data),
+                "train": digits_lib.compose_scenes(rng, splits.probe_train_images, splits.probe_train_labels, half, config.data),
+                "test": digits_lib.compose_scenes(rng, splits.probe_test_images, splits.probe_test_labels, half, config.data),
             },
         }
         sizes = {config.env.view_size, config.eval.scene_view_size}
