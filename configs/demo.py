@@ -12,10 +12,11 @@ Arguments after the colon, comma-separated: `tiny` (seconds, used by the tests) 
   * `clip`      — the CLIP baseline alone.
 Any field can be overridden: `--config.total_steps=200 --config.ab.gamma=0.5`.
 
-Table 5 ablations are config fields of `ab`: `use_ema_target=False` (the online network, stop-gradient, is the
-target), `base_loss_weight=0` (no annotation loss), `action_tokens=False` (every action becomes the same mask
-token: invariance instead of equivariance), `photometric_bootstrap=True` (SimCLR's colour augmentations on the
-bootstrap views too), plus `gamma` and `env.views`.
+Table 5 ablations are config fields of `ab`: `use_ema_target=False` (the online network, stop-gradient, makes the
+AB target; DINO's own teacher keeps its EMA), `base_loss_weight=0` (no annotation loss), `action_tokens=False`
+(every action becomes the same mask query: invariance instead of equivariance), `photometric_bootstrap=True`
+(SimCLR's colour augmentations on the bootstrap views too, never flips), plus `gamma`, `exclude_source` and
+`env.views`.
 
 Streams (PAPER.md §1.4, decoupled as in the paper's best COCO/EK results):
   * annotation stream: single centred held-in MNIST digits (the "curated ImageNet" analogue) → SimCLR base loss;
@@ -76,6 +77,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.data.scene_min_size = 40
     c.data.digits_per_scene = (1, 4)
     c.data.digit_size = (16, 28)  # digits are rescaled to this many pixels before placement
+    c.data.annotation_scene_fraction = 0.0  # SimCLR/DINO annotation stream: this share scenes, the rest digits
     c.data.num_scenes = 100_000  # distinct scenes per epoch (generated from the seed, never stored)
     c.data.read_threads = 2  # Grain host threads; on 2 cores threads beat worker processes
     c.data.prefetch = 4
@@ -100,6 +102,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.model.decoder_depth = 1
     c.model.decoder_width = 64
     c.model.decoder_heads = 4
+    c.model.action_encoding = "bins"  # value-head queries: "bins" (4 quantised tokens) or "fourier" (value_head.py)
+    c.model.source_positions = False  # value head: sinusoidal cell positions added to the source view's tokens
     c.model.compute_dtype = "float32"  # "bfloat16": encoder compute in bf16, parameters and optimizer in f32
     c.model.remat = False  # recompute encoder activations in the backward pass (less memory, more compute)
 
@@ -130,13 +134,16 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
     c.ab = ml_collections.ConfigDict()
     c.ab.gamma = 0.0  # 0 = ICML objective; > 0 adds γ·max_a' Q_ema(ℓ|x',a') (project-page form)
+    c.ab.target_temperature = 0.0  # AB_SimCLR: temperature of p_ema(ℓ | x') in the TD target; 0 = simclr.temperature
+    c.ab.source_prior = False  # Q logits = decoder logits + log p(ℓ | x) of the source view (objectives/bootstrap.py)
+    c.ab.exclude_source = False  # γ > 0: leave the move back to the source view out of max_a' (objectives/td.py)
     c.ab.loss_weight = 1.0  # paper Table 7 "loss ratio"
     c.ab.ema_start = 0.996  # target momentum, cosine to ema_end (paper: "0.004 → 0")
     c.ab.ema_end = 1.0
-    c.ab.use_ema_target = True  # ablation: False = the online network (stop-gradient) makes the targets
+    c.ab.use_ema_target = True  # ablation: False = the online network (stop-gradient) makes the AB targets
     c.ab.base_loss_weight = 1.0  # ablation: 0 = no annotation (base) loss
     c.ab.action_tokens = True  # ablation: False = a mask token for every action (invariance)
-    c.ab.photometric_bootstrap = False  # ablation: True = photometric augmentation on bootstrap views too
+    c.ab.photometric_bootstrap = False  # ablation: True = colour augmentation on bootstrap views too (no flips)
 
     # SimCLR's photometric augmentation of the annotation views, on device (rlvis/envs/photometric.py).
     c.augment = ml_collections.ConfigDict()
@@ -167,15 +174,16 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.debug.nan_loss_at_step = -1  # fault injection (tests): the loss and gradients of this step become NaN
 
     c.eval = ml_collections.ConfigDict()
-    c.eval.final = ("demo",)  # evaluators run at the end and by `rlvis.evaluate` (rlvis/evaluators/suite.py)
-    c.eval.monitor = ("digit_monitor",)  # cheap evaluators run at the start, every monitor_every steps, the end
+    c.eval.final = ("demo", "foresight")  # evaluators run at the end and by `rlvis.evaluate` (rlvis/evaluators/suite.py)
+    c.eval.monitor = ("digit_monitor", "foresight")  # cheap evaluators run at the start, every monitor_every steps, the end
     c.eval.monitor_every = 600  # 0 = never during training
     c.eval.tfds = ml_collections.ConfigDict(dict(  # for the "tfds" evaluator: a dataset prepared as ArrayRecord
         name="", data_dir="", train_split="train", test_split="test", label_key="label", max_train=10_000,
         max_test=5_000))
-    c.eval.encoder = "ema"  # which encoder the final evaluation probes: "ema" (target) or "online"
+    c.eval.encoder = "auto"  # encoder the evaluations score: "ema", "online", or "auto" (config_lib.eval_encoder)
     c.eval.digits_per_class = 200  # held-out digits per class, never seen in pre-training
     c.eval.scenes = 2000  # held-out scenes (half for probe training, half for test)
+    c.eval.foresight_scenes = 400  # held-out scenes for the foresight evaluator (env.views views each, all pairs)
     c.eval.scene_view_size = 64  # scenes are probed at native resolution (see rlvis/evaluators/demo_tasks.py)
     c.eval.probe_steps = 300
     c.eval.knn_k = 20
@@ -200,6 +208,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         c.clip.text_variant = "tiny"
         c.eval.digits_per_class = 20
         c.eval.scenes = 200
+        c.eval.foresight_scenes = 40
         c.eval.probe_steps = 50
         c.eval.knn_k = 5
     return c

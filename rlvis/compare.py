@@ -1,20 +1,27 @@
-"""Train several methods at equal compute on the same data; print one table, write JSON and a bar chart.
+"""Train several methods at equal compute on the same data, over seeds; one table, JSON and a bar chart.
 
-    python -m rlvis.compare --config=configs/demo.py --workdir=runs/compare --methods=simclr,ab_simclr
+    python -m rlvis.compare --config=configs/demo.py --workdir=runs/compare --methods=simclr,ab_simclr --seeds=3
 
 Equal compute means equal steps and an equal number of views encoded by the online network per step. This is
 how the paper's Table 7 compares methods (effective batch = batch × views = 8192 for all). A base method alone
 therefore gets an annotation batch that encodes as many views as the AB method encodes on both of its streams.
 The AB method's target-network forward passes are not counted. Methods are compared within their family
 (SimCLR vs AB_SimCLR, DINO vs AB_DINO); the families themselves run at different budgets.
-Each method trains in `workdir/<method>/`, so an interrupted comparison resumes where it stopped.
+
+A row may be a variant: `ab_simclr+ab.use_ema_target=False` (fields joined by "+", values as Python literals).
+With `--seeds=N` every row trains N times with `config.seed` + 0 … N-1 and reports mean ± standard error
+(sample std / √N). Each run trains in `workdir/<row>/seed<k>/` (`workdir/<row>/` for one seed), so an interrupted
+comparison resumes where it stopped. Every row also says which encoder it was scored with (config.eval.encoder;
+"auto" scores each method as its paper does).
 """
 
 import json
+import math
 import os
 import sys
 
 import matplotlib
+import numpy as np
 from absl import app, flags, logging
 from ml_collections import config_flags
 
@@ -26,31 +33,46 @@ import matplotlib.pyplot as plt  # noqa: E402
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Base config; its method field is replaced per method.",
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "One sub-folder per method, plus compare.json and compare.png.")
-_METHODS = flags.DEFINE_list("methods", ["simclr", "ab_simclr", "dino", "ab_dino"], "Methods to compare.")
+_METHODS = flags.DEFINE_list("methods", ["simclr", "ab_simclr", "dino", "ab_dino"],
+                             "Methods or variants (method+field=value+…) to compare.")
+_SEEDS = flags.DEFINE_integer("seeds", 1, "Training seeds per method: config.seed + 0 … N-1.")
 
 
-def table(results: dict[str, dict], random_init: dict) -> str:
-    tasks = list(random_init)
-    lines = [f"{'method':<14}" + "".join(f"{t:>18}" for t in tasks)]
-    for name, scores in [*results.items(), ("random_init", random_init)]:
-        lines.append(f"{name:<14}" + "".join(f"{scores[t]:>18.3f}" for t in tasks))
+def summarise(per_seed: list[dict]) -> dict:
+    """[{task: score}] over seeds → {"mean": …, "se": …} per task (se = 0 for one seed)."""
+    tasks = per_seed[0]
+    values = {task: np.array([scores[task] for scores in per_seed if task in scores], float) for task in tasks}
+    return dict(mean={t: float(v.mean()) for t, v in values.items()},
+                se={t: float(v.std(ddof=1) / math.sqrt(len(v))) if len(v) > 1 else 0.0 for t, v in values.items()})
+
+
+def table(rows: dict[str, dict], tasks: list[str]) -> str:
+    """One line per row: mean ± SE for each task."""
+    width = max(14, *map(len, rows))
+    lines = [f"{'method':<{width}}" + "".join(f"{t:>22}" for t in tasks)]
+    for name, row in rows.items():
+        cells = [f"{row['mean'][t]:.3f} ± {row['se'][t]:.3f}" if t in row["mean"] else "—" for t in tasks]
+        lines.append(f"{name:<{width}}" + "".join(f"{c:>22}" for c in cells))
     return "\n".join(lines)
 
 
-def bar_chart(results: dict[str, dict], random_init: dict, path: str) -> None:
-    rows = {**results, "random_init": random_init}
-    tasks = list(random_init)
+def bar_chart(rows: dict[str, dict], tasks: list[str], path: str) -> None:
     width = 0.8 / len(rows)
     fig, ax = plt.subplots(figsize=(1.8 * len(tasks) + 2, 3.5))
-    for i, (name, scores) in enumerate(rows.items()):
-        ax.bar([t + i * width for t in range(len(tasks))], [scores[t] for t in tasks], width, label=name)
-    ax.set_xticks([t + 0.4 - width / 2 for t in range(len(tasks))], tasks)
-    ax.set_ylabel("held-out accuracy")
+    for i, (name, row) in enumerate(rows.items()):
+        ax.bar([t + i * width for t in range(len(tasks))], [row["mean"].get(t, np.nan) for t in tasks], width,
+               yerr=[row["se"].get(t, 0.0) for t in tasks], capsize=2, label=name)
+    ax.set_xticks([t + 0.4 - width / 2 for t in range(len(tasks))], tasks, rotation=30, ha="right", fontsize=7)
+    ax.set_ylabel("held-out accuracy (mean ± SE)")
     ax.set_ylim(0, 1)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def run_dir(workdir: str, row: str, seed_index: int, seeds: int) -> str:
+    return os.path.join(workdir, row) if seeds == 1 else os.path.join(workdir, row, f"seed{seed_index}")
 
 
 def main(argv: list[str]) -> None:
@@ -63,25 +85,50 @@ def main(argv: list[str]) -> None:
     from rlvis import train
 
     try:
+        if _SEEDS.value < 1:
+            raise ValueError(f"--seeds={_SEEDS.value} must be at least 1")
         configs = config_lib.method_configs(_CONFIG.value, _METHODS.value, jax.device_count())
     except (config_lib.ConfigError, ValueError) as e:
         print(f"rlvis: config error: {e}", file=sys.stderr)
         sys.exit(2)
-    results, random_init, wall = {}, None, {}
-    for method, config in configs.items():
-        print(f"rlvis.compare: {method}: {config_lib.encoded_views_per_step(config)} encoded views/step, "
-              f"{config.total_steps} steps", flush=True)
-        out = train.train_and_evaluate(config, os.path.join(_WORKDIR.value, method))
-        results[method], wall[method] = out["trained"], out["wall_seconds"]
-        random_init = random_init or out["random_init"]  # same encoder shape and init key for every method
-    print(table(results, random_init), flush=True)
-    summary = dict(methods=results, random_init=random_init, wall_seconds=wall,
-                   encoded_views_per_step={m: config_lib.encoded_views_per_step(c) for m, c in configs.items()},
-                   steps=_CONFIG.value.total_steps)
-    with open(os.path.join(_WORKDIR.value, "compare.json"), "w") as f:
-        json.dump(summary, f, indent=2)
-    bar_chart(results, random_init, os.path.join(_WORKDIR.value, "compare.png"))
+    seeds, trained, random_init, wall = _SEEDS.value, {}, {}, {}
+    encoders = {row: config_lib.eval_encoder(config) for row, config in configs.items()}
+    for row, config in configs.items():
+        print(f"rlvis.compare: {row}: {config_lib.encoded_views_per_step(config)} encoded views/step, "
+              f"{config.total_steps} steps, {seeds} seed(s)", flush=True)
+        trained[row], wall[row] = [], []
+        for k in range(seeds):
+            seeded = config.copy_and_resolve_references()
+            seeded.seed = config.seed + k
+            out = train.train_and_evaluate(seeded, run_dir(_WORKDIR.value, row, k, seeds))
+            trained[row].append(out["trained"])
+            wall[row].append(out["wall_seconds"])
+            random_init.setdefault(k, out["random_init"])  # same encoder shape and init key for every method
+            write_summary(_WORKDIR.value, configs, trained, random_init, wall, encoders, seeds)  # partial: kept
+    rows = write_summary(_WORKDIR.value, configs, trained, random_init, wall, encoders, seeds)
+    print(table(rows, list(rows["random_init"]["mean"])), flush=True)
     print(f"rlvis.compare: wrote {_WORKDIR.value}/compare.json and compare.png", flush=True)
+
+
+def write_summary(workdir: str, configs: dict, trained: dict, random_init: dict, wall: dict, encoders: dict,
+                  seeds: int) -> dict:
+    """compare.json and compare.png from the runs finished so far (`seeds_done` says how many per row), so an
+    interrupted comparison still leaves its numbers."""
+    rows = {row: summarise(per_seed) for row, per_seed in trained.items() if per_seed}
+    rows["random_init"] = summarise([random_init[k] for k in sorted(random_init)])
+    summary = dict(methods={row: rows[row]["mean"] for row in trained if trained[row]},
+                   se={row: rows[row]["se"] for row in trained if trained[row]},
+                   per_seed=trained, seeds_done={row: len(v) for row, v in trained.items()},
+                   random_init=rows["random_init"]["mean"], random_init_se=rows["random_init"]["se"],
+                   encoder=encoders, wall_seconds=wall, seeds=seeds,
+                   encoded_views_per_step={m: config_lib.encoded_views_per_step(c) for m, c in configs.items()},
+                   steps=next(iter(configs.values())).total_steps,
+                   config=json.loads(next(iter(configs.values())).to_json()))
+    with open(os.path.join(workdir, "compare.json.tmp"), "w") as f:
+        json.dump(summary, f, indent=2)
+    os.replace(os.path.join(workdir, "compare.json.tmp"), os.path.join(workdir, "compare.json"))
+    bar_chart(rows, list(rows["random_init"]["mean"]), os.path.join(workdir, "compare.png"))
+    return rows
 
 
 if __name__ == "__main__":

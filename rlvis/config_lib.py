@@ -4,6 +4,7 @@ Unknown keys and wrong types on the command line are already refused by ml_colle
 locked by `config_flags`); this module checks the values that only make sense together.
 """
 
+import ast
 import copy
 import os
 import re
@@ -14,7 +15,7 @@ from rlvis.data import digits, sources
 from rlvis.models import vit
 
 METHODS = ("ab_simclr", "simclr", "ab_dino", "dino", "ab_clip", "clip")
-EVALUATORS = ("demo", "digit_monitor", "tfds")  # rlvis/evaluators/suite.py
+EVALUATORS = ("demo", "digit_monitor", "foresight", "tfds")  # rlvis/evaluators/suite.py
 
 
 def base_method(config: ml_collections.ConfigDict) -> str:
@@ -25,6 +26,26 @@ def base_method(config: ml_collections.ConfigDict) -> str:
 def uses_bootstrapping(config: ml_collections.ConfigDict) -> bool:
     """AB methods train the value head on the bootstrap stream; base methods ignore that stream."""
     return config.method.startswith("ab_")
+
+
+def has_ema_encoder(config: ml_collections.ConfigDict) -> bool:
+    """Whether the method's own recipe keeps an EMA network: DINO's teacher, and AB's target network (unless the
+    no-EMA-target ablation removes it). SimCLR and CLIP have none."""
+    return base_method(config) == "dino" or (uses_bootstrapping(config) and config.ab.use_ema_target)
+
+
+def eval_encoder(config: ml_collections.ConfigDict, override: str | None = None) -> str:
+    """"ema" or "online": which encoder to score. "auto" (the default) scores each method as its paper does —
+    the EMA encoder where the recipe has one, the online encoder otherwise."""
+    choice = override or config.eval.encoder
+    if choice == "auto":
+        return "ema" if has_ema_encoder(config) else "online"
+    return choice
+
+
+def params_key(encoder: str) -> str:
+    """The train-state entry that holds `encoder`'s parameters."""
+    return {"ema": "ema_params", "online": "params"}[encoder]
 
 
 class ConfigError(ValueError):
@@ -69,15 +90,22 @@ def validate(config: ml_collections.ConfigDict, device_count: int, check_data_pa
              f"config.env.view_size={c.env.view_size} exceeds config.data.{canvas_field}={c.data[canvas_field]}")
     _require(c.data.digit_size[1] <= c.data.scene_min_size <= c.data.scene_canvas,
              "config.data: need digit_size max <= scene_min_size <= scene_canvas")
+    _require(0.0 <= c.data.annotation_scene_fraction <= 1.0,
+             f"config.data.annotation_scene_fraction={c.data.annotation_scene_fraction} must be in [0, 1]")
     lo, hi = c.data.digits_per_scene
     _require(1 <= lo <= hi <= digits.MAX_DIGITS,
              f"config.data.digits_per_scene={(lo, hi)} must satisfy 1 <= min <= max <= {digits.MAX_DIGITS}")
     _require(c.model.decoder_width % c.model.decoder_heads == 0,
              "config.model.decoder_width must be divisible by config.model.decoder_heads")
     _require(0.0 <= c.ab.gamma < 1.0, f"config.ab.gamma={c.ab.gamma} must be in [0, 1)")
+    _require(not (c.ab.exclude_source and c.ab.gamma > 0) or c.env.views >= 3,
+             "config.ab.exclude_source with gamma > 0 needs config.env.views >= 3 (a next move other than going back)")
+    _require(c.model.action_encoding in ("bins", "fourier"),
+             f"config.model.action_encoding={c.model.action_encoding!r} must be 'bins' or 'fourier'")
     _require(0.0 <= c.ab.ema_start <= c.ab.ema_end <= 1.0,
              f"config.ab.ema_start={c.ab.ema_start}, ema_end={c.ab.ema_end} must satisfy 0 <= start <= end <= 1")
     _require(c.simclr.temperature > 0, "config.simclr.temperature must be positive")
+    _require(c.ab.target_temperature >= 0, "config.ab.target_temperature must be >= 0 (0 = the base method's own)")
     _require(c.ab.base_loss_weight >= 0, "config.ab.base_loss_weight must be >= 0")
     _require(c.dino.prototypes >= 2, f"config.dino.prototypes={c.dino.prototypes} must be at least 2")
     _require(c.dino.local_views >= 0, "config.dino.local_views must be >= 0")
@@ -121,9 +149,11 @@ def validate(config: ml_collections.ConfigDict, device_count: int, check_data_pa
     _require(0 < c.optim.b2 < 1, f"config.optim.b2={c.optim.b2} must be in (0, 1)")
     _require(0 <= c.optim.warmup_steps <= c.total_steps,
              f"config.optim.warmup_steps={c.optim.warmup_steps} must be in [0, total_steps]")
-    _require(c.eval.encoder in ("ema", "online"), f"config.eval.encoder={c.eval.encoder!r} must be 'ema' or 'online'")
+    _require(c.eval.encoder in ("auto", "ema", "online"),
+             f"config.eval.encoder={c.eval.encoder!r} must be 'auto', 'ema' or 'online'")
     _require(c.eval.digits_per_class >= 4, "config.eval.digits_per_class must be at least 4")
     _require(c.eval.scenes >= 20, "config.eval.scenes must be at least 20")
+    _require(c.eval.foresight_scenes >= 1, "config.eval.foresight_scenes must be at least 1")
     _require(c.eval.monitor_every >= 0, "config.eval.monitor_every must be >= 0 (0 = never during training)")
     for field in ("final", "monitor"):
         unknown = [name for name in c.eval[field] if name not in EVALUATORS]
@@ -160,7 +190,7 @@ RESUMABLE_CHANGES = ("log_every", "checkpoint_every", "keep_checkpoints", "data.
                      "optim.skip_nonfinite", "debug.nan_loss_at_step", "sharding.strategy", "sharding.fsdp_rules",
                      "sharding.fsdp_min_size",
                      "data.index_dir", "data.bootstrap.index_dir",
-                     "eval.encoder", "eval.probe_steps", "eval.knn_k", "eval.knn_temperature", "eval.scenes",
+                     "eval.encoder", "eval.probe_steps", "eval.knn_k", "eval.knn_temperature", "eval.scenes", "eval.foresight_scenes",
                      "eval.scene_view_size", "eval.final", "eval.monitor", "eval.monitor_every", "eval.tfds.name",
                      "eval.tfds.data_dir", "eval.tfds.train_split", "eval.tfds.test_split", "eval.tfds.label_key",
                      "eval.tfds.max_train", "eval.tfds.max_test")
@@ -203,15 +233,36 @@ def encoded_views_per_step(config: ml_collections.ConfigDict) -> int:
     return views
 
 
+def apply_variant(config: ml_collections.ConfigDict, variant: str) -> ml_collections.ConfigDict:
+    """"ab_simclr+ab.use_ema_target=False+env.views=3" → a copy of `config` with that method and those fields (values
+    read as Python literals, else as strings); an unknown field is a ConfigError naming it."""
+    method, *overrides = variant.split("+")
+    config = copy.deepcopy(config)
+    config.method = method
+    for override in overrides:
+        field, sep, text = override.partition("=")
+        try:
+            value = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            value = text
+        *parents, leaf = field.split(".")
+        node = config
+        try:
+            for parent in parents:
+                node = node[parent]
+            _require(bool(sep) and leaf in node, f"variant {variant!r}: unknown field {field!r}")
+            node[leaf] = value
+        except (KeyError, AttributeError, TypeError) as e:
+            raise ConfigError(f"variant {variant!r}: cannot set {field}={text!r} ({e})") from None
+    return config
+
+
 def method_configs(base: ml_collections.ConfigDict, methods: list[str], device_count: int,
                    check_data_paths: bool = True) -> dict:
-    """One config per method; within a family (SimCLR, DINO) every method encodes as many views per step as the
-    most expensive one, which is the AB variant: the base method alone gets a larger annotation batch."""
-    configs = {}
-    for method in methods:
-        config = copy.deepcopy(base)
-        config.method = method
-        configs[method] = config
+    """One config per method (or variant, see `apply_variant`); within a family (SimCLR, DINO) every method encodes
+    as many views per step as the most expensive one, which is the AB variant: the base method alone gets a larger
+    annotation batch."""
+    configs = {method: apply_variant(base, method) for method in methods}
     budgets: dict[str, int] = {}
     for config in configs.values():
         family = base_method(config)

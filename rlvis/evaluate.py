@@ -25,17 +25,17 @@ _POLL_SECONDS = flags.DEFINE_float("poll_seconds", 60.0, "How often --watch look
 
 def evaluate_step(workdir: str, step: int | None = None, encoder: str | None = None) -> tuple[int, dict]:
     """(step, {task: score}) for one checkpoint, written to eval/step_<S>.json, eval_metrics.jsonl, TensorBoard."""
-    from rlvis import checkpoints, metrics
+    from rlvis import checkpoints, config_lib, metrics
     from rlvis.data import pipeline
     from rlvis.evaluators import suite
     from rlvis.models import ab_model
 
     config, state, step = checkpoints.load_run(workdir, step)
-    encoder = encoder or config.eval.encoder
+    encoder = config_lib.eval_encoder(config, encoder)
     model = ab_model.from_config(config)
     encode = lambda params, views: model.apply(params, views, method=ab_model.ABModel.encode)  # noqa: E731
     evaluators = suite.build(config.eval.final, encode, config, pipeline.image_channels(config))
-    scores = suite.run_all(evaluators, state["ema_params" if encoder == "ema" else "params"], progress=True)
+    scores = suite.run_all(evaluators, state[config_lib.params_key(encoder)], progress=True)
     os.makedirs(os.path.join(workdir, "eval"), exist_ok=True)
     with open(os.path.join(workdir, "eval", f"step_{step}.json"), "w") as f:
         json.dump(dict(step=step, encoder=encoder, scores=scores), f, indent=2)

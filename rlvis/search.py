@@ -67,7 +67,7 @@ def _scorer(model: ABModel, config: ml_collections.ConfigDict, policy: str) -> S
     def value(params, annotations: Annotations, image, valid, box, candidates, annotation):
         view = crop_env.observe(image, valid, box, size)
         tokens = model.apply(params, view[None], method=ABModel.encode)[0]
-        q = value_maps.value_distribution(model, params, config, tokens, box, candidates, annotations.ab)
+        q = value_maps.value_distribution(model, params, config, tokens, box, candidates, annotations)
         return q[:, annotation]
 
     def brute_force(params, annotations: Annotations, image, valid, box, candidates, annotation):

@@ -26,7 +26,7 @@ from jax.experimental import multihost_utils
 from rlvis import checkpoints, config_lib, metrics, sharding
 from rlvis.data import decode, pipeline
 from rlvis.envs import crop_env, photometric
-from rlvis.evaluators import suite
+from rlvis.evaluators import foresight, suite
 from rlvis.models import ab_model
 from rlvis.objectives import ab_clip, ab_dino, ab_simclr
 
@@ -122,7 +122,7 @@ def make_views(key: jax.Array, batch: dict, config: ml_collections.ConfigDict) -
     `ab.photometric_bootstrap` ablation asks otherwise.
     """
     k_annotation, k_bootstrap, k_augment, k_boot_augment, k_local, k_local_augment = jax.random.split(key, 6)
-    common = dict(ratio=tuple(config.env.ratio), bins=config.env.action_bins)
+    common = dict(ratio=tuple(config.env.ratio))
     base = config_lib.base_method(config)
     images, valid = batch["annotation"]["image"], batch["annotation"]["valid"]
     scale = {"dino": config.dino.global_scale, "clip": config.clip.scale}.get(base, config.env.annotation_scale)
@@ -140,22 +140,29 @@ def make_views(key: jax.Array, batch: dict, config: ml_collections.ConfigDict) -
         bootstrap = crop_env.batch_rollout(k_bootstrap, batch["bootstrap"]["image"], batch["bootstrap"]["valid"],
                                            num_views=config.env.views, scale=tuple(config.env.scale),
                                            size=config.env.view_size, **common)
-        views["views"], views["tokens"] = bootstrap["views"], bootstrap["tokens"]
-        if config.ab.photometric_bootstrap:
-            views["views"] = photometric.augment_views(k_boot_augment, views["views"], config.augment)
-        if not config.ab.action_tokens:
-            views["tokens"] = crop_env.mask_tokens(views["tokens"], config.env.action_bins)
+        views.update(views=bootstrap["views"], actions=bootstrap["actions"], boxes=bootstrap["boxes"])
+        if config.ab.photometric_bootstrap:  # colour only: a flip would mirror the view but not its action
+            views["views"] = photometric.augment_views(k_boot_augment, views["views"], without_flip(config.augment))
     return views
 
 
+def without_flip(augment: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """`config.augment` with flipping off. Bootstrap views keep their geometry: an action is a box move, and a
+    mirrored source view would make the same action point at mirrored content."""
+    photometric_only = ml_collections.ConfigDict(augment.to_dict())
+    photometric_only.flip = 0.0
+    return photometric_only
+
+
 def _results_table(trained: dict, random_init: dict) -> str:
-    lines = [f"{'task':<18} {'trained':>8} {'random_init':>12} {'margin':>8}"]
+    width = max(18, *map(len, trained))
+    lines = [f"{'task':<{width}} {'trained':>8} {'random_init':>12} {'margin':>8}"]
     for task, score in trained.items():
-        lines.append(f"{task:<18} {score:>8.3f} {random_init[task]:>12.3f} {score - random_init[task]:>+8.3f}")
+        lines.append(f"{task:<{width}} {score:>8.3f} {random_init[task]:>12.3f} {score - random_init[task]:>+8.3f}")
     return "\n".join(lines)
 
 
-BOOTSTRAP_KEYS = ("views", "tokens")  # the bootstrap stream's part of `make_views`' output
+BOOTSTRAP_KEYS = ("views", "actions", "boxes")  # the bootstrap stream's part of `make_views`' output
 
 
 def accumulate_gradients(grad_fn: Callable, params, views: dict, chunks: int) -> tuple:
@@ -202,7 +209,7 @@ def make_train_step(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh, 
     def init(key: jax.Array) -> dict:
         size = config.env.view_size
         params = model.init(key, jnp.zeros((1, size, size, channels)),
-                            jnp.zeros((1, config.env.views - 1, crop_env.NUM_ACTION_TOKENS), jnp.int32),
+                            jnp.tile(jnp.array([0.0, 0.0, 1.0, 1.0]), (1, config.env.views - 1, 1)),  # "stay"
                             jnp.zeros((1, config.clip.caption_length), jnp.int32))
         return dict(params=params, ema_params=jax.tree.map(jnp.copy, params), opt_state=tx.init(params),
                     method_state=objective.initial_state(config), step=jnp.zeros((), jnp.int32))
@@ -214,9 +221,8 @@ def make_train_step(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh, 
 
     def update(state: dict, batch: dict) -> tuple[dict, dict]:
         views = make_views(jax.random.fold_in(train_key, state["step"]), batch, config)
-        target_params = state["ema_params"] if config.ab.use_ema_target else state["params"]  # stop-grad inside
         def loss_fn(params, views: dict):
-            loss, aux = objective.loss(model, params, target_params=target_params, batch=views, config=config,
+            loss, aux = objective.loss(model, params, ema_params=state["ema_params"], batch=views, config=config,
                                        method_state=state["method_state"], step=state["step"])
             if config.debug.nan_loss_at_step >= 0:  # fault injection for the tests: this step's loss, grads NaN
                 loss = loss * jnp.where(state["step"] + 1 == config.debug.nan_loss_at_step, jnp.nan, 1.0)
@@ -334,6 +340,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, stop_at_
     writer = metrics.MetricWriter(workdir)
     writer.drop_after(step)  # lines past the restored checkpoint belong to a run that was lost
     encode = lambda params, views: model.apply(params, views, method=ab_model.ABModel.encode)  # noqa: E731
+    encoder = config_lib.eval_encoder(config)  # "ema" or "online": the one the method's paper scores
     monitors = suite.build(config.eval.monitor, encode, config, channels)
     try:
         final = suite.build(config.eval.final, encode, config, channels)  # now: a missing eval dataset fails at start
@@ -346,11 +353,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, stop_at_
         """The cheap evaluators on the encoder the final probes read: monitor.jsonl, TensorBoard, a PNG of curves."""
         if not monitors:
             return
-        scores = suite.run_all(monitors, state["ema_params" if config.eval.encoder == "ema" else "params"])
+        scores = suite.run_all(monitors, state[config_lib.params_key(encoder)])
         monitor_writer.write(at_step, {f"monitor/{task}": score for task, score in scores.items()})
         if is_main:
-            print(f"step {at_step} | " + " ".join(f"{t} {v:.3f}" for t, v in scores.items()), flush=True)
+            shown = {t: v for t, v in scores.items() if not t.startswith("foresight/") or t.endswith("/all")}
+            print(f"step {at_step} | " + " ".join(f"{t} {v:.3f}" for t, v in shown.items()), flush=True)
             suite.plot_curves(monitor_writer.path, "monitor/", os.path.join(workdir, "plots", "monitor.png"))
+            suite.plot_curves(writer.path, ("td_accuracy/", "td_invariance_accuracy/"),
+                              os.path.join(workdir, "plots", "td_accuracy.png"))
 
     if step == 0:
         monitor_now(0)
@@ -409,10 +419,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, stop_at_
         return None
 
     # ---------------------------------------------------------------- final evaluation
-    trained = suite.run_all(final, state["ema_params" if config.eval.encoder == "ema" else "params"],
-                            progress=is_main)
+    trained = suite.run_all(final, state[config_lib.params_key(encoder)], progress=is_main)
     random_init = suite.run_all(final, init_fn(init_key)["params"], progress=is_main)
-    results = dict(trained=trained, random_init=random_init,
+    results = dict(trained=trained, random_init=random_init, encoder=encoder,
                    margins={task: trained[task] - random_init[task] for task in trained},
                    config=json.loads(config.to_json()), steps=step,
                    wall_seconds=prior_wall + time.perf_counter() - process_start)
@@ -423,5 +432,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, stop_at_
         with open(path + ".tmp", "w") as f:  # a crash mid-write leaves the previous results.json whole
             json.dump(results, f, indent=2)
         os.replace(path + ".tmp", path)
+        if any(task.startswith("foresight/") for task in trained):
+            foresight.plot(trained, os.path.join(workdir, "plots", "foresight.png"),
+                           f"foresight at step {step} ({encoder} encoder): {config.method}")
         print(f"rlvis: wrote {os.path.join(workdir, 'results.json')} ({results['wall_seconds']:.0f} s)", flush=True)
     return results

@@ -14,7 +14,7 @@ def setup(method: str, gamma: float = 0.0, *, annotation_views: int = 2, annotat
           local_views: int = 0):
     """(config, model, online params, target params, batch) for the tiny demo config of `method`.
 
-    The batch holds `views` and `tokens` of 4 random 64-px images, and `annotation_views` (plus `local_views`,
+    The batch holds `views`, `actions` and `boxes` of 4 random 64-px images, and `annotation_views` (plus `local_views`,
     16 px, when asked) of 8 annotation crops.
     """
     config = demo.get_config(f"tiny,method={method}")
@@ -22,19 +22,19 @@ def setup(method: str, gamma: float = 0.0, *, annotation_views: int = 2, annotat
     model = ab_model.from_config(config)
     images = jax.random.uniform(jax.random.PRNGKey(0), (NUM_IMAGES, 64, 64, 1)) * 255
 
-    def rollout(key, imgs, num_views, size, scale, bins=2):
+    def rollout(key, imgs, num_views, size, scale):
         return crop_env.batch_rollout(jax.random.PRNGKey(key), imgs, jnp.full((len(imgs), 2), 64),
-                                      num_views=num_views, size=size, scale=scale, ratio=(0.75, 1.33), bins=bins)
+                                      num_views=num_views, size=size, scale=scale, ratio=(0.75, 1.33))
 
-    boot = rollout(0, images, config.env.views, 32, (0.05, 1.0), config.env.action_bins)
+    boot = rollout(0, images, config.env.views, 32, (0.05, 1.0))
     annotation_images = images[:1].repeat(NUM_ANNOTATIONS, 0)
-    batch = dict(views=boot["views"], tokens=boot["tokens"],
+    batch = dict(views=boot["views"], actions=boot["actions"], boxes=boot["boxes"],
                  annotation_views=rollout(1, annotation_images, annotation_views, 32, annotation_scale)["views"])
     if local_views:
         batch["local_views"] = rollout(2, annotation_images, local_views, 16, (0.05, 0.4))["views"]
 
     def init(key):
         return model.init(jax.random.PRNGKey(key), jnp.zeros((1, 32, 32, 1)),
-                          jnp.zeros((1, config.env.views - 1, 4), jnp.int32),
+                          jnp.tile(jnp.array([0.0, 0.0, 1.0, 1.0]), (1, config.env.views - 1, 1)),
                           jnp.zeros((1, config.clip.caption_length), jnp.int32))
     return config, model, init(2), init(3), batch

@@ -3,6 +3,9 @@ import os
 import subprocess
 import sys
 
+import numpy as np
+import pytest
+
 from configs import demo
 from rlvis import config_lib
 
@@ -45,3 +48,17 @@ def test_a_base_method_drops_gradient_accumulation_which_splits_a_stream_it_does
     config.optim.grad_accum_steps = 2
     configs = config_lib.method_configs(config, ["ab_simclr", "simclr"], device_count=1)
     assert configs["ab_simclr"].optim.grad_accum_steps == 2 and configs["simclr"].optim.grad_accum_steps == 1
+
+
+def test_seeds_summarise_to_mean_and_standard_error_and_variants_set_fields():
+    from rlvis import compare
+    row = compare.summarise([{"a": 0.5, "b": 1.0}, {"a": 0.7, "b": 1.0}, {"a": 0.6, "b": 1.0}])
+    np.testing.assert_allclose(row["mean"]["a"], 0.6)
+    np.testing.assert_allclose(row["se"]["a"], 0.1 / np.sqrt(3))  # sample std 0.1 over √3
+    assert row["se"]["b"] == 0.0 and compare.summarise([{"a": 0.5}])["se"]["a"] == 0.0
+    assert "0.600 ± 0.058" in compare.table({"ab_simclr": row}, ["a", "b"])
+    assert compare.run_dir("w", "simclr", 1, seeds=3) == os.path.join("w", "simclr", "seed1")
+    variant = config_lib.apply_variant(demo.get_config(), "ab_simclr+ab.use_ema_target=False+env.views=3")
+    assert variant.method == "ab_simclr" and variant.ab.use_ema_target is False and variant.env.views == 3
+    with pytest.raises(config_lib.ConfigError, match="ab.no_such_field"):
+        config_lib.apply_variant(demo.get_config(), "ab_simclr+ab.no_such_field=1")

@@ -46,3 +46,14 @@ def test_config_argument_picks_size_and_method():
         demo.get_config("method=byol")
     with pytest.raises(ValueError, match="unknown argument 'huge'"):
         demo.get_config("huge")
+
+
+@pytest.mark.parametrize("method,use_ema_target,expected", [
+    ("simclr", True, "online"), ("clip", True, "online"), ("dino", True, "ema"), ("ab_simclr", True, "ema"),
+    ("ab_clip", True, "ema"), ("ab_dino", False, "ema"), ("ab_simclr", False, "online")])
+def test_auto_encoder_scores_each_method_as_its_paper_does(method, use_ema_target, expected):
+    from rlvis import config_lib
+    config = demo.get_config(f"method={method}")
+    config.ab.use_ema_target = use_ema_target
+    assert config_lib.eval_encoder(config) == expected
+    assert config_lib.eval_encoder(config, "ema") == "ema"  # an explicit choice wins

@@ -78,22 +78,31 @@ def test_action_tokens_are_in_range_and_distinguish_moves():
 
 
 @pytest.mark.parametrize("num_views", [2, 4])
-def test_batch_rollout_shapes_and_pair_tokens(num_views):
+def test_batch_rollout_shapes_and_pair_actions(num_views):
     images = jnp.zeros((3, 64, 64, 1), jnp.uint8)
     valid = jnp.array([[64, 64], [40, 50], [64, 48]])
     rollout = jax.jit(lambda k: crop_env.batch_rollout(k, images, valid, num_views=num_views, size=16, scale=SCALE,
-                                                       ratio=RATIO, bins=8))
+                                                       ratio=RATIO))
     out = rollout(jax.random.PRNGKey(0))
     assert out["views"].shape == (3, num_views, 16, 16, 1)
-    assert out["tokens"].shape == (3, num_views, num_views - 1, 4)
-    # tokens[b, i, k] encodes the move from view i to view pair_indices[i, k]
+    assert out["actions"].shape == (3, num_views, num_views - 1, 4)
+    # actions[b, i, k] is the move from view i to view pair_indices[i, k]
     pairs = np.asarray(crop_env.pair_indices(num_views))
     b, i, k = 1, 1, 0
-    expected = crop_env.action_tokens(crop_env.relative(out["boxes"][b, i], out["boxes"][b, pairs[i, k]]), 8)
-    np.testing.assert_array_equal(out["tokens"][b, i, k], expected)
+    np.testing.assert_allclose(crop_env.step(out["boxes"][b, i], out["actions"][b, i, k]), out["boxes"][b, pairs[i, k]],
+                               atol=1e-6)
     # stateless: the same key gives the same views
     np.testing.assert_array_equal(out["boxes"], rollout(jax.random.PRNGKey(0))["boxes"])
     assert not np.allclose(out["boxes"], rollout(jax.random.PRNGKey(1))["boxes"])
+
+
+def test_iou_and_intersection_on_hand_computed_boxes():
+    a = jnp.array([0.0, 0.0, 0.5, 0.5])
+    np.testing.assert_allclose(crop_env.iou(a, a), 1.0)
+    np.testing.assert_allclose(crop_env.iou(a, jnp.array([0.5, 0.5, 0.5, 0.5])), 0.0)  # touching corners
+    np.testing.assert_allclose(crop_env.intersection(a, jnp.array([0.25, 0.0, 0.5, 0.5])), 0.125)
+    np.testing.assert_allclose(crop_env.iou(a, jnp.array([0.25, 0.0, 0.5, 0.5])), 0.125 / 0.375)
+    np.testing.assert_allclose(crop_env.iou(a, jnp.array([0.0, 0.0, 0.25, 0.25])), 0.25)  # zoom-in
 
 
 def test_pair_indices_are_all_ordered_pairs_without_self():

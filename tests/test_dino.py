@@ -81,3 +81,15 @@ def test_dino_head_logits_are_cosines_unless_the_last_layer_learns_its_gains():
     gained = {"params": {**params["params"], "prototype_gain": jnp.arange(1.0, 7.0)}}
     np.testing.assert_allclose(learned.apply(gained, x), logits * jnp.arange(1.0, 7.0), rtol=1e-5)
     assert learned.init(jax.random.PRNGKey(1), x)["params"]["prototype_gain"].shape == (6,)
+
+
+def test_no_ema_target_changes_only_the_ab_target_and_dinos_teacher_keeps_its_ema():
+    """`ab.use_ema_target=False`: the AB target comes from the online network; DINO's teacher still reads the EMA."""
+    config, model, params, ema, batch, state = _setup()
+    _, (with_ema, _) = ab_dino.loss(model, params, ema, batch, config, state, jnp.int32(0))
+    config.ab.use_ema_target = False
+    _, (without, _) = ab_dino.loss(model, params, ema, batch, config, state, jnp.int32(0))
+    np.testing.assert_allclose(without["base_loss"], with_ema["base_loss"], rtol=1e-6)  # same teacher
+    assert abs(float(without["td_loss"]) - float(with_ema["td_loss"])) > 1e-4  # a different AB target
+    _, (online_everywhere, _) = ab_dino.loss(model, params, params, batch, config, state, jnp.int32(0))
+    np.testing.assert_allclose(without["td_loss"], online_everywhere["td_loss"], rtol=1e-5)  # online AB target

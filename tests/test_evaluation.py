@@ -19,7 +19,7 @@ def _tiny_model(config):
     model = ab_model.from_config(config)
     size = config.env.view_size
     params = model.init(jax.random.PRNGKey(0), np.zeros((1, size, size, 1), np.float32),
-                        np.zeros((1, config.env.views - 1, 4), np.int32), np.zeros((1, config.clip.caption_length),
+                        np.tile(np.float32([0, 0, 1, 1]), (1, config.env.views - 1, 1)), np.zeros((1, config.clip.caption_length),
                                                                                    np.int32))
     return model, params
 
@@ -42,7 +42,7 @@ def test_value_map_is_a_distribution_that_depends_on_the_action_only_with_action
     vocabulary, names = annotations.ab, annotations.names
     assert names == tuple(str(c) for c in range(10)) and vocabulary.shape == (10, config.model.proj_dim)
     boxes = value_maps.candidate_boxes(grid=4, zooms=(0.3, 0.6))
-    p = value_maps.predict(model, params, config, scene["image"], scene["valid"], boxes, vocabulary)
+    p = value_maps.predict(model, params, config, scene["image"], scene["valid"], boxes, annotations)
     assert p.shape == (2, 4, 4, 10)
     np.testing.assert_allclose(p.sum(-1), 1.0, rtol=1e-5)
     spread = float(np.abs(p - p.mean(axis=(0, 1, 2))).max())

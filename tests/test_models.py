@@ -44,24 +44,38 @@ def test_resampled_position_embeddings_keep_cls_and_interpolate_the_grid():
     assert vit.resample_posemb(posemb, (4, 4)) is posemb
 
 
-def test_packed_actions_do_not_see_each_other():
-    head = ValueHead(bins=8, width=32, depth=2, heads=2, out_dim=16)
+@pytest.mark.parametrize("encoding,positions", [("bins", False), ("fourier", True)])
+def test_packed_actions_do_not_see_each_other(encoding, positions):
+    head = ValueHead(bins=8, width=32, depth=2, heads=2, out_dim=16, action_encoding=encoding,
+                     source_positions=positions)
     memory = jax.random.normal(jax.random.PRNGKey(0), (2, 17, 24))
-    tokens = jnp.array([[[1, 2, 3, 4], [5, 6, 7, 0]]] * 2)
-    params = head.init(jax.random.PRNGKey(1), tokens, memory)
-    out = head.apply(params, tokens, memory)
-    changed = head.apply(params, tokens.at[:, 1].set(jnp.array([0, 0, 0, 0])), memory)
+    actions = jnp.array([[[0.0, 0.0, 0.5, 0.5], [0.5, 0.25, 0.5, 0.5]]] * 2)
+    params = head.init(jax.random.PRNGKey(1), actions, memory)
+    out = head.apply(params, actions, memory)
+    changed = head.apply(params, actions.at[:, 1].set(jnp.array([-1.0, 1.0, 2.0, 2.0])), memory)
     np.testing.assert_allclose(out[:, 0], changed[:, 0], atol=1e-6)  # action 0 unaffected by action 1
     assert not np.allclose(out[:, 1], changed[:, 1])  # but action 1's own output moves
-    other_memory = head.apply(params, tokens, memory.at[0].multiply(-1.0))
+    other_memory = head.apply(params, actions, memory.at[0].multiply(-1.0))
     assert not np.allclose(out[0], other_memory[0])  # it does read the source view
+
+
+def test_fourier_queries_are_smooth_in_the_box_and_positions_tell_patches_apart():
+    """Nearby destination boxes give nearby features (binned tokens jump at bin edges), and the position
+    features of the source patches are distinct per cell."""
+    from rlvis.models import value_head
+    base = jnp.array([0.25, 0.25, 0.5, 0.5])
+    near, far = base + jnp.array([0.005, 0, 0, 0]), base + jnp.array([0.5, 0, 0, 0])
+    features = value_head.box_features(jnp.stack([base, near, far]))
+    assert jnp.linalg.norm(features[1] - features[0]) < 0.25 * jnp.linalg.norm(features[2] - features[0])
+    centres = value_head.patch_centres(16)
+    np.testing.assert_allclose(np.asarray(centres)[[0, 5, 15]], [[0.125, 0.125], [0.375, 0.375], [0.875, 0.875]])
 
 
 def test_ab_model_parts_have_consistent_shapes():
     config = demo.get_config("tiny")
     model = ab_model.from_config(config)
     images = jnp.zeros((4, 32, 32, 1))
-    actions = jnp.zeros((4, 2, 4), jnp.int32)
+    actions = jnp.tile(jnp.array([0.0, 0.0, 1.0, 1.0]), (4, 2, 1))
     params = model.init(jax.random.PRNGKey(0), images, actions)
     tokens = model.apply(params, images, method=ab_model.ABModel.encode)
     value = model.apply(params, tokens, actions, method=ab_model.ABModel.value_embed)

@@ -1,6 +1,7 @@
 import functools
 
 import jax
+import pytest
 import jax.numpy as jnp
 import numpy as np
 
@@ -34,12 +35,34 @@ def test_nt_xent_matches_a_direct_implementation():
 
 
 def test_td_target_mixes_per_annotation_max_and_renormalises():
-    p = jnp.array([[0.7, 0.2, 0.1]])
-    q = jnp.array([[[0.1, 0.8, 0.1], [0.6, 0.1, 0.3]]])  # two candidate next actions
-    np.testing.assert_array_equal(td.td_target(p, q, 0.0), p)
-    mixed = np.asarray(td.td_target(p, q, 0.5))
+    pairs = crop_env.pair_indices(3)  # 0 → (1, 2), 1 → (0, 2), 2 → (0, 1)
+    p = jnp.array([[[0.2, 0.2, 0.6], [0.7, 0.2, 0.1], [0.1, 0.1, 0.8]]])  # reward at each of 3 views
+    q = jnp.array([[[[0.3, 0.3, 0.4]] * 2,
+                    [[0.1, 0.8, 0.1], [0.6, 0.1, 0.3]],  # from view 1: back to view 0, on to view 2
+                    [[0.3, 0.3, 0.4]] * 2]])
+    np.testing.assert_array_equal(td.td_targets(p, q, 0.0, pairs), p[:, pairs])
+    mixed = np.asarray(td.td_targets(p, q, 0.5, pairs))  # pair 0 → 1 is [0, 0, 0, :]
     expected = 0.5 * np.array([0.7, 0.2, 0.1]) + 0.5 * np.array([0.6, 0.8, 0.3])
-    np.testing.assert_allclose(mixed[0], expected / expected.sum(), rtol=1e-6)
+    np.testing.assert_allclose(mixed[0, 0, 0], expected / expected.sum(), rtol=1e-6)
+    # without the move back to view 0, only the move on to view 2 is a candidate for the pair 0 → 1
+    excluded = np.asarray(td.td_targets(p, q, 0.5, pairs, exclude_source=True))
+    expected = 0.5 * np.array([0.7, 0.2, 0.1]) + 0.5 * np.array([0.6, 0.1, 0.3])
+    np.testing.assert_allclose(excluded[0, 0, 0], expected / expected.sum(), rtol=1e-6)
+    # for the pair 2 → 1 the source is view 2, so only the move back to view 0 stays
+    expected = 0.5 * np.array([0.7, 0.2, 0.1]) + 0.5 * np.array([0.1, 0.8, 0.1])
+    np.testing.assert_allclose(excluded[0, 2, 1], expected / expected.sum(), rtol=1e-6)
+
+
+def test_td_accuracy_per_iou_bucket_counts_only_that_buckets_pairs():
+    logits = jnp.array([[[[5.0, 0.0], [5.0, 0.0]], [[5.0, 0.0], [0.0, 5.0]], [[0.0, 5.0], [0.0, 5.0]]]])  # [1,3,2,2]
+    targets = jnp.array([[[[1.0, 0.0], [0.0, 1.0]], [[1.0, 0.0], [0.0, 1.0]], [[1.0, 0.0], [1.0, 0.0]]]])
+    iou = jnp.array([[[0.0, 0.1], [0.0, 0.6], [0.3, 0.3]]])
+    _, metrics = td.td_loss(logits, targets, iou)
+    np.testing.assert_allclose(metrics["td_accuracy"], 3 / 6)
+    np.testing.assert_allclose(metrics["td_accuracy/iou_0"], 1.0)  # both IoU-0 pairs right
+    np.testing.assert_allclose(metrics["td_accuracy/iou_0-0.2"], 0.0)
+    np.testing.assert_allclose(metrics["td_accuracy/iou_0.2-0.5"], 0.0)
+    np.testing.assert_allclose(metrics["td_accuracy/iou_0.5-1"], 1.0)
 
 
 def _setup(gamma):
@@ -59,8 +82,8 @@ def test_gamma_zero_is_the_icml_objective():
     np.testing.assert_allclose(again["td_loss"], metrics["td_loss"], rtol=1e-6)
 
 
-@functools.partial(jax.jit, static_argnums=(0, 4))
-def _reference_td_loss(model, params, target, batch, gamma):
+@functools.partial(jax.jit, static_argnums=(0, 4, 5))
+def _reference_td_loss(model, params, target, batch, gamma, exclude_source=False):
     """The TD loss rebuilt pair by pair, one view and one action at a time.
 
     γ = 0 is the ICML loss: mean over ordered pairs (i, j) of CE(p_AB(·|x_i, bb_ij), p_ema(·|x_j)).
@@ -74,14 +97,14 @@ def _reference_td_loss(model, params, target, batch, gamma):
     b, n = batch["views"].shape[:2]
     pairs = crop_env.pair_indices(n)
 
-    def target_at(j):
+    def target_at(i, j):
         tokens_t = model.apply(target, batch["views"][:, j], method=A.encode)
         p = jax.nn.softmax(model.apply(target, tokens_t, method=A.base_embed) @ vocab_t.T / 0.1, -1)
         if gamma == 0.0:
             return p
-        q = [jax.nn.softmax(10.0 * model.apply(target, tokens_t, batch["tokens"][:, j, k:k + 1],
+        q = [jax.nn.softmax(10.0 * model.apply(target, tokens_t, batch["actions"][:, j, k:k + 1],
                                                method=A.value_embed)[:, 0] @ ab_vocab_t.T, -1)
-             for k in range(n - 1)]  # every move from x_j to another view (x_i included)
+             for k in range(n - 1) if not (exclude_source and pairs[j][k] == i)]  # moves from x_j (x_i included?)
         mixed = (1 - gamma) * p + gamma * jnp.max(jnp.stack(q), axis=0)
         return mixed / mixed.sum(-1, keepdims=True)
 
@@ -89,17 +112,21 @@ def _reference_td_loss(model, params, target, batch, gamma):
     for i in range(n):
         tokens = model.apply(params, batch["views"][:, i], method=A.encode)
         for k, j in enumerate(pairs[i]):
-            value = model.apply(params, tokens, batch["tokens"][:, i, k:k + 1], method=A.value_embed)[:, 0]
+            value = model.apply(params, tokens, batch["actions"][:, i, k:k + 1], method=A.value_embed)[:, 0]
             logits = 10.0 * value @ vocab.T
-            losses.append(-jnp.sum(target_at(int(j)) * jax.nn.log_softmax(logits, -1), -1))
+            losses.append(-jnp.sum(target_at(i, int(j)) * jax.nn.log_softmax(logits, -1), -1))
     return jnp.mean(jnp.stack(losses))
 
 
-def test_gamma_positive_matches_a_pair_by_pair_reference():
-    """target(ℓ | i→j) = renorm((1-γ)·p_ema(ℓ|x_j) + γ·max over j→k, k≠j of Q_ema(ℓ | x_j, a_{j→k}))."""
+@pytest.mark.parametrize("exclude_source", [False, True])
+def test_gamma_positive_matches_a_pair_by_pair_reference(exclude_source):
+    """target(ℓ | i→j) = renorm((1-γ)·p_ema(ℓ|x_j) + γ·max over j→k, k≠j (and k≠i when excluding the source) of
+    Q_ema(ℓ | x_j, a_{j→k}))."""
     config, model, params, target, batch = _setup(0.5)
+    config.ab.exclude_source = exclude_source
     _, (metrics, _) = ab_simclr.loss(model, params, target, batch, config)
-    np.testing.assert_allclose(metrics["td_loss"], _reference_td_loss(model, params, target, batch, 0.5), rtol=1e-5)
+    np.testing.assert_allclose(metrics["td_loss"],
+                               _reference_td_loss(model, params, target, batch, 0.5, exclude_source), rtol=1e-5)
 
 
 def test_gamma_positive_uses_the_target_value_head():
@@ -127,16 +154,21 @@ def test_gradients_never_reach_the_target_network():
             np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)  # same maths, differently fused
 
 
-def test_masked_action_tokens_make_every_move_predict_the_same_distribution():
+@pytest.mark.parametrize("encoding", ["bins", "fourier"])
+def test_masked_action_tokens_make_every_move_predict_the_same_distribution(encoding):
     """The 'empty action tokens' ablation: the value head sees the source view only (invariance)."""
-    config, model, params, target, batch = _setup(0.0)
-    masked = dict(batch, tokens=crop_env.mask_tokens(batch["tokens"], config.env.action_bins))
+    config, _, _, _, batch = _setup(0.0)
+    config.model.action_encoding = encoding
+    model = ab_model.from_config(config)
+    config.ab.action_tokens = False
+    masked_model = ab_model.from_config(config)
     b, n = batch["views"].shape[:2]
-    tokens = model.apply(params, batch["views"].reshape(b * n, 32, 32, 1), method=ab_model.ABModel.encode)
-    value = model.apply(params, tokens, masked["tokens"].reshape(b * n, n - 1, 4), method=ab_model.ABModel.value_embed)
+    views, actions = batch["views"].reshape(b * n, 32, 32, 1), batch["actions"].reshape(b * n, n - 1, 4)
+    params = masked_model.init(jax.random.PRNGKey(0), views[:1], actions[:1])  # a superset of the unmasked ones
+    tokens = model.apply(params, views, method=ab_model.ABModel.encode)
+    value = masked_model.apply(params, tokens, actions, method=ab_model.ABModel.value_embed)
     np.testing.assert_allclose(value[:, 0], value[:, 1], atol=1e-5)
-    unmasked = model.apply(params, tokens, batch["tokens"].reshape(b * n, n - 1, 4),
-                           method=ab_model.ABModel.value_embed)
+    unmasked = model.apply(params, tokens, actions, method=ab_model.ABModel.value_embed)
     assert not np.allclose(unmasked[:, 0], unmasked[:, 1], atol=1e-3)
 
 
@@ -155,3 +187,15 @@ def test_base_loss_weight_zero_leaves_only_the_td_term():
     config.ab.base_loss_weight = 0.0
     loss, (metrics, _) = ab_simclr.loss(model, params, target, batch, config)
     np.testing.assert_allclose(loss, metrics["td_loss"], rtol=1e-6)
+
+
+def test_source_prior_adds_the_source_views_distribution_without_training_the_base_head_through_it():
+    config, model, params, target, batch = _setup(0.0)
+    config.ab.base_loss_weight = 0.0  # only the TD term: the base head may get no gradient from it
+    _, (plain, _) = ab_simclr.loss(model, params, target, batch, config)
+    config.ab.source_prior = True
+    _, (prior, _) = ab_simclr.loss(model, params, target, batch, config)
+    assert abs(float(prior["td_loss"]) - float(plain["td_loss"])) > 1e-3
+    grads = jax.grad(lambda p: ab_simclr.loss(model, p, target, batch, config)[0])(params)
+    assert all(float(jnp.abs(g).max()) == 0.0 for g in jax.tree.leaves(grads["params"]["base_head"]))
+    assert any(float(jnp.abs(g).max()) > 0.0 for g in jax.tree.leaves(grads["params"]["value_head"]))

@@ -40,3 +40,24 @@ def test_jitter_changes_values_but_keeps_the_range_and_is_per_view():
     assert float(out.min()) >= -1.0 and float(out.max()) <= 1.0
     assert np.abs(np.asarray(out) - np.asarray(views)).max() > 0.05
     assert not np.allclose(out[0], out[1])  # independent keys per view
+
+
+def test_photometric_bootstrap_keeps_flips_out_of_bootstrap_views():
+    """A flipped bootstrap view would need a mirrored action; the ablation adds colour augmentation only."""
+    from configs import demo
+    from rlvis import train
+    config = demo.get_config("tiny")
+    config.ab.photometric_bootstrap = True
+    images = jax.random.uniform(jax.random.PRNGKey(0), (4, 64, 64, 1)) * 255
+    stream = dict(image=images, valid=jnp.full((4, 2), 64))
+    batch = dict(annotation=stream, bootstrap=stream)
+    key = jax.random.PRNGKey(3)
+    config.augment.flip = 0.0
+    unflipped = train.make_views(key, batch, config)
+    config.augment.flip = 1.0
+    flipped = train.make_views(key, batch, config)
+    np.testing.assert_array_equal(flipped["views"], unflipped["views"])  # bootstrap views never flip
+    assert not np.allclose(flipped["annotation_views"], unflipped["annotation_views"])  # annotation views do
+    config.ab.photometric_bootstrap = False
+    plain = train.make_views(key, batch, config)
+    assert not np.allclose(plain["views"], unflipped["views"])  # and the ablation does change the bootstrap views

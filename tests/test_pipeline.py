@@ -66,3 +66,16 @@ def test_scenes_are_composed_from_pretraining_digits_only():
     held_out = {tight(d) for d in np.concatenate([splits.probe_train_images, splits.probe_test_images])}
     found = [tight(image[..., 0]) for image in next(pipeline.make_iterator(scenes))["image"]]
     assert all(f in pretrain for f in found) and not any(f in held_out for f in found)
+
+
+def test_annotation_scene_fraction_mixes_scenes_with_digits_on_one_canvas():
+    config = demo.get_config("tiny")
+    config.batch.annotation = 64
+    for fraction, expected in ((1.0, 64), (0.5, None)):
+        config.data.annotation_scene_fraction = fraction
+        batch = next(pipeline.make_iterator(pipeline.training_streams(config, 0, 1)["annotation"]))
+        assert batch["image"].shape == (64, 64, 64, 1)
+        digits_only = (batch["valid"] == 32).all(-1)  # a centred digit: a 32 × 32 valid region, top-left
+        scenes = (~digits_only).sum()
+        assert scenes == expected if expected else 16 < scenes < 48
+        assert (batch["image"][digits_only, 32:] == 0).all() and (batch["image"][digits_only, :, 32:] == 0).all()

@@ -67,14 +67,20 @@ def test_demo_command_prints_progress_and_writes_the_results_contract(runs):
     assert "linear/box_digit" in stdout and "random_init" in stdout
     with open(runs["full"] / "results.json") as f:
         results = json.load(f)
-    assert set(results) >= {"trained", "random_init", "config", "steps", "wall_seconds"}
-    assert set(results["trained"]) == TASKS and set(results["random_init"]) == TASKS
+    assert set(results) >= {"trained", "random_init", "config", "steps", "wall_seconds", "encoder"}
+    assert results["encoder"] == "ema"  # AB_SimCLR's recipe has an EMA network (config_lib.eval_encoder)
+    foresight_tasks = {f"foresight/{p}/{b}" for p in ("value", "invariance", "brute_force", "chance")
+                       for b in ("all", "zoom_in")}
+    assert set(results["trained"]) >= TASKS | foresight_tasks and set(results["random_init"]) >= TASKS
+    assert (runs["full"] / "plots" / "foresight.png").stat().st_size > 1000
     assert all(0.0 <= v <= 1.0 for v in [*results["trained"].values(), *results["random_init"].values()])
     assert results["steps"] == 6 and results["wall_seconds"] > 0
     assert results["config"]["method"] == "ab_simclr" and results["config"]["total_steps"] == 6
     logged = metrics(runs["full"])
     assert sorted(logged) == [1, 2, 3, 4, 5, 6]
-    assert {"loss", "base_loss", "td_loss", "learning_rate", "grad_norm", "images_per_s"} <= set(logged[6])
+    assert {"loss", "base_loss", "td_loss", "learning_rate", "grad_norm", "images_per_s",
+            "td_accuracy/iou_0", "td_accuracy/iou_0.5-1"} <= set(logged[6])
+    assert (runs["full"] / "plots" / "td_accuracy.png").stat().st_size > 1000
     assert {"annotation", "bootstrap", "meta", "state"} <= set(os.listdir(runs["full"] / "checkpoints" / "6"))
 
 

@@ -55,6 +55,25 @@ class CaptionedScene(ComposeScene):
                     caption=text.encode(digits_lib.caption(scene), self.caption_length))
 
 
+class DigitOrScene(ComposeScene):
+    """Element → a scene with probability `scene_fraction`, else a random held-in digit centred on a 32-px image
+    in the top-left of the scene canvas (valid region 32 × 32, so crops never see the padding). The annotation
+    stream of the scene-only (fraction 1) and curated + scene mixture baselines."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, config: ml_collections.ConfigDict,
+                 scene_fraction: float):
+        super().__init__(images, labels, config)
+        self.scene_fraction = scene_fraction
+
+    def random_map(self, element: int, rng: np.random.Generator) -> dict:
+        if rng.random() < self.scene_fraction:
+            return super().random_map(element, rng)
+        digit = digits_lib.centred_digit(self.images[rng.integers(len(self.images))])
+        image = np.zeros((self.kwargs["canvas"], self.kwargs["canvas"], 1), np.uint8)
+        image[:digit["image"].shape[0], :digit["image"].shape[1]] = digit["image"]
+        return dict(image=image, valid=digit["valid"])
+
+
 class CentredDigit(grain.transforms.Map):
     """Digit index → the digit centred on a 32-px canvas (the annotation stream's "decode")."""
 
@@ -176,7 +195,8 @@ def training_streams(config: ml_collections.ConfigDict, process_index: int,
     """The annotation and bootstrap streams (only the annotation one for a base method), sliced for this process.
 
     On the embedded demo the annotation stream is single centred digits (curated, unlabeled: the ImageNet
-    analogue) for the SimCLR and DINO methods, and captioned scenes (the CC12M / COCO-captions analogue) for the
+    analogue) for the SimCLR and DINO methods — or scenes, or a mixture, with `data.annotation_scene_fraction` —
+    and captioned scenes (the CC12M / COCO-captions analogue) for the
     CLIP methods; the bootstrap stream is multi-digit scenes. On real data each stream reads its `stream_spec`;
     the CLIP methods' annotation stream keeps only captioned records.
     """
@@ -200,6 +220,10 @@ def training_streams(config: ml_collections.ConfigDict, process_index: int,
             streams[name] = _stream(config.data.num_scenes,
                                     CaptionedScene(images, labels, config.data, config.clip.caption_length),
                                     seed=config.seed + 2, global_batch=batch, config=config, **kwargs)
+        elif config.data.annotation_scene_fraction > 0:
+            streams[name] = _stream(config.data.num_scenes,
+                                    DigitOrScene(images, labels, config.data, config.data.annotation_scene_fraction),
+                                    seed=seed, global_batch=batch, config=config, **kwargs)
         else:
             streams[name] = _stream(len(images), CentredDigit(images), seed=seed, global_batch=batch, config=config,
                                     **kwargs)

@@ -80,10 +80,10 @@ def observe(image: jax.Array, valid_hw: jax.Array, box: Box, size: int) -> jax.A
 
 
 def action_tokens(action: jax.Array, bins: int) -> jax.Array:
-    """Discretise an action into 4 int32 tokens in [0, bins): (Δcy, Δcx, log h'/h, log w'/w)."""
-    centre_offset = action[:2] + 0.5 * action[2:] - 0.5
-    log_size = jnp.log(action[2:])
-    coords = jnp.concatenate([centre_offset, log_size])
+    """Discretise actions [..., 4] into int32 tokens [..., 4] in [0, bins): (Δcy, Δcx, log h'/h, log w'/w)."""
+    centre_offset = action[..., :2] + 0.5 * action[..., 2:] - 0.5
+    log_size = jnp.log(action[..., 2:])
+    coords = jnp.concatenate([centre_offset, log_size], axis=-1)
     squashed = jnp.sign(coords) * jnp.log1p(jnp.abs(coords))
     span = jnp.array([_OFFSET_RANGE, _OFFSET_RANGE, _LOG_SIZE_RANGE, _LOG_SIZE_RANGE])
     unit = (jnp.clip(squashed / span, -1.0, 1.0) + 1.0) / 2.0  # in [0, 1]
@@ -98,25 +98,38 @@ def mask_tokens(tokens: jax.Array, bins: int) -> jax.Array:
     return jnp.full_like(tokens, bins)
 
 
+def intersection(a: Box, b: Box) -> jax.Array:
+    """Area of the overlap of boxes [..., 4], in the same units as their areas (h·w)."""
+    top = jnp.maximum(a[..., :2], b[..., :2])
+    bottom = jnp.minimum(a[..., :2] + a[..., 2:], b[..., :2] + b[..., 2:])
+    return jnp.prod(jnp.clip(bottom - top, 0.0, None), axis=-1)
+
+
+def iou(a: Box, b: Box) -> jax.Array:
+    """Intersection over union of boxes [..., 4] (works on numpy arrays too)."""
+    overlap = intersection(a, b)
+    return overlap / (a[..., 2] * a[..., 3] + b[..., 2] * b[..., 3] - overlap)
+
+
 def pair_indices(num_views: int) -> np.ndarray:
     """int32 [n, n-1]: for each source view i, the other views j ≠ i, in order (all ordered pairs); static."""
     return np.array([[j for j in range(num_views) if j != i] for i in range(num_views)], np.int32)
 
 
 def rollout_views(key: jax.Array, image: jax.Array, valid_hw: jax.Array, *, num_views: int, size: int,
-                  scale: tuple[float, float], ratio: tuple[float, float], bins: int) -> dict[str, jax.Array]:
+                  scale: tuple[float, float], ratio: tuple[float, float]) -> dict[str, jax.Array]:
     """One image → `num_views` views from `reset`, and the tokens of every transition between them.
 
-    Returns `views` [n, size, size, C], `boxes` [n, 4], and `tokens` int32 [n, n-1, 4] where tokens[i, k] encodes
-    the action from view i to view pair_indices(n)[i, k]. The same tokens, read from view j, are the candidate
-    next actions a' of the γ > 0 target, so the target needs no extra rendering.
+    Returns `views` [n, size, size, C], `boxes` [n, 4], and `actions` float32 [n, n-1, 4] where actions[i, k] is
+    the move from view i to view pair_indices(n)[i, k] (the value head turns actions into its queries). The same
+    actions, read from view j, are the candidate next actions a' of the γ > 0 target, so the target needs no
+    extra rendering.
     """
     boxes = jax.vmap(lambda k: reset(k, valid_hw, scale, ratio))(jax.random.split(key, num_views))
     views = jax.vmap(lambda b: observe(image, valid_hw, b, size))(boxes)
     targets = boxes[pair_indices(num_views)]  # [n, n-1, 4]
     actions = jax.vmap(lambda src, tgts: jax.vmap(lambda t: relative(src, t))(tgts))(boxes, targets)
-    tokens = jax.vmap(jax.vmap(lambda a: action_tokens(a, bins)))(actions)
-    return dict(views=views, boxes=boxes, tokens=tokens)
+    return dict(views=views, boxes=boxes, actions=actions)
 
 
 def batch_rollout(key: jax.Array, images: jax.Array, valid_hw: jax.Array, **kwargs) -> dict[str, jax.Array]:

@@ -7,10 +7,12 @@ end, for the trained and a random-init encoder. `python -m rlvis.evaluate` runs 
 saved checkpoint, so its numbers equal the trainer's on the same checkpoint.
 
     demo          the embedded held-out tasks (rlvis/evaluators/demo_tasks.py)
+    foresight     the value head's foresight against reading the source or the destination view (foresight.py)
     digit_monitor kNN and few-shot ridge on held-out centred digits: seconds, so it can run often
     tfds          linear / kNN / few-shot on a TFDS dataset prepared as ArrayRecord (rlvis/evaluators/tfds_tasks.py)
 """
 
+import collections
 import json
 import os
 from collections.abc import Callable, Iterator, Sequence
@@ -81,8 +83,10 @@ class DigitMonitor:
 def build(names: Sequence[str], encode_fn: EncodeFn, config: ml_collections.ConfigDict, channels: int) -> dict:
     """name → evaluator, for the names a config lists; an unknown name is a ValueError naming it."""
     from rlvis.evaluators.demo_tasks import DemoEvaluator
+    from rlvis.evaluators.foresight import ForesightEvaluator
     from rlvis.evaluators.tfds_tasks import TFDSEvaluator
-    known = {"demo": DemoEvaluator, "digit_monitor": DigitMonitor, "tfds": TFDSEvaluator}  # config_lib.EVALUATORS
+    known = {"demo": DemoEvaluator, "digit_monitor": DigitMonitor, "foresight": ForesightEvaluator,
+             "tfds": TFDSEvaluator}  # config_lib.EVALUATORS
     unknown = [name for name in names if name not in known]
     if unknown:
         raise ValueError(f"unknown evaluator {unknown[0]!r}; known: {sorted(known)}")
@@ -90,40 +94,47 @@ def build(names: Sequence[str], encode_fn: EncodeFn, config: ml_collections.Conf
 
 
 def run_all(evaluators: dict, params, progress: bool = False) -> dict[str, float]:
-    """Every evaluator's tasks in one flat dict; with several evaluators, names are prefixed by the evaluator.
+    """Every evaluator's tasks in one flat dict. Task names carry their data set ("linear/digit"); a name two
+    evaluators both report is prefixed by each one's evaluator name, so neither overwrites the other.
 
     `progress` shows a bar with the task just scored, elapsed time and an ETA (on stderr)."""
-    scores = {}
+    by_evaluator = {}
     bar = tqdm.tqdm(total=sum(evaluator.num_tasks for evaluator in evaluators.values()), unit="task",
                     desc="evaluate", disable=not progress, leave=False)
     for name, evaluator in evaluators.items():
-        prefix = f"{name}/" if len(evaluators) > 1 else ""
+        by_evaluator[name] = {}
         for task, score in evaluator.run(params):
-            scores[prefix + task] = float(score)
-            bar.set_postfix_str(f"{prefix + task} {score:.3f}")
+            by_evaluator[name][task] = float(score)
+            bar.set_postfix_str(f"{task} {score:.3f}")
             bar.update()
     bar.close()
-    return scores
+    counts = collections.Counter(task for tasks in by_evaluator.values() for task in tasks)
+    return {(f"{name}/{task}" if counts[task] > 1 else task): score
+            for name, tasks in by_evaluator.items() for task, score in tasks.items()}
 
 
-def plot_curves(jsonl_path: str, prefix: str, png_path: str) -> str | None:
-    """Each `prefix…` metric of a JSONL log over steps, one line per task, as a PNG (None if nothing logged)."""
+def plot_curves(jsonl_path: str, prefix: str | tuple[str, ...], png_path: str) -> str | None:
+    """Each `prefix…` metric of a JSONL log over steps, one line per task, as a PNG (None if nothing logged).
+    With several prefixes, metrics of the first are solid lines and of the others dashed, in matching colours."""
     if not os.path.exists(jsonl_path):
         return None
     with open(jsonl_path) as f:
         lines = [json.loads(line) for line in f]
-    tasks = sorted({key for line in lines for key in line if key.startswith(prefix)})
-    if not tasks:
+    prefixes = (prefix,) if isinstance(prefix, str) else prefix
+    groups = [sorted({key for line in lines for key in line if key.startswith(p)}) for p in prefixes]
+    if not groups[0]:
         return None
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     figure, axis = plt.subplots(figsize=(6, 3.5))
-    for task in tasks:
-        points = [(line["step"], line[task]) for line in lines if line.get(task) is not None]
-        axis.plot(*zip(*points), marker="o", label=task.removeprefix(prefix))
-    axis.set_xlabel("step"), axis.set_ylabel("accuracy"), axis.grid(alpha=0.3), axis.legend(fontsize=8)
-    axis.set_title(f"{prefix.rstrip('/')} over training", fontsize=9)
+    for style, p, tasks in zip(("-", "--", ":"), prefixes, groups):
+        for colour, task in enumerate(tasks):
+            points = [(line["step"], line[task]) for line in lines if line.get(task) is not None]
+            label = task.removeprefix(prefixes[0]) if p == prefixes[0] else task
+            axis.plot(*zip(*points), style, color=f"C{colour}", marker="o", markersize=3, label=label)
+    axis.set_xlabel("step"), axis.set_ylabel("accuracy"), axis.grid(alpha=0.3), axis.legend(fontsize=7)
+    axis.set_title(" vs ".join(p.rstrip("/") for p in prefixes) + " over training", fontsize=9)
     figure.tight_layout()
     os.makedirs(os.path.dirname(png_path), exist_ok=True)
     figure.savefig(png_path, dpi=110)

@@ -102,25 +102,26 @@ def base_distribution(model: ABModel, params, annotations_: Annotations, view_to
 
 
 def value_distribution(model: ABModel, params, config: ml_collections.ConfigDict, view_tokens: jax.Array,
-                       source_box: jax.Array, boxes: jax.Array, vocabulary: jax.Array) -> jax.Array:
-    """Q(ℓ | x, a) for the view x at `source_box` (tokens [T, D]) and each move to boxes [A, 4] → [A, V]. Pure."""
+                       source_box: jax.Array, boxes: jax.Array, annotations_: Annotations) -> jax.Array:
+    """Q(ℓ | x, a) for the view x at `source_box` (tokens [T, D]) and each move to boxes [A, 4] → [A, V]. Pure.
+    With `ab.source_prior` the value head's logits are added to log p(ℓ | x), as in training."""
     actions = jax.vmap(lambda target: crop_env.relative(source_box, target))(boxes)
-    action_tokens = jax.vmap(lambda a: crop_env.action_tokens(a, config.env.action_bins))(actions)
-    if not config.ab.action_tokens:  # a model trained with the invariance ablation only knows the mask token
-        action_tokens = crop_env.mask_tokens(action_tokens, config.env.action_bins)
-    values = model.apply(params, view_tokens[None], action_tokens[None], method=ABModel.value_embed)[0]
+    values = model.apply(params, view_tokens[None], actions[None], method=ABModel.value_embed)[0]
     scale = model.apply(params, method=ABModel.ab_logit_scale)
-    return jax.nn.softmax(values @ vocabulary.T * scale, axis=-1)
+    logits = values @ annotations_.ab.T * scale
+    if config.ab.source_prior:
+        logits = logits + jnp.log(base_distribution(model, params, annotations_, view_tokens) + 1e-12)
+    return jax.nn.softmax(logits, axis=-1)
 
 
 def predict(model: ABModel, params, config: ml_collections.ConfigDict, image: np.ndarray, valid: np.ndarray,
-            boxes: np.ndarray, vocabulary: jax.Array, source_box: np.ndarray = FULL_IMAGE) -> np.ndarray:
+            boxes: np.ndarray, annotations_: Annotations, source_box: np.ndarray = FULL_IMAGE) -> np.ndarray:
     """p(ℓ | x, a) for every destination box: float32 [..., V] for boxes [..., 4], x the view at `source_box`."""
     source_box = jnp.asarray(source_box)
     view = crop_env.observe(jnp.asarray(image), jnp.asarray(valid), source_box, config.env.view_size)
     tokens = model.apply(params, view[None], method=ABModel.encode)[0]  # [T, D]
     probabilities = value_distribution(model, params, config, tokens, source_box,
-                                       jnp.asarray(boxes.reshape(-1, 4)), vocabulary)
+                                       jnp.asarray(boxes.reshape(-1, 4)), annotations_)
     return np.asarray(probabilities).reshape(*boxes.shape[:-1], -1)
 
 
@@ -219,7 +220,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     params = state["ema_params" if args.encoder == "ema" else "params"]
     image, valid, labels = load_image(config, args.image)
     annotations_ = annotations(model, params, config, channels=pipeline.image_channels(config))
-    vocabulary, names = annotations_.ab, annotations_.names
+    names = annotations_.names
     by_label = [] if config_lib.base_method(config) == "dino" else [digit_annotation(config, v) for v in labels]
     wanted = args.annotation or by_label or names[:3]
     unknown = [name for name in wanted if name not in names]
@@ -227,7 +228,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         raise SystemExit(f"rlvis: unknown annotation {unknown[0]!r}; this run's annotations are e.g. {names[:5]}")
     zooms = [float(z) for z in args.zooms.split(",")]
     boxes = candidate_boxes(args.grid, zooms)
-    probabilities = predict(model, params, config, image, valid, boxes, vocabulary)
+    probabilities = predict(model, params, config, image, valid, boxes, annotations_)
     path = args.out or os.path.join(args.workdir, "plots", f"value_map_{step}.png")
     save_value_map(path, image, valid, boxes, probabilities, names, [names.index(n) for n in wanted], zooms)
     for name in wanted:

@@ -40,6 +40,9 @@ class ABModel(nn.Module):
     remat: bool = False  # rematerialise encoder blocks
     text_variant: str = "tiny"  # CLIP only
     caption_length: int = 0  # CLIP only
+    action_encoding: str = "bins"  # value-head queries: "bins" (the paper's tokens) or "fourier" (value_head.py)
+    source_positions: bool = False  # value head: sinusoidal cell positions added to the source tokens
+    mask_actions: bool = False  # invariance ablation: every action is one mask query
 
     def setup(self):
         self.encoder = ViT(self.variant, self.image_size, jnp.dtype(self.compute_dtype), self.remat, name="encoder")
@@ -59,7 +62,8 @@ class ABModel(nn.Module):
             self.base_head = ProjectionHead(self.proj_hidden, self.proj_dim, name="base_head")
             self.ab_head = ProjectionHead(self.proj_hidden, self.proj_dim, name="ab_head")
         self.value_head = ValueHead(self.action_bins, self.decoder_width, self.decoder_depth, self.decoder_heads,
-                                    self.proj_dim, name="value_head")
+                                    self.proj_dim, self.action_encoding, self.source_positions, self.mask_actions,
+                                    name="value_head")
         self.ab_log_scale = self.param("ab_log_scale", nn.initializers.constant(jnp.log(self.init_logit_scale)),
                                        ())
 
@@ -89,17 +93,17 @@ class ABModel(nn.Module):
     def clip_logit_scale(self) -> jax.Array:
         return jnp.minimum(jnp.exp(self.clip_log_scale), MAX_LOGIT_SCALE)
 
-    def value_embed(self, tokens: jax.Array, action_tokens: jax.Array) -> jax.Array:
-        """φ_AB(x, a): tokens [B, T, D], action_tokens [B, A, 4] → [B, A, proj_dim], l2-normalised."""
-        return l2_normalize(self.value_head(action_tokens, tokens))
+    def value_embed(self, tokens: jax.Array, actions: jax.Array) -> jax.Array:
+        """φ_AB(x, a): tokens [B, T, D], relative actions [B, A, 4] → [B, A, proj_dim], l2-normalised."""
+        return l2_normalize(self.value_head(actions, tokens))
 
     def ab_logit_scale(self) -> jax.Array:
         return jnp.minimum(jnp.exp(self.ab_log_scale), MAX_LOGIT_SCALE)
 
-    def __call__(self, images: jax.Array, action_tokens: jax.Array,
+    def __call__(self, images: jax.Array, actions: jax.Array,
                  captions: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
         tokens = self.encode(images)
-        value = self.value_embed(tokens, action_tokens)
+        value = self.value_embed(tokens, actions)
         if self.base == "dino":
             vocabulary = self.ab_vocabulary()
         elif self.base == "clip":
@@ -120,4 +124,6 @@ def from_config(config) -> ABModel:
                    base=base, num_prototypes=config.dino.prototypes if base == "dino" else 0,
                    norm_last_layer=config.dino.norm_last_layer, compute_dtype=config.model.compute_dtype,
                    remat=config.model.remat,
-                   text_variant=config.clip.text_variant, caption_length=config.clip.caption_length)
+                   text_variant=config.clip.text_variant, caption_length=config.clip.caption_length,
+                   action_encoding=config.model.action_encoding, source_positions=config.model.source_positions,
+                   mask_actions=not config.ab.action_tokens)

@@ -19,9 +19,9 @@ def initial_state(config: ml_collections.ConfigDict) -> dict:
     return {}
 
 
-def loss(model: ABModel, params, target_params, batch: dict, config: ml_collections.ConfigDict,
+def loss(model: ABModel, params, ema_params, batch: dict, config: ml_collections.ConfigDict,
          method_state: dict | None = None, step: jax.Array | None = None) -> tuple[jax.Array, tuple[dict, dict]]:
-    """batch: annotation_views [K, 1, S, S, C], captions int32 [K, L]; for AB also views and tokens."""
+    """batch: annotation_views [K, 1, S, S, C], captions int32 [K, L]; for AB also views, actions and boxes."""
     images = model.apply(params, model.apply(params, batch["annotation_views"][:, 0], method=ABModel.encode),
                          method=ABModel.base_embed)
     captions, ab_captions = model.apply(params, batch["captions"], method=ABModel.text_embed)
@@ -30,6 +30,7 @@ def loss(model: ABModel, params, target_params, batch: dict, config: ml_collecti
     metrics = dict(loss=base_loss, base_loss=base_loss, base_accuracy=accuracy, clip_logit_scale=scale)
     if not config_lib.uses_bootstrapping(config):
         return base_loss, (metrics, {})
+    target_params = bootstrap.target_params(params, ema_params, config)
 
     target_views = model.apply(target_params, batch["views"], method=ABModel.encode)  # [B, n, T, D]
     target_captions, target_ab_captions = model.apply(target_params, batch["captions"], method=ABModel.text_embed)
@@ -37,6 +38,9 @@ def loss(model: ABModel, params, target_params, batch: dict, config: ml_collecti
                                         target_captions, model.apply(target_params, method=ABModel.clip_logit_scale))
     td_loss, td_metrics = bootstrap.td_term(
         model, params, target_params, batch, online_vocabulary=ab_captions, target_vocabulary=target_ab_captions,
-        target_view_tokens=target_views, p_local=p_local, config=config)
+        target_view_tokens=target_views, p_local=p_local, config=config,
+        online_log_prior=lambda tokens: jax.nn.log_softmax(
+            scale * model.apply(params, tokens, method=ABModel.base_embed) @ captions.T, -1),
+        target_log_prior=jax.numpy.log(p_local + 1e-12))
     total, metrics = bootstrap.total_loss(model, params, base_loss, td_loss, {**metrics, **td_metrics}, config)
     return total, (metrics, {})

@@ -24,15 +24,15 @@ def initial_state(config: ml_collections.ConfigDict) -> dict:
     return {"center": jnp.zeros((config.dino.prototypes,), jnp.float32)}
 
 
-def loss(model: ABModel, params, target_params, batch: dict, config: ml_collections.ConfigDict,
+def loss(model: ABModel, params, ema_params, batch: dict, config: ml_collections.ConfigDict,
          method_state: dict, step: jax.Array) -> tuple[jax.Array, tuple[dict, dict]]:
     """batch: annotation_views [K, 2, S, S, C] (global crops), local_views [K, L, s, s, C]; for AB also views and
-    tokens as in AB_SimCLR. Returns (loss, (metrics, {"center": updated centre}))."""
+    actions as in AB_SimCLR. Returns (loss, (metrics, {"center": updated centre}))."""
     center = method_state["center"]
     crops = [batch["annotation_views"]] + ([batch["local_views"]] if "local_views" in batch else [])
     student = [model.apply(params, model.apply(params, views, method=ABModel.encode), method=ABModel.base_embed)
                for views in crops]  # global and local crops have different sizes: encoded separately
-    teacher = model.apply(target_params, model.apply(target_params, batch["annotation_views"], method=ABModel.encode),
+    teacher = model.apply(ema_params, model.apply(ema_params, batch["annotation_views"], method=ABModel.encode),
                           method=ABModel.base_embed)
     temperature = dino.teacher_temperature(step, config)
     base_loss, batch_center, metrics = dino.dino_loss(jnp.concatenate(student, axis=1), teacher, center,
@@ -41,14 +41,18 @@ def loss(model: ABModel, params, target_params, batch: dict, config: ml_collecti
     metrics.update(loss=base_loss, base_loss=base_loss, teacher_temperature=temperature)
     if not config_lib.uses_bootstrapping(config):
         return base_loss, (metrics, new_state)
+    target_params = bootstrap.target_params(params, ema_params, config)
 
     target_views = model.apply(target_params, batch["views"], method=ABModel.encode)  # [B, n, T, D]
-    p_local = dino.teacher_distribution(model.apply(target_params, target_views, method=ABModel.base_embed),
-                                        center, temperature)
+    target_logits = model.apply(target_params, target_views, method=ABModel.base_embed)
+    p_local = dino.teacher_distribution(target_logits, center, temperature)
     td_loss, td_metrics = bootstrap.td_term(
         model, params, target_params, batch,
         online_vocabulary=model.apply(params, method=ABModel.ab_vocabulary),
         target_vocabulary=model.apply(target_params, method=ABModel.ab_vocabulary), target_view_tokens=target_views,
-        p_local=jax.lax.stop_gradient(p_local), config=config)
+        p_local=jax.lax.stop_gradient(p_local), config=config,
+        online_log_prior=lambda tokens: jax.nn.log_softmax(
+            model.apply(params, tokens, method=ABModel.base_embed) / config.dino.student_temp, -1),
+        target_log_prior=jax.nn.log_softmax(target_logits / config.dino.student_temp, -1))
     total, metrics = bootstrap.total_loss(model, params, base_loss, td_loss, {**metrics, **td_metrics}, config)
     return total, (metrics, new_state)

@@ -19,9 +19,9 @@ def initial_state(config: ml_collections.ConfigDict) -> dict:
     return {}  # SimCLR keeps nothing between steps
 
 
-def loss(model: ABModel, params, target_params, batch: dict, config: ml_collections.ConfigDict,
+def loss(model: ABModel, params, ema_params, batch: dict, config: ml_collections.ConfigDict,
          method_state: dict | None = None, step: jax.Array | None = None) -> tuple[jax.Array, tuple[dict, dict]]:
-    """batch: annotation_views [K, 2, S, S, C]; views [B, n, S, S, C]; tokens [B, n, n-1, 4].
+    """batch: annotation_views [K, 2, S, S, C]; views [B, n, S, S, C]; actions [B, n, n-1, 4], boxes [B, n, 4].
 
     Returns (loss, (metrics, method_state)). For the baseline (`simclr`) only `annotation_views` is read.
     """
@@ -31,13 +31,15 @@ def loss(model: ABModel, params, target_params, batch: dict, config: ml_collecti
     metrics = dict(loss=base_loss, base_loss=base_loss, base_accuracy=base_accuracy)
     if not config_lib.uses_bootstrapping(config):
         return base_loss, (metrics, {})
+    target_params = bootstrap.target_params(params, ema_params, config)
 
     # Target network: the annotations (second views) and every bootstrap view.
     target_annotations = model.apply(target_params, batch["annotation_views"][:, 1], method=ABModel.encode)
     target_views = model.apply(target_params, batch["views"], method=ABModel.encode)  # [B, n, T, D]
     p_local = simclr.annotation_distribution(
         model.apply(target_params, target_views, method=ABModel.base_embed),
-        model.apply(target_params, target_annotations, method=ABModel.base_embed), config.simclr.temperature)
+        model.apply(target_params, target_annotations, method=ABModel.base_embed),
+        config.ab.target_temperature or config.simclr.temperature)
     target_vocabulary = None
     if config.ab.gamma > 0.0:
         target_vocabulary = model.apply(target_params, target_annotations, method=ABModel.ab_embed)
@@ -45,6 +47,9 @@ def loss(model: ABModel, params, target_params, batch: dict, config: ml_collecti
     td_loss, td_metrics = bootstrap.td_term(
         model, params, target_params, batch,
         online_vocabulary=model.apply(params, annotation_tokens[:, 1], method=ABModel.ab_embed),
-        target_vocabulary=target_vocabulary, target_view_tokens=target_views, p_local=p_local, config=config)
+        target_vocabulary=target_vocabulary, target_view_tokens=target_views, p_local=p_local, config=config,
+        online_log_prior=lambda tokens: jax.nn.log_softmax(
+            model.apply(params, tokens, method=ABModel.base_embed) @ z[:, 1].T / config.simclr.temperature, -1),
+        target_log_prior=jax.numpy.log(p_local + 1e-12))
     total, metrics = bootstrap.total_loss(model, params, base_loss, td_loss, {**metrics, **td_metrics}, config)
     return total, (metrics, {})

@@ -1,0 +1,190 @@
+"""Foresight: does the value head predict what a move will show better than reading the source view does?
+
+The value head is trained to answer "which annotations will I see if I move the view like this?". On held-out
+scenes (digits never seen in pre-training, boxes known) this evaluator asks it that question for every ordered
+pair of views (x_i → x_j) of each scene, sampled as in training (`env.views` RandomResizedCrops with
+`env.scale`), and scores three predictors of "which digit class is at the destination":
+  * value       argmax_c Q(c | x_i, a_{i→j}): the value head, which never sees x_j;
+  * invariance  argmax_c p(c | x_i): the base model on the *source* view ("what I see here"), the answer of a
+                model that ignores the move;
+  * brute_force argmax_c p(c | x_j): the base model on the *destination* view (render it and look), the
+                ceiling the value head's targets come from.
+A prediction is right when it names a digit with at least half its box inside the destination box; pairs whose
+destination holds no such digit are left out, and `chance` is the expected score of a uniform guess.
+Scores are given for all pairs, for zoom-ins (destination ≥ 90 % inside the source: everything needed is visible)
+and by source/destination IoU bucket (objectives/td.py). A value head that learned something beyond the source
+view scores above invariance, most visibly at low IoU; one that reads the destination perfectly from the source
+approaches brute force.
+
+Scenes are made of held-out probe-train digits; the class exemplars below are held-out probe-test digits.
+Digit classes from annotations: every predictor gives a distribution over the run's annotation vocabulary, as in
+training, and a class's probability is the mass on its annotations. SimCLR: the vocabulary is 40 held-out centred
+digits per class, each its own annotation (as the annotation batch's images are in training); CLIP: the captions
+"a 0" … "a 9"; DINO: the prototypes, spread over classes by P(c | k) ∝ the mean prototype distribution of class
+c's exemplars. The three predictors are read the same way, so only what they look at differs.
+"""
+
+import os
+from collections.abc import Iterator
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from rlvis import config_lib
+from rlvis.data import digits as digits_lib
+from rlvis.envs import crop_env
+from rlvis.evaluators import value_maps
+from rlvis.models import ab_model
+from rlvis.models.ab_model import ABModel
+from rlvis.models.heads import l2_normalize
+from rlvis.objectives import td
+
+PREDICTORS = ("value", "invariance", "brute_force", "chance")
+BUCKETS = ("all", "zoom_in", *td.IOU_BUCKETS)
+_SCENE_SEED, _VIEW_SEED = 2025, 11
+ZOOM_IN = 0.9  # destination at least this fraction inside the source
+DIGIT_INSIDE = 0.5  # a digit is "at the destination" when at least this fraction of its box is inside
+EXEMPLARS_PER_CLASS = 40
+
+
+def pair_geometry(boxes: np.ndarray) -> dict[str, np.ndarray]:
+    """boxes [S, n, 4] → per ordered pair [S, n, n-1]: `iou` and `contained` (fraction of the destination inside
+    the source)."""
+    pairs = crop_env.pair_indices(boxes.shape[1])
+    source, destination = boxes[:, :, None], boxes[:, pairs]
+    overlap = np.asarray(crop_env.intersection(source, destination))
+    return dict(iou=np.asarray(crop_env.iou(source, destination)),
+                contained=overlap / (destination[..., 2] * destination[..., 3]))
+
+
+def digits_in_views(view_boxes: np.ndarray, digit_boxes: np.ndarray, labels: np.ndarray,
+                    num_classes: int = 10) -> np.ndarray:
+    """bool [S, n, C]: classes with a digit at least DIGIT_INSIDE inside each view. view_boxes [S, n, 4],
+    digit_boxes [S, D, 4], labels [S, D] (-1 = no digit)."""
+    inside = np.asarray(crop_env.intersection(view_boxes[:, :, None], digit_boxes[:, None]))  # [S, n, D]
+    inside = inside / np.maximum(digit_boxes[:, None, :, 2] * digit_boxes[:, None, :, 3], 1e-9)
+    present = (inside >= DIGIT_INSIDE) & (labels[:, None] >= 0)
+    one_hot = labels[..., None] == np.arange(num_classes)  # [S, D, C]
+    return np.einsum("snd,sdc->snc", present, one_hot) > 0
+
+
+def foresight_scores(value: np.ndarray, source: np.ndarray, destination: np.ndarray, truth: np.ndarray,
+                     iou: np.ndarray, contained: np.ndarray) -> dict[str, float]:
+    """Class scores per pair [P, C] of the three predictors, the destination's classes truth [P, C] (bool), and
+    the pairs' geometry [P] → {"foresight/<predictor>/<bucket>": accuracy}. A bucket with no pair is left out."""
+    keep = truth.any(-1)
+    masks = {"all": keep, "zoom_in": keep & (contained >= ZOOM_IN)}
+    masks.update({name: keep & mask for name, mask in td.iou_bucket_masks(iou).items()})
+    rows = np.arange(len(truth))
+    hits = {name: truth[rows, np.argmax(scores, -1)] for name, scores in
+            (("value", value), ("invariance", source), ("brute_force", destination))}
+    hits["chance"] = truth.mean(-1)
+    return {f"foresight/{predictor}/{bucket}": float(hits[predictor][mask].mean())
+            for predictor in PREDICTORS for bucket, mask in masks.items() if mask.any()}
+
+
+class ForesightEvaluator:
+    """ForesightEvaluator(encode_fn, config, channels).run(params) yields ("foresight/<predictor>/<bucket>", acc).
+
+    `params` are a full network's (value head and heads included), as the trainer's state holds them.
+    """
+
+    def __init__(self, encode_fn, config: ml_collections.ConfigDict, channels: int = 1):
+        self.config, self.channels = config, channels
+        self.model = ab_model.from_config(config)
+        splits = digits_lib.load_digits(config.eval.digits_per_class)
+        scenes = digits_lib.compose_scenes(np.random.default_rng(_SCENE_SEED), splits.probe_train_images,
+                                           splits.probe_train_labels, config.eval.foresight_scenes, config.data)
+        images = np.repeat(scenes["image"], channels // scenes["image"].shape[-1], axis=-1)
+        rollout = crop_env.batch_rollout(jax.random.PRNGKey(_VIEW_SEED), jnp.asarray(images),
+                                         jnp.asarray(scenes["valid"]), num_views=config.env.views,
+                                         size=config.env.view_size, scale=tuple(config.env.scale),
+                                         ratio=tuple(config.env.ratio))
+        self.views, self.actions = rollout["views"], rollout["actions"]
+        boxes = np.asarray(rollout["boxes"])
+        pairs = crop_env.pair_indices(config.env.views)
+        present = digits_in_views(boxes, scenes["boxes"], scenes["labels"])
+        self.truth = present[:, pairs].reshape(-1, 10)  # destination of each pair
+        geometry = pair_geometry(boxes)
+        self.iou, self.contained = geometry["iou"].reshape(-1), geometry["contained"].reshape(-1)
+        self.pairs = pairs
+        self.num_tasks = len(PREDICTORS) * len(BUCKETS)
+        self._predict = jax.jit(self._class_scores)
+
+    def _class_scores(self, params, annotations: value_maps.Annotations, class_of_annotation: jax.Array):
+        """(value [P, C], source [P, C], destination [P, C]) class probabilities for every ordered pair:
+        distributions over the annotation vocabulary, summed per class."""
+        model, (s, n) = self.model, self.views.shape[:2]
+        tokens = model.apply(params, self.views, method=ABModel.encode)  # [S, n, T, D]
+        p_views = value_maps.base_distribution(model, params, annotations, tokens)  # [S, n, V]
+        value = model.apply(params, tokens.reshape(s * n, *tokens.shape[2:]),
+                            self.actions.reshape(s * n, n - 1, 4), method=ABModel.value_embed)
+        scale = model.apply(params, method=ABModel.ab_logit_scale)
+        logits = (scale * value @ annotations.ab.T).reshape(s, n, n - 1, -1)
+        if self.config.ab.source_prior:  # as in training: the decoder corrects the source view's distribution
+            logits = logits + jnp.log(p_views + 1e-12)[:, :, None]
+        q = jax.nn.softmax(logits, axis=-1) @ class_of_annotation
+        base = p_views @ class_of_annotation  # [S, n, C]
+        source = jnp.broadcast_to(base[:, :, None], q.shape)
+        destination = base[:, self.pairs]
+        return tuple(x.reshape(-1, x.shape[-1]) for x in (q, source, destination))
+
+    def _exemplars(self) -> np.ndarray:
+        """[C·E, H, W, channels]: held-out probe-test digits, E per class, class by class."""
+        splits = digits_lib.load_digits(self.config.eval.digits_per_class)
+        per_class = min(np.bincount(splits.probe_test_labels, minlength=10).min(), EXEMPLARS_PER_CLASS)
+        images = np.stack([digits_lib.centred_digit(d)["image"] for c in range(10)
+                           for d in splits.probe_test_images[splits.probe_test_labels == c][:per_class]])
+        return np.repeat(images, self.channels // images.shape[-1], axis=-1)
+
+    def _annotations(self, params) -> tuple[value_maps.Annotations, jax.Array]:
+        """The run's annotation vocabulary and class_of_annotation [V, C], the share of each annotation in each
+        digit class, so that a distribution over annotations becomes one over classes by a matrix product."""
+        base = config_lib.base_method(self.config)
+        annotations = value_maps.annotations(self.model, params, self.config, channels=self.channels)
+        if base == "clip":  # the captions "a 0" … "a 9"
+            return annotations, jnp.eye(10)
+        images = self._exemplars()
+        views = jax.vmap(lambda im: crop_env.observe(im, jnp.array(im.shape[:2]), jnp.asarray(value_maps.FULL_IMAGE),
+                                                     self.config.env.view_size))(jnp.asarray(images))
+        tokens = self.model.apply(params, views, method=ABModel.encode)
+        if base == "simclr":  # every exemplar is an annotation of its class
+            embed = lambda method: l2_normalize(self.model.apply(params, tokens, method=method))  # noqa: E731
+            annotations = value_maps.Annotations(tuple(map(str, range(len(images)))), embed(ABModel.ab_embed),
+                                                 embed(ABModel.base_embed), annotations.base_scale)
+            return annotations, jnp.repeat(jnp.eye(10), len(images) // 10, axis=0)
+        # DINO: P(class | prototype) from the prototype distributions of each class's exemplars
+        probabilities = value_maps.base_distribution(self.model, params, annotations, tokens)  # [C·E, K]
+        profiles = probabilities.reshape(10, -1, probabilities.shape[-1]).mean(1).T  # [K, C]
+        return annotations, profiles / jnp.maximum(profiles.sum(1, keepdims=True), 1e-12)
+
+    def run(self, params) -> Iterator[tuple[str, float]]:
+        annotations, class_of_annotation = self._annotations(params)
+        value, source, destination = (np.asarray(x) for x in self._predict(params, annotations, class_of_annotation))
+        yield from foresight_scores(value, source, destination, self.truth, self.iou, self.contained).items()
+
+
+def plot(scores: dict[str, float], path: str, title: str = "") -> str:
+    """One picture: per bucket, value vs invariance vs brute force vs chance. Value above invariance means the
+    head foresees beyond the source view; its distance to brute force is what is left to learn."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    colours = {"value": "tab:red", "invariance": "tab:blue", "brute_force": "tab:green", "chance": "0.6"}
+    figure, axis = plt.subplots(figsize=(8, 3.4))
+    width = 0.8 / len(PREDICTORS)
+    for p, predictor in enumerate(PREDICTORS):
+        heights = [scores.get(f"foresight/{predictor}/{bucket}", np.nan) for bucket in BUCKETS]
+        axis.bar(np.arange(len(BUCKETS)) + p * width, heights, width, label=predictor, color=colours[predictor])
+    axis.set_xticks(np.arange(len(BUCKETS)) + 0.4 - width / 2, BUCKETS)
+    axis.set_ylabel("destination digit named"), axis.set_ylim(0, 1), axis.grid(axis="y", alpha=0.3)
+    axis.legend(fontsize=8, ncol=4)
+    axis.set_title(title or "foresight on held-out scenes: Q(c | x_i, a) vs p(c | x_i) vs p(c | x_j)", fontsize=9)
+    figure.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path

@@ -1,0 +1,36 @@
+"""docs/reproduction.md is written from compare.json files: rows, verdicts and missing runs."""
+
+import json
+
+from rlvis import reproduction
+
+
+def _summary(ab_mean, base_mean, se, seeds=3):
+    claim = next(c for c in reproduction.CLAIMS if c.experiment == "scenes_only")
+    tasks = {t: 0.0 for t in claim.tasks}
+    row = lambda mean: {t: mean for t in tasks}  # noqa: E731
+    return claim, dict(methods={claim.ab: row(ab_mean), claim.base: row(base_mean)},
+                       se={claim.ab: row(se), claim.base: row(se)}, seeds=seeds, steps=100,
+                       wall_seconds={claim.ab: [10.0] * seeds, claim.base: [8.0] * seeds},
+                       encoded_views_per_step={claim.ab: 256, claim.base: 256},
+                       encoder={claim.ab: "ema", claim.base: "online"})
+
+
+def test_verdicts_follow_twice_the_combined_standard_error():
+    claim, summary = _summary(0.60, 0.50, 0.02)
+    assert reproduction.verdict(summary, claim.ab, claim.base, "linear/count").endswith("holds")  # 0.1 > 2·0.028
+    claim, summary = _summary(0.52, 0.50, 0.02)
+    assert reproduction.verdict(summary, claim.ab, claim.base, "linear/count").endswith("within noise")
+    claim, summary = _summary(0.40, 0.50, 0.02)
+    assert reproduction.verdict(summary, claim.ab, claim.base, "linear/count").endswith("reverses")
+
+
+def test_render_fills_run_experiments_and_lists_missing_ones_with_their_command(tmp_path):
+    claim, summary = _summary(0.60, 0.50, 0.02)
+    (tmp_path / "scenes_only").mkdir()
+    (tmp_path / "scenes_only" / "compare.json").write_text(json.dumps(summary))
+    text = reproduction.render(str(tmp_path))
+    assert "| linear/count | 0.500 ± 0.020 | 0.600 ± 0.020 | +0.100 ± 0.028: holds |" in text
+    assert "3/3 seed(s), 100 steps" in text
+    assert text.count("Not run yet.") == len(reproduction.CLAIMS) - 1
+    assert f"--workdir={tmp_path}/dino --methods=dino,ab_dino --seeds=3" in text
