@@ -136,9 +136,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.ab.gamma = 0.0  # 0 = ICML objective; > 0 adds γ·max_a' Q_ema(ℓ|x',a') (project-page form)
     c.ab.target_temperature = 0.0  # AB_SimCLR: temperature of p_ema(ℓ | x') in the TD target; 0 = simclr.temperature
     c.ab.source_prior = False  # Q logits = decoder logits + log p(ℓ | x) of the source view (objectives/bootstrap.py)
+    c.ab.shared_vocabulary = False  # SimCLR/CLIP: ψ_AB = the base head's annotation embedding (stop-gradient)
     c.ab.exclude_source = False  # γ > 0: leave the move back to the source view out of max_a' (objectives/td.py)
     c.ab.loss_weight = 1.0  # paper Table 7 "loss ratio"
-    c.ab.ema_start = 0.996  # target momentum, cosine to ema_end (paper: "0.004 → 0")
+    c.ab.ema_start = 0.99  # target momentum, cosine to ema_end; paper 0.996 is for ~100k steps, 0.99 suits 2,400
     c.ab.ema_end = 1.0
     c.ab.use_ema_target = True  # ablation: False = the online network (stop-gradient) makes the AB targets
     c.ab.base_loss_weight = 1.0  # ablation: 0 = no annotation (base) loss
@@ -209,6 +210,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         c.eval.digits_per_class = 20
         c.eval.scenes = 200
         c.eval.foresight_scenes = 40
+        c.eval.monitor = ("digit_monitor",)  # foresight is scored once, in the final evaluation: a faster test loop
         c.eval.probe_steps = 50
         c.eval.knn_k = 5
     return c

@@ -100,6 +100,8 @@ def validate(config: ml_collections.ConfigDict, device_count: int, check_data_pa
     _require(0.0 <= c.ab.gamma < 1.0, f"config.ab.gamma={c.ab.gamma} must be in [0, 1)")
     _require(not (c.ab.exclude_source and c.ab.gamma > 0) or c.env.views >= 3,
              "config.ab.exclude_source with gamma > 0 needs config.env.views >= 3 (a next move other than going back)")
+    _require(not c.ab.shared_vocabulary or base_method(c) != "dino",
+             "config.ab.shared_vocabulary is for SimCLR and CLIP bases (DINO's annotations are its prototypes)")
     _require(c.model.action_encoding in ("bins", "fourier"),
              f"config.model.action_encoding={c.model.action_encoding!r} must be 'bins' or 'fourier'")
     _require(0.0 <= c.ab.ema_start <= c.ab.ema_end <= 1.0,
@@ -190,7 +192,8 @@ RESUMABLE_CHANGES = ("log_every", "checkpoint_every", "keep_checkpoints", "data.
                      "optim.skip_nonfinite", "debug.nan_loss_at_step", "sharding.strategy", "sharding.fsdp_rules",
                      "sharding.fsdp_min_size",
                      "data.index_dir", "data.bootstrap.index_dir",
-                     "eval.encoder", "eval.probe_steps", "eval.knn_k", "eval.knn_temperature", "eval.scenes", "eval.foresight_scenes",
+                     "eval.encoder", "eval.probe_steps", "eval.knn_k", "eval.knn_temperature", "eval.scenes",
+                     "eval.foresight_scenes",
                      "eval.scene_view_size", "eval.final", "eval.monitor", "eval.monitor_every", "eval.tfds.name",
                      "eval.tfds.data_dir", "eval.tfds.train_split", "eval.tfds.test_split", "eval.tfds.label_key",
                      "eval.tfds.max_train", "eval.tfds.max_test")

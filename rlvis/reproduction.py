@@ -48,10 +48,12 @@ CLAIMS = (
           "ab_dino", "dino", SCENE_TASKS),
     Claim("clip", "AB_CLIP improves over CLIP, most on spatial tasks.",
           "CC12M: +4.6 ImageNet, +8.1 CLEVR depth, +7.4 CLEVR count", "ab_clip", "clip", SCENE_TASKS),
-    Claim("no_ema_target", "Without the EMA target network all of AB's gain is lost.", "−3.6 ImageNet (to SimCLR's level)",
+    Claim("no_ema_target", "Without the EMA target network all of AB's gain is lost.",
+          "−3.6 ImageNet (to SimCLR's level)",
           "ab_simclr", "ab_simclr+ab.use_ema_target=False", SCENE_TASKS),
     Claim("mask_tokens", "Action-conditioned prediction (equivariance) beats mask tokens (invariance).",
-          "−2.2 ImageNet with mask tokens", "ab_simclr", "ab_simclr+ab.action_tokens=False", SCENE_TASKS + FORESIGHT[:1]),
+          "−2.2 ImageNet with mask tokens", "ab_simclr", "ab_simclr+ab.action_tokens=False",
+          SCENE_TASKS + FORESIGHT[:1]),
     Claim("no_base_loss", "The grounding base loss is essential: bootstrapping alone collapses.",
           "−24.0 ImageNet without it", "ab_simclr", "ab_simclr+ab.base_loss_weight=0.0", SCENE_TASKS),
     Claim("photometric", "Keeping photometric augmentation off the bootstrap views helps a little.",
@@ -59,7 +61,8 @@ CLAIMS = (
 )
 FORESIGHT_CLAIM = ("The value head predicts the annotations of the view a move reaches; its prediction accuracy "
                    "rises with source/destination overlap and keeps improving for far crops.",
-                   "AB_SimCLR's bootstrap prediction accuracy plateaus at ≈0.7–0.85; AB_CLIP's ≈0.26–0.65 by IoU")
+                   "AB_SimCLR's bootstrap prediction accuracy plateaus at ≈0.7–0.85; "
+                   "AB_CLIP's ends at ≈0.26–0.65 by IoU bucket")
 
 
 def _cell(summary: dict, row: str, task: str) -> str:

@@ -120,8 +120,8 @@ def _reference_td_loss(model, params, target, batch, gamma, exclude_source=False
 
 @pytest.mark.parametrize("exclude_source", [False, True])
 def test_gamma_positive_matches_a_pair_by_pair_reference(exclude_source):
-    """target(ℓ | i→j) = renorm((1-γ)·p_ema(ℓ|x_j) + γ·max over j→k, k≠j (and k≠i when excluding the source) of
-    Q_ema(ℓ | x_j, a_{j→k}))."""
+    """target(ℓ | i→j) = renorm((1-γ)·p_ema(ℓ|x_j) + γ·max over j→k, k≠j (and k≠i when excluding the source)
+    of Q_ema(ℓ | x_j, a_{j→k}))."""
     config, model, params, target, batch = _setup(0.5)
     config.ab.exclude_source = exclude_source
     _, (metrics, _) = ab_simclr.loss(model, params, target, batch, config)
@@ -197,5 +197,20 @@ def test_source_prior_adds_the_source_views_distribution_without_training_the_ba
     _, (prior, _) = ab_simclr.loss(model, params, target, batch, config)
     assert abs(float(prior["td_loss"]) - float(plain["td_loss"])) > 1e-3
     grads = jax.grad(lambda p: ab_simclr.loss(model, p, target, batch, config)[0])(params)
+    assert all(float(jnp.abs(g).max()) == 0.0 for g in jax.tree.leaves(grads["params"]["base_head"]))
+    assert any(float(jnp.abs(g).max()) > 0.0 for g in jax.tree.leaves(grads["params"]["value_head"]))
+
+
+def test_shared_vocabulary_scores_the_value_head_against_the_fixed_base_embeddings():
+    config, _, _, _, batch = _setup(0.0)
+    config.ab.shared_vocabulary = True
+    config.ab.base_loss_weight = 0.0
+    model = ab_model.from_config(config)
+    params = model.init(jax.random.PRNGKey(0), batch["views"][:1, 0], batch["actions"][:1, 0])
+    assert "ab_head" not in params["params"]
+    tokens = model.apply(params, batch["annotation_views"][:, 1], method=ab_model.ABModel.encode)
+    np.testing.assert_array_equal(model.apply(params, tokens, method=ab_model.ABModel.ab_embed),
+                                  model.apply(params, tokens, method=ab_model.ABModel.base_embed))
+    grads = jax.grad(lambda p: ab_simclr.loss(model, p, params, batch, config)[0])(params)
     assert all(float(jnp.abs(g).max()) == 0.0 for g in jax.tree.leaves(grads["params"]["base_head"]))
     assert any(float(jnp.abs(g).max()) > 0.0 for g in jax.tree.leaves(grads["params"]["value_head"]))

@@ -16,7 +16,8 @@ and by source/destination IoU bucket (objectives/td.py). A value head that learn
 view scores above invariance, most visibly at low IoU; one that reads the destination perfectly from the source
 approaches brute force.
 
-Scenes are made of held-out probe-train digits; the class exemplars below are held-out probe-test digits.
+Scenes and class exemplars are disjoint sets of held-out probe-train digits (never the probe-test digits the
+final probes report), so foresight can be used to tune on.
 Digit classes from annotations: every predictor gives a distribution over the run's annotation vocabulary, as in
 training, and a class's probability is the mass on its annotations. SimCLR: the vocabulary is 40 held-out centred
 digits per class, each its own annotation (as the annotation batch's images are in training); CLIP: the captions
@@ -85,6 +86,18 @@ def foresight_scores(value: np.ndarray, source: np.ndarray, destination: np.ndar
             for predictor in PREDICTORS for bucket, mask in masks.items() if mask.any()}
 
 
+def _validation_digits(config: ml_collections.ConfigDict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(exemplars [10·E, 32, 32, 1] class by class, scene digits, their labels), all from the held-out probe-train
+    digits and disjoint: foresight never reads the probe-test digits, so it can be tuned on."""
+    splits = digits_lib.load_digits(config.eval.digits_per_class)
+    images, labels = splits.probe_train_images, splits.probe_train_labels
+    per_class = min(EXEMPLARS_PER_CLASS, np.bincount(labels, minlength=10).min() // 2)
+    chosen = np.concatenate([np.flatnonzero(labels == c)[:per_class] for c in range(10)])
+    rest = np.setdiff1d(np.arange(len(labels)), chosen)
+    exemplars = np.stack([digits_lib.centred_digit(images[i])["image"] for i in chosen])
+    return exemplars, images[rest], labels[rest]
+
+
 class ForesightEvaluator:
     """ForesightEvaluator(encode_fn, config, channels).run(params) yields ("foresight/<predictor>/<bucket>", acc).
 
@@ -94,9 +107,10 @@ class ForesightEvaluator:
     def __init__(self, encode_fn, config: ml_collections.ConfigDict, channels: int = 1):
         self.config, self.channels = config, channels
         self.model = ab_model.from_config(config)
-        splits = digits_lib.load_digits(config.eval.digits_per_class)
-        scenes = digits_lib.compose_scenes(np.random.default_rng(_SCENE_SEED), splits.probe_train_images,
-                                           splits.probe_train_labels, config.eval.foresight_scenes, config.data)
+        exemplars, scene_digits, scene_labels = _validation_digits(config)
+        self.exemplars = np.repeat(exemplars, channels // exemplars.shape[-1], axis=-1)
+        scenes = digits_lib.compose_scenes(np.random.default_rng(_SCENE_SEED), scene_digits, scene_labels,
+                                           config.eval.foresight_scenes, config.data)
         images = np.repeat(scenes["image"], channels // scenes["image"].shape[-1], axis=-1)
         rollout = crop_env.batch_rollout(jax.random.PRNGKey(_VIEW_SEED), jnp.asarray(images),
                                          jnp.asarray(scenes["valid"]), num_views=config.env.views,
@@ -131,31 +145,24 @@ class ForesightEvaluator:
         destination = base[:, self.pairs]
         return tuple(x.reshape(-1, x.shape[-1]) for x in (q, source, destination))
 
-    def _exemplars(self) -> np.ndarray:
-        """[C·E, H, W, channels]: held-out probe-test digits, E per class, class by class."""
-        splits = digits_lib.load_digits(self.config.eval.digits_per_class)
-        per_class = min(np.bincount(splits.probe_test_labels, minlength=10).min(), EXEMPLARS_PER_CLASS)
-        images = np.stack([digits_lib.centred_digit(d)["image"] for c in range(10)
-                           for d in splits.probe_test_images[splits.probe_test_labels == c][:per_class]])
-        return np.repeat(images, self.channels // images.shape[-1], axis=-1)
-
     def _annotations(self, params) -> tuple[value_maps.Annotations, jax.Array]:
         """The run's annotation vocabulary and class_of_annotation [V, C], the share of each annotation in each
         digit class, so that a distribution over annotations becomes one over classes by a matrix product."""
         base = config_lib.base_method(self.config)
-        annotations = value_maps.annotations(self.model, params, self.config, channels=self.channels)
         if base == "clip":  # the captions "a 0" … "a 9"
-            return annotations, jnp.eye(10)
-        images = self._exemplars()
+            return value_maps.annotations(self.model, params, self.config, channels=self.channels), jnp.eye(10)
+        images = self.exemplars
         views = jax.vmap(lambda im: crop_env.observe(im, jnp.array(im.shape[:2]), jnp.asarray(value_maps.FULL_IMAGE),
                                                      self.config.env.view_size))(jnp.asarray(images))
         tokens = self.model.apply(params, views, method=ABModel.encode)
         if base == "simclr":  # every exemplar is an annotation of its class
             embed = lambda method: l2_normalize(self.model.apply(params, tokens, method=method))  # noqa: E731
+            scale = jnp.asarray(1.0 / self.config.simclr.temperature)
             annotations = value_maps.Annotations(tuple(map(str, range(len(images)))), embed(ABModel.ab_embed),
-                                                 embed(ABModel.base_embed), annotations.base_scale)
+                                                 embed(ABModel.base_embed), scale)
             return annotations, jnp.repeat(jnp.eye(10), len(images) // 10, axis=0)
         # DINO: P(class | prototype) from the prototype distributions of each class's exemplars
+        annotations = value_maps.annotations(self.model, params, self.config, channels=self.channels)
         probabilities = value_maps.base_distribution(self.model, params, annotations, tokens)  # [C·E, K]
         profiles = probabilities.reshape(10, -1, probabilities.shape[-1]).mean(1).T  # [K, C]
         return annotations, profiles / jnp.maximum(profiles.sum(1, keepdims=True), 1e-12)

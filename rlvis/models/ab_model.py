@@ -43,6 +43,7 @@ class ABModel(nn.Module):
     action_encoding: str = "bins"  # value-head queries: "bins" (the paper's tokens) or "fourier" (value_head.py)
     source_positions: bool = False  # value head: sinusoidal cell positions added to the source tokens
     mask_actions: bool = False  # invariance ablation: every action is one mask query
+    shared_vocabulary: bool = False  # ψ_AB = the base head's annotation embedding (stop-gradient), no AB head
 
     def setup(self):
         self.encoder = ViT(self.variant, self.image_size, jnp.dtype(self.compute_dtype), self.remat, name="encoder")
@@ -78,7 +79,10 @@ class ABModel(nn.Module):
         return self.base_head(tokens[..., 0, :])
 
     def ab_embed(self, tokens: jax.Array) -> jax.Array:
-        """SimCLR base: ψ_AB(ℓ) of annotation images in the bootstrap softmax, l2-normalised."""
+        """SimCLR base: ψ_AB(ℓ) of annotation images in the bootstrap softmax, l2-normalised. With a shared
+        vocabulary it is the base head's embedding, held fixed for the TD loss (the base loss alone shapes it)."""
+        if self.shared_vocabulary:
+            return jax.lax.stop_gradient(self.base_embed(tokens))
         return self.ab_head(tokens[..., 0, :])
 
     def ab_vocabulary(self) -> jax.Array:
@@ -88,7 +92,8 @@ class ABModel(nn.Module):
     def text_embed(self, captions: jax.Array) -> tuple[jax.Array, jax.Array]:
         """CLIP base: captions int32 [K, L] → (ψ(ℓ) for the CLIP loss, ψ_AB(ℓ) for the bootstrap softmax)."""
         features = self.text_tower(captions)
-        return self.text_head(features), self.ab_text_head(features)
+        text = self.text_head(features)
+        return text, jax.lax.stop_gradient(text) if self.shared_vocabulary else self.ab_text_head(features)
 
     def clip_logit_scale(self) -> jax.Array:
         return jnp.minimum(jnp.exp(self.clip_log_scale), MAX_LOGIT_SCALE)
@@ -126,4 +131,4 @@ def from_config(config) -> ABModel:
                    remat=config.model.remat,
                    text_variant=config.clip.text_variant, caption_length=config.clip.caption_length,
                    action_encoding=config.model.action_encoding, source_positions=config.model.source_positions,
-                   mask_actions=not config.ab.action_tokens)
+                   mask_actions=not config.ab.action_tokens, shared_vocabulary=config.ab.shared_vocabulary)
