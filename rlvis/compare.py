@@ -48,11 +48,12 @@ def summarise(per_seed: list[dict]) -> dict:
 
 def table(rows: dict[str, dict], tasks: list[str]) -> str:
     """One line per row: mean ± SE for each task."""
-    width = max(14, *map(len, rows))
-    lines = [f"{'method':<{width}}" + "".join(f"{t:>22}" for t in tasks)]
+    width = max([14, *map(len, rows)])
+    columns = [max(16, len(t)) + 2 for t in tasks]
+    lines = [f"{'method':<{width}}" + "".join(f"{t:>{c}}" for t, c in zip(tasks, columns))]
     for name, row in rows.items():
         cells = [f"{row['mean'][t]:.3f} ± {row['se'][t]:.3f}" if t in row["mean"] else "—" for t in tasks]
-        lines.append(f"{name:<{width}}" + "".join(f"{c:>22}" for c in cells))
+        lines.append(f"{name:<{width}}" + "".join(f"{cell:>{c}}" for cell, c in zip(cells, columns)))
     return "\n".join(lines)
 
 

@@ -3,7 +3,8 @@ reports, what rlvis measures on the embedded data (mean ± SE over seeds), and t
 
     python -m rlvis.reproduction --runs=runs/repro --out=docs/reproduction.md
 
-Each claim names a comparison (`rlvis.compare` writes `<runs>/<experiment>/compare.json`); a claim whose runs are
+Each claim names a comparison (`rlvis.compare` writes `<runs>/<experiment>/compare.json`; the JSON behind the
+committed page is kept in docs/repro/, so `--runs=docs/repro` rewrites it exactly); a claim whose runs are
 missing is listed as "not run" with its command, never filled in by hand. A difference "holds" when it is larger
 than twice its standard error (the two rows' SEs combined), "reverses" when it is that far the other way, and is
 "within noise" otherwise.
@@ -15,7 +16,8 @@ import json
 import math
 import os
 
-COMMAND = "python -m rlvis.compare --config=configs/demo.py --workdir={runs}/{experiment} --methods={methods} --seeds=3"
+COMMAND = ("python -m rlvis.compare --config=configs/demo.py --workdir=runs/repro/{experiment} --methods={methods} "
+           "--seeds=3")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,7 +106,7 @@ def render(runs: str) -> str:
              "centred digits (the curated ImageNet analogue); the tasks are described in docs/evaluation.md.", ""]
     for claim in CLAIMS:
         summary = _load(runs, claim.experiment)
-        command = COMMAND.format(runs=runs, experiment=claim.experiment, methods=claim.methods())
+        command = COMMAND.format(experiment=claim.experiment, methods=claim.methods())
         lines += [f"## {claim.experiment}: {claim.claim}", "", f"Paper: {claim.paper}.", ""]
         if summary is None or claim.ab not in summary["methods"] or claim.base not in summary["methods"]:
             lines += ["Not run yet.", "", f"    {command}", ""]
@@ -127,6 +129,11 @@ def render(runs: str) -> str:
     if not found:
         lines += ["Not run yet (every AB row above reports it).", ""]
     for experiment, row, summary in found:
+        chance = {round(scores.get("foresight/chance/all", -1.0), 6) for scores in summary["per_seed"][row]}
+        if len(chance) > 1:  # chance depends only on the scene set: the seeds were scored on different scenes
+            lines += [f"{experiment} / {row}: its seeds were scored on different foresight scene sets (rlvis versions "
+                      "differ); re-score them with `rlvis.evaluate` before comparing.", ""]
+            continue
         lines += [f"{experiment} / {row}: " + ", ".join(f"{task.removeprefix('foresight/')} {_cell(summary, row, task)}"
                                                          for task in FORESIGHT), ""]
     return "\n".join(lines) + "\n"

@@ -155,7 +155,7 @@ def without_flip(augment: ml_collections.ConfigDict) -> ml_collections.ConfigDic
 
 
 def _results_table(trained: dict, random_init: dict) -> str:
-    width = max(18, *map(len, trained))
+    width = max([18, *map(len, trained)])
     lines = [f"{'task':<{width}} {'trained':>8} {'random_init':>12} {'margin':>8}"]
     for task, score in trained.items():
         lines.append(f"{task:<{width}} {score:>8.3f} {random_init[task]:>12.3f} {score - random_init[task]:>+8.3f}")

@@ -9,7 +9,7 @@ def _summary(ab_mean, base_mean, se, seeds=3):
     claim = next(c for c in reproduction.CLAIMS if c.experiment == "scenes_only")
     tasks = {t: 0.0 for t in claim.tasks}
     row = lambda mean: {t: mean for t in tasks}  # noqa: E731
-    return claim, dict(methods={claim.ab: row(ab_mean), claim.base: row(base_mean)},
+    return claim, dict(methods={claim.ab: row(ab_mean), claim.base: row(base_mean)}, per_seed={claim.ab: []},
                        se={claim.ab: row(se), claim.base: row(se)}, seeds=seeds, steps=100,
                        wall_seconds={claim.ab: [10.0] * seeds, claim.base: [8.0] * seeds},
                        encoded_views_per_step={claim.ab: 256, claim.base: 256},
@@ -33,4 +33,4 @@ def test_render_fills_run_experiments_and_lists_missing_ones_with_their_command(
     assert "| linear/count | 0.500 ± 0.020 | 0.600 ± 0.020 | +0.100 ± 0.028: holds |" in text
     assert "3/3 seed(s), 100 steps" in text
     assert text.count("Not run yet.") == len(reproduction.CLAIMS) - 1
-    assert f"--workdir={tmp_path}/dino --methods=dino,ab_dino --seeds=3" in text
+    assert "--workdir=runs/repro/dino --methods=dino,ab_dino --seeds=3" in text
