@@ -108,7 +108,7 @@ def test_a_checkpoint_from_an_older_rlvis_loads_with_todays_defaults_for_fields_
     meta_file.write_text(json.dumps(meta))
     config, _, _ = checkpoints.load_run(str(old))
     assert config.model.compute_dtype == "float32" and config.dino.norm_last_layer is True
-    assert tuple(config.eval.final) == ("demo",) and config.env.view_size == 16
+    assert tuple(config.eval.final) == ("demo", "foresight") and config.env.view_size == 16
     module, variables = export.load_encoder(str(old))
     assert module.dtype == "float32" and module.image_size == 16
 
