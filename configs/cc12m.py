@@ -56,6 +56,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.model.decoder_width, c.model.decoder_heads, c.model.decoder_depth = 384, 6, 2
     c.augment.flip = 0.5
     c.eval.scene_view_size = 64
+    c.eval.final, c.eval.monitor = ("demo",), ("digit_monitor",)  # digit sanity checks; foresight is for demo data
 
     c.dino.prototypes = 65_536
     c.dino.local_views = 8
@@ -89,4 +90,5 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         c.optim.warmup_steps = 2
         c.batch.annotation, c.batch.bootstrap = 8, 4
         c.eval.digits_per_class, c.eval.scenes, c.eval.probe_steps, c.eval.knn_k = 20, 200, 50, 5
+        c.eval.foresight_scenes = 40
     return c
