@@ -105,8 +105,7 @@ def main(argv: list[str]) -> None:
             trained[row].append(out["trained"])
             wall[row].append(out["wall_seconds"])
             random_init.setdefault(k, out["random_init"])  # same encoder shape and init key for every method
-            write_summary(_WORKDIR.value, configs, trained, random_init, wall, encoders, seeds)  # partial: kept
-    rows = write_summary(_WORKDIR.value, configs, trained, random_init, wall, encoders, seeds)
+            rows = write_summary(_WORKDIR.value, configs, trained, random_init, wall, encoders, seeds)  # kept
     print(table(rows, list(rows["random_init"]["mean"])), flush=True)
     print(f"rlvis.compare: wrote {_WORKDIR.value}/compare.json and compare.png", flush=True)
 

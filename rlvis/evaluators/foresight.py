@@ -133,13 +133,9 @@ class ForesightEvaluator:
         model, (s, n) = self.model, self.views.shape[:2]
         tokens = model.apply(params, self.views, method=ABModel.encode)  # [S, n, T, D]
         p_views = value_maps.base_distribution(model, params, annotations, tokens)  # [S, n, V]
-        value = model.apply(params, tokens.reshape(s * n, *tokens.shape[2:]),
-                            self.actions.reshape(s * n, n - 1, 4), method=ABModel.value_embed)
-        scale = model.apply(params, method=ABModel.ab_logit_scale)
-        logits = (scale * value @ annotations.ab.T).reshape(s, n, n - 1, -1)
-        if self.config.ab.source_prior:  # as in training: the decoder corrects the source view's distribution
-            logits = logits + jnp.log(p_views + 1e-12)[:, :, None]
-        q = jax.nn.softmax(logits, axis=-1) @ class_of_annotation
+        q = value_maps.q_distribution(model, params, self.config, tokens.reshape(s * n, *tokens.shape[2:]),
+                                      self.actions.reshape(s * n, n - 1, 4), annotations)
+        q = q.reshape(s, n, n - 1, -1) @ class_of_annotation
         base = p_views @ class_of_annotation  # [S, n, C]
         source = jnp.broadcast_to(base[:, :, None], q.shape)
         destination = base[:, self.pairs]

@@ -101,17 +101,22 @@ def base_distribution(model: ABModel, params, annotations_: Annotations, view_to
     return jax.nn.softmax(annotations_.base_scale * embedding @ annotations_.base.T, axis=-1)
 
 
+def q_distribution(model: ABModel, params, config: ml_collections.ConfigDict, view_tokens: jax.Array,
+                   actions: jax.Array, annotations_: Annotations) -> jax.Array:
+    """Q(ℓ | x, a) for source views' tokens [B, T, D] and relative actions [B, A, 4] → [B, A, V]: the value head
+    against the AB vocabulary at its logit scale, plus log p(ℓ | x) with `ab.source_prior`, as in training."""
+    values = model.apply(params, view_tokens, actions, method=ABModel.value_embed)
+    logits = values @ annotations_.ab.T * model.apply(params, method=ABModel.ab_logit_scale)
+    if config.ab.source_prior:
+        logits = logits + jnp.log(base_distribution(model, params, annotations_, view_tokens) + 1e-12)[:, None]
+    return jax.nn.softmax(logits, axis=-1)
+
+
 def value_distribution(model: ABModel, params, config: ml_collections.ConfigDict, view_tokens: jax.Array,
                        source_box: jax.Array, boxes: jax.Array, annotations_: Annotations) -> jax.Array:
-    """Q(ℓ | x, a) for the view x at `source_box` (tokens [T, D]) and each move to boxes [A, 4] → [A, V]. Pure.
-    With `ab.source_prior` the value head's logits are added to log p(ℓ | x), as in training."""
+    """Q(ℓ | x, a) for the view x at `source_box` (tokens [T, D]) and each move to boxes [A, 4] → [A, V]. Pure."""
     actions = jax.vmap(lambda target: crop_env.relative(source_box, target))(boxes)
-    values = model.apply(params, view_tokens[None], actions[None], method=ABModel.value_embed)[0]
-    scale = model.apply(params, method=ABModel.ab_logit_scale)
-    logits = values @ annotations_.ab.T * scale
-    if config.ab.source_prior:
-        logits = logits + jnp.log(base_distribution(model, params, annotations_, view_tokens) + 1e-12)
-    return jax.nn.softmax(logits, axis=-1)
+    return q_distribution(model, params, config, view_tokens[None], actions[None], annotations_)[0]
 
 
 def predict(model: ABModel, params, config: ml_collections.ConfigDict, image: np.ndarray, valid: np.ndarray,
