@@ -70,9 +70,10 @@ def validate(config: ml_collections.ConfigDict, device_count: int, check_data_pa
                  f"config.batch.{name}={size} must be a positive multiple of the {device_count} devices")
     _require(c.batch.annotation >= 2, "config.batch.annotation must be at least 2 (the softmax needs negatives)")
     _require(c.env.views >= 2, f"config.env.views={c.env.views} must be at least 2 (a transition needs two views)")
-    for name in ("scale", "annotation_scale"):
-        lo, hi = c.env[name]
-        _require(0 < lo <= hi <= 1, f"config.env.{name}={tuple(c.env[name])} must satisfy 0 < min <= max <= 1")
+    lo, hi = c.env.scale
+    _require(0 < lo <= hi <= 1, f"config.env.scale={tuple(c.env.scale)} must satisfy 0 < min <= max <= 1")
+    lo, hi = c.env.annotation_scale  # max > 1: zoom-out crops (crop_env.reset)
+    _require(0 < lo <= hi, f"config.env.annotation_scale={tuple(c.env.annotation_scale)} must satisfy 0 < min <= max")
     lo, hi = c.env.ratio
     _require(0 < lo <= hi, f"config.env.ratio={tuple(c.env.ratio)} must satisfy 0 < min <= max")
     _require(c.env.action_bins >= 2, f"config.env.action_bins={c.env.action_bins} must be at least 2")

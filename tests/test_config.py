@@ -13,6 +13,8 @@ def test_demo_configs_are_valid():
     ("batch.bootstrap", 12, r"config.batch.bootstrap=12 must be a positive multiple of the 8 devices"),
     ("env.views", 1, r"config.env.views=1 must be at least 2"),
     ("env.scale", (0.5, 0.2), r"config.env.scale=\(0.5, 0.2\) must satisfy"),
+    ("env.scale", (0.5, 2.0), r"config.env.scale=\(0.5, 2.0\) must satisfy 0 < min <= max <= 1"),
+    ("env.annotation_scale", (0.0, 2.0), r"config.env.annotation_scale=\(0.0, 2.0\) must satisfy 0 < min <= max"),
     ("ab.gamma", 1.0, r"config.ab.gamma=1.0 must be in \[0, 1\)"),
     ("model.variant", "Q/8", r"config.model.variant: unknown ViT variant 'Q/8'"),
     ("env.view_size", 36, r"config.env.view_size=36 must be a multiple of the patch size 8"),

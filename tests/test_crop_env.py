@@ -26,6 +26,21 @@ def test_reset_boxes_lie_inside_the_valid_region_with_the_requested_area():
     assert area.std() > 0.1  # the scale range is actually used
 
 
+def test_zoom_out_boxes_cover_the_image_and_render_it_small_on_zeros():
+    """annotation_scale max > 1: a box bigger than the image covers it, and the view shows the whole image shrunk,
+    surrounded by zeros (-1 after scaling), not clipped to the image."""
+    keys = jax.random.split(jax.random.PRNGKey(1), 256)
+    boxes = np.asarray(jax.vmap(lambda k: crop_env.reset(k, jnp.array([32, 32]), (2.0, 4.0), (1.0, 1.0)))(keys))
+    y0, x0, h, w = boxes.T
+    np.testing.assert_allclose(h * w, np.clip(h * w, 2.0, 4.0))  # the area range is kept, not clipped to 1
+    assert (y0 <= 1e-6).all() and (y0 + h >= 1 - 1e-6).all() and (x0 <= 1e-6).all() and (x0 + w >= 1 - 1e-6).all()
+    image = jnp.full((32, 32, 1), 255.0)
+    view = np.asarray(crop_env.observe(image, jnp.array([32, 32]), jnp.array([-0.5, -0.5, 2.0, 2.0]), 32))
+    np.testing.assert_allclose(view[8:24, 8:24], 1.0, atol=1e-4)  # the image, shrunk 2× into the centre
+    np.testing.assert_allclose(view[:6], -1.0, atol=1e-4)
+    np.testing.assert_allclose(view[:, -6:], -1.0, atol=1e-4)
+
+
 def test_step_inverts_relative_and_sample_action_reaches_a_valid_box():
     boxes, valid = _boxes(64)
     src, tgt = boxes[:32], boxes[32:]

@@ -31,16 +31,20 @@ _LOG_SIZE_RANGE = math.log1p(3.0)  # log size ratio up to ±3 (≈ 20× zoom)
 def reset(key: jax.Array, valid_hw: jax.Array, scale: tuple[float, float], ratio: tuple[float, float]) -> Box:
     """Sample a view: RandomResizedCrop of area fraction in `scale` and aspect (w/h, in pixels) in `ratio`.
 
-    Sides that would exceed the image are clipped to it (instead of torchvision's rejection loop, which does not
-    jit); the box is then placed uniformly inside the valid region.
+    With `scale[1] <= 1` sides that would exceed the image are clipped to it (instead of torchvision's rejection
+    loop, which does not jit) and the box is placed uniformly inside the valid region. `scale[1] > 1` allows
+    zoom-out: a box larger than the image along a side is placed so that it covers the image along that side, and
+    `observe` renders the area beyond the image as zeros (a small object on an empty background).
     """
     k_area, k_ratio, k_pos = jax.random.split(key, 3)
     valid_hw = valid_hw.astype(jnp.float32)
     area = jax.random.uniform(k_area, (), minval=scale[0], maxval=scale[1]) * valid_hw[0] * valid_hw[1]
     log_r = jax.random.uniform(k_ratio, (), minval=jnp.log(ratio[0]), maxval=jnp.log(ratio[1]))
-    h = jnp.minimum(jnp.sqrt(area / jnp.exp(log_r)), valid_hw[0]) / valid_hw[0]
-    w = jnp.minimum(jnp.sqrt(area * jnp.exp(log_r)), valid_hw[1]) / valid_hw[1]
-    y0, x0 = jax.random.uniform(k_pos, (2,)) * jnp.stack([1.0 - h, 1.0 - w])
+    h, w = jnp.sqrt(area / jnp.exp(log_r)), jnp.sqrt(area * jnp.exp(log_r))
+    if scale[1] <= 1.0:
+        h, w = jnp.minimum(h, valid_hw[0]), jnp.minimum(w, valid_hw[1])
+    h, w = h / valid_hw[0], w / valid_hw[1]
+    y0, x0 = jax.random.uniform(k_pos, (2,)) * jnp.stack([1.0 - h, 1.0 - w])  # 1 - side < 0: the box covers the image
     return jnp.stack([y0, x0, h, w])
 
 
