@@ -59,3 +59,11 @@ def test_auto_encoder_scores_each_method_as_its_paper_does(method, use_ema_targe
     config.ab.use_ema_target = use_ema_target
     assert config_lib.eval_encoder(config) == expected
     assert config_lib.eval_encoder(config, "ema") == "ema"  # an explicit choice wins
+
+
+@pytest.mark.parametrize("section,field", [("ab", "shared_vocabulary"), ("model", "value_residual")])
+def test_annotation_embedding_switches_refuse_a_dino_base(section, field):
+    config = demo.get_config("tiny,method=ab_dino")
+    config[section][field] = True
+    with pytest.raises(config_lib.ConfigError, match=rf"config.{section}.{field} is for SimCLR and CLIP bases"):
+        config_lib.validate(config, device_count=1)

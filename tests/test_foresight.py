@@ -27,6 +27,9 @@ def test_a_value_that_reads_the_destination_scores_as_brute_force_and_one_that_i
     for bucket in foresight.BUCKETS:
         assert reads_destination[f"foresight/value/{bucket}"] == reads_destination[f"foresight/brute_force/{bucket}"]
         assert ignores_move[f"foresight/value/{bucket}"] == ignores_move[f"foresight/invariance/{bucket}"]
+    with_crop = foresight.foresight_scores(source, source, destination, truth, iou, contained, destination)
+    assert with_crop["foresight/source_crop/all"] == with_crop["foresight/brute_force/all"]
+    assert not any("source_crop" in key for key in reads_destination)  # not given: not scored
     scores = reads_destination
     assert scores["foresight/brute_force/all"] > scores["foresight/invariance/all"] > scores["foresight/chance/all"]
     np.testing.assert_allclose(scores["foresight/chance/all"], truth.sum(-1).mean() / 10, rtol=1e-6)
@@ -42,6 +45,14 @@ def test_buckets_select_pairs_by_overlap_and_leave_out_empty_destinations():
     assert scores["foresight/value/iou_0"] == 1.0 and scores["foresight/value/iou_0-0.2"] == 0.0
     assert scores["foresight/value/iou_0.5-1"] == 1.0 and "foresight/value/iou_0.2-0.5" not in scores  # no pair
     assert scores["foresight/value/zoom_in"] == 0.5  # the two pairs at least 90 % inside their source
+
+
+def test_source_crop_boxes_cut_the_destinations_part_of_the_source_and_fall_back_to_the_whole_view():
+    actions = np.float32([[0.25, 0.5, 0.25, 0.25],  # a zoom-in: the destination is its own crop
+                          [0.5, -0.5, 1.0, 1.0],  # half out on two sides: the overlapping quarter
+                          [2.0, 0.0, 0.5, 0.5]])  # no overlap: the whole source view
+    np.testing.assert_allclose(foresight.source_crop_boxes(actions),
+                               [[0.25, 0.5, 0.25, 0.25], [0.5, 0.0, 0.5, 0.5], [0.0, 0.0, 1.0, 1.0]])
 
 
 def test_digits_in_views_need_half_their_box_inside():

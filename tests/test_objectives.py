@@ -214,3 +214,21 @@ def test_shared_vocabulary_scores_the_value_head_against_the_fixed_base_embeddin
     grads = jax.grad(lambda p: ab_simclr.loss(model, p, params, batch, config)[0])(params)
     assert all(float(jnp.abs(g).max()) == 0.0 for g in jax.tree.leaves(grads["params"]["base_head"]))
     assert any(float(jnp.abs(g).max()) > 0.0 for g in jax.tree.leaves(grads["params"]["value_head"]))
+
+
+def test_value_residual_starts_from_the_source_views_own_annotation_embedding():
+    config, _, _, _, batch = _setup(0.0)
+    config.model.value_residual = True
+    model = ab_model.from_config(config)
+    params = model.init(jax.random.PRNGKey(0), batch["views"][:1, 0], batch["actions"][:1, 0])
+    out = params["params"]["value_head"]["out"]
+    silent = {**params, "params": {**params["params"], "value_head": {
+        **params["params"]["value_head"], "out": jax.tree.map(jnp.zeros_like, out)}}}
+    tokens = model.apply(params, batch["views"][:, 0], method=ab_model.ABModel.encode)
+    value = model.apply(silent, tokens, batch["actions"][:, 0], method=ab_model.ABModel.value_embed)
+    source = model.apply(params, tokens, method=ab_model.ABModel.ab_embed)
+    np.testing.assert_allclose(value, jnp.broadcast_to(source[:, None], value.shape), atol=1e-6)
+    moved = model.apply(params, tokens, batch["actions"][:, 0], method=ab_model.ABModel.value_embed)
+    assert float(jnp.abs(moved - value).max()) > 1e-3  # a trained decoder changes it, move by move
+    grads = jax.grad(lambda p: ab_simclr.loss(model, p, params, batch, config)[0])(params)
+    assert any(float(jnp.abs(g).max()) > 0.0 for g in jax.tree.leaves(grads["params"]["ab_head"]))

@@ -8,7 +8,12 @@ pair of views (x_i → x_j) of each scene, sampled as in training (`env.views` R
   * invariance  argmax_c p(c | x_i): the base model on the *source* view ("what I see here"), the answer of a
                 model that ignores the move;
   * brute_force argmax_c p(c | x_j): the base model on the *destination* view (render it and look), the
-                ceiling the value head's targets come from.
+                ceiling the value head's targets come from;
+  * source_crop argmax_c p(c | crop of x_i): the base model on the part of the *source view's own pixels* that
+                the destination covers, cut out and enlarged to a view (the whole source view when they do not
+                overlap). It tells whether the source view holds what the value head should foresee: on zoom-ins
+                it is the value head's ceiling given its input, so a value head far below it failed to learn,
+                not to see.
 A prediction is right when it names a digit with at least half its box inside the destination box; pairs whose
 destination holds no such digit are left out, and `chance` is the expected score of a uniform guess.
 Scores are given for all pairs, for zoom-ins (destination ≥ 90 % inside the source: everything needed is visible)
@@ -42,7 +47,7 @@ from rlvis.models.ab_model import ABModel
 from rlvis.models.heads import l2_normalize
 from rlvis.objectives import td
 
-PREDICTORS = ("value", "invariance", "brute_force", "chance")
+PREDICTORS = ("value", "invariance", "brute_force", "source_crop", "chance")
 BUCKETS = ("all", "zoom_in", *td.IOU_BUCKETS)
 _SCENE_SEED, _VIEW_SEED = 2025, 11
 ZOOM_IN = 0.9  # destination at least this fraction inside the source
@@ -72,18 +77,29 @@ def digits_in_views(view_boxes: np.ndarray, digit_boxes: np.ndarray, labels: np.
 
 
 def foresight_scores(value: np.ndarray, source: np.ndarray, destination: np.ndarray, truth: np.ndarray,
-                     iou: np.ndarray, contained: np.ndarray) -> dict[str, float]:
-    """Class scores per pair [P, C] of the three predictors, the destination's classes truth [P, C] (bool), and
-    the pairs' geometry [P] → {"foresight/<predictor>/<bucket>": accuracy}. A bucket with no pair is left out."""
+                     iou: np.ndarray, contained: np.ndarray, source_crop: np.ndarray | None = None
+                     ) -> dict[str, float]:
+    """Class scores per pair [P, C] of the predictors, the destination's classes truth [P, C] (bool), and the
+    pairs' geometry [P] → {"foresight/<predictor>/<bucket>": accuracy}. A bucket with no pair is left out, and
+    so is `source_crop` when it is not given."""
     keep = truth.any(-1)
     masks = {"all": keep, "zoom_in": keep & (contained >= ZOOM_IN)}
     masks.update({name: keep & mask for name, mask in td.iou_bucket_masks(iou).items()})
     rows = np.arange(len(truth))
-    hits = {name: truth[rows, np.argmax(scores, -1)] for name, scores in
-            (("value", value), ("invariance", source), ("brute_force", destination))}
+    predictions = dict(value=value, invariance=source, brute_force=destination, source_crop=source_crop)
+    hits = {name: truth[rows, np.argmax(scores, -1)] for name, scores in predictions.items() if scores is not None}
     hits["chance"] = truth.mean(-1)
     return {f"foresight/{predictor}/{bucket}": float(hits[predictor][mask].mean())
-            for predictor in PREDICTORS for bucket, mask in masks.items() if mask.any()}
+            for predictor in PREDICTORS if predictor in hits for bucket, mask in masks.items() if mask.any()}
+
+
+def source_crop_boxes(actions: np.ndarray) -> np.ndarray:
+    """Relative actions [..., 4] → the destination's part inside the source view, in the source view's frame
+    [..., 4]; the whole view where they do not overlap."""
+    low = np.clip(actions[..., :2], 0.0, 1.0)
+    high = np.clip(actions[..., :2] + actions[..., 2:], 0.0, 1.0)
+    overlaps = np.all(high - low > 1e-3, axis=-1, keepdims=True)
+    return np.where(overlaps, np.concatenate([low, high - low], axis=-1), np.float32([0.0, 0.0, 1.0, 1.0]))
 
 
 def _validation_digits(config: ml_collections.ConfigDict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -117,6 +133,11 @@ class ForesightEvaluator:
                                          size=config.env.view_size, scale=tuple(config.env.scale),
                                          ratio=tuple(config.env.ratio))
         self.views, self.actions = rollout["views"], rollout["actions"]
+        size, n = config.env.view_size, config.env.views
+        sources = jnp.repeat((self.views + 1.0) * 127.5, n - 1, axis=1).reshape(-1, size, size, channels)
+        crop_boxes = jnp.asarray(source_crop_boxes(np.asarray(self.actions)).reshape(-1, 4))
+        self.source_crops = jax.jit(jax.vmap(lambda image, box: crop_env.observe(
+            image, jnp.array([size, size]), box, size)))(sources, crop_boxes)  # [S·n·(n-1), size, size, C]
         boxes = np.asarray(rollout["boxes"])
         pairs = crop_env.pair_indices(config.env.views)
         present = digits_in_views(boxes, scenes["boxes"], scenes["labels"])
@@ -128,7 +149,7 @@ class ForesightEvaluator:
         self._predict = jax.jit(self._class_scores)
 
     def _class_scores(self, params, annotations: value_maps.Annotations, class_of_annotation: jax.Array):
-        """(value [P, C], source [P, C], destination [P, C]) class probabilities for every ordered pair:
+        """(value, source, destination, source_crop) class probabilities [P, C] for every ordered pair:
         distributions over the annotation vocabulary, summed per class."""
         model, (s, n) = self.model, self.views.shape[:2]
         tokens = model.apply(params, self.views, method=ABModel.encode)  # [S, n, T, D]
@@ -139,7 +160,9 @@ class ForesightEvaluator:
         base = p_views @ class_of_annotation  # [S, n, C]
         source = jnp.broadcast_to(base[:, :, None], q.shape)
         destination = base[:, self.pairs]
-        return tuple(x.reshape(-1, x.shape[-1]) for x in (q, source, destination))
+        crop_tokens = model.apply(params, self.source_crops, method=ABModel.encode)
+        source_crop = value_maps.base_distribution(model, params, annotations, crop_tokens) @ class_of_annotation
+        return tuple(x.reshape(-1, x.shape[-1]) for x in (q, source, destination, source_crop))
 
     def _annotations(self, params) -> tuple[value_maps.Annotations, jax.Array]:
         """The run's annotation vocabulary and class_of_annotation [V, C], the share of each annotation in each
@@ -165,8 +188,10 @@ class ForesightEvaluator:
 
     def run(self, params) -> Iterator[tuple[str, float]]:
         annotations, class_of_annotation = self._annotations(params)
-        value, source, destination = (np.asarray(x) for x in self._predict(params, annotations, class_of_annotation))
-        yield from foresight_scores(value, source, destination, self.truth, self.iou, self.contained).items()
+        value, source, destination, source_crop = (
+            np.asarray(x) for x in self._predict(params, annotations, class_of_annotation))
+        yield from foresight_scores(value, source, destination, self.truth, self.iou, self.contained,
+                                    source_crop).items()
 
 
 def plot(scores: dict[str, float], path: str, title: str = "") -> str:
@@ -176,7 +201,8 @@ def plot(scores: dict[str, float], path: str, title: str = "") -> str:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    colours = {"value": "tab:red", "invariance": "tab:blue", "brute_force": "tab:green", "chance": "0.6"}
+    colours = {"value": "tab:red", "invariance": "tab:blue", "brute_force": "tab:green", "source_crop": "tab:olive",
+               "chance": "0.6"}
     figure, axis = plt.subplots(figsize=(8, 3.4))
     width = 0.8 / len(PREDICTORS)
     for p, predictor in enumerate(PREDICTORS):
@@ -184,7 +210,7 @@ def plot(scores: dict[str, float], path: str, title: str = "") -> str:
         axis.bar(np.arange(len(BUCKETS)) + p * width, heights, width, label=predictor, color=colours[predictor])
     axis.set_xticks(np.arange(len(BUCKETS)) + 0.4 - width / 2, BUCKETS)
     axis.set_ylabel("destination digit named"), axis.set_ylim(0, 1), axis.grid(axis="y", alpha=0.3)
-    axis.legend(fontsize=8, ncol=4)
+    axis.legend(fontsize=8, ncol=len(PREDICTORS))
     axis.set_title(title or "foresight on held-out scenes: Q(c | x_i, a) vs p(c | x_i) vs p(c | x_j)", fontsize=9)
     figure.tight_layout()
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)

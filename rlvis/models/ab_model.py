@@ -44,6 +44,7 @@ class ABModel(nn.Module):
     source_positions: bool = False  # value head: sinusoidal cell positions added to the source tokens
     mask_actions: bool = False  # invariance ablation: every action is one mask query
     shared_vocabulary: bool = False  # ψ_AB = the base head's annotation embedding (stop-gradient), no AB head
+    value_residual: bool = False  # φ_AB(x, a) = the source view's own annotation embedding + the decoder's change
 
     def setup(self):
         self.encoder = ViT(self.variant, self.image_size, jnp.dtype(self.compute_dtype), self.remat, name="encoder")
@@ -99,8 +100,17 @@ class ABModel(nn.Module):
         return jnp.minimum(jnp.exp(self.clip_log_scale), MAX_LOGIT_SCALE)
 
     def value_embed(self, tokens: jax.Array, actions: jax.Array) -> jax.Array:
-        """φ_AB(x, a): tokens [B, T, D], relative actions [B, A, 4] → [B, A, proj_dim], l2-normalised."""
-        return l2_normalize(self.value_head(actions, tokens))
+        """φ_AB(x, a): tokens [B, T, D], relative actions [B, A, 4] → [B, A, proj_dim], l2-normalised.
+
+        With `value_residual` the decoder's output is added to the source view's own embedding in the annotation
+        space (SimCLR: ψ_AB of the view as if it were an annotation; CLIP: its image embedding), so an untrained
+        head starts from "the destination shows what the source shows" and learns how a move changes that.
+        """
+        value = self.value_head(actions, tokens)
+        if self.value_residual:
+            source = self.base_embed(tokens) if self.base == "clip" else self.ab_embed(tokens)
+            value = value + l2_normalize(source)[..., None, :]
+        return l2_normalize(value)
 
     def ab_logit_scale(self) -> jax.Array:
         return jnp.minimum(jnp.exp(self.ab_log_scale), MAX_LOGIT_SCALE)
@@ -131,4 +141,5 @@ def from_config(config) -> ABModel:
                    remat=config.model.remat,
                    text_variant=config.clip.text_variant, caption_length=config.clip.caption_length,
                    action_encoding=config.model.action_encoding, source_positions=config.model.source_positions,
-                   mask_actions=not config.ab.action_tokens, shared_vocabulary=config.ab.shared_vocabulary)
+                   mask_actions=not config.ab.action_tokens, shared_vocabulary=config.ab.shared_vocabulary,
+                   value_residual=config.model.value_residual)
