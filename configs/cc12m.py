@@ -1,4 +1,4 @@
-"""Paper scale: CC12M, ViT-S/16, Table 7 of Ghosh & Levine 2025 per method (../shared/PAPER.md §2.2).
+"""Paper scale: CC12M, ViT-S/16, Table 7 of Ghosh & Levine 2025 per method (docs/method.md, paper-scale recipe).
 
     python -m rlvis.main --config=configs/cc12m.py:method=ab_clip --config.data.path=/data/cc12m --workdir=...
 

@@ -18,13 +18,13 @@ AB target; DINO's own teacher keeps its EMA), `base_loss_weight=0` (no annotatio
 (SimCLR's colour augmentations on the bootstrap views too, never flips), plus `gamma`, `exclude_source` and
 `env.views`.
 
-Streams (PAPER.md §1.4, decoupled as in the paper's best COCO/EK results):
+Streams (docs/method.md, decoupled as in the paper's best COCO/EK results):
   * annotation stream: single centred held-in MNIST digits (the "curated ImageNet" analogue) → SimCLR base loss;
     the annotation batch's views are the vocabulary of the bootstrap softmax.
   * bootstrap stream: multi-digit scenes on a 64-px canvas (the "COCO" analogue), 4 views each with
     RandomResizedCrop(0.05, 1) and no photometric augmentation → AB TD loss.
 
-Sizes follow DESIGN.md's measurement on the 2-core machine: a width-64 ViT with patch 8 on 32-px views
+Sizes are measured on a 2-core machine: a width-64 ViT with patch 8 on 32-px views
 (16 tokens) trains fast enough on CPU to beat a random-init encoder within minutes.
 """
 

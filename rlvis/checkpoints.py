@@ -1,8 +1,8 @@
 """One Orbax checkpoint step = train state + every Grain iterator's state + JSON metadata.
 
-Saving the iterators is what makes resume exact (big_vision and dinov2 restart their data from scratch,
-REFERENCES.md §5). Saves are asynchronous; Orbax writes into a temporary folder and renames it when complete,
-so a half-written step is never listed by `latest_step` and never restored.
+Saving the iterators is what makes resume exact (big_vision and dinov2 restart their data from scratch). Saves
+are asynchronous; Orbax writes into a temporary folder and renames it when complete, so a half-written step is
+never listed by `latest_step` and never restored.
 """
 
 import importlib.util

@@ -2,7 +2,7 @@
 
 Which encoder. Every run keeps two copies of the network: the online one (trained by gradients) and its EMA
 copy (the target network; DINO's teacher). **The default is the EMA encoder**: it is the network the AB target
-and DINO's teacher are computed with, the one DINO and the AB paper evaluate (PAPER.md), and the one
+and DINO's teacher are computed with, the one DINO and the AB paper evaluate, and the one
 `rlvis.evaluate` scores by default (`eval.encoder`). The online encoder is always one argument away
 (`encoder="online"`); for SimCLR-style runs the two are close, for DINO they can differ a lot, which is why the
 choice is explicit and recorded in every export.

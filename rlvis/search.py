@@ -1,6 +1,6 @@
 """Act with the value function: move the view, step by step, toward a chosen annotation (active visual search).
 
-AB trains Q(ℓ | x, a): "which annotations will I see if I move the view like this?" (PAPER.md §1). A policy can
+AB trains Q(ℓ | x, a): "which annotations will I see if I move the view like this?" (docs/method.md). A policy can
 therefore *maximise* an annotation: from the current view it scores every candidate move with Q(ℓ | x, a),
 takes the best (greedy) or samples one (softmax at a temperature), renders the new view and repeats. With γ > 0
 the value also carries annotations reachable several moves away, which is what a multi-step search needs.

@@ -5,7 +5,7 @@ optimizer moments) is either replicated (`sharding.strategy="replicate"`: data p
 array whose path matches one of `sharding.fsdp_rules` (regexes over "params/encoder/.../kernel"-style paths) is
 split along its largest dimension that the device count divides, if it has at least `fsdp_min_size` elements;
 XLA then gathers parameters where they are used (ZeRO-3 / big_vision's fsdp rule). Axis types are `Auto`: newer
-JAX defaults to explicit axes, which breaks sharded updates written for automatic propagation (DESIGN.md).
+JAX defaults to explicit axes, which breaks sharded updates written for automatic propagation.
 """
 
 import re

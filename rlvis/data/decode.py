@@ -1,6 +1,6 @@
 """Encoded image bytes → the fixed host canvas, or a named reason to skip the record.
 
-Decode once on the host (DESIGN.md): simplejpeg (libjpeg-turbo, releases the GIL, and decodes enormous JPEGs
+Decode once on the host: simplejpeg (libjpeg-turbo, releases the GIL, and decodes enormous JPEGs
 straight at a reduced DCT scale) first; PIL for what it cannot read (PNG, WebP, GIF, odd JPEGs). Every mode —
 grayscale, CMYK, palette, alpha — is converted to the configured channels. The image is resized (aspect kept) so
 its longer side equals the canvas and placed top-left; `valid` records its (height, width) so the environment

@@ -6,13 +6,13 @@ batches. There are no classes with hidden state: randomness is an explicit key.
 Conventions
   * A box is float32 [4] = (y0, x0, h, w) as fractions of the image's valid region (the part of the fixed
     canvas that holds the image; the rest is padding). Boxes from `reset` lie inside [0, 1]².
-  * An action is the next box expressed in the current box's frame (PAPER.md: "bb_{1→2}, the coordinates of crop
+  * An action is the next box expressed in the current box's frame (the paper: "bb_{1→2}, the coordinates of crop
     2 relative to crop 1"): a = ((y0' - y0) / h, (x0' - x0) / w, h' / h, w' / w). `step` is its exact inverse.
   * The value head sees an action as 4 integer tokens (`action_tokens`): centre offsets in units of the source box
     and log size ratios, each squashed by sign(v)·log(1 + |v|) and quantised into `bins` bins. The squashing
     keeps resolution where most transitions are (near the source) while far pans (up to ~5 box widths with
     scale 0.05) still get distinct tokens. An odd bin count gives "stay" a centred bin of its own. The paper
-    fixes neither format nor bins (PAPER.md §7.2).
+    fixes neither format nor bins.
 """
 
 import math

@@ -4,7 +4,7 @@ From one source view x (by default the whole image), every candidate action a mo
 zoom centred on a grid point. The value head predicts the annotation distribution it expects to see there; for a
 chosen annotation ℓ ("a 3") the map shows p(ℓ | x, a) at each box centre: "where will I see a 3 if I move there?".
 
-Annotations by base method (the value head scores against the AB vocabulary, PAPER.md §1.4):
+Annotations by base method (the value head scores against the AB vocabulary, docs/method.md):
   * simclr: annotations are images; class c is the mean ψ_AB embedding of held-out centred digits of class c
     (or of any image files the caller passes), l2-normalised;
   * dino: the K prototypes of the AB embedding matrix, named "prototype k";

@@ -1,6 +1,6 @@
 """The AB network: one ViT, the base method's head, the AB annotation embeddings and the value head.
 
-PAPER.md §1.4:
+As in the paper (docs/method.md):
   * base "simclr": annotations are images, so φ(x) = ψ(ℓ) is the SimCLR head on the shared ViT, and ψ_AB is a
     separate "AB annotation head" on the same ViT;
   * base "dino": annotations are the K prototypes of the DINO head, and ψ_AB is a separate "AB embedding

@@ -1,6 +1,6 @@
 """The caption tower for CLIP-style methods: a pre-LN transformer over byte tokens, mean-pooled over real tokens.
 
-Shapes by name from the ViT table (`tiny`, `mu`, `S`, …: PAPER.md uses an S-size text encoder). Bidirectional
+Shapes by name from the ViT table (`tiny`, `mu`, `S`, …: the paper uses an S-size text encoder). Bidirectional
 attention with a padding mask; the pooled feature feeds both the CLIP text head and the separate AB text head.
 """
 

@@ -1,4 +1,4 @@
-"""AB_CLIP: CLIP on captioned annotation images + the TD loss on the bootstrap batch (PAPER.md §1.4).
+"""AB_CLIP: CLIP on captioned annotation images + the TD loss on the bootstrap batch (docs/method.md).
 
 `config.method == "clip"` is the baseline: the CLIP term alone, no bootstrap batch.
 

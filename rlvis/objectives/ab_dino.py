@@ -1,4 +1,4 @@
-"""AB_DINO: DINO (multi-crop) on the annotation batch + the TD loss on the bootstrap batch (PAPER.md §1.4).
+"""AB_DINO: DINO (multi-crop) on the annotation batch + the TD loss on the bootstrap batch (docs/method.md).
 
 `config.method == "dino"` is the baseline: the DINO term alone, no bootstrap batch.
 

@@ -1,4 +1,4 @@
-"""AB_SimCLR: SimCLR on the annotation batch + the TD loss on the bootstrap batch (PAPER.md §1.4, Algo 2).
+"""AB_SimCLR: SimCLR on the annotation batch + the TD loss on the bootstrap batch (docs/method.md).
 
 `config.method == "simclr"` is the baseline: the same SimCLR term alone, no bootstrap batch.
 

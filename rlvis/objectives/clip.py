@@ -1,6 +1,6 @@
 """CLIP's base loss (Radford et al. 2021): symmetric InfoNCE between images and their captions.
 
-In AB terms (PAPER.md §1.1): p(ℓ_i | x) = softmax_i(t · φ(x)ᵀψ(ℓ_i)) over the captions ℓ of the batch, with a
+In AB terms (docs/method.md): p(ℓ_i | x) = softmax_i(t · φ(x)ᵀψ(ℓ_i)) over the captions ℓ of the batch, with a
 learned scale t.
 """
 

@@ -1,6 +1,6 @@
 """DINO's base loss (Caron et al. 2021): a student matches a centred, sharpened EMA teacher across crops.
 
-In AB terms (PAPER.md §1.1) the annotations are the K prototypes and p(ℓ | x) is the teacher's prototype
+In AB terms (docs/method.md) the annotations are the K prototypes and p(ℓ | x) is the teacher's prototype
 distribution. Teacher outputs are centred (a running mean subtracted, against collapse to one prototype) and
 sharpened (a low temperature, warmed up from `warmup_teacher_temp`, against collapse to uniform).
 """

@@ -1,6 +1,6 @@
 """SimCLR's base loss: NT-Xent (InfoNCE) over the 2N views of N annotation images (Chen et al. 2020).
 
-In AB terms (PAPER.md §1.1) the annotations ℓ are augmented crops of the annotation images and
+In AB terms (docs/method.md) the annotations ℓ are augmented crops of the annotation images and
 p(ℓ_k | x) = softmax_k(φ(x)ᵀψ(ℓ_k) / τ).
 """
 
