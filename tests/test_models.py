@@ -104,3 +104,19 @@ def test_remat_changes_memory_not_results_and_bf16_keeps_float32_parameters():
     assert out.dtype == jnp.float32
     np.testing.assert_allclose(out, plain.apply(params, images), atol=0.1)  # bf16 rounding, same function
     assert not np.allclose(out, plain.apply(params, images), atol=1e-6)  # and it really computed in bf16
+
+
+@pytest.mark.parametrize("residual", [False, True])
+def test_an_unnormalised_value_starts_uniform_or_at_its_residual_and_its_length_is_free(residual):
+    config = demo.get_config("tiny")
+    config.model.normalize_value, config.model.value_residual = False, residual
+    model = ab_model.from_config(config)
+    actions = jnp.tile(jnp.float32([0.1, 0.2, 0.5, 0.5]), (2, config.env.views - 1, 1))
+    params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 1)), actions[:1])
+    tokens = model.apply(params, jax.random.uniform(jax.random.PRNGKey(1), (2, 32, 32, 1)), method=model.encode)
+    value = model.apply(params, tokens, actions, method=model.value_embed)
+    expected = model.apply(params, tokens, method=model.ab_embed)[:, None] if residual else 0.0
+    np.testing.assert_allclose(value, jnp.broadcast_to(expected, value.shape), atol=1e-6)
+    moved = jax.tree.map(lambda p: p + 0.05, params)  # any trained head: the length is no longer fixed
+    lengths = jnp.linalg.norm(model.apply(moved, tokens, actions, method=model.value_embed), axis=-1)
+    assert float(jnp.abs(lengths - 1.0).max()) > 0.05

@@ -45,6 +45,7 @@ class ABModel(nn.Module):
     mask_actions: bool = False  # invariance ablation: every action is one mask query
     shared_vocabulary: bool = False  # ψ_AB = the base head's annotation embedding (stop-gradient), no AB head
     value_residual: bool = False  # φ_AB(x, a) = the source view's own annotation embedding + the decoder's change
+    normalize_value: bool = True  # False: φ_AB's length is free, a per-prediction confidence (inverse temperature)
 
     def setup(self):
         self.encoder = ViT(self.variant, self.image_size, jnp.dtype(self.compute_dtype), self.remat, name="encoder")
@@ -65,7 +66,7 @@ class ABModel(nn.Module):
             self.ab_head = ProjectionHead(self.proj_hidden, self.proj_dim, name="ab_head")
         self.value_head = ValueHead(self.action_bins, self.decoder_width, self.decoder_depth, self.decoder_heads,
                                     self.proj_dim, self.action_encoding, self.source_positions, self.mask_actions,
-                                    name="value_head")
+                                    zero_out=not self.normalize_value, name="value_head")
         self.ab_log_scale = self.param("ab_log_scale", nn.initializers.constant(jnp.log(self.init_logit_scale)),
                                        ())
 
@@ -100,17 +101,20 @@ class ABModel(nn.Module):
         return jnp.minimum(jnp.exp(self.clip_log_scale), MAX_LOGIT_SCALE)
 
     def value_embed(self, tokens: jax.Array, actions: jax.Array) -> jax.Array:
-        """φ_AB(x, a): tokens [B, T, D], relative actions [B, A, 4] → [B, A, proj_dim], l2-normalised.
+        """φ_AB(x, a): tokens [B, T, D], relative actions [B, A, 4] → [B, A, proj_dim].
 
         With `value_residual` the decoder's output is added to the source view's own embedding in the annotation
         space (SimCLR: ψ_AB of the view as if it were an annotation; CLIP: its image embedding), so an untrained
         head starts from "the destination shows what the source shows" and learns how a move changes that.
+        l2-normalised unless `normalize_value=False`: a unit φ_AB with one shared scale t_AB can express an
+        uncertain destination only by pointing between annotations (towards their mean, losing what it knows);
+        a free length lets it be unsure without changing what it points at.
         """
         value = self.value_head(actions, tokens)
         if self.value_residual:
             source = self.base_embed(tokens) if self.base == "clip" else self.ab_embed(tokens)
             value = value + l2_normalize(source)[..., None, :]
-        return l2_normalize(value)
+        return l2_normalize(value) if self.normalize_value else value
 
     def ab_logit_scale(self) -> jax.Array:
         return jnp.minimum(jnp.exp(self.ab_log_scale), MAX_LOGIT_SCALE)
@@ -142,4 +146,4 @@ def from_config(config) -> ABModel:
                    text_variant=config.clip.text_variant, caption_length=config.clip.caption_length,
                    action_encoding=config.model.action_encoding, source_positions=config.model.source_positions,
                    mask_actions=not config.ab.action_tokens, shared_vocabulary=config.ab.shared_vocabulary,
-                   value_residual=config.model.value_residual)
+                   value_residual=config.model.value_residual, normalize_value=config.model.normalize_value)

@@ -81,6 +81,7 @@ class ValueHead(nn.Module):
     action_encoding: str = "bins"
     source_positions: bool = False
     mask_actions: bool = False
+    zero_out: bool = False  # output layer starts at zero: an unnormalised value starts uniform (or at its residual)
 
     def _queries(self, actions: jax.Array) -> tuple[jax.Array, int]:
         """[B, A, 4] → (queries [B, A·q, width], q queries per action)."""
@@ -116,4 +117,5 @@ class ValueHead(nn.Module):
             queries = DecoderBlock(self.heads, 4 * self.width, name=f"block{i}")(queries, memory, self_mask)
         queries = nn.LayerNorm(name="norm")(queries)
         pooled = queries.reshape(batch, num_actions, per_action, self.width).mean(axis=2)
-        return nn.Dense(self.out_dim, name="out")(pooled)
+        init = nn.initializers.zeros if self.zero_out else nn.initializers.lecun_normal()
+        return nn.Dense(self.out_dim, kernel_init=init, name="out")(pooled)
