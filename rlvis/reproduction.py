@@ -35,7 +35,8 @@ class Claim:
 
 SCENE_TASKS = ("linear/count", "linear/box_digit", "decoder/box_digit", "linear/digit")
 FORESIGHT = ("foresight/value/all", "foresight/invariance/all", "foresight/brute_force/all",
-             "foresight/value/zoom_in", "foresight/brute_force/zoom_in", "foresight/value/iou_0-0.2",
+             "foresight/value/zoom_in", "foresight/brute_force/zoom_in", "foresight/source_crop/zoom_in",
+             "foresight/value/iou_0-0.2",
              "foresight/invariance/iou_0-0.2")
 CLAIMS = (
     Claim("scenes_only", "Trained on scene data alone, AB improves over its crop-consistency base method on "
