@@ -5,7 +5,8 @@ batches. There are no classes with hidden state: randomness is an explicit key.
 
 Conventions
   * A box is float32 [4] = (y0, x0, h, w) as fractions of the image's valid region (the part of the fixed
-    canvas that holds the image; the rest is padding). Boxes from `reset` lie inside [0, 1]².
+    canvas that holds the image; the rest is padding). Boxes from `reset` lie inside [0, 1]² unless a scale
+    above 1 asks for zoom-out.
   * An action is the next box expressed in the current box's frame (the paper: "bb_{1→2}, the coordinates of crop
     2 relative to crop 1"): a = ((y0' - y0) / h, (x0' - x0) / w, h' / h, w' / w). `step` is its exact inverse.
   * The value head sees an action as 4 integer tokens (`action_tokens`): centre offsets in units of the source box
