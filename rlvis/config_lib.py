@@ -101,11 +101,9 @@ def validate(config: ml_collections.ConfigDict, device_count: int, check_data_pa
     _require(0.0 <= c.ab.gamma < 1.0, f"config.ab.gamma={c.ab.gamma} must be in [0, 1)")
     _require(not (c.ab.exclude_source and c.ab.gamma > 0) or c.env.views >= 3,
              "config.ab.exclude_source with gamma > 0 needs config.env.views >= 3 (a next move other than going back)")
-    _require(not c.ab.shared_vocabulary or base_method(c) != "dino",
-             "config.ab.shared_vocabulary is for SimCLR and CLIP bases (DINO's annotations are its prototypes)")
-    _require(not c.model.value_residual or base_method(c) != "dino",
-             "config.model.value_residual is for SimCLR and CLIP bases (a DINO view has no embedding among its "
-             "prototypes)")
+    for section, field in (("ab", "shared_vocabulary"), ("model", "value_residual")):  # both need an embedding space
+        _require(not c[section][field] or base_method(c) != "dino",
+                 f"config.{section}.{field} is for SimCLR and CLIP bases (DINO's annotations are its prototypes)")
     _require(c.model.action_encoding in ("bins", "fourier"),
              f"config.model.action_encoding={c.model.action_encoding!r} must be 'bins' or 'fourier'")
     _require(0.0 <= c.ab.ema_start <= c.ab.ema_end <= 1.0,

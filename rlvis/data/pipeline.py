@@ -144,7 +144,8 @@ class _SkipBadRecordsIterator(grain.DatasetIterator):
 
 
 def _read_options(config: ml_collections.ConfigDict) -> grain.ReadOptions:
-    """Threads, not processes: decode releases the GIL, and on 2 cores threads measured faster (`rlvis.data.throughput`)."""
+    """Threads, not processes: decode releases the GIL, and on 2 cores threads measured faster
+    (`rlvis.data.throughput`)."""
     return grain.ReadOptions(num_threads=config.data.read_threads, prefetch_buffer_size=config.data.prefetch)
 
 
