@@ -1,5 +1,6 @@
 """Do a source view's encoder tokens hold the class of a digit a zoom-in would show?
 
+    pip install scikit-learn  # this diagnostic only; not an rlvis dependency
     python docs/repro/levers/roi_probe.py runs/demo
 
 On the foresight evaluator's scenes (1,500 here) and zoom-in pairs (destination ≥ 90 % inside the source), fit a
