@@ -16,11 +16,16 @@ import time
 
 from absl import app, flags, logging
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "The training run's workdir.")
-_STEP = flags.DEFINE_integer("step", None, "Checkpoint step to evaluate (default: the latest).")
-_WATCH = flags.DEFINE_bool("watch", False, "Evaluate every new checkpoint until the run's last step.")
-_ENCODER = flags.DEFINE_enum("encoder", None, ["ema", "online"], "Override config.eval.encoder.")
-_POLL_SECONDS = flags.DEFINE_float("poll_seconds", 60.0, "How often --watch looks for new checkpoints.")
+
+def define_flags() -> None:
+    """The command's flags, defined only when it runs as a program: importing `evaluate_step` or `watch` into
+    another program (the tests, a notebook) must not claim flag names such as --workdir."""
+    flags.DEFINE_string("workdir", None, "The training run's workdir.")
+    flags.DEFINE_integer("step", None, "Checkpoint step to evaluate (default: the latest).")
+    flags.DEFINE_bool("watch", False, "Evaluate every new checkpoint until the run's last step.")
+    flags.DEFINE_enum("encoder", None, ["ema", "online"], "Override config.eval.encoder.")
+    flags.DEFINE_float("poll_seconds", 60.0, "How often --watch looks for new checkpoints.")
+    flags.mark_flags_as_required(["workdir"])
 
 
 def evaluate_step(workdir: str, step: int | None = None, encoder: str | None = None) -> tuple[int, dict]:
@@ -57,35 +62,40 @@ def _print(step: int, scores: dict) -> None:
     print(f"step {step}: " + "  ".join(f"{task} {score:.3f}" for task, score in scores.items()), flush=True)
 
 
-def main(argv: list[str]) -> None:
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    if not flags.FLAGS["verbosity"].present:
-        logging.set_verbosity(logging.WARNING)
+def watch(workdir: str, encoder: str | None = None, poll_seconds: float = 60.0) -> None:
+    """Evaluate every checkpoint not yet evaluated, as they appear, until the run's last step is evaluated."""
     from rlvis import checkpoints
 
-    workdir = _WORKDIR.value
-    if not _WATCH.value:
-        try:
-            _print(*evaluate_step(workdir, _STEP.value, _ENCODER.value))
-        except FileNotFoundError as error:
-            print(f"rlvis: {error}", file=sys.stderr)
-            sys.exit(2)
-        return
     while True:
         steps = checkpoints.checkpoint_steps(workdir)
         for step in sorted(set(steps) - _evaluated(workdir)):
             try:
-                _print(*evaluate_step(workdir, step, _ENCODER.value))
+                _print(*evaluate_step(workdir, step, encoder))
             except FileNotFoundError:
                 if step in checkpoints.checkpoint_steps(workdir):
                     raise  # not a checkpoint that keep_checkpoints removed: a real missing file
                 continue
         if steps and steps[-1] >= checkpoints.saved_config(workdir, steps[-1]).total_steps:
             return
-        time.sleep(_POLL_SECONDS.value)
+        time.sleep(poll_seconds)
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    if not flags.FLAGS["verbosity"].present:
+        logging.set_verbosity(logging.WARNING)
+    args = flags.FLAGS
+    if args.watch:
+        watch(args.workdir, args.encoder, args.poll_seconds)
+        return
+    try:
+        _print(*evaluate_step(args.workdir, args.step, args.encoder))
+    except FileNotFoundError as error:
+        print(f"rlvis: {error}", file=sys.stderr)
+        sys.exit(2)
 
 
 if __name__ == "__main__":
-    flags.mark_flags_as_required(["workdir"])
+    define_flags()
     app.run(main)

@@ -84,7 +84,7 @@ def _checkpoint_encoder(path: str, encoder: str, step: int | None) -> tuple[ml_c
     _check_encoder(encoder)
     workdir, path_step = _split_checkpoint_path(path)
     config, state, step = checkpoints.load_run(workdir, step if step is not None else path_step)
-    return config, state["ema_params" if encoder == "ema" else "params"]["params"]["encoder"], step, workdir
+    return config, state[config_lib.params_key(encoder)]["params"]["encoder"], step, workdir
 
 
 def export_encoder(path: str, out: str | None = None, *, encoder: str = "ema", step: int | None = None) -> str:

@@ -191,7 +191,7 @@ def measure(workdir: str, *, scenes: int, steps: int, policies: Sequence[tuple[s
     if config.data.format != "demo":
         raise ValueError(f"{workdir} was not trained on the demo data; search success is measured on demo scenes")
     model = ab_model.from_config(config)
-    params = state["ema_params" if encoder == "ema" else "params"]
+    params = state[config_lib.params_key(encoder)]
     channels = pipeline.image_channels(config)
     annotations = value_maps.annotations(model, params, config, channels=channels)
     data = held_out_scenes(config, scenes)
@@ -335,7 +335,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     workdir = args.workdir[0]
     config, state, step = checkpoints.load_run(workdir, args.step)
     model = ab_model.from_config(config)
-    params = state["ema_params" if args.encoder == "ema" else "params"]
+    params = state[config_lib.params_key(args.encoder)]
     image, valid, labels = value_maps.load_image(config, args.image)
     annotations = value_maps.annotations(model, params, config, channels=pipeline.image_channels(config))
     by_label = labels and config_lib.base_method(config) != "dino"  # DINO's annotations are prototypes

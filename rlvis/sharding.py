@@ -15,13 +15,12 @@ import ml_collections
 import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
-STRATEGIES = ("replicate", "fsdp")
-
 DATA_AXIS = "data"
 
 
-def make_mesh() -> Mesh:
-    return Mesh(np.asarray(jax.devices()), (DATA_AXIS,), axis_types=(AxisType.Auto,))
+def make_mesh(devices: list | None = None) -> Mesh:
+    """A `data` axis over `devices` (default: every device of every process)."""
+    return Mesh(np.asarray(devices or jax.devices()), (DATA_AXIS,), axis_types=(AxisType.Auto,))
 
 
 def replicated(mesh: Mesh) -> NamedSharding:

@@ -278,16 +278,18 @@ def _finished_results(workdir: str, step: int, config: ml_collections.ConfigDict
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, stop_at_step: int | None = None,
-                       allow_config_change: bool = False) -> dict | None:
+                       allow_config_change: bool = False, devices: list | None = None) -> dict | None:
     """Train (resuming from `workdir` if it holds a checkpoint), evaluate, write results.json and return it.
 
     `stop_at_step` ends this process early (checkpointed, schedules unchanged) for time-limited jobs; it then
     returns None and the same command resumes. `allow_config_change` resumes a checkpoint written under a config
-    that differs in fields that change the model or data (refused otherwise), printing which.
+    that differs in fields that change the model or data (refused otherwise), printing which. `devices` (default:
+    all) are the mesh's devices; a subset lets one process with 8 fake CPU devices also run 1-device jobs.
     """
     process_start = time.perf_counter()
     # ---------------------------------------------------------------- validate, before any compute
-    config_lib.validate(config, jax.device_count())
+    devices = list(devices or jax.devices())
+    config_lib.validate(config, len(devices))
     checkpoints.check_writable(workdir)  # a full or read-only disk fails now, not at the first save an hour in
     is_main = jax.process_index() == 0
     saved_steps = checkpoints.checkpoint_steps(workdir)
@@ -299,11 +301,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, stop_at_
         return done
 
     # ---------------------------------------------------------------- mesh
-    mesh = sharding.make_mesh()
+    mesh = sharding.make_mesh(devices)
 
     # ---------------------------------------------------------------- data
     streams = pipeline.training_streams(config, jax.process_index(), jax.process_count())
-    iterators = {name: pipeline.make_iterator(ds) for name, ds in streams.items()}
+    iterators = {name: iter(ds) for name, ds in streams.items()}
     channels = pipeline.image_channels(config)
 
     # ---------------------------------------------------------------- model, optimizer, update step
@@ -329,7 +331,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, stop_at_
         counts = {name: parameter_overview.count_parameters({name: tree})
                   for name, tree in state_shape["params"]["params"].items()}
         print(f"rlvis: {config.method}, ViT {config.model.variant}, parameters: "
-              + ", ".join(f"{name} {int(n):,}" for name, n in counts.items()) + f"; {jax.device_count()} device(s)",
+              + ", ".join(f"{name} {int(n):,}" for name, n in counts.items()) + f"; {len(devices)} device(s)",
               flush=True)
 
     # ---------------------------------------------------------------- loop
@@ -370,11 +372,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, stop_at_
     handlers = {sig: signal.signal(sig, lambda signum, _: stop_signal.append(signal.Signals(signum).name))
                 for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}  # preemption, Ctrl-C, lost ssh: save
 
-    def all_processes_stop() -> bool:
-        """Every process stops after the same step: signals reach hosts at different times, and a process that
-        stops alone would leave the others waiting in the next step's collectives."""
+    def all_processes_stop(at_step: int) -> bool:
+        """Whether to stop after this step. Signals reach hosts at different times, and a process that stopped alone
+        would leave the others waiting in the next step's collectives, so several processes agree on it, but only
+        at log and checkpoint steps (at most `log_every` steps after the signal): a host round trip every step
+        would slow every step of a pod. One process acts after the step the signal arrives in."""
         if jax.process_count() == 1:
             return bool(stop_signal)
+        if at_step % config.log_every and at_step % config.checkpoint_every:
+            return False
         return bool(multihost_utils.process_allgather(np.int32(bool(stop_signal))).max())
 
     try:
@@ -386,7 +392,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, stop_at_
             if throughput.start_time is None:
                 jax.block_until_ready(state)
                 throughput.tick(step)
-            stopping = all_processes_stop()  # a later signal is seen after the next step
+            stopping = all_processes_stop(step)
             log_now = step % config.log_every == 0 or step == config.total_steps
             save_now = step % config.checkpoint_every == 0 or step in (config.total_steps, stop_at_step) or stopping
             monitor = (config.eval.monitor_every and step % config.eval.monitor_every == 0) or step == config.total_steps

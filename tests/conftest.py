@@ -1,9 +1,56 @@
-"""Shared test setup: absl flags parsed (Grain threads read them) and JAX on the CPU."""
+"""Shared test setup, before JAX is imported: 8 fake CPU devices, JAX's persistent compilation cache, absl flags
+parsed (Grain threads read them); the `slow` tier; the trained run that tests in several files share.
+
+`pytest` runs the fast tier; `pytest --full` also runs the tests marked `slow` (real subprocesses: signals,
+kill -9, several processes, each CLI once, the README walkthrough, the notebooks).
+"""
 
 import os
 
-os.environ.setdefault("JAX_PLATFORMS", "cpu")
+from tests import runs  # imports no JAX
 
+os.environ["JAX_PLATFORMS"] = "cpu"
+os.environ["XLA_FLAGS"] = " ".join(
+    [os.environ.get("XLA_FLAGS", ""), f"--xla_force_host_platform_device_count={runs.DEVICES}",
+     runs.XLA_TEST_FLAGS]).strip()
+
+import jax  # noqa: E402
+import pytest  # noqa: E402
 from absl import flags  # noqa: E402
 
 flags.FLAGS.mark_as_parsed()
+jax.config.update("jax_compilation_cache_dir", runs.COMPILATION_CACHE)
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+
+
+def pytest_addoption(parser):
+    parser.addoption("--full", action="store_true", help="also run the tests marked slow (the whole suite)")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: a real subprocess test; runs with --full (and in CI)")
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own hook reads the groups
+def pytest_collection_modifyitems(config, items):
+    """Without --full, `slow` tests are deselected (counted as such in pytest's summary line). Under pytest-xdist
+    (`--dist=loadgroup`) each file's tests run on one worker, which builds its module fixtures once, and every test
+    that reads the shared tiny run runs on the same worker, which trains it once."""
+    for item in items:
+        group = "tiny_run" if "tiny_run" in item.fixturenames else item.nodeid.split("::")[0]
+        item.add_marker(pytest.mark.xdist_group(group))
+    if config.getoption("--full"):
+        return
+    slow = [item for item in items if "slow" in item.keywords]
+    if slow:
+        config.hook.pytest_deselected(items=slow)
+        items[:] = [item for item in items if "slow" not in item.keywords]
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    """The tiny demo config trained for its 6 steps on 1 device, monitored and evaluated in full, as the README's
+    first command does: the run that the results, evaluation, export, search and value-map tests read."""
+    workdir = tmp_path_factory.mktemp("tiny_run") / "run"
+    run = runs.train(workdir)
+    return workdir, run

@@ -1,5 +1,7 @@
 """Small random batches and networks for the objective tests (one copy, shared by every method's tests)."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 
@@ -38,3 +40,9 @@ def setup(method: str, gamma: float = 0.0, *, annotation_views: int = 2, annotat
                           jnp.tile(jnp.array([0.0, 0.0, 1.0, 1.0]), (1, config.env.views - 1, 1)),
                           jnp.zeros((1, config.clip.caption_length), jnp.int32))
     return config, model, init(2), init(3), batch
+
+
+def jit_loss(objective, model, config):
+    """`objective.loss` for this model and config as one compiled program (eager, a loss is thousands of small ops
+    and much slower). Make a new one after changing `config`: the compiled program keeps the config it saw."""
+    return jax.jit(functools.partial(objective.loss, model, config=config))

@@ -3,17 +3,19 @@
 Speed itself is never asserted here; this checks the command works and its report is consistent."""
 
 import json
-import os
 import subprocess
 import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+import pytest
+
+from tests.runs import ROOT, subprocess_env
 
 
+@pytest.mark.slow
 def test_bench_reports_flops_mfu_and_ab_cost_for_the_cc12m_preset_without_data():
     result = subprocess.run(
         [sys.executable, "-m", "rlvis.bench", "--config=configs/cc12m.py:tiny,method=ab_simclr", "--steps=1",
-         "--warmup=1", "--matmul_size=256"], cwd=ROOT, env=dict(os.environ, JAX_PLATFORMS="cpu"),
+         "--warmup=1", "--matmul_size=256"], cwd=ROOT, env=subprocess_env(),
         capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout[result.stdout.index("{"):])

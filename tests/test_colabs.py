@@ -11,6 +11,8 @@ import pytest
 from nbclient import NotebookClient
 from PIL import Image
 
+from tests.runs import subprocess_env
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 COLABS = ROOT / "colabs"
 NOTEBOOKS = ("quickstart", "value_maps", "downstream")
@@ -41,6 +43,9 @@ def _execute(name: str, tmp_path, monkeypatch) -> tuple[nbformat.NotebookNode, p
     monkeypatch.setenv("RLVIS_COLAB_TINY", "1")
     monkeypatch.setenv("JAX_PLATFORMS", "cpu")
     monkeypatch.setenv("RLVIS_COLAB_WORKDIR", str(workdir))
+    for variable, value in subprocess_env().items():  # the tests' shared compilation cache
+        if variable.startswith("JAX_"):
+            monkeypatch.setenv(variable, value)
     for variable in ("RLVIS_CONFIGS", "RLVIS_SOURCE", "XLA_FLAGS", "MPLBACKEND"):  # MPLBACKEND=Agg hides figures
         monkeypatch.delenv(variable, raising=False)
     nb = _load(name)
@@ -67,6 +72,7 @@ def _png(path: pathlib.Path) -> tuple[int, int]:
         return image.size
 
 
+@pytest.mark.slow
 def test_quickstart_trains_plots_the_loss_and_prints_the_evaluation(tmp_path, monkeypatch):
     nb, workdir = _execute("quickstart", tmp_path, monkeypatch)
     assert "rlvis: wrote" in _text(_cell(nb, "train"))  # the training log streams into the notebook
@@ -88,6 +94,7 @@ def test_quickstart_trains_plots_the_loss_and_prints_the_evaluation(tmp_path, mo
     assert plots and _pngs(_cell(nb, "plots")) == len(plots)
 
 
+@pytest.mark.slow
 def test_value_maps_draws_the_photo_and_the_scene_and_searches(tmp_path, monkeypatch):
     nb, workdir = _execute("value_maps", tmp_path, monkeypatch)
     assert not (workdir / "results.json").exists() or not json.loads((workdir / "results.json").read_text())[
@@ -112,6 +119,7 @@ def test_value_maps_draws_the_photo_and_the_scene_and_searches(tmp_path, monkeyp
     assert '"boxes"' in _text(_cell(nb, "search"))  # the trajectory is shown
 
 
+@pytest.mark.slow
 def test_downstream_exports_and_finetunes_the_encoder(tmp_path, monkeypatch):
     nb, workdir = _execute("downstream", tmp_path, monkeypatch)
     description = json.loads((workdir / "export" / "encoder.json").read_text())

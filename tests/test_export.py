@@ -2,7 +2,6 @@
 downstream fine-tuning example."""
 
 import json
-import os
 import subprocess
 import sys
 
@@ -16,14 +15,12 @@ from rlvis import checkpoints, downstream, export
 from rlvis.data import digits as digits_lib
 from rlvis.models import ab_model
 from rlvis.models.ab_model import ABModel
-from tests.test_train import _ok, run_main
+from tests.runs import ok, subprocess_env
 
 
 @pytest.fixture(scope="module")
-def workdir(tmp_path_factory):
-    path = tmp_path_factory.mktemp("export") / "run"
-    _ok(run_main(path, "--config.total_steps=3", "--config.eval.final=()", "--config.eval.monitor=()"))
-    return path
+def workdir(tiny_run):
+    return tiny_run[0]  # the shared tiny run: checkpoints at steps 3 and 6
 
 
 @pytest.fixture(scope="module")
@@ -35,8 +32,8 @@ def digits():
             downstream.to_model_input(test_images), splits.probe_test_labels)
 
 
-def _training_tokens(workdir, images, which: str) -> np.ndarray:
-    config, state, _ = checkpoints.load_run(workdir)
+def _training_tokens(workdir, images, which: str, step: int | None = None) -> np.ndarray:
+    config, state, _ = checkpoints.load_run(workdir, step)
     model = ab_model.from_config(config)
     return np.asarray(model.apply(state[which], images, method=ABModel.encode))
 
@@ -49,7 +46,7 @@ def test_loaded_encoder_gives_exactly_the_training_encoders_features(workdir, di
                                   _training_tokens(workdir, images, which))
     by_step, variables_3 = export.load_encoder(str(workdir / "checkpoints" / "3"), encoder=encoder)
     np.testing.assert_array_equal(np.asarray(by_step.apply(variables_3, images)),
-                                  _training_tokens(workdir, images, which))
+                                  _training_tokens(workdir, images, which, step=3))
 
 
 def test_ema_and_online_encoders_differ_and_the_choice_is_checked(workdir, digits):
@@ -66,7 +63,7 @@ def test_params_only_export_restores_with_orbax_alone_and_round_trips_exactly(wo
     export.main([f"--workdir={workdir}", f"--out={out}", "--encoder=ema"])
     with open(out / "encoder.json") as f:
         description = json.load(f)
-    assert description["format"] == export.FORMAT and description["encoder"] == "ema" and description["step"] == 3
+    assert description["format"] == export.FORMAT and description["encoder"] == "ema" and description["step"] == 6
     assert description["width"] == 32 and description["depth"] == 2 and description["patch"] == 8
 
     # A user without rlvis: importing it must fail in this interpreter, Orbax alone restores the flat dict.
@@ -74,8 +71,8 @@ def test_params_only_export_restores_with_orbax_alone_and_round_trips_exactly(wo
               "import numpy as np, orbax.checkpoint as ocp\n"
               f"arrays = ocp.StandardCheckpointer().restore({str(out / 'params')!r})\n"
               f"np.savez({str(tmp_path / 'plain.npz')!r}, **arrays)\n")
-    _ok(subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
-                       env=dict(os.environ, JAX_PLATFORMS="cpu")))
+    ok(subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+                      env=subprocess_env()))
     plain = dict(np.load(tmp_path / "plain.npz"))
     _, state, _ = checkpoints.load_run(str(workdir))
     expected = flax.traverse_util.flatten_dict(state["ema_params"]["params"]["encoder"], sep=".")
@@ -87,7 +84,7 @@ def test_params_only_export_restores_with_orbax_alone_and_round_trips_exactly(wo
 
     module, variables = export.load_encoder(str(out))
     assert module.dtype == description["compute_dtype"] == "float32"
-    with pytest.raises(ValueError, match="holds the ema encoder of step 3"):
+    with pytest.raises(ValueError, match="holds the ema encoder of step 6"):
         export.load_encoder(str(out), encoder="online")
     images = digits[0][:8]
     np.testing.assert_array_equal(np.asarray(module.apply(variables, images)),
@@ -100,7 +97,7 @@ def test_a_checkpoint_from_an_older_rlvis_loads_with_todays_defaults_for_fields_
     import shutil
     old = tmp_path / "old"
     shutil.copytree(workdir, old)
-    meta_file = old / "checkpoints" / "3" / "meta" / "metadata"
+    meta_file = old / "checkpoints" / "6" / "meta" / "metadata"
     meta = json.loads(meta_file.read_text())
     del meta["config"]["model"]["compute_dtype"], meta["config"]["dino"]["norm_last_layer"]
     del meta["config"]["eval"]["final"]

@@ -1,5 +1,6 @@
-"""Fault injection on the real trainer (`python -m rlvis.main` subprocesses, tiny demo config): preemption signals,
-kill -9 at several moments, a half-written checkpoint, NaN, another device layout, a changed config, bad disks.
+"""Fault injection on the real trainer (tiny demo config): preemption signals and kill -9 at several moments on the
+command itself (`python -m rlvis.main` subprocesses, slow tier); in this process a half-written checkpoint, NaN,
+another device layout, a changed config, bad configs and an unwritable workdir.
 
 Each test asserts what the user sees and that nothing was lost: a resumed run ends bit-identical (same device
 layout) to an uninterrupted one.
@@ -17,18 +18,19 @@ import jax
 import numpy as np
 import pytest
 
-from tests.test_train import ROOT, load_state, metrics, run_main
+from rlvis import config_lib
+from tests.runs import NO_EVAL, ROOT, load_state, metrics, run_main, subprocess_env, train
 
-STEPS, EVERY = 30, 10
+STEPS, EVERY = 30, 10  # the command-line tests: enough steps between saves to be killed in the middle
 FAST = [f"--config.total_steps={STEPS}", f"--config.checkpoint_every={EVERY}", "--config.log_every=1",
         "--config.eval.final=()", "--config.eval.monitor=()", "--config.keep_checkpoints=5"]
+TINY_STEPS = 6  # the in-process tests: the tiny config as it is (saves at 3 and 6), compiled once per session
 
 
 def start(workdir, *flags) -> subprocess.Popen:
-    env = dict(os.environ, JAX_PLATFORMS="cpu")
-    env.pop("XLA_FLAGS", None)
     cmd = [sys.executable, "-m", "rlvis.main", "--config=configs/demo.py:tiny", f"--workdir={workdir}", *FAST, *flags]
-    return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(cmd, cwd=ROOT, env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
 
 
 def wait_for_step(workdir, step: int, process: subprocess.Popen, timeout: float = 300) -> None:
@@ -42,27 +44,37 @@ def wait_for_step(workdir, step: int, process: subprocess.Popen, timeout: float 
     raise TimeoutError(f"step {step} never logged")
 
 
-def assert_same_run(workdir, reference, exact: bool = True) -> None:
+def assert_same_run(workdir, reference, steps: int = STEPS, exact: bool = True) -> None:
     """Final parameters, optimizer state and every logged batch digest equal the uninterrupted run's."""
-    got, want = load_state(workdir, STEPS), load_state(reference, STEPS)
+    got, want = load_state(workdir, steps), load_state(reference, steps)
     for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
         if exact:
             np.testing.assert_array_equal(a, b)
         else:
             np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
     logged, wanted = metrics(workdir), metrics(reference)
-    assert sorted(logged) == list(range(1, STEPS + 1))
+    assert sorted(logged) == list(range(1, steps + 1))
     assert [logged[s]["data_digest"] for s in logged] == [wanted[s]["data_digest"] for s in logged]
 
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
+    """The uninterrupted command-line run the killed ones must end up equal to."""
     workdir = tmp_path_factory.mktemp("faults") / "uninterrupted"
     result = run_main(workdir, *FAST)
     assert result.returncode == 0, result.stderr[-3000:]
     return workdir
 
 
+@pytest.fixture(scope="module")
+def tiny_reference(tmp_path_factory):
+    """The uninterrupted in-process run (tiny config, 1 device, no evaluation)."""
+    workdir = tmp_path_factory.mktemp("faults") / "tiny"
+    train(workdir, *NO_EVAL)
+    return workdir
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_preemption_signal_saves_exits_zero_and_the_same_command_resumes(sig, reference, tmp_path):
     workdir = tmp_path / "run"
@@ -80,6 +92,7 @@ def test_preemption_signal_saves_exits_zero_and_the_same_command_resumes(sig, re
     assert_same_run(workdir, reference)
 
 
+@pytest.mark.slow
 def test_kill_9_before_the_first_checkpoint_starts_over(reference, tmp_path):
     workdir = tmp_path / "run"
     process = start(workdir)
@@ -92,6 +105,7 @@ def test_kill_9_before_the_first_checkpoint_starts_over(reference, tmp_path):
     assert_same_run(workdir, reference)
 
 
+@pytest.mark.slow
 def test_kill_9_between_checkpoints_resumes_from_the_last_committed_one(reference, tmp_path):
     workdir = tmp_path / "run"
     process = start(workdir)
@@ -108,6 +122,7 @@ def test_kill_9_between_checkpoints_resumes_from_the_last_committed_one(referenc
     assert_same_run(workdir, reference)  # metrics logged after the checkpoint were dropped and redone
 
 
+@pytest.mark.slow
 def test_kill_9_during_a_save_never_loads_the_half_written_checkpoint(reference, tmp_path):
     """Kill the moment a save's temporary folder appears; and, so the test never depends on that timing, also
     plant a half-written newer step (a committed step copied, renamed as Orbax's temporary, files removed)."""
@@ -138,70 +153,76 @@ def test_kill_9_during_a_save_never_loads_the_half_written_checkpoint(reference,
         assert_same_run(workdir, reference)
 
 
-def test_non_finite_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(reference, tmp_path):
+def test_a_half_written_checkpoint_is_never_loaded(tiny_reference, tmp_path):
+    """What a kill mid-save leaves, planted by hand: the last step copied under Orbax's temporary name, its state
+    files truncated. The resumed run starts from the last committed step and ends equal to the uninterrupted run."""
     workdir = tmp_path / "run"
-    result = run_main(workdir, *FAST, "--config.debug.nan_loss_at_step=15")
-    assert result.returncode == 3
-    assert result.stderr.strip().splitlines()[-1] == (
-        "rlvis: training stopped: non-finite grad_norm at step 15 (checked at step 15); the last checkpoint is the "
-        "last good state")
-    assert sorted(int(n) for n in os.listdir(workdir / "checkpoints") if n.isdigit()) == [10]
-    good, want = load_state(workdir, 10), load_state(reference, 10)
+    shutil.copytree(tiny_reference, workdir)
+    directory = workdir / "checkpoints"
+    shutil.move(directory / str(TINY_STEPS), directory / f"{TINY_STEPS}.orbax-checkpoint-tmp-1234567890")
+    for state_file in (directory / f"{TINY_STEPS}.orbax-checkpoint-tmp-1234567890" / "state").iterdir():
+        if state_file.is_file():
+            state_file.write_bytes(b"")
+    assert "resumed from step 3" in train(workdir, *NO_EVAL).stdout
+    assert_same_run(workdir, tiny_reference, TINY_STEPS)
+
+
+def test_non_finite_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(tiny_reference, tmp_path):
+    workdir = tmp_path / "run"
+    with pytest.raises(FloatingPointError) as error:
+        train(workdir, *NO_EVAL, "debug.nan_loss_at_step=5")
+    assert str(error.value) == ("non-finite grad_norm at step 5 (checked at step 5); the last checkpoint is the last "
+                                "good state")
+    assert sorted(int(n) for n in os.listdir(workdir / "checkpoints") if n.isdigit()) == [3]
+    good, want = load_state(workdir, 3), load_state(tiny_reference, 3)
     for a, b in zip(jax.tree.leaves(good), jax.tree.leaves(want)):  # the injection hook compiles a different
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)    # program: equal up to float rounding
 
 
 def test_skip_nonfinite_undoes_the_step_counts_it_and_trains_on(tmp_path):
     workdir = tmp_path / "run"
-    result = run_main(workdir, *FAST, "--config.debug.nan_loss_at_step=15", "--config.optim.skip_nonfinite=True")
-    assert result.returncode == 0, result.stderr[-3000:]
+    train(workdir, *NO_EVAL, "debug.nan_loss_at_step=5", "optim.skip_nonfinite=True")
     logged = metrics(workdir)
-    assert [s for s in logged if logged[s]["nonfinite_skipped"]] == [15]
-    assert all(np.isfinite(logged[s]["loss"]) for s in logged if s != 15)
-    assert all(np.isfinite(leaf).all() for leaf in jax.tree.leaves(load_state(workdir, STEPS)))
+    assert [s for s in logged if logged[s]["nonfinite_skipped"]] == [5]
+    assert all(np.isfinite(logged[s]["loss"]) for s in logged if s != 5)
+    assert all(np.isfinite(leaf).all() for leaf in jax.tree.leaves(load_state(workdir, TINY_STEPS)))
 
 
-def test_a_checkpoint_moves_between_8_and_1_devices_with_its_data_position(reference, tmp_path):
+def test_a_checkpoint_moves_between_8_and_1_devices_with_its_data_position(tiny_reference, tmp_path):
     """8 fake devices → 1 → 8: one process throughout, so Grain's per-process iterator state carries over (a
     different *process* count needs Grain's elastic iterator, not used here)."""
     workdir = tmp_path / "run"
-    assert run_main(workdir, *FAST, f"--stop_at_step={EVERY}", devices=8).returncode == 0
-    middle = run_main(workdir, *FAST, f"--stop_at_step={2 * EVERY}")
-    assert middle.returncode == 0 and f"resumed from step {EVERY}" in middle.stdout
-    last = run_main(workdir, *FAST, devices=8)
-    assert last.returncode == 0 and f"resumed from step {2 * EVERY}" in last.stdout
-    assert_same_run(workdir, reference, exact=False)  # reductions are ordered differently across layouts
+    train(workdir, *NO_EVAL, stop_at_step=2, devices=8)
+    assert "resumed from step 2" in train(workdir, *NO_EVAL, stop_at_step=4).stdout
+    assert "resumed from step 4" in train(workdir, *NO_EVAL, devices=8).stdout
+    assert_same_run(workdir, tiny_reference, TINY_STEPS, exact=False)  # reductions are ordered differently
 
 
-def test_changed_config_is_refused_naming_the_field_unless_explicitly_allowed(reference, tmp_path):
+def test_changed_config_is_refused_naming_the_field_unless_explicitly_allowed(tiny_reference, tmp_path):
     workdir = tmp_path / "run"
-    shutil.copytree(reference, workdir)
-    shutil.rmtree(workdir / "checkpoints" / str(STEPS))
-    refused = run_main(workdir, *FAST, "--config.ab.gamma=0.5")
-    assert refused.returncode == 2 and "ab.gamma: 0.0 -> 0.5" in refused.stderr.strip().splitlines()[-1]
-    assert "--allow_config_change" in refused.stderr
-    allowed = run_main(workdir, *FAST, "--config.ab.gamma=0.5", "--allow_config_change")
-    assert allowed.returncode == 0, allowed.stderr[-3000:]
+    shutil.copytree(tiny_reference, workdir)
+    shutil.rmtree(workdir / "checkpoints" / str(TINY_STEPS))
+    with pytest.raises(config_lib.ConfigError, match=r"ab.gamma: 0.0 -> 0.5.*--allow_config_change"):
+        train(workdir, *NO_EVAL, "ab.gamma=0.5")
+    allowed = train(workdir, *NO_EVAL, "ab.gamma=0.5", allow_config_change=True)
     assert "resuming despite config changes (--allow_config_change): ab.gamma: 0.0 -> 0.5" in allowed.stdout
 
 
-@pytest.mark.parametrize("flags, message", [
-    (["--config.batch.bootstrap=12"], "config.batch.bootstrap=12 must be a positive multiple of the 8 devices"),
-    (["--config.env.view_size=128"], "config.env.view_size=128 exceeds config.data.scene_canvas=64"),
-    (["--config.data.format=image_folder", "--config.data.path=/no/such/folder"],
+@pytest.mark.parametrize("overrides, message", [
+    (["batch.bootstrap=12"], "config.batch.bootstrap=12 must be a positive multiple of the 8 devices"),
+    (["env.view_size=128"], "config.env.view_size=128 exceeds config.data.scene_canvas=64"),
+    (["data.format='image_folder'", "data.path='/no/such/folder'"],
      "config.data.path='/no/such/folder' does not exist"),
 ])
-def test_bad_configs_are_one_line_before_any_compute(flags, message, tmp_path):
-    result = run_main(tmp_path / "run", *flags, devices=8)
-    assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert result.stderr.strip().splitlines()[-1] == f"rlvis: config error: {message}"
+def test_bad_configs_are_one_line_before_any_compute(overrides, message, tmp_path):
+    with pytest.raises(config_lib.ConfigError) as error:
+        train(tmp_path / "run", *overrides, devices=8)
+    assert str(error.value) == message
     assert not (tmp_path / "run").exists()
 
 
 def test_unwritable_workdir_is_a_start_up_error(tmp_path):
     blocker = tmp_path / "a_file"
     blocker.write_text("not a directory")
-    result = run_main(blocker / "run")
-    assert result.returncode == 2 and "Traceback" not in result.stderr
-    last = result.stderr.strip().splitlines()[-1]
-    assert last.startswith(f"rlvis: config error: --workdir={blocker / 'run'} is not writable")
+    with pytest.raises(config_lib.ConfigError, match=f"^--workdir={blocker / 'run'} is not writable"):
+        train(blocker / "run")

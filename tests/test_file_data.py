@@ -12,7 +12,7 @@ from configs import demo
 from rlvis import config_lib
 from rlvis.data import decode, parquet_shards, pipeline, tar_shards, text
 from tests import webdataset_fixture as fixture
-from tests.test_train import metrics, run_main
+from tests.runs import NO_EVAL, metrics, train
 
 
 @pytest.fixture(scope="module")
@@ -186,25 +186,21 @@ def test_config_errors_name_the_data_field(tmp_path):
 
 
 def test_trainer_reads_captioned_tars_and_a_frame_folder_and_reports_skips(webdataset, tmp_path):
-    """The real command, decoupled streams: AB_CLIP's annotations from captioned tars, bootstrap images from an
-    EpicKitchens-style folder of frames; a missing path is one line before any compute."""
+    """Decoupled streams: AB_CLIP's annotations from captioned tars, bootstrap images from an EpicKitchens-style
+    folder of frames; a missing path is one line before any compute."""
     folder, expected = webdataset
     frames = tmp_path / "P01" / "rgb_frames" / "P01_01"
     frames.mkdir(parents=True)
     rng = np.random.default_rng(0)
     for i in range(12):
         (frames / f"frame_{i:010d}.jpg").write_bytes(fixture.encode(fixture.picture(rng, 90, 160)))
-    data = ["--config.data.format=webdataset", f"--config.data.path={folder}", "--config.data.canvas=64",
-            "--config.data.min_side=16", "--config.data.bootstrap.format=image_folder",
-            "--config.data.bootstrap.frame_stride=2", "--config.total_steps=2", "--config.checkpoint_every=2",
-            "--config.batch.annotation=8"]  # 2 steps read the 16 good records once, and the bad ones among them
-    missing = run_main(tmp_path / "missing", *data, f"--config.data.bootstrap.path={tmp_path / 'nowhere'}",
-                       config="configs/demo.py:tiny,method=ab_clip")
-    assert missing.returncode == 2 and missing.stderr.strip().splitlines()[-1].startswith(
-        "rlvis: config error: config.data.bootstrap.path=") and "does not exist" in missing.stderr
-    result = run_main(tmp_path / "run", *data, f"--config.data.bootstrap.path={tmp_path}",
-                      config="configs/demo.py:tiny,method=ab_clip")
-    assert result.returncode == 0, result.stderr[-3000:]
+    data = ["data.format='webdataset'", f"data.path='{folder}'", "data.canvas=64", "data.min_side=16",
+            "data.bootstrap.format='image_folder'", "data.bootstrap.frame_stride=2", "total_steps=2",
+            "checkpoint_every=2", "batch.annotation=8", *NO_EVAL]  # 2 steps read the 16 good records once
+    config = "configs/demo.py:tiny,method=ab_clip"
+    with pytest.raises(config_lib.ConfigError, match=r"^config.data.bootstrap.path=.*does not exist"):
+        train(tmp_path / "missing", *data, f"data.bootstrap.path='{tmp_path / 'nowhere'}'", config=config)
+    train(tmp_path / "run", *data, f"data.bootstrap.path='{tmp_path}'", config=config)
     logged = metrics(tmp_path / "run")
     total = {reason: sum(line[f"data/skipped/{reason}"] for line in logged.values()) for reason in decode.SKIP_REASONS}
     assert set(logged) == {1, 2} and all(np.isfinite(line["loss"]) for line in logged.values())
@@ -227,22 +223,18 @@ def test_cc12m_preset_carries_table_7_and_validates_for_every_method(method, web
 
 
 def test_cc12m_preset_trains_on_img2dataset_shards(webdataset, tmp_path):
-    result = run_main(tmp_path / "run", f"--config.data.path={webdataset[0]}", config="configs/cc12m.py:tiny,method=ab_clip")
-    assert result.returncode == 0, result.stderr[-3000:]
+    train(tmp_path / "run", f"data.path='{webdataset[0]}'", *NO_EVAL, config="configs/cc12m.py:tiny,method=ab_clip")
     assert set(metrics(tmp_path / "run")) == {1, 2, 3, 4}
 
 
 def test_interrupted_run_on_tar_shards_resumes_with_the_same_batches(webdataset, tmp_path):
     """Checkpointed Grain state of a file stream (skip counts included): stop at step 2, resume, and every logged
     batch digest and skip count equals the uninterrupted run's."""
-    flags = [f"--config.data.path={webdataset[0]}", "--config.log_every=1"]
+    flags = [f"data.path='{webdataset[0]}'", "log_every=1", *NO_EVAL]
     config = "configs/cc12m.py:tiny,method=ab_simclr"
-    full = run_main(tmp_path / "full", *flags, config=config)
-    first = run_main(tmp_path / "resumed", *flags, "--stop_at_step=2", config=config)
-    second = run_main(tmp_path / "resumed", *flags, config=config)
-    for result in (full, first, second):
-        assert result.returncode == 0, result.stderr[-3000:]
-    assert "resumed from step 2" in second.stdout
+    train(tmp_path / "full", *flags, config=config)
+    assert "stopped at step 2" in train(tmp_path / "resumed", *flags, stop_at_step=2, config=config).stdout
+    assert "resumed from step 2" in train(tmp_path / "resumed", *flags, config=config).stdout
     want, got = metrics(tmp_path / "full"), metrics(tmp_path / "resumed")
     assert set(want) == set(got) == {1, 2, 3, 4}
     for step in want:

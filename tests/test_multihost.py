@@ -1,19 +1,23 @@
 """Two real JAX processes on localhost (CPU, Gloo collectives, a loopback coordinator) train in lockstep, write one
-set of metrics and one checkpoint, and match a single process that feeds the same global batches."""
+set of metrics and one checkpoint, match a single process that feeds the same global batches, and stop together
+when only one of them is signalled."""
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 
 import jax
 import numpy as np
+import pytest
 
 from configs import demo
 from rlvis import sharding, train
 from rlvis.data import pipeline
-from tests.test_train import ROOT, load_state, metrics
+from tests.runs import ROOT, load_state, metrics, subprocess_env
 
 STEPS = 4
 FLAGS = [f"--config.total_steps={STEPS}", "--config.checkpoint_every=2", "--config.log_every=1",
@@ -26,13 +30,13 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_two_processes_train_in_lockstep_and_match_one_process_on_the_same_global_batch(tmp_path):
     workdir, port = tmp_path / "run", _free_port()
     processes = []
     for index in range(2):
-        env = dict(os.environ, JAX_PLATFORMS="cpu", RLVIS_COORDINATOR_ADDRESS=f"localhost:{port}",
-                   RLVIS_NUM_PROCESSES="2", RLVIS_PROCESS_ID=str(index))
-        env.pop("XLA_FLAGS", None)
+        env = dict(subprocess_env(), RLVIS_COORDINATOR_ADDRESS=f"localhost:{port}", RLVIS_NUM_PROCESSES="2",
+                   RLVIS_PROCESS_ID=str(index))
         processes.append(subprocess.Popen(
             [sys.executable, "-m", "rlvis.main", "--config=configs/demo.py:tiny", f"--workdir={workdir}", *FLAGS],
             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
@@ -49,7 +53,7 @@ def test_two_processes_train_in_lockstep_and_match_one_process_on_the_same_globa
     # One process, one device, fed the concatenation of what the two processes read: the same global batch.
     config = demo.get_config("tiny")
     config.total_steps, config.checkpoint_every, config.log_every = STEPS, 2, 1
-    mesh = sharding.make_mesh()
+    mesh = sharding.make_mesh(jax.devices()[:1])
     step = train.make_train_step(config, mesh, pipeline.image_channels(config))
     state = step.init_fn(step.init_key)
     streams = [{name: iter(ds) for name, ds in pipeline.training_streams(config, index, 2).items()} for index in (0, 1)]
@@ -64,3 +68,41 @@ def test_two_processes_train_in_lockstep_and_match_one_process_on_the_same_globa
     two = load_state(workdir, STEPS)
     for a, b in zip(jax.tree.leaves(two["params"]), jax.tree.leaves(jax.device_get(state["params"]))):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_a_signal_to_one_process_stops_both_after_the_same_step_at_a_log_step(tmp_path):
+    """SIGTERM reaches process 1 only (as a preemption notice can reach hosts one by one): the processes agree at
+    the next log step, both save and exit 0, and the same command resumes both to the end."""
+    workdir, steps = tmp_path / "run", 60
+    flags = [f"--config.total_steps={steps}", "--config.checkpoint_every=20", "--config.log_every=5",
+             "--config.eval.final=()", "--config.eval.monitor=()"]
+
+    def start(port: int) -> list[subprocess.Popen]:
+        return [subprocess.Popen(
+            [sys.executable, "-m", "rlvis.main", "--config=configs/demo.py:tiny", f"--workdir={workdir}", *flags],
+            cwd=ROOT, env=dict(subprocess_env(), RLVIS_COORDINATOR_ADDRESS=f"localhost:{port}",
+                               RLVIS_NUM_PROCESSES="2", RLVIS_PROCESS_ID=str(index)),
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for index in range(2)]
+
+    processes = start(_free_port())
+    deadline = time.time() + 600
+    while not (workdir / "metrics.jsonl").exists() or not (workdir / "metrics.jsonl").read_text():
+        assert time.time() < deadline and all(p.poll() is None for p in processes)
+        time.sleep(0.01)
+    processes[1].send_signal(signal.SIGTERM)
+    outputs = [p.communicate(timeout=600) for p in processes]
+    for p, (_, stderr) in zip(processes, outputs):
+        assert p.returncode == 0, stderr[-3000:]
+    last = outputs[0][0].strip().splitlines()[-1]
+    stopped = int(last.split("stopped at step ")[1].split("/")[0])
+    assert stopped < steps and stopped % 5 == 0, last  # a log step: the only steps where processes agree
+    assert {"process_0-of-2.json", "process_1-of-2.json"} <= set(
+        os.listdir(workdir / "checkpoints" / str(stopped) / "annotation"))
+
+    resumed = start(_free_port())
+    outputs = [p.communicate(timeout=600) for p in resumed]
+    for p, (_, stderr) in zip(resumed, outputs):
+        assert p.returncode == 0, stderr[-3000:]
+    assert f"resumed from step {stopped}" in outputs[0][0]
+    assert sorted(metrics(workdir)) == list(range(5, steps + 1, 5))  # every log step once, none lost or repeated

@@ -6,6 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import objective_setup
+from objective_setup import jit_loss
 from rlvis.envs import crop_env
 from rlvis.models import ab_model
 from rlvis.objectives import ab_simclr, simclr, td
@@ -72,13 +73,13 @@ def _setup(gamma):
 def test_gamma_zero_is_the_icml_objective():
     """γ = 0: the TD term is CE(Q logits, softmax of the EMA base logits on the reached view), nothing else."""
     config, model, params, target, batch = _setup(0.0)
-    _, (metrics, _) = ab_simclr.loss(model, params, target, batch, config)
+    _, (metrics, _) = jit_loss(ab_simclr, model, config)(params, target, batch)
     np.testing.assert_allclose(metrics["td_loss"], _reference_td_loss(model, params, target, batch, 0.0), rtol=1e-5)
     # (CE and the paper's KL(p_ema ‖ p_AB) differ by the target's entropy, a constant for the online gradient.)
     # At γ = 0 the target network's value head plays no part:
     perturbed = jax.tree.map(lambda x: x, target)
     perturbed["params"]["value_head"] = jax.tree.map(lambda x: x + 1.0, target["params"]["value_head"])
-    _, (again, _) = ab_simclr.loss(model, params, perturbed, batch, config)
+    _, (again, _) = jit_loss(ab_simclr, model, config)(params, perturbed, batch)
     np.testing.assert_allclose(again["td_loss"], metrics["td_loss"], rtol=1e-6)
 
 
@@ -124,17 +125,17 @@ def test_gamma_positive_matches_a_pair_by_pair_reference(exclude_source):
     of Q_ema(ℓ | x_j, a_{j→k}))."""
     config, model, params, target, batch = _setup(0.5)
     config.ab.exclude_source = exclude_source
-    _, (metrics, _) = ab_simclr.loss(model, params, target, batch, config)
+    _, (metrics, _) = jit_loss(ab_simclr, model, config)(params, target, batch)
     np.testing.assert_allclose(metrics["td_loss"],
                                _reference_td_loss(model, params, target, batch, 0.5, exclude_source), rtol=1e-5)
 
 
 def test_gamma_positive_uses_the_target_value_head():
     config, model, params, target, batch = _setup(0.5)
-    _, (metrics, _) = ab_simclr.loss(model, params, target, batch, config)
+    _, (metrics, _) = jit_loss(ab_simclr, model, config)(params, target, batch)
     perturbed = jax.tree.map(lambda x: x, target)
     perturbed["params"]["value_head"] = jax.tree.map(lambda x: x * 3.0, target["params"]["value_head"])
-    _, (again, _) = ab_simclr.loss(model, params, perturbed, batch, config)
+    _, (again, _) = jit_loss(ab_simclr, model, config)(params, perturbed, batch)
     assert abs(float(again["td_loss"]) - float(metrics["td_loss"])) > 1e-4
 
 
@@ -175,9 +176,10 @@ def test_masked_action_tokens_make_every_move_predict_the_same_distribution(enco
 def test_base_only_method_is_the_simclr_loss_and_ignores_the_bootstrap_batch():
     config, model, params, target, batch = _setup(0.0)
     config.method = "simclr"
-    loss, (metrics, _) = ab_simclr.loss(model, params, target, {"annotation_views": batch["annotation_views"]}, config)
+    base_batch = {"annotation_views": batch["annotation_views"]}
+    loss, (metrics, _) = jit_loss(ab_simclr, model, config)(params, target, base_batch)
     config.method = "ab_simclr"
-    _, (ab_metrics, _) = ab_simclr.loss(model, params, target, batch, config)
+    _, (ab_metrics, _) = jit_loss(ab_simclr, model, config)(params, target, batch)
     np.testing.assert_allclose(loss, ab_metrics["base_loss"], rtol=1e-6)
     assert "td_loss" not in metrics
 
@@ -185,16 +187,16 @@ def test_base_only_method_is_the_simclr_loss_and_ignores_the_bootstrap_batch():
 def test_base_loss_weight_zero_leaves_only_the_td_term():
     config, model, params, target, batch = _setup(0.0)
     config.ab.base_loss_weight = 0.0
-    loss, (metrics, _) = ab_simclr.loss(model, params, target, batch, config)
+    loss, (metrics, _) = jit_loss(ab_simclr, model, config)(params, target, batch)
     np.testing.assert_allclose(loss, metrics["td_loss"], rtol=1e-6)
 
 
 def test_source_prior_adds_the_source_views_distribution_without_training_the_base_head_through_it():
     config, model, params, target, batch = _setup(0.0)
     config.ab.base_loss_weight = 0.0  # only the TD term: the base head may get no gradient from it
-    _, (plain, _) = ab_simclr.loss(model, params, target, batch, config)
+    _, (plain, _) = jit_loss(ab_simclr, model, config)(params, target, batch)
     config.ab.source_prior = True
-    _, (prior, _) = ab_simclr.loss(model, params, target, batch, config)
+    _, (prior, _) = jit_loss(ab_simclr, model, config)(params, target, batch)
     assert abs(float(prior["td_loss"]) - float(plain["td_loss"])) > 1e-3
     grads = jax.grad(lambda p: ab_simclr.loss(model, p, target, batch, config)[0])(params)
     assert all(float(jnp.abs(g).max()) == 0.0 for g in jax.tree.leaves(grads["params"]["base_head"]))

@@ -11,23 +11,23 @@ def _streams(process_index=0, process_count=1):
 
 def test_batches_have_fixed_canvas_and_valid_sizes():
     config, streams = _streams()
-    it = pipeline.make_iterator(streams["bootstrap"])
+    it = iter(streams["bootstrap"])
     batch = next(it)
     assert batch["image"].shape == (config.batch.bootstrap, 64, 64, 1) and batch["image"].dtype == np.uint8
     assert batch["valid"].shape == (config.batch.bootstrap, 2)
     assert (batch["valid"] >= config.data.scene_min_size).all() and (batch["valid"] <= 64).all()
-    ann = next(pipeline.make_iterator(streams["annotation"]))
+    ann = next(iter(streams["annotation"]))
     assert ann["image"].shape == (config.batch.annotation, 32, 32, 1)
 
 
 def test_iterator_state_restores_the_exact_sequence():
     config, streams = _streams()
-    it = pipeline.make_iterator(streams["bootstrap"])
+    it = iter(streams["bootstrap"])
     for _ in range(3):
         next(it)
     state = it.get_state()
     expected = [pipeline.digest(next(it)) for _ in range(3)]
-    resumed = pipeline.make_iterator(_streams()[1]["bootstrap"])
+    resumed = iter(_streams()[1]["bootstrap"])
     resumed.set_state(state)
     assert [pipeline.digest(next(resumed)) for _ in range(3)] == expected
 
@@ -35,8 +35,8 @@ def test_iterator_state_restores_the_exact_sequence():
 def test_processes_read_disjoint_slices_of_half_the_batch():
     config, first = _streams(0, 2)
     _, second = _streams(1, 2)
-    a = next(pipeline.make_iterator(first["annotation"]))["image"]
-    b = next(pipeline.make_iterator(second["annotation"]))["image"]
+    a = next(iter(first["annotation"]))["image"]
+    b = next(iter(second["annotation"]))["image"]
     assert len(a) == config.batch.annotation // 2
     assert not {x.tobytes() for x in a} & {x.tobytes() for x in b}
 
@@ -47,7 +47,7 @@ def test_training_streams_only_read_pretraining_digits():
     pretrain = {digits.centred_digit(d)["image"].tobytes() for d in splits.pretrain_images}
     held_out = {digits.centred_digit(d)["image"].tobytes()
                 for d in np.concatenate([splits.probe_train_images, splits.probe_test_images])}
-    it = pipeline.make_iterator(streams["annotation"])
+    it = iter(streams["annotation"])
     seen = [image.tobytes() for _ in range(20) for image in next(it)["image"]]
     assert all(s in pretrain for s in seen) and not any(s in held_out for s in seen)
 
@@ -64,7 +64,7 @@ def test_scenes_are_composed_from_pretraining_digits_only():
 
     pretrain = {tight(d) for d in splits.pretrain_images}
     held_out = {tight(d) for d in np.concatenate([splits.probe_train_images, splits.probe_test_images])}
-    found = [tight(image[..., 0]) for image in next(pipeline.make_iterator(scenes))["image"]]
+    found = [tight(image[..., 0]) for image in next(iter(scenes))["image"]]
     assert all(f in pretrain for f in found) and not any(f in held_out for f in found)
 
 
@@ -73,7 +73,7 @@ def test_annotation_scene_fraction_mixes_scenes_with_digits_on_one_canvas():
     config.batch.annotation = 64
     for fraction, expected in ((1.0, 64), (0.5, None)):
         config.data.annotation_scene_fraction = fraction
-        batch = next(pipeline.make_iterator(pipeline.training_streams(config, 0, 1)["annotation"]))
+        batch = next(iter(pipeline.training_streams(config, 0, 1)["annotation"]))
         assert batch["image"].shape == (64, 64, 64, 1)
         digits_only = (batch["valid"] == 32).all(-1)  # a centred digit: a 32 × 32 valid region, top-left
         scenes = (~digits_only).sum()

@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests.runs import ROOT, subprocess_env
 
 
 def _readme() -> str:
@@ -23,14 +23,15 @@ def walkthrough_commands() -> list[str]:
     return [line for line in block.group(1).splitlines() if line.strip()]
 
 
-def test_readme_opens_with_the_two_setup_commands_and_ci_runs_the_second():
+def test_readme_opens_with_the_two_setup_commands_and_ci_runs_the_full_suite():
     lines = _readme().splitlines()
     assert lines[2:6] == ["```bash",
                           "pip install -e . && python -m rlvis.main --config=configs/demo.py --workdir=runs/demo",
                           'pip install -e ".[test]" && pytest', "```"]
+    full_suite = 'pip install -e ".[test]" && pytest --full'
+    assert f"`{full_suite}`" in _readme()
     with open(os.path.join(ROOT, ".ci", "run")) as f:
-        ci = f.read()
-    assert 'pip install -e ".[test]"' in ci and "pytest" in ci
+        assert f.read().strip().splitlines()[-1] == full_suite
 
 
 @pytest.fixture(scope="module")
@@ -39,9 +40,7 @@ def walkthrough(tmp_path_factory):
     `python` the interpreter running the tests."""
     folder = tmp_path_factory.mktemp("readme")
     os.symlink(os.path.join(ROOT, "configs"), folder / "configs")
-    env = dict(os.environ, JAX_PLATFORMS="cpu",
-               PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
-    env.pop("XLA_FLAGS", None)
+    env = dict(subprocess_env(), PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
     outputs = []
     for command in walkthrough_commands():
         result = subprocess.run(["bash", "-c", command], cwd=folder, env=env, capture_output=True, text=True,
@@ -51,6 +50,7 @@ def walkthrough(tmp_path_factory):
     return folder / "runs" / "tiny", outputs
 
 
+@pytest.mark.slow
 def test_walkthrough_trains_evaluates_draws_searches_exports_and_resumes(walkthrough):
     workdir, outputs = walkthrough
     commands = walkthrough_commands()

@@ -1,68 +1,39 @@
-"""The trainer end to end, as a user runs it: `python -m rlvis.main` in subprocesses on the tiny demo config.
-
-Subprocesses because the device count (XLA_FLAGS) must be fixed before JAX starts, and because resuming means a
-new process.
+"""The trainer end to end on the tiny demo config: `train.train_and_evaluate` in this process (what `python -m
+rlvis.main` calls), on 1 or 8 of the test process's fake devices; the commands themselves once each (slow tier).
 """
 
 import json
 import os
-import subprocess
-import sys
+import shutil
 
 import jax
 import numpy as np
-import orbax.checkpoint as ocp
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from rlvis import config_lib, evaluate
+from tests.runs import NO_EVAL, load_state, metrics, ok, run_main, run_module, train
+
 TASKS = {"linear/digit", "knn/digit", "fewshot10/digit", "map/digit", "linear/count", "linear/box_digit",
          "decoder/box_digit"}
 
 
-def run_main(workdir, *flags, devices: int = 1, config: str = "configs/demo.py:tiny") -> subprocess.CompletedProcess:
-    env = dict(os.environ, JAX_PLATFORMS="cpu")
-    env.pop("XLA_FLAGS", None)
-    if devices > 1:
-        env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
-    cmd = [sys.executable, "-m", "rlvis.main", f"--config={config}", f"--workdir={workdir}", *flags]
-    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
-
-
-def _ok(result: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return result
-
-
-def metrics(workdir) -> dict[int, dict]:
-    with open(os.path.join(workdir, "metrics.jsonl")) as f:
-        return {line["step"]: line for line in map(json.loads, f)}
-
-
-def load_state(workdir, step: int) -> dict:
-    """A checkpoint's train state as numpy, whatever device layout wrote it."""
-    path = os.path.join(workdir, "checkpoints", str(step), "state")
-    checkpointer = ocp.PyTreeCheckpointer()
-    tree = checkpointer.metadata(path).item_metadata.tree
-    args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)
-    return checkpointer.restore(path, restore_args=args)
-
-
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
+def runs(tiny_run, tmp_path_factory):
+    """The shared tiny run, the same run stopped at step 4 and resumed, and step 4 on 8 devices (replicated and
+    FSDP with every array above 64 elements split: most of the tiny model). Only the shared run evaluates."""
     base = tmp_path_factory.mktemp("runs")
-    out = {"full": base / "full", "resumed": base / "resumed", "eight": base / "eight"}
-    out["full_log"] = _ok(run_main(out["full"]))
-    out["first_half_log"] = _ok(run_main(out["resumed"], "--stop_at_step=4"))  # between periodic saves (3, 6)
-    out["second_half_log"] = _ok(run_main(out["resumed"]))
-    out["eight_log"] = _ok(run_main(out["eight"], "--stop_at_step=4", devices=8))
-    out["fsdp"] = base / "fsdp"  # FSDP with every array above 64 elements split: most of the tiny model
-    out["fsdp_log"] = _ok(run_main(out["fsdp"], "--stop_at_step=4", "--config.sharding.strategy=fsdp",
-                                   "--config.sharding.fsdp_min_size=64", devices=8))
+    out = {"full": tiny_run[0], "full_log": tiny_run[1].stdout, "resumed": base / "resumed",
+           "eight": base / "eight", "fsdp": base / "fsdp"}
+    out["first_half_log"] = train(out["resumed"], *NO_EVAL, stop_at_step=4).stdout  # between saves (3, 6)
+    out["second_half_log"] = train(out["resumed"], *NO_EVAL).stdout
+    train(out["eight"], *NO_EVAL, stop_at_step=4, devices=8)
+    train(out["fsdp"], *NO_EVAL, "sharding.strategy='fsdp'", "sharding.fsdp_min_size=64", stop_at_step=4,
+          devices=8)
     return out
 
 
 def test_demo_command_prints_progress_and_writes_the_results_contract(runs):
-    stdout = runs["full_log"].stdout
+    stdout = runs["full_log"]
     assert "step 6/6 | loss" in stdout and "img/s | ETA" in stdout
     assert "linear/box_digit" in stdout and "random_init" in stdout
     with open(runs["full"] / "results.json") as f:
@@ -85,8 +56,8 @@ def test_demo_command_prints_progress_and_writes_the_results_contract(runs):
 
 
 def test_resumed_run_equals_uninterrupted_run(runs):
-    assert "stopped at step 4/6" in runs["first_half_log"].stdout
-    assert "resumed from step 4" in runs["second_half_log"].stdout
+    assert "stopped at step 4/6" in runs["first_half_log"]
+    assert "resumed from step 4" in runs["second_half_log"]
     full, resumed = metrics(runs["full"]), metrics(runs["resumed"])
     assert sorted(resumed) == [1, 2, 3, 4, 5, 6]
     for step in range(1, 7):
@@ -95,8 +66,6 @@ def test_resumed_run_equals_uninterrupted_run(runs):
     a, b = load_state(runs["full"], 6), load_state(runs["resumed"], 6)
     for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
         np.testing.assert_array_equal(x, y)
-    with open(runs["resumed"] / "results.json") as f, open(runs["full"] / "results.json") as g:
-        assert json.load(f)["trained"] == json.load(g)["trained"]
 
 
 @pytest.mark.parametrize("strategy", ["eight", "fsdp"])
@@ -121,55 +90,50 @@ def test_fsdp_splits_large_arrays_and_replicates_small_ones():
     assert sharding.fsdp_spec((12, 6), 8) == jax.sharding.PartitionSpec()  # nothing divisible: replicated
 
 
-def test_unknown_config_key_stops_before_any_compute(tmp_path):
-    result = run_main(tmp_path / "run", "--config.ab.no_such_key=1")
-    assert result.returncode == 2
-    assert result.stderr.strip().splitlines()[-1] == (
-        "rlvis: config error: unknown config field 'no_such_key' in --config.ab.no_such_key=1")
-    assert "Traceback" not in result.stderr
+def test_impossible_value_stops_before_any_compute_naming_the_field(tmp_path):
+    with pytest.raises(config_lib.ConfigError, match=r"^config.env.views=1 must be at least 2 \(a transition needs two "
+                       r"views\)$"):
+        train(tmp_path / "run", "env.views=1")
     assert not (tmp_path / "run").exists()
 
 
-def test_wrong_type_is_one_line(tmp_path):
-    result = run_main(tmp_path / "run", "--config.total_steps=many")
-    assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert "--config.total_steps=many" in result.stderr.strip().splitlines()[-1]
-
-
-def test_impossible_value_is_one_line_naming_the_field(tmp_path):
-    result = run_main(tmp_path / "run", "--config.env.views=1")
-    assert result.returncode == 2
-    assert result.stderr.strip().splitlines()[-1] == (
+@pytest.mark.slow
+def test_the_command_reports_config_errors_in_one_line_before_any_compute(tmp_path):
+    """`rlvis.main`'s own parsing: an unknown field, a wrong type and an impossible value are each one line on
+    stderr, exit code 2, no traceback, no workdir."""
+    unknown = run_main(tmp_path / "run", "--config.ab.no_such_key=1")
+    assert unknown.returncode == 2 and "Traceback" not in unknown.stderr
+    assert unknown.stderr.strip().splitlines()[-1] == (
+        "rlvis: config error: unknown config field 'no_such_key' in --config.ab.no_such_key=1")
+    wrong_type = run_main(tmp_path / "run", "--config.total_steps=many")
+    assert wrong_type.returncode == 2 and "Traceback" not in wrong_type.stderr
+    assert "--config.total_steps=many" in wrong_type.stderr.strip().splitlines()[-1]
+    impossible = run_main(tmp_path / "run", "--config.env.views=1")
+    assert impossible.returncode == 2 and "Traceback" not in impossible.stderr
+    assert impossible.stderr.strip().splitlines()[-1] == (
         "rlvis: config error: config.env.views=1 must be at least 2 (a transition needs two views)")
-    assert "Traceback" not in result.stderr
     assert not (tmp_path / "run").exists()
 
 
 def test_resume_with_a_different_model_config_is_refused(runs, tmp_path):
-    import shutil
     workdir = tmp_path / "copy"
     shutil.copytree(runs["resumed"], workdir)
-    result = run_main(workdir, "--config.model.decoder_depth=2")  # would not even fit the saved shapes
-    assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert "model.decoder_depth: 1 -> 2" in result.stderr.strip().splitlines()[-1]
+    with pytest.raises(config_lib.ConfigError, match="model.decoder_depth: 1 -> 2"):  # would not fit the saved shapes
+        train(workdir, *NO_EVAL, "model.decoder_depth=2")
 
 
 @pytest.mark.parametrize("method", ["simclr", "dino", "ab_dino", "clip", "ab_clip"])
-def test_methods_train_from_the_command_line(tmp_path, method):
+def test_methods_train_from_their_config(tmp_path, method):
     """Base methods read the annotation stream alone; AB methods read both."""
-    result = _ok(subprocess.run(
-        [sys.executable, "-m", "rlvis.main", f"--config=configs/demo.py:tiny,method={method}",
-         f"--workdir={tmp_path}", "--config.total_steps=2", "--config.eval.probe_steps=5"],
-        cwd=ROOT, env=dict(os.environ, JAX_PLATFORMS="cpu"), capture_output=True, text=True, timeout=600))
-    assert "step 2/2 | loss" in result.stdout
+    run = train(tmp_path, *NO_EVAL, "total_steps=2", config=f"configs/demo.py:tiny,method={method}")
+    assert "step 2/2 | loss" in run.stdout
     items = set(os.listdir(tmp_path / "checkpoints" / "2"))
     assert "annotation" in items
     if method.startswith("ab_"):
-        assert "td_loss" in result.stdout and "bootstrap" in items
+        assert "td_loss" in run.stdout and "bootstrap" in items
     else:
-        assert "td_loss" not in result.stdout and "bootstrap" not in items
-    with open(tmp_path / "results.json") as f:
-        assert json.load(f)["config"]["method"] == method
+        assert "td_loss" not in run.stdout and "bootstrap" not in items
+    assert run.results["config"]["method"] == method
 
 
 def _tensorboard_scalars(folder) -> dict[str, dict[int, float]]:
@@ -204,19 +168,27 @@ def test_metrics_reach_tensorboard_and_the_monitor_runs_at_start_and_end(runs):
     assert (runs["full"] / "plots" / "monitor.png").stat().st_size > 1000
 
 
-def test_standalone_evaluator_equals_the_trainer_on_the_same_checkpoint(runs):
-    result = subprocess.run([sys.executable, "-m", "rlvis.evaluate", f"--workdir={runs['full']}"], cwd=ROOT,
-                            env=dict(os.environ, JAX_PLATFORMS="cpu"), capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
-    with open(runs["full"] / "eval" / "step_6.json") as f:
+def test_standalone_evaluator_equals_the_trainer_on_the_same_checkpoint(runs, tmp_path, capsys):
+    workdir = tmp_path / "copy"
+    shutil.copytree(runs["full"], workdir)
+    step, scores = evaluate.evaluate_step(str(workdir))
+    with open(workdir / "eval" / "step_6.json") as f:
         evaluated = json.load(f)
-    with open(runs["full"] / "results.json") as f:
+    with open(workdir / "results.json") as f:
         trained = json.load(f)["trained"]
-    assert evaluated["step"] == 6 and evaluated["scores"] == trained
-    assert "step 6: linear/digit" in result.stdout and (runs["full"] / "plots" / "eval.png").exists()
-    missing = subprocess.run([sys.executable, "-m", "rlvis.evaluate", f"--workdir={runs['full']}", "--step=5"],
-                             cwd=ROOT, env=dict(os.environ, JAX_PLATFORMS="cpu"), capture_output=True, text=True,
-                             timeout=600)
+    assert step == 6 and evaluated["step"] == 6 and evaluated["scores"] == scores == trained
+    assert (workdir / "plots" / "eval.png").exists()
+    with pytest.raises(FileNotFoundError, match="no checkpoint for step 5"):
+        evaluate.evaluate_step(str(workdir), 5)
+
+
+@pytest.mark.slow
+def test_evaluate_command_prints_the_scores_and_names_a_missing_step(runs, tmp_path):
+    workdir = tmp_path / "copy"
+    shutil.copytree(runs["full"], workdir)
+    result = ok(run_module("rlvis.evaluate", f"--workdir={workdir}"))
+    assert "step 6: linear/digit" in result.stdout and (workdir / "eval" / "step_6.json").exists()
+    missing = run_module("rlvis.evaluate", f"--workdir={workdir}", "--step=5")
     assert missing.returncode == 2 and "no checkpoint for step 5" in missing.stderr.strip().splitlines()[-1]
 
 
@@ -228,13 +200,12 @@ def test_value_map_command_draws_the_value_head_over_actions(runs, tmp_path):
 
 
 def test_rerunning_a_finished_run_is_a_no_op_unless_its_config_changed(runs, tmp_path):
-    import shutil
     workdir = tmp_path / "copy"
     shutil.copytree(runs["full"], workdir)
     before = (workdir / "results.json").read_text()
-    again = _ok(run_main(workdir))
+    again = train(workdir)
     assert "already trained to step 6 of 6" in again.stdout and (workdir / "results.json").read_text() == before
-    changed = _ok(run_main(workdir, "--config.eval.final=()"))  # an evaluation field may change on resume
+    changed = train(workdir, "eval.final=()")  # an evaluation field may change on resume
     assert "already trained" not in changed.stdout
     with open(workdir / "results.json") as f:
         assert json.load(f)["trained"] == {}  # evaluated again, with the new (empty) evaluator list
@@ -242,8 +213,10 @@ def test_rerunning_a_finished_run_is_a_no_op_unless_its_config_changed(runs, tmp
 
 def test_search_command_writes_a_well_formed_trajectory_and_the_measure_table(runs, tmp_path, capsys):
     from rlvis import search
+    workdir = tmp_path / "copy"  # --measure writes search_results.json into the workdir
+    shutil.copytree(runs["full"], workdir)
     out = tmp_path / "search.png"
-    search.main([f"--workdir={runs['full']}", f"--out={out}", "--annotation=3", "--steps=3", "--start=0,0,0.8,0.8"])
+    search.main([f"--workdir={workdir}", f"--out={out}", "--annotation=3", "--steps=3", "--start=0,0,0.8,0.8"])
     with open(tmp_path / "search.json") as f:
         trajectory = json.load(f)
     boxes, scores = np.array(trajectory["boxes"]), np.array(trajectory["scores"])
@@ -254,27 +227,23 @@ def test_search_command_writes_a_well_formed_trajectory_and_the_measure_table(ru
     assert np.all((scores > 0) & (scores < 1)) and out.stat().st_size > 5000
     assert "step 3: box" in capsys.readouterr().out
     with pytest.raises(SystemExit, match="unknown annotation 'kite'"):
-        search.main([f"--workdir={runs['full']}", "--annotation=kite"])
+        search.main([f"--workdir={workdir}", "--annotation=kite"])
 
-    search.main([f"--workdir={runs['full']}", "--measure", "--scenes=6", "--steps=2"])
-    with open(runs["full"] / "search_results.json") as f:
+    search.main([f"--workdir={workdir}", "--measure", "--scenes=6", "--steps=2"])
+    with open(workdir / "search_results.json") as f:
         rows = {row["policy"] + str(row["temperature"]): row for row in json.load(f)}
     assert set(rows) == {"value0.0", "value0.1", "brute_force0.0", "random1.0", "no move (full view)0.0"}
     assert rows["brute_force0.0"]["encoder_passes"] == 2 * 18 and rows["value0.0"]["encoder_passes"] == 2
     assert all(0.0 <= row["success"] <= 1.0 and row["scenes"] == 6 for row in rows.values())
     with pytest.raises(SystemExit, match="drop --image, --step and --annotation"):
-        search.main([f"--workdir={runs['full']}", "--measure", "--annotation=3"])
+        search.main([f"--workdir={workdir}", "--measure", "--annotation=3"])
 
 
-def test_watch_evaluates_every_checkpoint_once_and_stops_after_the_last(runs, tmp_path):
-    import shutil
+def test_watch_evaluates_every_checkpoint_once_and_stops_after_the_last(runs, tmp_path, capsys):
     workdir = tmp_path / "copy"
     shutil.copytree(runs["full"], workdir)
     shutil.rmtree(workdir / "eval", ignore_errors=True)
-    result = subprocess.run([sys.executable, "-m", "rlvis.evaluate", f"--workdir={workdir}", "--watch",
-                             "--poll_seconds=1"], cwd=ROOT, env=dict(os.environ, JAX_PLATFORMS="cpu"),
-                            capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
+    evaluate.watch(str(workdir), poll_seconds=1)
     assert sorted(os.listdir(workdir / "eval")) == ["step_3.json", "step_6.json"]  # the two kept checkpoints
-    assert [line.split(":")[0] for line in result.stdout.splitlines() if line.startswith("step ")] == [
-        "step 3", "step 6"]
+    printed = capsys.readouterr().out.splitlines()
+    assert [line.split(":")[0] for line in printed if line.startswith("step ")] == ["step 3", "step 6"]

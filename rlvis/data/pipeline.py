@@ -236,10 +236,6 @@ def image_channels(config: ml_collections.ConfigDict) -> int:
     return 1 if config.data.format == "demo" else 3
 
 
-def make_iterator(ds: grain.IterDataset) -> grain.DatasetIterator:
-    return iter(ds)
-
-
 def digest(batch: dict[str, np.ndarray]) -> int:
     """A cheap fingerprint of a host batch, logged so a resumed run can be shown to see the same batches."""
     return zlib.crc32(np.ascontiguousarray(batch["image"]).tobytes()) ^ zlib.crc32(batch["valid"].tobytes())

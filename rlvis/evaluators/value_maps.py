@@ -222,7 +222,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     config, state, step = checkpoints.load_run(args.workdir, args.step)
     model = ab_model.from_config(config)
-    params = state["ema_params" if args.encoder == "ema" else "params"]
+    params = state[config_lib.params_key(args.encoder)]
     image, valid, labels = load_image(config, args.image)
     annotations_ = annotations(model, params, config, channels=pipeline.image_channels(config))
     names = annotations_.names
