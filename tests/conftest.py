@@ -6,6 +6,7 @@ kill -9, several processes, each CLI once, the README walkthrough, the notebooks
 """
 
 import os
+import shutil
 
 from tests import runs  # imports no JAX
 
@@ -20,7 +21,7 @@ from absl import flags  # noqa: E402
 
 flags.FLAGS.mark_as_parsed()
 jax.config.update("jax_compilation_cache_dir", runs.COMPILATION_CACHE)
-jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+jax.config.update("jax_persistent_cache_min_compile_time_secs", runs.MIN_CACHED_COMPILE_SECONDS)
 
 
 def pytest_addoption(parser):
@@ -54,3 +55,9 @@ def tiny_run(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("tiny_run") / "run"
     run = runs.train(workdir)
     return workdir, run
+
+
+@pytest.fixture
+def tiny_copy(tiny_run, tmp_path):
+    """A copy of the shared run's workdir, for a test that writes into it (evaluation, search, re-running)."""
+    return shutil.copytree(tiny_run[0], tmp_path / "copy")

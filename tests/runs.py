@@ -20,6 +20,7 @@ DEVICES = 8  # fake CPU devices of the test process (conftest.py)
 COMPILATION_CACHE = os.path.join(tempfile.gettempdir(), "rlvis-tests-jax-cache")
 # Tiny programs: XLA's cheapest CPU code generation compiles about a third faster and runs them as fast.
 XLA_TEST_FLAGS = "--xla_backend_optimization_level=0"
+MIN_CACHED_COMPILE_SECONDS = 0.5  # programs that compile faster are not worth a cache file
 NO_EVAL = ("eval.final=()", "eval.monitor=()")  # for runs whose test is not about evaluation
 
 
@@ -56,16 +57,21 @@ def train(workdir, *overrides: str, config: str = "configs/demo.py:tiny", device
 def subprocess_env(devices: int = 1) -> dict:
     """The environment of a real command: CPU, `devices` fake devices, the shared compilation cache."""
     env = dict(os.environ, JAX_PLATFORMS="cpu", JAX_COMPILATION_CACHE_DIR=COMPILATION_CACHE,
-               JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0.5")
+               JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS=str(MIN_CACHED_COMPILE_SECONDS))
     env["XLA_FLAGS"] = XLA_TEST_FLAGS + (f" --xla_force_host_platform_device_count={devices}" if devices > 1 else "")
     return env
+
+
+def main_command(workdir, *flags: str, config: str = "configs/demo.py:tiny") -> list[str]:
+    """The argv of the real command, `python -m rlvis.main`."""
+    return [sys.executable, "-m", "rlvis.main", f"--config={config}", f"--workdir={workdir}", *flags]
 
 
 def run_main(workdir, *flags: str, devices: int = 1, config: str = "configs/demo.py:tiny"
              ) -> subprocess.CompletedProcess:
     """The real command, `python -m rlvis.main`, in a subprocess."""
-    cmd = [sys.executable, "-m", "rlvis.main", f"--config={config}", f"--workdir={workdir}", *flags]
-    return subprocess.run(cmd, cwd=ROOT, env=subprocess_env(devices), capture_output=True, text=True, timeout=900)
+    return subprocess.run(main_command(workdir, *flags, config=config), cwd=ROOT, env=subprocess_env(devices),
+                          capture_output=True, text=True, timeout=900)
 
 
 def run_module(module: str, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:

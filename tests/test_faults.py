@@ -11,7 +11,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 
 import jax
@@ -19,7 +18,7 @@ import numpy as np
 import pytest
 
 from rlvis import config_lib
-from tests.runs import NO_EVAL, ROOT, load_state, metrics, run_main, subprocess_env, train
+from tests.runs import NO_EVAL, ROOT, load_state, main_command, metrics, run_main, subprocess_env, train
 
 STEPS, EVERY = 30, 10  # the command-line tests: enough steps between saves to be killed in the middle
 FAST = [f"--config.total_steps={STEPS}", f"--config.checkpoint_every={EVERY}", "--config.log_every=1",
@@ -28,9 +27,8 @@ TINY_STEPS = 6  # the in-process tests: the tiny config as it is (saves at 3 and
 
 
 def start(workdir, *flags) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "rlvis.main", "--config=configs/demo.py:tiny", f"--workdir={workdir}", *FAST, *flags]
-    return subprocess.Popen(cmd, cwd=ROOT, env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+    return subprocess.Popen(main_command(workdir, *FAST, *flags), cwd=ROOT, env=subprocess_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def wait_for_step(workdir, step: int, process: subprocess.Popen, timeout: float = 300) -> None:

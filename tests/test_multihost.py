@@ -7,7 +7,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 
 import jax
@@ -17,7 +16,7 @@ import pytest
 from configs import demo
 from rlvis import sharding, train
 from rlvis.data import pipeline
-from tests.runs import ROOT, load_state, metrics, subprocess_env
+from tests.runs import ROOT, load_state, main_command, metrics, subprocess_env
 
 STEPS = 4
 FLAGS = [f"--config.total_steps={STEPS}", "--config.checkpoint_every=2", "--config.log_every=1",
@@ -30,16 +29,19 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def start_two_processes(workdir, flags: list[str]) -> list[subprocess.Popen]:
+    """The real command as processes 0 and 1 of a 2-process job, with a fresh loopback coordinator."""
+    port = _free_port()
+    return [subprocess.Popen(main_command(workdir, *flags), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True, env=dict(subprocess_env(), RLVIS_COORDINATOR_ADDRESS=f"localhost:{port}",
+                                                 RLVIS_NUM_PROCESSES="2", RLVIS_PROCESS_ID=str(index)))
+            for index in range(2)]
+
+
 @pytest.mark.slow
 def test_two_processes_train_in_lockstep_and_match_one_process_on_the_same_global_batch(tmp_path):
-    workdir, port = tmp_path / "run", _free_port()
-    processes = []
-    for index in range(2):
-        env = dict(subprocess_env(), RLVIS_COORDINATOR_ADDRESS=f"localhost:{port}", RLVIS_NUM_PROCESSES="2",
-                   RLVIS_PROCESS_ID=str(index))
-        processes.append(subprocess.Popen(
-            [sys.executable, "-m", "rlvis.main", "--config=configs/demo.py:tiny", f"--workdir={workdir}", *FLAGS],
-            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    workdir = tmp_path / "run"
+    processes = start_two_processes(workdir, FLAGS)
     outputs = [p.communicate(timeout=600) for p in processes]
     for p, (stdout, stderr) in zip(processes, outputs):
         assert p.returncode == 0, stderr[-3000:]
@@ -77,15 +79,7 @@ def test_a_signal_to_one_process_stops_both_after_the_same_step_at_a_log_step(tm
     workdir, steps = tmp_path / "run", 60
     flags = [f"--config.total_steps={steps}", "--config.checkpoint_every=20", "--config.log_every=5",
              "--config.eval.final=()", "--config.eval.monitor=()"]
-
-    def start(port: int) -> list[subprocess.Popen]:
-        return [subprocess.Popen(
-            [sys.executable, "-m", "rlvis.main", "--config=configs/demo.py:tiny", f"--workdir={workdir}", *flags],
-            cwd=ROOT, env=dict(subprocess_env(), RLVIS_COORDINATOR_ADDRESS=f"localhost:{port}",
-                               RLVIS_NUM_PROCESSES="2", RLVIS_PROCESS_ID=str(index)),
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for index in range(2)]
-
-    processes = start(_free_port())
+    processes = start_two_processes(workdir, flags)
     deadline = time.time() + 600
     while not (workdir / "metrics.jsonl").exists() or not (workdir / "metrics.jsonl").read_text():
         assert time.time() < deadline and all(p.poll() is None for p in processes)
@@ -100,7 +94,7 @@ def test_a_signal_to_one_process_stops_both_after_the_same_step_at_a_log_step(tm
     assert {"process_0-of-2.json", "process_1-of-2.json"} <= set(
         os.listdir(workdir / "checkpoints" / str(stopped) / "annotation"))
 
-    resumed = start(_free_port())
+    resumed = start_two_processes(workdir, flags)
     outputs = [p.communicate(timeout=600) for p in resumed]
     for p, (_, stderr) in zip(resumed, outputs):
         assert p.returncode == 0, stderr[-3000:]

@@ -168,9 +168,8 @@ def test_metrics_reach_tensorboard_and_the_monitor_runs_at_start_and_end(runs):
     assert (runs["full"] / "plots" / "monitor.png").stat().st_size > 1000
 
 
-def test_standalone_evaluator_equals_the_trainer_on_the_same_checkpoint(runs, tmp_path, capsys):
-    workdir = tmp_path / "copy"
-    shutil.copytree(runs["full"], workdir)
+def test_standalone_evaluator_equals_the_trainer_on_the_same_checkpoint(tiny_copy):
+    workdir = tiny_copy
     step, scores = evaluate.evaluate_step(str(workdir))
     with open(workdir / "eval" / "step_6.json") as f:
         evaluated = json.load(f)
@@ -183,9 +182,8 @@ def test_standalone_evaluator_equals_the_trainer_on_the_same_checkpoint(runs, tm
 
 
 @pytest.mark.slow
-def test_evaluate_command_prints_the_scores_and_names_a_missing_step(runs, tmp_path):
-    workdir = tmp_path / "copy"
-    shutil.copytree(runs["full"], workdir)
+def test_evaluate_command_prints_the_scores_and_names_a_missing_step(tiny_copy):
+    workdir = tiny_copy
     result = ok(run_module("rlvis.evaluate", f"--workdir={workdir}"))
     assert "step 6: linear/digit" in result.stdout and (workdir / "eval" / "step_6.json").exists()
     missing = run_module("rlvis.evaluate", f"--workdir={workdir}", "--step=5")
@@ -199,9 +197,8 @@ def test_value_map_command_draws_the_value_head_over_actions(runs, tmp_path):
     assert out.stat().st_size > 5000
 
 
-def test_rerunning_a_finished_run_is_a_no_op_unless_its_config_changed(runs, tmp_path):
-    workdir = tmp_path / "copy"
-    shutil.copytree(runs["full"], workdir)
+def test_rerunning_a_finished_run_is_a_no_op_unless_its_config_changed(tiny_copy):
+    workdir = tiny_copy
     before = (workdir / "results.json").read_text()
     again = train(workdir)
     assert "already trained to step 6 of 6" in again.stdout and (workdir / "results.json").read_text() == before
@@ -211,10 +208,9 @@ def test_rerunning_a_finished_run_is_a_no_op_unless_its_config_changed(runs, tmp
         assert json.load(f)["trained"] == {}  # evaluated again, with the new (empty) evaluator list
 
 
-def test_search_command_writes_a_well_formed_trajectory_and_the_measure_table(runs, tmp_path, capsys):
+def test_search_command_writes_a_well_formed_trajectory_and_the_measure_table(tiny_copy, tmp_path, capsys):
     from rlvis import search
-    workdir = tmp_path / "copy"  # --measure writes search_results.json into the workdir
-    shutil.copytree(runs["full"], workdir)
+    workdir = tiny_copy  # --measure writes search_results.json into the workdir
     out = tmp_path / "search.png"
     search.main([f"--workdir={workdir}", f"--out={out}", "--annotation=3", "--steps=3", "--start=0,0,0.8,0.8"])
     with open(tmp_path / "search.json") as f:
@@ -239,9 +235,8 @@ def test_search_command_writes_a_well_formed_trajectory_and_the_measure_table(ru
         search.main([f"--workdir={workdir}", "--measure", "--annotation=3"])
 
 
-def test_watch_evaluates_every_checkpoint_once_and_stops_after_the_last(runs, tmp_path, capsys):
-    workdir = tmp_path / "copy"
-    shutil.copytree(runs["full"], workdir)
+def test_watch_evaluates_every_checkpoint_once_and_stops_after_the_last(tiny_copy, capsys):
+    workdir = tiny_copy
     shutil.rmtree(workdir / "eval", ignore_errors=True)
     evaluate.watch(str(workdir), poll_seconds=1)
     assert sorted(os.listdir(workdir / "eval")) == ["step_3.json", "step_6.json"]  # the two kept checkpoints
