@@ -137,6 +137,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.ab = ml_collections.ConfigDict()
     c.ab.gamma = 0.0  # 0 = ICML objective; > 0 adds γ·max_a' Q_ema(ℓ|x',a') (project-page form)
     c.ab.target_temperature = 0.0  # AB_SimCLR: temperature of p_ema(ℓ | x') in the TD target; 0 = simclr.temperature
+    c.ab.target_walk = False  # AB_SimCLR: target Σ_m p(m | x') p(ℓ | m), one more step on the annotation graph
     c.ab.source_prior = False  # Q logits = decoder logits + log p(ℓ | x) of the source view (objectives/bootstrap.py)
     c.ab.shared_vocabulary = False  # SimCLR/CLIP: ψ_AB = the base head's annotation embedding (stop-gradient)
     c.ab.exclude_source = False  # γ > 0: leave the move back to the source view out of max_a' (objectives/td.py)
@@ -147,6 +148,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.ab.base_loss_weight = 1.0  # ablation: 0 = no annotation (base) loss
     c.ab.action_tokens = True  # ablation: False = a mask token for every action (invariance)
     c.ab.photometric_bootstrap = False  # ablation: True = colour augmentation on bootstrap views too (no flips)
+    c.ab.reward = "base"  # "oracle" (AB_SimCLR on demo data): the scenes' true digit classes (objectives/bootstrap.py)
 
     # SimCLR's photometric augmentation of the annotation views, on device (rlvis/envs/photometric.py).
     c.augment = ml_collections.ConfigDict()

@@ -141,6 +141,9 @@ def make_views(key: jax.Array, batch: dict, config: ml_collections.ConfigDict) -
                                            num_views=config.env.views, scale=tuple(config.env.scale),
                                            size=config.env.view_size, **common)
         views.update(views=bootstrap["views"], actions=bootstrap["actions"], boxes=bootstrap["boxes"])
+        if config.ab.reward == "oracle":
+            views.update(annotation_labels=batch["annotation"]["label"],
+                         digit_boxes=batch["bootstrap"]["digit_boxes"], digit_labels=batch["bootstrap"]["digit_labels"])
         if config.ab.photometric_bootstrap:  # colour only: a flip would mirror the view but not its action
             views["views"] = photometric.augment_views(k_boot_augment, views["views"], without_flip(config.augment))
     return views
@@ -162,7 +165,8 @@ def _results_table(trained: dict, random_init: dict) -> str:
     return "\n".join(lines)
 
 
-BOOTSTRAP_KEYS = ("views", "actions", "boxes")  # the bootstrap stream's part of `make_views`' output
+BOOTSTRAP_KEYS = ("views", "actions", "boxes", "digit_boxes", "digit_labels")  # the bootstrap stream's part of
+# `make_views`' output
 
 
 def accumulate_gradients(grad_fn: Callable, params, views: dict, chunks: int) -> tuple:

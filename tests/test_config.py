@@ -20,11 +20,16 @@ def test_demo_configs_are_valid():
     ("env.view_size", 36, r"config.env.view_size=36 must be a multiple of the patch size 8"),
     ("eval.encoder", "student", r"config.eval.encoder='student'"),
     ("data.digits_per_scene", (1, 6), r"config.data.digits_per_scene=\(1, 6\) must satisfy 1 <= min <= max <= 4"),
+    ("ab.reward", "labels", r"config.ab.reward='labels' must be 'base' or 'oracle'"),
+    ("data.annotation_scene_fraction", 0.5, None),  # with the oracle reward below: scenes have no single label
 ])
 def test_impossible_values_name_the_field(field, value, message):
     config = demo.get_config("tiny")
     section, name = field.split(".")
     config[section][name] = value
+    if message is None:
+        config.ab.reward = "oracle"
+        message = r"config.ab.reward='oracle' needs ab_simclr on the embedded demo data with digit annotations"
     with pytest.raises(config_lib.ConfigError, match=message):
         config_lib.validate(config, device_count=8)
 

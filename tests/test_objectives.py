@@ -234,3 +234,47 @@ def test_value_residual_starts_from_the_source_views_own_annotation_embedding():
     assert float(jnp.abs(moved - value).max()) > 1e-3  # a trained decoder changes it, move by move
     grads = jax.grad(lambda p: ab_simclr.loss(model, p, params, batch, config)[0])(params)
     assert any(float(jnp.abs(g).max()) > 0.0 for g in jax.tree.leaves(grads["params"]["ab_head"]))
+
+
+def test_oracle_reward_spreads_over_annotations_of_the_classes_at_least_half_inside_the_view():
+    from rlvis.objectives import bootstrap
+    digit_boxes = jnp.array([[[0.0, 0.0, 0.25, 0.25],  # a 3, inside view 0
+                              [0.0, 0.5, 0.25, 0.25],  # a 7, exactly half inside view 0 (x 0.5-0.75, view to 0.625)
+                              [0.75, 0.75, 0.25, 0.25],  # a 5, outside both views
+                              [0.0, 0.0, 1.0, 1.0]]])  # padding: covers everything but has no digit
+    digit_labels = jnp.array([[3, 7, 5, -1]])
+    views = jnp.array([[[0.0, 0.0, 0.5, 0.625],  # sees the 3 and half the 7
+                        [0.5, 0.0, 0.25, 0.25]]])  # sees no digit
+    annotation_labels = jnp.array([3, 3, 5, 7, 1])
+    reward = bootstrap.oracle_reward(views, digit_boxes, digit_labels, annotation_labels)
+    np.testing.assert_allclose(reward[0, 0], [1 / 3, 1 / 3, 0.0, 1 / 3, 0.0], atol=1e-6)
+    np.testing.assert_allclose(reward[0, 1], np.full(5, 0.2), atol=1e-6)  # nothing there: no information
+
+
+def test_the_oracle_reward_replaces_the_base_models_target_in_the_td_loss():
+    config, model, params, _, batch = _setup(0.0)
+    config.ab.reward = "oracle"
+    b, n = batch["views"].shape[:2]
+    k = batch["annotation_views"].shape[0]
+    whole = jnp.array([0.0, 0.0, 1.0, 1.0])
+    labelled = dict(batch, annotation_labels=jnp.arange(k) % 3, boxes=jnp.tile(whole, (b, n, 1)),
+                    digit_boxes=jnp.tile(whole, (b, 4, 1)), digit_labels=jnp.tile(jnp.array([2, -1, -1, -1]), (b, 1)))
+    _, (metrics, _) = ab_simclr.loss(model, params, params, labelled, config)
+    # Every view shows the 2 → the target is uniform over the annotations labelled 2.
+    assert abs(float(metrics["target_entropy"]) - float(jnp.log(jnp.sum(jnp.arange(k) % 3 == 2)))) < 1e-4
+
+
+def test_the_annotation_walk_moves_mass_to_the_annotations_the_nearest_one_resembles():
+    # Annotations 0 and 1 are near-duplicates, 2 is far from both: a view matching 0 alone ends on 1.
+    annotations = jnp.array([[1.0, 0.0], [0.995, 0.0998], [0.0, 1.0]])
+    p = jnp.array([[1.0, 0.0, 0.0]])
+    walked = simclr.annotation_walk(p, annotations, 0.1)
+    assert float(walked[0, 0]) == 0.0  # an annotation is not its own neighbour
+    assert float(walked[0, 1]) > 0.99
+    np.testing.assert_allclose(walked.sum(-1), 1.0, rtol=1e-6)
+    config, model, params, target, batch = _setup(0.0)
+    config.ab.target_walk = True
+    _, (walked_metrics, _) = jit_loss(ab_simclr, model, config)(params, target, batch)
+    config.ab.target_walk = False
+    _, (metrics, _) = jit_loss(ab_simclr, model, config)(params, target, batch)
+    assert abs(float(walked_metrics["target_entropy"]) - float(metrics["target_entropy"])) > 1e-3

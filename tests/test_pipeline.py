@@ -79,3 +79,21 @@ def test_annotation_scene_fraction_mixes_scenes_with_digits_on_one_canvas():
         scenes = (~digits_only).sum()
         assert scenes == expected if expected else 16 < scenes < 48
         assert (batch["image"][digits_only, 32:] == 0).all() and (batch["image"][digits_only, :, 32:] == 0).all()
+
+
+def test_the_oracle_reward_streams_carry_each_digits_class_and_each_scenes_digit_boxes():
+    config = demo.get_config("tiny")
+    config.ab.reward = "oracle"
+    streams = pipeline.training_streams(config, 0, 1)
+    annotation, scenes = next(iter(streams["annotation"])), next(iter(streams["bootstrap"]))
+    splits = digits.load_digits(config.eval.digits_per_class)
+    by_image = {digits.centred_digit(d)["image"].tobytes(): label
+                for d, label in zip(splits.pretrain_images, splits.pretrain_labels)}
+    assert [by_image[image.tobytes()] for image in annotation["image"]] == list(annotation["label"])
+    assert scenes["digit_boxes"].shape == (config.batch.bootstrap, digits.MAX_DIGITS, 4)
+    present = scenes["digit_labels"] >= 0
+    assert (present.sum(1) >= config.data.digits_per_scene[0]).all()
+    for image, valid, boxes, keep in zip(scenes["image"], scenes["valid"], scenes["digit_boxes"], present):
+        for y0, x0, h, w in boxes[keep] * np.tile(valid, 2):  # each box (valid-region fractions) holds ink
+            assert image[int(round(y0)):int(round(y0 + h)), int(round(x0)):int(round(x0 + w))].any()
+    assert "label" not in next(iter(_streams()[1]["annotation"]))  # the default reward reads no labels

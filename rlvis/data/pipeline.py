@@ -31,14 +31,16 @@ MAX_CONSECUTIVE_BAD = 1000  # beyond this the path is not image data, and saying
 class ComposeScene(grain.transforms.RandomMap):
     """Scene index → multi-digit scene on the fixed canvas (the bootstrap stream's "decode")."""
 
-    def __init__(self, images: np.ndarray, labels: np.ndarray, config: ml_collections.ConfigDict):
-        self.images, self.labels = images, labels
+    def __init__(self, images: np.ndarray, labels: np.ndarray, config: ml_collections.ConfigDict,
+                 with_labels: bool = False):
+        self.images, self.labels, self.with_labels = images, labels, with_labels
         self.kwargs = dict(canvas=config.scene_canvas, min_size=config.scene_min_size,
                            digits_per_scene=tuple(config.digits_per_scene), digit_size=tuple(config.digit_size))
 
     def random_map(self, element: int, rng: np.random.Generator) -> dict:
         scene = digits_lib.compose_scene(rng, self.images, self.labels, **self.kwargs)
-        return dict(image=scene["image"], valid=scene["valid"])
+        labelled = dict(digit_boxes=scene["boxes"], digit_labels=scene["labels"]) if self.with_labels else {}
+        return dict(image=scene["image"], valid=scene["valid"], **labelled)
 
 
 class CaptionedScene(ComposeScene):
@@ -75,13 +77,15 @@ class DigitOrScene(ComposeScene):
 
 
 class CentredDigit(grain.transforms.Map):
-    """Digit index → the digit centred on a 32-px canvas (the annotation stream's "decode")."""
+    """Digit index → the digit centred on a 32-px canvas (the annotation stream's "decode"), with its class as
+    `label` when `labels` is given (the oracle reward)."""
 
-    def __init__(self, images: np.ndarray):
-        self.images = images
+    def __init__(self, images: np.ndarray, labels: np.ndarray | None = None):
+        self.images, self.labels = images, labels
 
     def map(self, element: int) -> dict:
-        return digits_lib.centred_digit(self.images[element])
+        digit = digits_lib.centred_digit(self.images[element])
+        return digit if self.labels is None else dict(digit, label=self.labels[element])
 
 
 class DecodeRecord(grain.transforms.RandomMap):
@@ -214,8 +218,9 @@ def training_streams(config: ml_collections.ConfigDict, process_index: int,
             continue
         splits = splits or digits_lib.load_digits(config.eval.digits_per_class)
         images, labels = splits.pretrain_images, splits.pretrain_labels
+        oracle = config.ab.reward == "oracle"  # the streams then carry the digits' classes and boxes
         if name == "bootstrap":
-            streams[name] = _stream(config.data.num_scenes, ComposeScene(images, labels, config.data),
+            streams[name] = _stream(config.data.num_scenes, ComposeScene(images, labels, config.data, oracle),
                                     seed=seed, global_batch=batch, config=config, **kwargs)
         elif clip:
             streams[name] = _stream(config.data.num_scenes,
@@ -226,7 +231,7 @@ def training_streams(config: ml_collections.ConfigDict, process_index: int,
                                     DigitOrScene(images, labels, config.data, config.data.annotation_scene_fraction),
                                     seed=seed, global_batch=batch, config=config, **kwargs)
         else:
-            streams[name] = _stream(len(images), CentredDigit(images), seed=seed, global_batch=batch, config=config,
+            streams[name] = _stream(len(images), CentredDigit(images, labels if oracle else None), seed=seed, global_batch=batch, config=config,
                                     **kwargs)
     return streams
 

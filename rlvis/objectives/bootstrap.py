@@ -7,6 +7,7 @@ p_target(ℓ | x_j), the target network's annotation distribution on each bootst
 from collections.abc import Callable
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 
 from rlvis.envs import crop_env
@@ -19,6 +20,25 @@ def target_params(params, ema_params, config: ml_collections.ConfigDict):
     online network with its gradient stopped. Only the AB target changes: a base method's own teacher (DINO)
     keeps reading `ema_params`."""
     return ema_params if config.ab.use_ema_target else jax.lax.stop_gradient(params)
+
+
+def oracle_reward(view_boxes: jax.Array, digit_boxes: jax.Array, digit_labels: jax.Array,
+                  annotation_labels: jax.Array, num_classes: int = 10) -> jax.Array:
+    """The reward a perfect base model would give on the demo scenes: p(ℓ | x) uniform over the annotations whose
+    class is a digit with at least half its box inside the view (the foresight evaluator's ground truth), and
+    uniform over all annotations where no such digit is in the vocabulary.
+
+    view_boxes [B, n, 4], digit_boxes [B, M, 4] (same frame), digit_labels int [B, M] (-1 = none),
+    annotation_labels int [K] → [B, n, K]. A diagnostic: it separates "the reward carries no class" from "the
+    value head cannot learn where a class is".
+    """
+    covered = crop_env.intersection(view_boxes[:, :, None], digit_boxes[:, None]) >= 0.5 * jnp.prod(
+        digit_boxes[:, None, :, 2:], axis=-1)  # [B, n, M]
+    present = covered & (digit_labels[:, None] >= 0)
+    classes = jnp.any(present[..., None] & (digit_labels[:, None, :, None] == jnp.arange(num_classes)), axis=2)
+    mass = jnp.take(classes, annotation_labels, axis=-1).astype(jnp.float32)  # [B, n, K]
+    mass = jnp.where(jnp.sum(mass, -1, keepdims=True) > 0, mass, 1.0)
+    return mass / jnp.sum(mass, -1, keepdims=True)
 
 
 def value_logits(model: ABModel, params, view_tokens: jax.Array, actions: jax.Array, vocabulary: jax.Array,

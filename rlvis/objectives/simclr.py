@@ -27,3 +27,13 @@ def nt_xent(z_a: jax.Array, z_b: jax.Array, temperature: float) -> tuple[jax.Arr
 def annotation_distribution(embeddings: jax.Array, annotations: jax.Array, temperature: float) -> jax.Array:
     """p(ℓ | x) over the annotation batch: embeddings [..., D], annotations [K, D] → probabilities [..., K]."""
     return jax.nn.softmax(embeddings @ annotations.T / temperature, axis=-1)
+
+
+def annotation_walk(p: jax.Array, annotations: jax.Array, temperature: float) -> jax.Array:
+    """One more step on the annotation graph: p [..., K] → Σ_m p(m | x) p(ℓ | m), where p(ℓ | m) is annotation
+    m's own distribution over the *other* annotations [K, D]. Mass moves from the few instances x is nearest to
+    the annotations those instances resemble: on curated data mostly their class, so a target made this way says
+    "what kind of thing is there" rather than "which exemplar is closest"."""
+    logits = annotations @ annotations.T / temperature
+    logits = jnp.where(jnp.eye(annotations.shape[0], dtype=bool), -jnp.inf, logits)
+    return p @ jax.nn.softmax(logits, axis=-1)
