@@ -39,7 +39,6 @@ from rlvis.models.ab_model import ABModel
 
 POLICIES = ("value", "brute_force", "random")
 PANS, ZOOMS, MIN_SIDE = (-0.25, 0.0, 0.25), (1.0, 0.7), 0.25  # default moves: 18 per step, "stay" included
-FULL_IMAGE = np.array(value_maps.FULL_IMAGE, np.float32)
 
 
 def move_grid(pans: Sequence[float], zooms: Sequence[float]) -> np.ndarray:
@@ -100,7 +99,7 @@ def make_search(model: ABModel, config: ml_collections.ConfigDict, *, policy: st
 
         search(params, annotations, image, valid, annotation, key, start) → {boxes [K+1, 4], scores [K]}
 
-    `annotation` indexes `annotations.names`; `start` is the first box (e.g. FULL_IMAGE); `boxes[k]` is the view
+    `annotation` indexes `annotations.names`; `start` is the first box (e.g. crop_env.FULL_BOX); `boxes[k]` is the view
     after k moves and `scores[k]` the chosen move's score. `jax.vmap` it over images (see `search_batch`).
     `policy` names a scorer in POLICIES or is a `Scorer` itself (a hand-made value function).
     """
@@ -219,14 +218,14 @@ def measure(workdir: str, *, scenes: int, steps: int, policies: Sequence[tuple[s
             part = np.arange(begin, begin + chunk) % scenes  # the last chunk wraps round: one compiled shape
             result = search(params, annotations, jnp.asarray(images[part]), jnp.asarray(data["valid"][part]),
                             jnp.asarray(annotation_index[part]), jnp.asarray(keys[part]),
-                            jnp.tile(jnp.asarray(FULL_IMAGE), (chunk, 1)))
+                            jnp.tile(jnp.asarray(crop_env.FULL_BOX), (chunk, 1)))
             return np.asarray(result["boxes"][:, -1])
 
         run(0)  # compile
         started = time.perf_counter()
         final = np.concatenate([run(begin) for begin in range(0, scenes, chunk)])[:scenes]
         rows.append(row(policy, temperature, final, time.perf_counter() - started))
-    rows.append(row("no move (full view)", 0.0, np.tile(FULL_IMAGE, (scenes, 1)), 0.0))
+    rows.append(row("no move (full view)", 0.0, np.tile(crop_env.FULL_BOX, (scenes, 1)), 0.0))
     return rows
 
 
@@ -297,7 +296,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--policy", choices=POLICIES, default="value")
     parser.add_argument("--temperature", type=float, default=0.0, help="0: greedy; > 0: softmax over log scores")
     parser.add_argument("--steps", type=int, default=5)
-    parser.add_argument("--start", type=_floats, default=tuple(FULL_IMAGE), help="first box y0,x0,h,w")
+    parser.add_argument("--start", type=_floats, default=tuple(crop_env.FULL_BOX), help="first box y0,x0,h,w")
     parser.add_argument("--pans", type=_floats, default=PANS, help="pan offsets, box-side fractions")
     parser.add_argument("--zooms", type=_floats, default=ZOOMS, help="zoom factors per move")
     parser.add_argument("--min_side", type=float, default=MIN_SIDE)

@@ -213,7 +213,7 @@ def make_train_step(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh, 
     def init(key: jax.Array) -> dict:
         size = config.env.view_size
         params = model.init(key, jnp.zeros((1, size, size, channels)),
-                            jnp.tile(jnp.array([0.0, 0.0, 1.0, 1.0]), (1, config.env.views - 1, 1)),  # "stay"
+                            jnp.tile(crop_env.FULL_BOX, (1, config.env.views - 1, 1)),  # "stay"
                             jnp.zeros((1, config.clip.caption_length), jnp.int32))
         return dict(params=params, ema_params=jax.tree.map(jnp.copy, params), opt_state=tx.init(params),
                     method_state=objective.initial_state(config), step=jnp.zeros((), jnp.int32))

@@ -41,7 +41,7 @@ def test_greedy_policy_takes_the_best_action_of_a_hand_made_value_function():
     run = search.make_search(None, config, policy=closeness, steps=6, pans=(-0.25, 0.0, 0.25), zooms=(1.0, 0.7),
                              min_side=0.25)
     result = jax.jit(run)(None, NO_ANNOTATIONS, jnp.zeros((8, 8, 1)), jnp.array([8, 8]), 0,
-                          jax.random.PRNGKey(0), jnp.asarray(search.FULL_IMAGE))
+                          jax.random.PRNGKey(0), jnp.asarray(crop_env.FULL_BOX))
     boxes, scores = np.asarray(result["boxes"]), np.asarray(result["scores"])
     moves = jnp.asarray(search.move_grid((-0.25, 0.0, 0.25), (1.0, 0.7)))
     for k in range(6):
@@ -83,12 +83,12 @@ def test_search_on_a_scene_whose_only_digit_is_the_target_reaches_it_and_vmaps()
     images = jnp.asarray(np.stack([s["image"] for s in scenes]))
     valid = jnp.asarray(np.stack([s["valid"] for s in scenes]))
     keys = jax.random.split(jax.random.PRNGKey(0), 4)
-    starts = jnp.tile(jnp.asarray(search.FULL_IMAGE), (4, 1))
+    starts = jnp.tile(jnp.asarray(crop_env.FULL_BOX), (4, 1))
     result = batch(None, NO_ANNOTATIONS, images, valid, jnp.zeros(4, jnp.int32), keys, starts)
     finals = np.asarray(result["boxes"][:, -1])
     targets = np.stack([s["boxes"][0] for s in scenes])
     assert search.centre_inside(finals, targets).all()
-    assert not search.centre_inside(np.asarray(search.FULL_IMAGE), targets).all()  # the full view was not enough
+    assert not search.centre_inside(np.asarray(crop_env.FULL_BOX), targets).all()  # the full view was not enough
     single = run(None, NO_ANNOTATIONS, images[2], valid[2], 0, keys[2], starts[2])
     np.testing.assert_allclose(np.asarray(single["boxes"]), np.asarray(result["boxes"][2]), atol=1e-6)
 

@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 Box = jax.Array  # float32 [4]: y0, x0, h, w in valid-region fractions
+FULL_BOX = np.array([0.0, 0.0, 1.0, 1.0], np.float32)  # the whole image; as an action, "stay"
 NUM_ACTION_TOKENS = 4
 # Ranges of the squashed coordinates; values beyond are clipped into the edge bins.
 _OFFSET_RANGE = math.log1p(6.0)  # centre offsets up to 6 source-box sizes

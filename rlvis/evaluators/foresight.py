@@ -99,7 +99,7 @@ def source_crop_boxes(actions: np.ndarray) -> np.ndarray:
     low = np.clip(actions[..., :2], 0.0, 1.0)
     high = np.clip(actions[..., :2] + actions[..., 2:], 0.0, 1.0)
     overlaps = np.all(high - low > 1e-3, axis=-1, keepdims=True)
-    return np.where(overlaps, np.concatenate([low, high - low], axis=-1), np.float32([0.0, 0.0, 1.0, 1.0]))
+    return np.where(overlaps, np.concatenate([low, high - low], axis=-1), crop_env.FULL_BOX)
 
 
 def _validation_digits(config: ml_collections.ConfigDict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -171,7 +171,7 @@ class ForesightEvaluator:
         if base == "clip":  # the captions "a 0" … "a 9"
             return value_maps.annotations(self.model, params, self.config, channels=self.channels), jnp.eye(10)
         images = self.exemplars
-        views = jax.vmap(lambda im: crop_env.observe(im, jnp.array(im.shape[:2]), jnp.asarray(value_maps.FULL_IMAGE),
+        views = jax.vmap(lambda im: crop_env.observe(im, jnp.array(im.shape[:2]), jnp.asarray(crop_env.FULL_BOX),
                                                      self.config.env.view_size))(jnp.asarray(images))
         tokens = self.model.apply(params, views, method=ABModel.encode)
         if base == "simclr":  # every exemplar is an annotation of its class

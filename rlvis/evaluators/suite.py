@@ -28,7 +28,6 @@ from rlvis.envs import crop_env
 from rlvis.evaluators import probes
 
 EncodeFn = Callable[[object, jax.Array], jax.Array]  # (params, views [N, S, S, C]) → tokens [N, T, D]
-FULL_BOX = np.array([0.0, 0.0, 1.0, 1.0], np.float32)
 
 
 def token_features(encode_fn: EncodeFn, view_size: int, channels: int) -> Callable:
@@ -39,7 +38,7 @@ def token_features(encode_fn: EncodeFn, view_size: int, channels: int) -> Callab
     @jax.jit
     def features(params, images: jax.Array, valid: jax.Array) -> jax.Array:
         images = jnp.repeat(images, channels // images.shape[-1], axis=-1)
-        views = jax.vmap(lambda im, hw: crop_env.observe(im, hw, jnp.asarray(FULL_BOX), view_size))(images, valid)
+        views = jax.vmap(lambda im, hw: crop_env.observe(im, hw, jnp.asarray(crop_env.FULL_BOX), view_size))(images, valid)
         return encode_fn(params, views)
     return features
 

@@ -31,8 +31,6 @@ from rlvis.evaluators import suite
 from rlvis.models.ab_model import ABModel
 from rlvis.models.heads import l2_normalize
 
-FULL_IMAGE = suite.FULL_BOX
-
 
 def candidate_boxes(grid: int, zooms: Sequence[float]) -> np.ndarray:
     """float32 [Z, G, G, 4]: square boxes of side `zoom` (a fraction of the image) centred on a G×G grid, kept
@@ -105,8 +103,7 @@ def q_distribution(model: ABModel, params, config: ml_collections.ConfigDict, vi
                    actions: jax.Array, annotations_: Annotations) -> jax.Array:
     """Q(ℓ | x, a) for source views' tokens [B, T, D] and relative actions [B, A, 4] → [B, A, V]: the value head
     against the AB vocabulary at its logit scale, plus log p(ℓ | x) with `ab.source_prior`, as in training."""
-    values = model.apply(params, view_tokens, actions, method=ABModel.value_embed)
-    logits = values @ annotations_.ab.T * model.apply(params, method=ABModel.ab_logit_scale)
+    logits = model.apply(params, view_tokens, actions, annotations_.ab, method=ABModel.q_logits)
     if config.ab.source_prior:
         logits = logits + jnp.log(base_distribution(model, params, annotations_, view_tokens) + 1e-12)[:, None]
     return jax.nn.softmax(logits, axis=-1)
@@ -120,7 +117,7 @@ def value_distribution(model: ABModel, params, config: ml_collections.ConfigDict
 
 
 def predict(model: ABModel, params, config: ml_collections.ConfigDict, image: np.ndarray, valid: np.ndarray,
-            boxes: np.ndarray, annotations_: Annotations, source_box: np.ndarray = FULL_IMAGE) -> np.ndarray:
+            boxes: np.ndarray, annotations_: Annotations, source_box: np.ndarray = crop_env.FULL_BOX) -> np.ndarray:
     """p(ℓ | x, a) for every destination box: float32 [..., V] for boxes [..., 4], x the view at `source_box`."""
     source_box = jnp.asarray(source_box)
     view = crop_env.observe(jnp.asarray(image), jnp.asarray(valid), source_box, config.env.view_size)
@@ -132,7 +129,7 @@ def predict(model: ABModel, params, config: ml_collections.ConfigDict, image: np
 
 def save_value_map(path: str, image: np.ndarray, valid: np.ndarray, boxes: np.ndarray, probabilities: np.ndarray,
                    names: Sequence[str], chosen: Sequence[int], zooms: Sequence[float],
-                   source_box: np.ndarray = FULL_IMAGE) -> str:
+                   source_box: np.ndarray = crop_env.FULL_BOX) -> str:
     """One row per chosen annotation, one column per zoom: p(ℓ | x, a) at each box centre over the image."""
     import matplotlib
     matplotlib.use("Agg")

@@ -119,18 +119,22 @@ class ABModel(nn.Module):
     def ab_logit_scale(self) -> jax.Array:
         return jnp.minimum(jnp.exp(self.ab_log_scale), MAX_LOGIT_SCALE)
 
+    def q_logits(self, tokens: jax.Array, actions: jax.Array, vocabulary: jax.Array) -> jax.Array:
+        """log Q(ℓ | x, a) up to a constant: t_AB · φ_AB(x, a)ᵀψ_AB(ℓ) for tokens [B, T, D], actions [B, A, 4] and
+        the AB vocabulary [K, P] → [B, A, K]."""
+        return self.value_embed(tokens, actions) @ vocabulary.T * self.ab_logit_scale()
+
     def __call__(self, images: jax.Array, actions: jax.Array,
                  captions: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
         tokens = self.encode(images)
-        value = self.value_embed(tokens, actions)
         if self.base == "dino":
             vocabulary = self.ab_vocabulary()
         elif self.base == "clip":
             clip_text, vocabulary = self.text_embed(captions)
-            return value @ vocabulary.T * self.ab_logit_scale(), self.base_embed(tokens) @ clip_text.T
+            return self.q_logits(tokens, actions, vocabulary), self.base_embed(tokens) @ clip_text.T
         else:
             vocabulary = self.ab_embed(tokens)
-        return value @ vocabulary.T * self.ab_logit_scale(), self.base_embed(tokens)
+        return self.q_logits(tokens, actions, vocabulary), self.base_embed(tokens)
 
 
 def from_config(config) -> ABModel:

@@ -48,10 +48,8 @@ def value_logits(model: ABModel, params, view_tokens: jax.Array, actions: jax.Ar
     `log_prior` [B, n, K] (the `ab.source_prior` form) is log p(ℓ | x_i), added to every move's logits from x_i:
     the decoder then predicts how a move changes what the source view already shows."""
     b, n = view_tokens.shape[:2]
-    value = model.apply(params, view_tokens.reshape(b * n, *view_tokens.shape[2:]),
-                        actions.reshape(b * n, n - 1, -1), method=ABModel.value_embed)
-    scale = model.apply(params, method=ABModel.ab_logit_scale)
-    logits = (scale * value @ vocabulary.T).reshape(b, n, n - 1, -1)
+    logits = model.apply(params, view_tokens.reshape(b * n, *view_tokens.shape[2:]),
+                         actions.reshape(b * n, n - 1, -1), vocabulary, method=ABModel.q_logits).reshape(b, n, n - 1, -1)
     return logits if log_prior is None else logits + jax.lax.stop_gradient(log_prior)[:, :, None]
 
 
