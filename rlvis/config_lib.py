@@ -104,8 +104,9 @@ def validate(config: ml_collections.ConfigDict, device_count: int, check_data_pa
     for section, field in (("ab", "shared_vocabulary"), ("model", "value_residual")):  # both need an embedding space
         _require(not c[section][field] or base_method(c) != "dino",
                  f"config.{section}.{field} is for SimCLR and CLIP bases (DINO's annotations are its prototypes)")
-    _require(not c.ab.target_walk or base_method(c) == "simclr",
-             "config.ab.target_walk is for the SimCLR base (its annotations are images with their own distribution)")
+    for field in ("target_walk", "center_target"):
+        _require(not c.ab[field] or base_method(c) == "simclr",
+                 f"config.ab.{field} is for the SimCLR base (its annotations are images scored by the base head)")
     _require(c.ab.reward in ("base", "oracle"), f"config.ab.reward={c.ab.reward!r} must be 'base' or 'oracle'")
     _require(c.ab.reward == "base" or (c.method == "ab_simclr" and c.data.format == "demo"
                                        and not c.data.bootstrap.format and c.data.annotation_scene_fraction == 0),

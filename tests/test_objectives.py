@@ -278,3 +278,14 @@ def test_the_annotation_walk_moves_mass_to_the_annotations_the_nearest_one_resem
     config.ab.target_walk = False
     _, (metrics, _) = jit_loss(ab_simclr, model, config)(params, target, batch)
     assert abs(float(walked_metrics["target_entropy"]) - float(metrics["target_entropy"])) > 1e-3
+
+
+def test_a_centred_target_removes_each_annotations_mean_logit_over_the_views():
+    # Annotation 0 is near every view (a hub); annotation 1 is near view 0 only.
+    views = jnp.array([[1.0, 0.0], [0.8, 0.6], [0.8, -0.6]])
+    annotations = jnp.array([[1.0, 0.0], [0.0, 1.0], [0.0, -1.0]])
+    plain = simclr.annotation_distribution(views, annotations, 0.1)
+    centred = simclr.centred_annotation_distribution(views, annotations, 0.1)
+    assert int(plain[1].argmax()) == 0 and int(centred[1].argmax()) == 1  # the hub no longer wins view 1
+    logits = views @ annotations.T / 0.1
+    np.testing.assert_allclose(centred, jax.nn.softmax(logits - logits.mean(0), -1), rtol=1e-6)

@@ -38,8 +38,10 @@ def loss(model: ABModel, params, ema_params, batch: dict, config: ml_collections
     target_views = model.apply(target_params, batch["views"], method=ABModel.encode)  # [B, n, T, D]
     temperature = config.ab.target_temperature or config.simclr.temperature
     annotation_z = model.apply(target_params, target_annotations, method=ABModel.base_embed)
-    p_local = simclr.annotation_distribution(model.apply(target_params, target_views, method=ABModel.base_embed),
-                                             annotation_z, temperature)
+    distribution = (simclr.centred_annotation_distribution if config.ab.center_target
+                    else simclr.annotation_distribution)
+    p_local = distribution(model.apply(target_params, target_views, method=ABModel.base_embed), annotation_z,
+                           temperature)
     if config.ab.target_walk:
         p_local = simclr.annotation_walk(p_local, annotation_z, temperature)
     if config.ab.reward == "oracle":

@@ -29,6 +29,17 @@ def annotation_distribution(embeddings: jax.Array, annotations: jax.Array, tempe
     return jax.nn.softmax(embeddings @ annotations.T / temperature, axis=-1)
 
 
+def centred_annotation_distribution(embeddings: jax.Array, annotations: jax.Array,
+                                    temperature: float) -> jax.Array:
+    """p(ℓ | x) with each annotation's mean logit over all of `embeddings`' views removed (DINO's centring, on the
+    step's own vocabulary): embeddings [..., D], annotations [K, D] → [..., K]. An annotation that is near every
+    view (a hub: a blobby digit close to most scene crops) no longer wins the target everywhere, so the target says
+    which annotations are likelier *here* than in a typical view."""
+    logits = embeddings @ annotations.T / temperature
+    centre = jnp.mean(logits.reshape(-1, logits.shape[-1]), axis=0)
+    return jax.nn.softmax(logits - centre, axis=-1)
+
+
 def annotation_walk(p: jax.Array, annotations: jax.Array, temperature: float) -> jax.Array:
     """One more step on the annotation graph: p [..., K] → Σ_m p(m | x) p(ℓ | m), where p(ℓ | m) is annotation
     m's own distribution over the *other* annotations [K, D]. Mass moves from the few instances x is nearest to
