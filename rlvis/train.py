@@ -323,7 +323,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, stop_at_
     if latest is None:
         state, prior_wall = init_fn(init_key), 0.0
     else:
-        changed = config_lib.check_resume(ckpt.meta(latest)["config"], config, allow_config_change)
+        saved = checkpoints.with_current_defaults(ckpt.meta(latest)["config"]).to_dict()  # fields added since: defaults
+        changed = config_lib.check_resume(saved, config, allow_config_change)
         if changed and is_main:
             print(f"rlvis: resuming despite config changes (--allow_config_change): {changed}", flush=True)
         state, meta = ckpt.restore(latest, checkpoints.abstract_like(state_shape, state_sharding), iterators)

@@ -206,6 +206,19 @@ def test_changed_config_is_refused_naming_the_field_unless_explicitly_allowed(ti
     assert "resuming despite config changes (--allow_config_change): ab.gamma: 0.0 -> 0.5" in allowed.stdout
 
 
+def test_a_checkpoint_from_before_a_config_field_existed_resumes_with_its_default(tiny_reference, tmp_path):
+    workdir = tmp_path / "run"
+    shutil.copytree(tiny_reference, workdir)
+    shutil.rmtree(workdir / "checkpoints" / str(TINY_STEPS))
+    metadata = workdir / "checkpoints" / "3" / "meta" / "metadata"
+    meta = json.loads(metadata.read_text())
+    del meta["config"]["ab"]["center_target"]  # as an rlvis from before the field would have saved it
+    metadata.write_text(json.dumps(meta))
+    assert "resumed from step 3" in train(workdir, *NO_EVAL).stdout
+    with pytest.raises(config_lib.ConfigError, match=r"ab.center_target: False -> True"):
+        train(workdir, *NO_EVAL, "ab.center_target=True", "total_steps=8")  # a real change is still refused
+
+
 @pytest.mark.parametrize("overrides, message", [
     (["batch.bootstrap=12"], "config.batch.bootstrap=12 must be a positive multiple of the 8 devices"),
     (["env.view_size=128"], "config.env.view_size=128 exceeds config.data.scene_canvas=64"),
