@@ -42,14 +42,11 @@ def test_zoom_out_boxes_cover_the_image_and_render_it_small_on_zeros():
     np.testing.assert_allclose(view[:, -6:], -1.0, atol=1e-4)
 
 
-def test_step_inverts_relative_and_sample_action_reaches_a_valid_box():
-    boxes, valid = _boxes(64)
+def test_step_inverts_relative():
+    boxes, _ = _boxes(64)
     src, tgt = boxes[:32], boxes[32:]
     actions = jax.vmap(crop_env.relative)(src, tgt)
     np.testing.assert_allclose(jax.vmap(crop_env.step)(src, actions), tgt, atol=1e-6)
-    action = crop_env.sample_action(jax.random.PRNGKey(3), src[0], jnp.array(valid), SCALE, RATIO)
-    reached = np.asarray(crop_env.step(src[0], action))
-    assert (reached[:2] >= -1e-6).all() and (reached[:2] + reached[2:] <= 1 + 1e-6).all()
 
 
 def test_observe_crops_the_right_pixels():

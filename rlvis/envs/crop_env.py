@@ -60,12 +60,6 @@ def step(box: Box, action: jax.Array) -> Box:
     return jnp.concatenate([box[:2] + action[:2] * box[2:], action[2:] * box[2:]])
 
 
-def sample_action(key: jax.Array, box: Box, valid_hw: jax.Array, scale: tuple[float, float],
-                  ratio: tuple[float, float]) -> jax.Array:
-    """A random action whose destination is a fresh RandomResizedCrop (how the paper makes transitions)."""
-    return relative(box, reset(key, valid_hw, scale, ratio))
-
-
 def observe(image: jax.Array, valid_hw: jax.Array, box: Box, size: int) -> jax.Array:
     """Render the view: bilinear, anti-aliased crop-and-resize of `box` to `size`×`size`, values in [-1, 1].
 
