@@ -14,7 +14,8 @@ import ml_collections
 
 def augment(key: jax.Array, view: jax.Array, config: ml_collections.ConfigDict) -> jax.Array:
     """view [S, S, C] in [-1, 1] → augmented view, same shape and range. `config` is `config.augment`."""
-    k_jitter, k_apply, k_gray, k_gray_apply, k_flip, k_order = jax.random.split(key, 6)
+    # Six keys, two unused: splitting fewer would change every run's augmentations.
+    k_jitter, k_apply, _, k_gray_apply, k_flip, _ = jax.random.split(key, 6)
     x = (view + 1.0) / 2.0
     rgb = view.shape[-1] == 3
 
