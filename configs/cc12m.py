@@ -35,6 +35,8 @@ CC12M_EPOCH_STEPS = 10_968_539 // EFFECTIVE_BATCH
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     args = demo.parse_arg(arg)
+    if args["long"]:
+        raise ValueError("configs/cc12m.py: 'long' is a demo size; cc12m's length is config.total_steps")
     c = demo.get_config(f"method={args['method']}")
     base, bootstrapping = c.method.removeprefix("ab_"), c.method.startswith("ab_")
     c.total_steps = TOTAL_STEPS

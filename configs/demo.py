@@ -2,7 +2,9 @@
 
     python -m rlvis.main --config=configs/demo.py --workdir=runs/demo
 
-Arguments after the colon, comma-separated: `tiny` (seconds, used by the tests) and `method=NAME`, e.g.
+Arguments after the colon, comma-separated: `tiny` (seconds, used by the tests), `long` (the regime where the value
+head foresees best so far: 4,800 steps with a centred target, about 17 minutes on 2 cores; see
+docs/repro/levers/README.md) and `method=NAME`, e.g.
 `--config=configs/demo.py:method=simclr` or `--config=configs/demo.py:tiny,method=simclr`. Methods:
   * `ab_simclr` (default) — SimCLR base loss + annotation bootstrapping;
   * `simclr`    — the SimCLR baseline alone (annotation stream only);
@@ -36,11 +38,11 @@ METHODS = ("ab_simclr", "simclr", "ab_dino", "dino", "ab_clip", "clip")
 
 def parse_arg(arg: str | None) -> dict:
     """"tiny,method=simclr" → {"tiny": True, "method": "simclr"} (big_vision's `parse_arg` convention)."""
-    parsed = {"tiny": False, "method": "ab_simclr"}
+    parsed = {"tiny": False, "long": False, "method": "ab_simclr"}
     for item in filter(None, (arg or "").split(",")):
         key, _, value = item.partition("=")
-        if key not in parsed or (key == "tiny") == bool(value):
-            raise ValueError(f"configs/demo.py: unknown argument {item!r}; use 'tiny' and/or 'method=NAME'")
+        if key not in parsed or (key in ("tiny", "long")) == bool(value):
+            raise ValueError(f"configs/demo.py: unknown argument {item!r}; use 'tiny' or 'long', and 'method=NAME'")
         parsed[key] = value or True
     if parsed["method"] not in METHODS:
         raise ValueError(f"configs/demo.py: method={parsed['method']!r} is not one of {METHODS}")
@@ -195,6 +197,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.eval.knn_k = 20
     c.eval.knn_temperature = 0.07
 
+    if args["tiny"] and args["long"]:
+        raise ValueError("configs/demo.py: 'tiny' and 'long' are two sizes; pick one")
+    if args["long"]:
+        c.total_steps = 4800
+        if c.method in ("ab_simclr", "simclr"):  # the centred target is the SimCLR base's (a no-op for simclr alone)
+            c.ab.center_target = True
     if args["tiny"]:
         c.total_steps = 6
         c.log_every = 1

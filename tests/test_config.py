@@ -53,6 +53,12 @@ def test_config_argument_picks_size_and_method():
         demo.get_config("method=byol")
     with pytest.raises(ValueError, match="unknown argument 'huge'"):
         demo.get_config("huge")
+    long = demo.get_config("long")
+    assert (long.total_steps, long.ab.center_target) == (4800, True) and long.method == "ab_simclr"
+    config_lib.validate(long, device_count=1)
+    assert not demo.get_config("long,method=ab_dino").ab.center_target  # the centred target is SimCLR's
+    with pytest.raises(ValueError, match="'tiny' and 'long' are two sizes"):
+        demo.get_config("tiny,long")
 
 
 @pytest.mark.parametrize("method,use_ema_target,expected", [
