@@ -231,8 +231,8 @@ def training_streams(config: ml_collections.ConfigDict, process_index: int,
                                     DigitOrScene(images, labels, config.data, config.data.annotation_scene_fraction),
                                     seed=seed, global_batch=batch, config=config, **kwargs)
         else:
-            streams[name] = _stream(len(images), CentredDigit(images, labels if oracle else None), seed=seed, global_batch=batch, config=config,
-                                    **kwargs)
+            streams[name] = _stream(len(images), CentredDigit(images, labels if oracle else None), seed=seed,
+                                    global_batch=batch, config=config, **kwargs)
     return streams
 
 

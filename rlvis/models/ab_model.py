@@ -120,8 +120,8 @@ class ABModel(nn.Module):
         return jnp.minimum(jnp.exp(self.ab_log_scale), MAX_LOGIT_SCALE)
 
     def q_logits(self, tokens: jax.Array, actions: jax.Array, vocabulary: jax.Array) -> jax.Array:
-        """log Q(ℓ | x, a) up to a constant: t_AB · φ_AB(x, a)ᵀψ_AB(ℓ) for tokens [B, T, D], actions [B, A, 4] and
-        the AB vocabulary [K, P] → [B, A, K]."""
+        """log Q(ℓ | x, a) up to a constant: t_AB · φ_AB(x, a)ᵀψ_AB(ℓ) for tokens [B, T, D], actions [B, A, 4]
+        and the AB vocabulary [K, P] → [B, A, K]."""
         return self.value_embed(tokens, actions) @ vocabulary.T * self.ab_logit_scale()
 
     def __call__(self, images: jax.Array, actions: jax.Array,

@@ -36,17 +36,18 @@ def loss(model: ABModel, params, ema_params, batch: dict, config: ml_collections
     # Target network: the annotations (second views) and every bootstrap view.
     target_annotations = model.apply(target_params, batch["annotation_views"][:, 1], method=ABModel.encode)
     target_views = model.apply(target_params, batch["views"], method=ABModel.encode)  # [B, n, T, D]
-    temperature = config.ab.target_temperature or config.simclr.temperature
-    annotation_z = model.apply(target_params, target_annotations, method=ABModel.base_embed)
-    distribution = (simclr.centred_annotation_distribution if config.ab.center_target
-                    else simclr.annotation_distribution)
-    p_local = distribution(model.apply(target_params, target_views, method=ABModel.base_embed), annotation_z,
-                           temperature)
-    if config.ab.target_walk:
-        p_local = simclr.annotation_walk(p_local, annotation_z, temperature)
-    if config.ab.reward == "oracle":
+    if config.ab.reward == "oracle":  # the diagnostic: the scenes' true classes instead of the base model
         p_local = bootstrap.oracle_reward(batch["boxes"], batch["digit_boxes"], batch["digit_labels"],
                                           batch["annotation_labels"])
+    else:
+        temperature = config.ab.target_temperature or config.simclr.temperature
+        annotation_z = model.apply(target_params, target_annotations, method=ABModel.base_embed)
+        distribution = (simclr.centred_annotation_distribution if config.ab.center_target
+                        else simclr.annotation_distribution)
+        p_local = distribution(model.apply(target_params, target_views, method=ABModel.base_embed), annotation_z,
+                               temperature)
+        if config.ab.target_walk:
+            p_local = simclr.annotation_walk(p_local, annotation_z, temperature)
     target_vocabulary = None
     if config.ab.gamma > 0.0:
         target_vocabulary = model.apply(target_params, target_annotations, method=ABModel.ab_embed)

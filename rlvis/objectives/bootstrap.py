@@ -49,7 +49,8 @@ def value_logits(model: ABModel, params, view_tokens: jax.Array, actions: jax.Ar
     the decoder then predicts how a move changes what the source view already shows."""
     b, n = view_tokens.shape[:2]
     logits = model.apply(params, view_tokens.reshape(b * n, *view_tokens.shape[2:]),
-                         actions.reshape(b * n, n - 1, -1), vocabulary, method=ABModel.q_logits).reshape(b, n, n - 1, -1)
+                         actions.reshape(b * n, n - 1, -1), vocabulary, method=ABModel.q_logits)
+    logits = logits.reshape(b, n, n - 1, -1)
     return logits if log_prior is None else logits + jax.lax.stop_gradient(log_prior)[:, :, None]
 
 
