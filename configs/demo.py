@@ -201,8 +201,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         raise ValueError("configs/demo.py: 'tiny' and 'long' are two sizes; pick one")
     if args["long"]:
         c.total_steps = 4800
-        if c.method in ("ab_simclr", "simclr"):  # the centred target is the SimCLR base's (a no-op for simclr alone)
-            c.ab.center_target = True
+        c.ab.center_target = c.method == "ab_simclr"  # a switch of AB_SimCLR's target
     if args["tiny"]:
         c.total_steps = 6
         c.log_every = 1

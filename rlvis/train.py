@@ -142,8 +142,9 @@ def make_views(key: jax.Array, batch: dict, config: ml_collections.ConfigDict) -
                                            size=config.env.view_size, **common)
         views.update(views=bootstrap["views"], actions=bootstrap["actions"], boxes=bootstrap["boxes"])
         if config.ab.reward == "oracle":
-            views.update(annotation_labels=batch["annotation"]["label"],
-                         digit_boxes=batch["bootstrap"]["digit_boxes"], digit_labels=batch["bootstrap"]["digit_labels"])
+            bootstrap_batch = batch["bootstrap"]
+            views.update(annotation_labels=batch["annotation"]["label"], digit_boxes=bootstrap_batch["digit_boxes"],
+                         digit_labels=bootstrap_batch["digit_labels"])
         if config.ab.photometric_bootstrap:  # colour only: a flip would mirror the view but not its action
             views["views"] = photometric.augment_views(k_boot_augment, views["views"], without_flip(config.augment))
     return views
@@ -165,8 +166,8 @@ def _results_table(trained: dict, random_init: dict) -> str:
     return "\n".join(lines)
 
 
-BOOTSTRAP_KEYS = ("views", "actions", "boxes", "digit_boxes", "digit_labels")  # the bootstrap stream's part of
-# `make_views`' output
+# The bootstrap stream's part of `make_views`' output (the digit fields only with the oracle reward).
+BOOTSTRAP_KEYS = ("views", "actions", "boxes", "digit_boxes", "digit_labels")
 
 
 def accumulate_gradients(grad_fn: Callable, params, views: dict, chunks: int) -> tuple:

@@ -136,6 +136,22 @@ def test_methods_train_from_their_config(tmp_path, method):
     assert run.results["config"]["method"] == method
 
 
+def test_the_oracle_reward_trains_from_the_labelled_streams_on_several_devices(tmp_path, monkeypatch):
+    from rlvis.objectives import bootstrap
+    seen = []
+
+    def recording(view_boxes, digit_boxes, digit_labels, annotation_labels):
+        seen.append((view_boxes.shape, digit_boxes.shape, digit_labels.shape, annotation_labels.shape))
+        return oracle_reward(view_boxes, digit_boxes, digit_labels, annotation_labels)
+
+    oracle_reward = bootstrap.oracle_reward
+    monkeypatch.setattr(bootstrap, "oracle_reward", recording)
+    run = train(tmp_path, *NO_EVAL, "total_steps=2", "ab.reward='oracle'", devices=8)
+    assert "step 2/2 | loss" in run.stdout
+    # Traced once: every bootstrap view, each scene's digit boxes and labels, every annotation's label.
+    assert seen == [((8, 3, 4), (8, 4, 4), (8, 4), (16,))]  # tiny: 8 scenes × 3 views, 16 annotations
+
+
 def _tensorboard_scalars(folder) -> dict[str, dict[int, float]]:
     """Read TensorBoard event files (TFRecord framing: length, crc, Event proto, crc) without TensorFlow."""
     import struct
