@@ -26,6 +26,7 @@ Table 7, per base method (AB follows its base; [INF] marks our reading where the
 import ml_collections
 
 from configs import demo
+from rlvis import methods
 
 EFFECTIVE_BATCH = 8192
 TOTAL_STEPS = 800_000_000 // EFFECTIVE_BATCH  # 97,656
@@ -38,7 +39,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     if args["long"]:
         raise ValueError("configs/cc12m.py: 'long' is a demo size; cc12m's length is config.total_steps")
     c = demo.get_config(f"method={args['method']}")
-    base, bootstrapping = c.method.removeprefix("ab_"), c.method.startswith("ab_")
+    base, bootstrapping = methods.base_name(c.method), methods.bootstraps(c)
     c.total_steps = TOTAL_STEPS
     c.log_every, c.checkpoint_every, c.keep_checkpoints = 100, 2000, 3
 

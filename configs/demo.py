@@ -32,8 +32,7 @@ Sizes are measured on a 2-core machine: a width-64 ViT with patch 8 on 32-px vie
 
 import ml_collections
 
-
-METHODS = ("ab_simclr", "simclr", "ab_dino", "dino", "ab_clip", "clip")
+from rlvis import methods
 
 
 def parse_arg(arg: str | None) -> dict:
@@ -44,8 +43,8 @@ def parse_arg(arg: str | None) -> dict:
         if key not in parsed or (key in ("tiny", "long")) == bool(value):
             raise ValueError(f"configs/demo.py: unknown argument {item!r}; use 'tiny' or 'long', and 'method=NAME'")
         parsed[key] = value or True
-    if parsed["method"] not in METHODS:
-        raise ValueError(f"configs/demo.py: method={parsed['method']!r} is not one of {METHODS}")
+    if parsed["method"] not in methods.NAMES:
+        raise ValueError(f"configs/demo.py: method={parsed['method']!r} is not one of {methods.NAMES}")
     return parsed
 
 
@@ -127,7 +126,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.dino.teacher_temp_warmup_steps = 600
     c.dino.center_momentum = 0.9
     c.dino.norm_last_layer = True  # False: learned prototype gains (DINO's choice for ViT-S; see DINOHead)
-    c.dino.freeze_last_layer_steps = 300  # prototypes frozen at first (DINO: 1 epoch); see rlvis/train.py
+    c.dino.freeze_last_layer_steps = 300  # prototypes frozen at first (DINO: 1 epoch); see rlvis/methods/dino.py
 
     # CLIP (Radford et al. 2021): captioned scenes, byte-level captions, learned temperature.
     c.clip = ml_collections.ConfigDict()
@@ -175,6 +174,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.optim.weight_decay_end = 0.05  # cosine from weight_decay to this (DINO/SimCLR in Table 7: 0.04 → 0.4)
     c.optim.b2 = 0.999
     c.optim.grad_clip = 1.0  # global norm; 0 = no clipping
+    c.optim.rules = ()  # parameter groups: ((regex, dict(lr_mult=, wd_mult=, frozen_steps=)), ...); rlvis/optimizer.py
     c.optim.grad_accum_steps = 1  # >1: the bootstrap batch in this many micro-batches (train.accumulate_gradients)
     c.optim.skip_nonfinite = False  # True: a step with a non-finite loss/gradient is undone and counted, not fatal
 

@@ -28,7 +28,7 @@ import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
-from rlvis import config_lib, sharding, train
+from rlvis import config_lib, methods, sharding, train
 from rlvis.data import pipeline
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/cc12m.py:method=ab_simclr.")
@@ -57,13 +57,13 @@ def synthetic_batch(config: ml_collections.ConfigDict, rng: np.random.Generator)
     """Host batches shaped like the pipeline's: uint8 canvases, full valid regions, captions for CLIP."""
     canvas = config.data.scene_canvas if config.data.format == "demo" else config.data.canvas
     channels = pipeline.image_channels(config)
-    names = ("annotation", "bootstrap") if config_lib.uses_bootstrapping(config) else ("annotation",)
+    names = ("annotation", "bootstrap") if methods.bootstraps(config) else ("annotation",)
     batch = {}
     for name in names:
         size = config.batch[name]
         batch[name] = dict(image=rng.integers(0, 256, (size, canvas, canvas, channels), dtype=np.uint8),
                            valid=np.full((size, 2), canvas, np.int32))
-    if config_lib.base_method(config) == "clip":
+    if methods.get(config).CAPTIONS:
         batch["annotation"]["caption"] = rng.integers(1, 255, (config.batch.annotation, config.clip.caption_length),
                                                       dtype=np.int32)
     return batch
@@ -94,8 +94,8 @@ def measure(config: ml_collections.ConfigDict, steps: int, warmup: int, peak: fl
         jax.block_until_ready(metrics)
         times.append(time.perf_counter() - start)
     seconds = statistics.median(times)
-    views = config_lib.encoded_views_per_step(config)
-    images = config.batch.annotation + (config.batch.bootstrap if config_lib.uses_bootstrapping(config) else 0)
+    views = methods.encoded_views_per_step(config)
+    images = config.batch.annotation + (config.batch.bootstrap if methods.bootstraps(config) else 0)
     return dict(method=config.method, step_seconds=round(seconds, 5), images_per_s=round(images / seconds, 2),
                 encoded_views_per_step=views, encoded_views_per_s=round(views / seconds, 2),
                 flops_per_step=flops, achieved_flops_per_s=flops / seconds, mfu=round(flops / seconds / peak, 4))
@@ -118,8 +118,8 @@ def main(argv) -> None:
                   view_size=config.env.view_size, compute_dtype=config.model.compute_dtype,
                   matmul_peak_flops_per_s=peak)
     report["step"] = measure(config, _STEPS.value, _WARMUP.value, peak)
-    if config_lib.uses_bootstrapping(config):
-        base_name = config_lib.base_method(config)
+    if methods.bootstraps(config):
+        base_name = methods.base_name(config.method)
         base = config_lib.method_configs(config, [config.method, base_name], jax.device_count(),
                                          check_data_paths=False)[base_name]
         report["base"] = measure(base, _STEPS.value, _WARMUP.value, peak)
@@ -131,7 +131,7 @@ def main(argv) -> None:
             batch={factor: measure(scaled(config, factor), _STEPS.value, _WARMUP.value, peak)["step_seconds"]
                    for factor in (1, 2, 4)},
             views={views: measure(scaled(config, views=views), _STEPS.value, _WARMUP.value, peak)["step_seconds"]
-                   for views in (2, 4, 8)} if config_lib.uses_bootstrapping(config) else None)
+                   for views in (2, 4, 8)} if methods.bootstraps(config) else None)
     print(json.dumps(report, indent=1), flush=True)
 
 

@@ -25,7 +25,7 @@ import numpy as np
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from rlvis import config_lib
+from rlvis import config_lib, methods
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -95,7 +95,7 @@ def main(argv: list[str]) -> None:
     seeds, trained, random_init, wall = _SEEDS.value, {}, {}, {}
     encoders = {row: config_lib.eval_encoder(config) for row, config in configs.items()}
     for row, config in configs.items():
-        print(f"rlvis.compare: {row}: {config_lib.encoded_views_per_step(config)} encoded views/step, "
+        print(f"rlvis.compare: {row}: {methods.encoded_views_per_step(config)} encoded views/step, "
               f"{config.total_steps} steps, {seeds} seed(s)", flush=True)
         trained[row], wall[row] = [], []
         for k in range(seeds):
@@ -121,7 +121,7 @@ def write_summary(workdir: str, configs: dict, trained: dict, random_init: dict,
                    per_seed=trained, seeds_done={row: len(v) for row, v in trained.items()},
                    random_init=rows["random_init"]["mean"], random_init_se=rows["random_init"]["se"],
                    encoder=encoders, wall_seconds=wall, seeds=seeds,
-                   encoded_views_per_step={m: config_lib.encoded_views_per_step(c) for m, c in configs.items()},
+                   encoded_views_per_step={m: methods.encoded_views_per_step(c) for m, c in configs.items()},
                    steps=next(iter(configs.values())).total_steps,
                    config=json.loads(next(iter(configs.values())).to_json()))
     with open(os.path.join(workdir, "compare.json.tmp"), "w") as f:

@@ -11,27 +11,11 @@ import re
 
 import ml_collections
 
+from rlvis import methods, optimizer
 from rlvis.data import digits, sources
 from rlvis.models import vit
 
-METHODS = ("ab_simclr", "simclr", "ab_dino", "dino", "ab_clip", "clip")
 EVALUATORS = ("demo", "digit_monitor", "foresight", "tfds")  # rlvis/evaluators/suite.py
-
-
-def base_method(config: ml_collections.ConfigDict) -> str:
-    """The base loss of `config.method`: "ab_dino" → "dino", "simclr" → "simclr"."""
-    return config.method.removeprefix("ab_")
-
-
-def uses_bootstrapping(config: ml_collections.ConfigDict) -> bool:
-    """AB methods train the value head on the bootstrap stream; base methods ignore that stream."""
-    return config.method.startswith("ab_")
-
-
-def has_ema_encoder(config: ml_collections.ConfigDict) -> bool:
-    """Whether the method's own recipe keeps an EMA network: DINO's teacher, and AB's target network (unless the
-    no-EMA-target ablation removes it). SimCLR and CLIP have none."""
-    return base_method(config) == "dino" or (uses_bootstrapping(config) and config.ab.use_ema_target)
 
 
 def eval_encoder(config: ml_collections.ConfigDict, override: str | None = None) -> str:
@@ -39,7 +23,7 @@ def eval_encoder(config: ml_collections.ConfigDict, override: str | None = None)
     the EMA encoder where the recipe has one, the online encoder otherwise."""
     choice = override or config.eval.encoder
     if choice == "auto":
-        return "ema" if has_ema_encoder(config) else "online"
+        return "ema" if methods.has_ema_encoder(config) else "online"
     return choice
 
 
@@ -61,7 +45,7 @@ def validate(config: ml_collections.ConfigDict, device_count: int, check_data_pa
     """Raise ConfigError naming the first impossible field. `check_data_paths=False` is for commands that read
     no data (rlvis.bench's synthetic batches)."""
     c = config
-    _require(c.method in METHODS, f"config.method={c.method!r} is not one of {METHODS}")
+    _require(c.method in methods.NAMES, f"config.method={c.method!r} is not one of {methods.NAMES}")
     for name in ("total_steps", "log_every", "checkpoint_every", "keep_checkpoints"):
         _require(c[name] > 0, f"config.{name}={c[name]} must be positive")
     for name in ("annotation", "bootstrap"):
@@ -102,10 +86,10 @@ def validate(config: ml_collections.ConfigDict, device_count: int, check_data_pa
     _require(not (c.ab.exclude_source and c.ab.gamma > 0) or c.env.views >= 3,
              "config.ab.exclude_source with gamma > 0 needs config.env.views >= 3 (a next move other than going back)")
     for section, field in (("ab", "shared_vocabulary"), ("model", "value_residual")):  # both need an embedding space
-        _require(not c[section][field] or base_method(c) != "dino",
+        _require(not c[section][field] or methods.get(c).EMBEDDING_ANNOTATIONS,
                  f"config.{section}.{field} is for SimCLR and CLIP bases (DINO's annotations are its prototypes)")
     for field in ("target_walk", "center_target"):
-        _require(not c.ab[field] or base_method(c) == "simclr",
+        _require(not c.ab[field] or methods.get(c).IMAGE_ANNOTATIONS,
                  f"config.ab.{field} is for the SimCLR base (its annotations are images scored by the base head)")
     _require(c.ab.reward in ("base", "oracle"), f"config.ab.reward={c.ab.reward!r} must be 'base' or 'oracle'")
     _require(c.ab.reward == "base" or (c.method == "ab_simclr" and c.data.format == "demo"
@@ -151,13 +135,15 @@ def validate(config: ml_collections.ConfigDict, device_count: int, check_data_pa
     _require(c.optim.lr > 0, "config.optim.lr must be positive")
     accum = c.optim.grad_accum_steps
     _require(accum >= 1, f"config.optim.grad_accum_steps={accum} must be >= 1")
-    _require(accum == 1 or uses_bootstrapping(c),
+    _require(accum == 1 or methods.bootstraps(c),
              "config.optim.grad_accum_steps > 1 splits the bootstrap batch; a base method alone has none")
     _require(c.batch.bootstrap % (accum * device_count) == 0,
              f"config.batch.bootstrap={c.batch.bootstrap} must be a multiple of grad_accum_steps × devices "
              f"({accum} × {device_count})")
     _require(c.optim.grad_clip >= 0, "config.optim.grad_clip must be >= 0 (0 = no clipping)")
     _require(c.optim.weight_decay >= 0 and c.optim.weight_decay_end >= 0, "config.optim weight decays must be >= 0")
+    rules_error = optimizer.check_rules(c)
+    _require(rules_error is None, rules_error)
     _require(0 < c.optim.b2 < 1, f"config.optim.b2={c.optim.b2} must be in (0, 1)")
     _require(0 <= c.optim.warmup_steps <= c.total_steps,
              f"config.optim.warmup_steps={c.optim.warmup_steps} must be in [0, total_steps]")
@@ -177,7 +163,7 @@ def validate(config: ml_collections.ConfigDict, device_count: int, check_data_pa
 def _validate_data(c: ml_collections.ConfigDict, check_paths: bool) -> None:
     """Formats and paths; a path that does not exist is a one-line error here, before any compute."""
     streams = [("config.data", c.data)] + ([("config.data.bootstrap", c.data.bootstrap)]
-                                           if c.data.bootstrap.format and uses_bootstrapping(c) else [])
+                                           if c.data.bootstrap.format and methods.bootstraps(c) else [])
     for field, spec in streams:
         _require(spec.format in sources.FORMATS, f"{field}.format={spec.format!r} is not one of {sources.FORMATS}")
         if spec.format == "demo":
@@ -235,17 +221,6 @@ def check_resume(saved: dict, config: ml_collections.ConfigDict, allow_change: b
     return detail
 
 
-def encoded_views_per_step(config: ml_collections.ConfigDict) -> int:
-    """Views the online encoder encodes per step. DINO's local crops count as views, though they are smaller."""
-    base = base_method(config)
-    views = (1 if base == "clip" else 2) * config.batch.annotation
-    if base == "dino":
-        views += config.dino.local_views * config.batch.annotation
-    if uses_bootstrapping(config):
-        views += config.env.views * config.batch.bootstrap
-    return views
-
-
 def apply_variant(config: ml_collections.ConfigDict, variant: str) -> ml_collections.ConfigDict:
     """"ab_simclr+ab.use_ema_target=False+env.views=3" → a copy of `config` with that method and those fields (values
     read as Python literals, else as strings); an unknown field is a ConfigError naming it."""
@@ -270,21 +245,21 @@ def apply_variant(config: ml_collections.ConfigDict, variant: str) -> ml_collect
     return config
 
 
-def method_configs(base: ml_collections.ConfigDict, methods: list[str], device_count: int,
+def method_configs(base: ml_collections.ConfigDict, rows: list[str], device_count: int,
                    check_data_paths: bool = True) -> dict:
     """One config per method (or variant, see `apply_variant`); within a family (SimCLR, DINO) every method encodes
     as many views per step as the most expensive one, which is the AB variant: the base method alone gets a larger
     annotation batch."""
-    configs = {method: apply_variant(base, method) for method in methods}
+    configs = {row: apply_variant(base, row) for row in rows}
     budgets: dict[str, int] = {}
     for config in configs.values():
-        family = base_method(config)
-        budgets[family] = max(budgets.get(family, 0), encoded_views_per_step(config))
+        family = methods.base_name(config.method)
+        budgets[family] = max(budgets.get(family, 0), methods.encoded_views_per_step(config))
     for config in configs.values():
-        budget = budgets[base_method(config)]
-        if not uses_bootstrapping(config):
+        budget = budgets[methods.base_name(config.method)]
+        if not methods.bootstraps(config):
             config.optim.grad_accum_steps = 1  # it splits the bootstrap batch, which a base method does not read
-            views_per_image = encoded_views_per_step(config) // config.batch.annotation
+            views_per_image = methods.encoded_views_per_step(config) // config.batch.annotation
             per_device = max(1, budget // views_per_image // device_count)
             config.batch.annotation = per_device * device_count
         validate(config, device_count, check_data_paths)

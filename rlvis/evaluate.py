@@ -30,14 +30,14 @@ def define_flags() -> None:
 
 def evaluate_step(workdir: str, step: int | None = None, encoder: str | None = None) -> tuple[int, dict]:
     """(step, {task: score}) for one checkpoint, written to eval/step_<S>.json, eval_metrics.jsonl, TensorBoard."""
-    from rlvis import checkpoints, config_lib, metrics
+    from rlvis import checkpoints, config_lib, methods, metrics
     from rlvis.data import pipeline
     from rlvis.evaluators import suite
     from rlvis.models import ab_model
 
     config, state, step = checkpoints.load_run(workdir, step)
     encoder = config_lib.eval_encoder(config, encoder)
-    model = ab_model.from_config(config)
+    model = methods.build_model(config)
     encode = lambda params, views: model.apply(params, views, method=ab_model.ABModel.encode)  # noqa: E731
     evaluators = suite.build(config.eval.final, encode, config, pipeline.image_channels(config))
     scores = suite.run_all(evaluators, state[config_lib.params_key(encoder)], progress=True)

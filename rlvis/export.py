@@ -39,7 +39,7 @@ import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 
-from rlvis import checkpoints, config_lib
+from rlvis import checkpoints, config_lib, methods
 from rlvis.data import pipeline
 from rlvis.models import vit
 
@@ -104,7 +104,7 @@ def export_encoder(path: str, out: str | None = None, *, encoder: str = "ema", s
         compute_dtype=config.model.compute_dtype,
         channels=pipeline.image_channels(config), input="images [B, H, W, C] float in [-1, 1]",
         output="tokens [B, 1 + (H/patch)(W/patch), width], CLS first", method=config.method,
-        base_method=config_lib.base_method(config), step=int(step), encoder=encoder, source=workdir,
+        base_method=methods.base_name(config.method), step=int(step), encoder=encoder, source=workdir,
         parameters={name: list(array.shape) for name, array in sorted(flat.items())})
     with open(os.path.join(out, "encoder.json"), "w") as f:
         json.dump(description, f, indent=1)

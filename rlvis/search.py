@@ -29,12 +29,11 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from rlvis import config_lib
+from rlvis import config_lib, methods
 from rlvis.data import digits as digits_lib
-from rlvis.data import text
 from rlvis.envs import crop_env
 from rlvis.evaluators import value_maps
-from rlvis.evaluators.value_maps import Annotations
+from rlvis.methods import Annotations
 from rlvis.models.ab_model import ABModel
 
 POLICIES = ("value", "brute_force", "random")
@@ -127,15 +126,6 @@ def search_batch(search: Callable[..., dict]) -> Callable[..., dict]:
     return jax.jit(jax.vmap(search, in_axes=(None, None, 0, 0, 0, 0, 0)))
 
 
-def with_caption(model: ABModel, params, config: ml_collections.ConfigDict, annotations: Annotations,
-                 caption: str) -> Annotations:
-    """A CLIP-style run's annotations plus any caption (both text heads embed it), so free text is searchable."""
-    base_text, ab_text = model.apply(params, jnp.asarray(text.encode(caption, config.clip.caption_length))[None],
-                                     method=ABModel.text_embed)
-    return Annotations((*annotations.names, caption), jnp.concatenate([annotations.ab, ab_text]),
-                       jnp.concatenate([annotations.base, base_text]), annotations.base_scale)
-
-
 # ------------------------------------------------------------------------------------------------- measurement
 
 def centre_inside(box: np.ndarray, target: np.ndarray) -> np.ndarray:
@@ -184,17 +174,19 @@ def measure(workdir: str, *, scenes: int, steps: int, policies: Sequence[tuple[s
     """
     from rlvis import checkpoints
     from rlvis.data import pipeline
-    from rlvis.models import ab_model
 
     config, state, step = checkpoints.load_run(workdir)
     if config.data.format != "demo":
         raise ValueError(f"{workdir} was not trained on the demo data; search success is measured on demo scenes")
-    model = ab_model.from_config(config)
+    method = methods.get(config)
+    if method.digit_annotation(0) is None:
+        raise ValueError(f"{workdir}: a {config.method} run has no annotation that names a digit to search for")
+    model = method.build_model(config)
     params = state[config_lib.params_key(encoder)]
     channels = pipeline.image_channels(config)
-    annotations = value_maps.annotations(model, params, config, channels=channels)
+    annotations = method.annotations(model, params, config, channels=channels)
     data = held_out_scenes(config, scenes)
-    names = [value_maps.digit_annotation(config, label) for label in data["target_label"]]
+    names = [method.digit_annotation(label) for label in data["target_label"]]
     annotation_index = np.array([annotations.names.index(name) for name in names], np.int32)
     images = np.repeat(data["image"], channels // data["image"].shape[-1], axis=-1)
     keys = np.asarray(jax.random.split(jax.random.PRNGKey(1), scenes))
@@ -285,7 +277,6 @@ def _floats(value: str) -> tuple[float, ...]:
 def main(argv: Sequence[str] | None = None) -> None:
     from rlvis import checkpoints
     from rlvis.data import pipeline
-    from rlvis.models import ab_model
 
     parser = argparse.ArgumentParser(description="Move the view toward an annotation with the value function.")
     parser.add_argument("--workdir", action="append", required=True, help="a run's workdir (repeat with --measure)")
@@ -333,16 +324,20 @@ def main(argv: Sequence[str] | None = None) -> None:
         raise SystemExit("rlvis: one --workdir for a single search (several only with --measure)")
     workdir = args.workdir[0]
     config, state, step = checkpoints.load_run(workdir, args.step)
-    model = ab_model.from_config(config)
+    method = methods.get(config)
+    model = method.build_model(config)
     params = state[config_lib.params_key(args.encoder)]
     image, valid, labels = value_maps.load_image(config, args.image)
-    annotations = value_maps.annotations(model, params, config, channels=pipeline.image_channels(config))
-    by_label = labels and config_lib.base_method(config) != "dino"  # DINO's annotations are prototypes
-    wanted = args.annotation or (value_maps.digit_annotation(config, labels[0]) if by_label else annotations.names[0])
+    channels = pipeline.image_channels(config)
+    annotations = method.annotations(model, params, config, channels=channels)
+    by_label = labels and method.digit_annotation(labels[0]) is not None  # DINO's annotations are prototypes
+    wanted = args.annotation or (method.digit_annotation(labels[0]) if by_label else annotations.names[0])
     if wanted not in annotations.names:
-        if config_lib.base_method(config) != "clip":
+        if not method.CAPTIONS:
             raise SystemExit(f"rlvis: unknown annotation {wanted!r}; this run's are e.g. {annotations.names[:5]}")
-        annotations = with_caption(model, params, config, annotations, wanted)
+        # captions are free text: both text heads embed any caption, so it joins the vocabulary
+        annotations = method.annotations(model, params, config, channels=channels,
+                                         names=(*annotations.names, wanted))
     search = jax.jit(make_search(model, config, policy=args.policy, steps=args.steps,
                                  temperature=args.temperature, **moves))
     result = jax.device_get(search(params, annotations, jnp.asarray(image), jnp.asarray(valid),

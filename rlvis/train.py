@@ -23,33 +23,13 @@ import optax
 from clu import parameter_overview
 from jax.experimental import multihost_utils
 
-from rlvis import checkpoints, config_lib, metrics, sharding
+from rlvis import checkpoints, config_lib, methods, metrics, optimizer, sharding
 from rlvis.data import decode, pipeline
 from rlvis.envs import crop_env, photometric
 from rlvis.evaluators import foresight, suite
 from rlvis.models import ab_model
-from rlvis.objectives import ab_clip, ab_dino, ab_simclr
 
 SKIPPED = "data/skipped/"  # + a reason from rlvis/data/decode.py: records dropped since the last log line
-OBJECTIVES = {"simclr": ab_simclr, "dino": ab_dino, "clip": ab_clip}  # base method → its objective module (AB or not)
-
-
-def learning_rate_schedule(config: ml_collections.ConfigDict) -> optax.Schedule:
-    return optax.warmup_cosine_decay_schedule(0.0, config.optim.lr, config.optim.warmup_steps,
-                                              max(config.total_steps, config.optim.warmup_steps + 1))
-
-
-def cosine_ramp(start: float, end: float, total_steps: int) -> optax.Schedule:
-    """From `start` at step 0 to `end` at `total_steps` on a half cosine (DINO's `cosine_scheduler`)."""
-    def value(step: jax.Array) -> jax.Array:
-        progress = jnp.minimum(step / total_steps, 1.0)
-        return end - (end - start) * (jnp.cos(jnp.pi * progress) + 1.0) / 2.0
-    return value
-
-
-def ema_momentum_schedule(config: ml_collections.ConfigDict) -> optax.Schedule:
-    """Target momentum rising from ema_start to ema_end (DINO/BYOL; paper "0.004 → 0")."""
-    return cosine_ramp(config.ab.ema_start, config.ab.ema_end, config.total_steps)
 
 
 def ema_update(ema_params, params, momentum: jax.Array):
@@ -90,63 +70,26 @@ def _check_finite(summed: dict | None, step: int) -> dict:
     return averaged
 
 
-def _is_dino_last_layer(params) -> dict:
-    def last_layer(path, _) -> bool:
-        names = [getattr(k, "key", None) for k in path]
-        return names[-2:] in (["base_head", "prototypes"], ["base_head", "prototype_gain"])
-    return jax.tree_util.tree_map_with_path(last_layer, params)
-
-
-def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
-    """AdamW with warm-up + cosine decay, global-norm clipping (`grad_clip=0`: none) and weight decay rising on a
-    cosine from `weight_decay` to `weight_decay_end` (DINO's 0.04 → 0.4); no decay on biases, norms, scalars.
-
-    DINO's last layer (prototypes and their gains) gets no gradient for the first `dino.freeze_last_layer_steps` (DINO's `freeze_last_layer`):
-    while the backbone still maps every image to nearly the same point, moving the prototypes is the cheapest way
-    for the student to match a near-uniform teacher, and that is the collapse to uniform.
-    """
-    decay_mask = lambda params: jax.tree.map(lambda p: p.ndim >= 2, params)  # noqa: E731
-    unfrozen = lambda count: (count >= config.dino.freeze_last_layer_steps).astype(jnp.float32)  # noqa: E731
-    weight_decay = cosine_ramp(config.optim.weight_decay, config.optim.weight_decay_end, config.total_steps)
-    return optax.chain(
-        optax.masked(optax.scale_by_schedule(unfrozen), _is_dino_last_layer),
-        optax.clip_by_global_norm(config.optim.grad_clip) if config.optim.grad_clip > 0 else optax.identity(),
-        optax.adamw(learning_rate_schedule(config), b2=config.optim.b2, weight_decay=weight_decay, mask=decay_mask))
-
-
 def make_views(key: jax.Array, batch: dict, config: ml_collections.ConfigDict) -> dict[str, jax.Array]:
     """Device side of the data flow: the environment renders every view and the tokens of every transition.
 
-    Annotation views follow the base method: SimCLR's two augmented crops, DINO's 2 global + N local crops, or
-    CLIP's single crop with its caption. Bootstrap views stay free of photometric augmentation unless the
+    The method renders the annotation views (SimCLR's two augmented crops, DINO's 2 global + N local crops,
+    CLIP's single crop with its caption). Bootstrap views stay free of photometric augmentation unless the
     `ab.photometric_bootstrap` ablation asks otherwise.
     """
-    k_annotation, k_bootstrap, k_augment, k_boot_augment, k_local, k_local_augment = jax.random.split(key, 6)
-    common = dict(ratio=tuple(config.env.ratio))
-    base = config_lib.base_method(config)
-    images, valid = batch["annotation"]["image"], batch["annotation"]["valid"]
-    scale = {"dino": config.dino.global_scale, "clip": config.clip.scale}.get(base, config.env.annotation_scale)
-    annotation = crop_env.batch_rollout(k_annotation, images, valid, num_views=1 if base == "clip" else 2,
-                                        scale=tuple(scale), size=config.env.view_size, **common)
-    if base == "clip":  # CLIP augments with the crop alone (Table 7)
-        views = dict(annotation_views=annotation["views"], captions=batch["annotation"]["caption"])
-    else:
-        views = dict(annotation_views=photometric.augment_views(k_augment, annotation["views"], config.augment))
-    if base == "dino" and config.dino.local_views:
-        local = crop_env.batch_rollout(k_local, images, valid, num_views=config.dino.local_views,
-                                       scale=tuple(config.dino.local_scale), size=config.dino.local_size, **common)
-        views["local_views"] = photometric.augment_views(k_local_augment, local["views"], config.augment)
-    if config_lib.uses_bootstrapping(config):
-        bootstrap = crop_env.batch_rollout(k_bootstrap, batch["bootstrap"]["image"], batch["bootstrap"]["valid"],
+    keys = jax.random.split(key, 6)  # annotation crops, bootstrap crops, their augmentations, extra crops, theirs
+    views = methods.get(config).render_annotation(keys[jnp.array([0, 2, 4, 5])], batch["annotation"], config)
+    if methods.bootstraps(config):
+        bootstrap = crop_env.batch_rollout(keys[1], batch["bootstrap"]["image"], batch["bootstrap"]["valid"],
                                            num_views=config.env.views, scale=tuple(config.env.scale),
-                                           size=config.env.view_size, **common)
+                                           size=config.env.view_size, ratio=tuple(config.env.ratio))
         views.update(views=bootstrap["views"], actions=bootstrap["actions"], boxes=bootstrap["boxes"])
         if config.ab.reward == "oracle":
             bootstrap_batch = batch["bootstrap"]
             views.update(annotation_labels=batch["annotation"]["label"], digit_boxes=bootstrap_batch["digit_boxes"],
                          digit_labels=bootstrap_batch["digit_labels"])
         if config.ab.photometric_bootstrap:  # colour only: a flip would mirror the view but not its action
-            views["views"] = photometric.augment_views(k_boot_augment, views["views"], without_flip(config.augment))
+            views["views"] = photometric.augment_views(keys[3], views["views"], without_flip(config.augment))
     return views
 
 
@@ -206,9 +149,9 @@ class TrainStep(NamedTuple):
 def make_train_step(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh, channels: int) -> TrainStep:
     """Model + optimizer (eval_shape → shardings → jitted init) and the update step, for any device layout."""
     replicated = sharding.replicated(mesh)
-    model = ab_model.from_config(config)
-    objective = OBJECTIVES[config_lib.base_method(config)]
-    tx = make_optimizer(config)
+    model = methods.build_model(config)
+    objective = methods.get(config)
+    tx = optimizer.make_optimizer(config)
     init_key, train_key = jax.random.split(jax.random.PRNGKey(config.seed))
 
     def init(key: jax.Array) -> dict:
@@ -222,7 +165,7 @@ def make_train_step(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh, 
     state_shape = jax.eval_shape(init, init_key)
     state_sharding = sharding.state_shardings(state_shape, mesh, config.sharding)
     init_fn = jax.jit(init, out_shardings=state_sharding)  # parameters are born sharded: no host copy first
-    lr_schedule, ema_schedule = learning_rate_schedule(config), ema_momentum_schedule(config)
+    lr_schedule, ema_schedule = optimizer.learning_rate_schedule(config), optimizer.ema_momentum_schedule(config)
 
     def update(state: dict, batch: dict) -> tuple[dict, dict]:
         views = make_views(jax.random.fold_in(train_key, state["step"]), batch, config)

@@ -6,8 +6,8 @@ import jax
 import jax.numpy as jnp
 
 from configs import demo
+from rlvis import methods
 from rlvis.envs import crop_env
-from rlvis.models import ab_model
 
 NUM_IMAGES, NUM_ANNOTATIONS = 4, 8
 
@@ -21,7 +21,7 @@ def setup(method: str, gamma: float = 0.0, *, annotation_views: int = 2, annotat
     """
     config = demo.get_config(f"tiny,method={method}")
     config.ab.gamma = gamma
-    model = ab_model.from_config(config)
+    model = methods.build_model(config)
     images = jax.random.uniform(jax.random.PRNGKey(0), (NUM_IMAGES, 64, 64, 1)) * 255
 
     def rollout(key, imgs, num_views, size, scale):

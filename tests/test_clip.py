@@ -6,7 +6,8 @@ import objective_setup
 from objective_setup import jit_loss
 from rlvis.data import digits, text
 from rlvis.models import ab_model
-from rlvis.objectives import ab_clip, clip
+from rlvis.methods import clip as clip_method
+from rlvis.objectives import clip
 
 
 def test_byte_tokenizer_round_trips_and_pads():
@@ -50,7 +51,7 @@ def _setup(gamma=0.0):
 
 def test_ab_clip_target_is_the_ema_caption_distribution_and_the_vocabulary_is_the_batch_captions():
     config, model, params, target, batch = _setup()
-    _, (metrics, _) = jit_loss(ab_clip, model, config)(params, target, batch)
+    _, (metrics, _) = jit_loss(clip_method, model, config)(params, target, batch)
     A = ab_model.ABModel
     views = model.apply(target, model.apply(target, batch["views"], method=A.encode), method=A.base_embed)
     captions, _ = model.apply(target, batch["captions"], method=A.text_embed)
@@ -63,10 +64,10 @@ def test_ab_clip_gradients_reach_the_ab_text_head_but_never_the_target():
     config, model, params, target, batch = _setup(gamma=0.5)
 
     def loss_both(p, t):
-        return ab_clip.loss(model, p, t, batch, config)[0]
+        return clip_method.loss(model, p, t, batch, config)[0]
     g_online, g_target = jax.jit(jax.grad(loss_both, argnums=(0, 1)))(params, target)
     assert all(float(jnp.abs(g).max()) == 0.0 for g in jax.tree.leaves(g_target))
     assert float(jnp.abs(g_online["params"]["ab_text_head"]["proj"]["kernel"]).max()) > 0
     config.method = "clip"
-    _, (metrics, _) = jit_loss(ab_clip, model, config)(params, target, batch)
+    _, (metrics, _) = jit_loss(clip_method, model, config)(params, target, batch)
     assert "td_loss" not in metrics

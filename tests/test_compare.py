@@ -7,19 +7,19 @@ import numpy as np
 import pytest
 
 from configs import demo
-from rlvis import config_lib
+from rlvis import config_lib, methods
 from tests.runs import ROOT, subprocess_env
 
 
 def test_methods_get_the_same_number_of_encoded_views():
     configs = config_lib.method_configs(demo.get_config(), ["simclr", "ab_simclr"], device_count=8)
-    views = {m: config_lib.encoded_views_per_step(c) for m, c in configs.items()}
+    views = {m: methods.encoded_views_per_step(c) for m, c in configs.items()}
     assert views["simclr"] == views["ab_simclr"] == 2 * 64 + 4 * 32
     assert configs["simclr"].batch.annotation == 128 and configs["ab_simclr"].batch.annotation == 64
     dino = config_lib.method_configs(demo.get_config(), ["simclr", "dino", "ab_dino"], device_count=8)
     assert dino["simclr"].batch.annotation == 64  # no AB_SimCLR in this comparison: SimCLR keeps its own batch
     # ab_dino: 64 images × (2 global + 4 local) + 32 × 4 bootstrap = 512; dino alone: 512 / 6 → 80 images (÷8)
-    assert config_lib.encoded_views_per_step(dino["ab_dino"]) == 512
+    assert methods.encoded_views_per_step(dino["ab_dino"]) == 512
     assert dino["dino"].batch.annotation == 80
 
 

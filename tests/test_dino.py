@@ -7,7 +7,8 @@ from objective_setup import jit_loss
 from configs import demo
 from rlvis.models import ab_model
 from rlvis.models.heads import DINOHead
-from rlvis.objectives import ab_dino, dino
+from rlvis.methods import dino as dino_method
+from rlvis.objectives import dino
 
 
 def test_dino_loss_on_a_hand_computed_case():
@@ -48,7 +49,7 @@ def _setup(gamma=0.0):
 
 def test_ab_dino_target_is_the_centred_sharpened_teacher_on_the_reached_view():
     config, model, params, target, batch, state = _setup()
-    _, (metrics, new_state) = jit_loss(ab_dino, model, config)(params, target, batch, method_state=state,
+    _, (metrics, new_state) = jit_loss(dino_method, model, config)(params, target, batch, method_state=state,
                                                                step=jnp.int32(0))
     A = ab_model.ABModel
     teacher = model.apply(target, model.apply(target, batch["views"], method=A.encode), method=A.base_embed)
@@ -63,13 +64,13 @@ def test_ab_dino_gradients_never_reach_the_teacher_and_the_baseline_skips_bootst
     config, model, params, target, batch, state = _setup(gamma=0.5)
 
     def loss_both(p, t):
-        return ab_dino.loss(model, p, t, batch, config, state, jnp.int32(0))[0]
+        return dino_method.loss(model, p, t, batch, config, state, jnp.int32(0))[0]
     g_online, g_target = jax.jit(jax.grad(loss_both, argnums=(0, 1)))(params, target)
     assert all(float(jnp.abs(g).max()) == 0.0 for g in jax.tree.leaves(g_target))
     assert float(jnp.abs(g_online["params"]["ab_prototypes"]).max()) > 0  # the AB embedding matrix learns
     config.method = "dino"
     base_batch = {k: batch[k] for k in ("annotation_views", "local_views")}
-    loss, (metrics, _) = jit_loss(ab_dino, model, config)(params, target, base_batch, method_state=state,
+    loss, (metrics, _) = jit_loss(dino_method, model, config)(params, target, base_batch, method_state=state,
                                                           step=jnp.int32(0))
     assert "td_loss" not in metrics and np.isfinite(loss)
 
@@ -89,11 +90,11 @@ def test_dino_head_logits_are_cosines_unless_the_last_layer_learns_its_gains():
 def test_no_ema_target_changes_only_the_ab_target_and_dinos_teacher_keeps_its_ema():
     """`ab.use_ema_target=False`: the AB target comes from the online network; DINO's teacher still reads the EMA."""
     config, model, params, ema, batch, state = _setup()
-    _, (with_ema, _) = jit_loss(ab_dino, model, config)(params, ema, batch, method_state=state, step=jnp.int32(0))
+    _, (with_ema, _) = jit_loss(dino_method, model, config)(params, ema, batch, method_state=state, step=jnp.int32(0))
     config.ab.use_ema_target = False
-    _, (without, _) = jit_loss(ab_dino, model, config)(params, ema, batch, method_state=state, step=jnp.int32(0))
+    _, (without, _) = jit_loss(dino_method, model, config)(params, ema, batch, method_state=state, step=jnp.int32(0))
     np.testing.assert_allclose(without["base_loss"], with_ema["base_loss"], rtol=1e-6)  # same teacher
     assert abs(float(without["td_loss"]) - float(with_ema["td_loss"])) > 1e-4  # a different AB target
-    _, (online_everywhere, _) = jit_loss(ab_dino, model, config)(params, params, batch, method_state=state,
+    _, (online_everywhere, _) = jit_loss(dino_method, model, config)(params, params, batch, method_state=state,
                                                                  step=jnp.int32(0))
     np.testing.assert_allclose(without["td_loss"], online_everywhere["td_loss"], rtol=1e-5)  # online AB target

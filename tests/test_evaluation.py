@@ -9,6 +9,7 @@ import tensorflow_datasets as tfds
 from PIL import Image
 
 from configs import demo
+from rlvis import methods
 from rlvis.evaluators import suite, value_maps
 from rlvis.models import ab_model
 
@@ -16,7 +17,7 @@ COLOURS = [(220, 40, 40), (40, 200, 60), (50, 60, 230)]
 
 
 def _tiny_model(config):
-    model = ab_model.from_config(config)
+    model = methods.build_model(config)
     size = config.env.view_size
     params = model.init(jax.random.PRNGKey(0), np.zeros((1, size, size, 1), np.float32),
                         np.tile(np.float32([0, 0, 1, 1]), (1, config.env.views - 1, 1)), np.zeros((1, config.clip.caption_length),
@@ -38,7 +39,7 @@ def test_value_map_is_a_distribution_that_depends_on_the_action_only_with_action
     config.ab.action_tokens = action_tokens
     model, params = _tiny_model(config)
     scene = value_maps._demo_scene(config)
-    annotations = value_maps.annotations(model, params, config)
+    annotations = methods.get(config).annotations(model, params, config)
     vocabulary, names = annotations.ab, annotations.names
     assert names == tuple(str(c) for c in range(10)) and vocabulary.shape == (10, config.model.proj_dim)
     boxes = value_maps.candidate_boxes(grid=4, zooms=(0.3, 0.6))
@@ -76,7 +77,7 @@ def test_tfds_evaluator_probes_a_prepared_dataset_without_tensorflow(tmp_path):
     config = demo.get_config("tiny")
     config.data.format, config.data.canvas = "webdataset", 48  # RGB canvas; the evaluator never reads data.path
     config.eval.tfds.update(name="colour_squares", data_dir=str(tmp_path), max_train=60, max_test=30)
-    model = ab_model.from_config(config)
+    model = methods.build_model(config)
     size = config.env.view_size
     params = model.init(jax.random.PRNGKey(0), np.zeros((1, size, size, 3), np.float32),
                         np.zeros((1, config.env.views - 1, 4), np.int32),

@@ -11,9 +11,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from rlvis import checkpoints, downstream, export
+from rlvis import checkpoints, downstream, export, methods
 from rlvis.data import digits as digits_lib
-from rlvis.models import ab_model
 from rlvis.models.ab_model import ABModel
 from tests.runs import ok, subprocess_env
 
@@ -34,7 +33,7 @@ def digits():
 
 def _training_tokens(workdir, images, which: str, step: int | None = None) -> np.ndarray:
     config, state, _ = checkpoints.load_run(workdir, step)
-    model = ab_model.from_config(config)
+    model = methods.build_model(config)
     return np.asarray(model.apply(state[which], images, method=ABModel.encode))
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from configs import demo
-from rlvis import config_lib
+from rlvis import config_lib, methods
 from rlvis.data import decode, parquet_shards, pipeline, tar_shards, text
 from tests import webdataset_fixture as fixture
 from tests.runs import NO_EVAL, metrics, train
@@ -207,7 +207,7 @@ def test_trainer_reads_captioned_tars_and_a_frame_folder_and_reports_skips(webda
     assert 0 < sum(total.values()) <= len(expected["bad"])
 
 
-@pytest.mark.parametrize("method", config_lib.METHODS)
+@pytest.mark.parametrize("method", methods.NAMES)
 def test_cc12m_preset_carries_table_7_and_validates_for_every_method(method, webdataset):
     from configs import cc12m
     config = cc12m.get_config(f"method={method}")

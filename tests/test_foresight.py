@@ -4,8 +4,8 @@ import jax
 import numpy as np
 
 from configs import demo
+from rlvis import methods
 from rlvis.evaluators import foresight
-from rlvis.models import ab_model
 
 
 def _pairs(num: int = 2000, seed: int = 0):
@@ -68,7 +68,7 @@ def test_digits_in_views_need_half_their_box_inside():
 def test_the_evaluator_scores_every_predictor_and_bucket_on_a_tiny_model(tmp_path):
     config = demo.get_config("tiny")
     config.eval.foresight_scenes = 30
-    model = ab_model.from_config(config)
+    model = methods.build_model(config)
     params = model.init(jax.random.PRNGKey(0), np.zeros((1, 32, 32, 1), np.float32),
                         np.tile(np.float32([0, 0, 1, 1]), (1, config.env.views - 1, 1)))
     evaluator = foresight.ForesightEvaluator(None, config, channels=1)

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from configs import demo
+from rlvis import methods
 from rlvis.models import ab_model, vit
 from rlvis.models.value_head import ValueHead
 
@@ -73,7 +74,7 @@ def test_fourier_queries_are_smooth_in_the_box_and_positions_tell_patches_apart(
 
 def test_ab_model_parts_have_consistent_shapes():
     config = demo.get_config("tiny")
-    model = ab_model.from_config(config)
+    model = methods.build_model(config)
     images = jnp.zeros((4, 32, 32, 1))
     actions = jnp.tile(jnp.array([0.0, 0.0, 1.0, 1.0]), (4, 2, 1))
     params = model.init(jax.random.PRNGKey(0), images, actions)
@@ -110,7 +111,7 @@ def test_remat_changes_memory_not_results_and_bf16_keeps_float32_parameters():
 def test_an_unnormalised_value_starts_uniform_or_at_its_residual_and_its_length_is_free(residual):
     config = demo.get_config("tiny")
     config.model.normalize_value, config.model.value_residual = False, residual
-    model = ab_model.from_config(config)
+    model = methods.build_model(config)
     actions = jnp.tile(jnp.float32([0.1, 0.2, 0.5, 0.5]), (2, config.env.views - 1, 1))
     params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 1)), actions[:1])
     tokens = model.apply(params, jax.random.uniform(jax.random.PRNGKey(1), (2, 32, 32, 1)), method=model.encode)

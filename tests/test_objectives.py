@@ -7,9 +7,11 @@ import numpy as np
 
 import objective_setup
 from objective_setup import jit_loss
+from rlvis import methods
 from rlvis.envs import crop_env
 from rlvis.models import ab_model
-from rlvis.objectives import ab_simclr, simclr, td
+from rlvis.methods import simclr as simclr_method
+from rlvis.objectives import simclr, td
 
 
 def _reference_nt_xent(a, b, t):
@@ -73,13 +75,13 @@ def _setup(gamma):
 def test_gamma_zero_is_the_icml_objective():
     """γ = 0: the TD term is CE(Q logits, softmax of the EMA base logits on the reached view), nothing else."""
     config, model, params, target, batch = _setup(0.0)
-    _, (metrics, _) = jit_loss(ab_simclr, model, config)(params, target, batch)
+    _, (metrics, _) = jit_loss(simclr_method, model, config)(params, target, batch)
     np.testing.assert_allclose(metrics["td_loss"], _reference_td_loss(model, params, target, batch, 0.0), rtol=1e-5)
     # (CE and the paper's KL(p_ema ‖ p_AB) differ by the target's entropy, a constant for the online gradient.)
     # At γ = 0 the target network's value head plays no part:
     perturbed = jax.tree.map(lambda x: x, target)
     perturbed["params"]["value_head"] = jax.tree.map(lambda x: x + 1.0, target["params"]["value_head"])
-    _, (again, _) = jit_loss(ab_simclr, model, config)(params, perturbed, batch)
+    _, (again, _) = jit_loss(simclr_method, model, config)(params, perturbed, batch)
     np.testing.assert_allclose(again["td_loss"], metrics["td_loss"], rtol=1e-6)
 
 
@@ -125,17 +127,17 @@ def test_gamma_positive_matches_a_pair_by_pair_reference(exclude_source):
     of Q_ema(ℓ | x_j, a_{j→k}))."""
     config, model, params, target, batch = _setup(0.5)
     config.ab.exclude_source = exclude_source
-    _, (metrics, _) = jit_loss(ab_simclr, model, config)(params, target, batch)
+    _, (metrics, _) = jit_loss(simclr_method, model, config)(params, target, batch)
     np.testing.assert_allclose(metrics["td_loss"],
                                _reference_td_loss(model, params, target, batch, 0.5, exclude_source), rtol=1e-5)
 
 
 def test_gamma_positive_uses_the_target_value_head():
     config, model, params, target, batch = _setup(0.5)
-    _, (metrics, _) = jit_loss(ab_simclr, model, config)(params, target, batch)
+    _, (metrics, _) = jit_loss(simclr_method, model, config)(params, target, batch)
     perturbed = jax.tree.map(lambda x: x, target)
     perturbed["params"]["value_head"] = jax.tree.map(lambda x: x * 3.0, target["params"]["value_head"])
-    _, (again, _) = jit_loss(ab_simclr, model, config)(params, perturbed, batch)
+    _, (again, _) = jit_loss(simclr_method, model, config)(params, perturbed, batch)
     assert abs(float(again["td_loss"]) - float(metrics["td_loss"])) > 1e-4
 
 
@@ -145,7 +147,7 @@ def test_gradients_never_reach_the_target_network():
         # Even when the online parameters are passed as the target (the no-EMA ablation), the target path is
         # stop-gradient: d loss / d target is exactly zero, and the online gradient equals the one with a frozen copy.
         def loss_both(p, t):
-            return ab_simclr.loss(model, p, t, batch, config)[0]
+            return simclr_method.loss(model, p, t, batch, config)[0]
         g_online, g_target = jax.jit(jax.grad(loss_both, argnums=(0, 1)))(params, target)
         assert all(float(jnp.abs(g).max()) == 0.0 for g in jax.tree.leaves(g_target))
         assert any(float(jnp.abs(g).max()) > 0.0 for g in jax.tree.leaves(g_online))
@@ -160,9 +162,9 @@ def test_masked_action_tokens_make_every_move_predict_the_same_distribution(enco
     """The 'empty action tokens' ablation: the value head sees the source view only (invariance)."""
     config, _, _, _, batch = _setup(0.0)
     config.model.action_encoding = encoding
-    model = ab_model.from_config(config)
+    model = methods.build_model(config)
     config.ab.action_tokens = False
-    masked_model = ab_model.from_config(config)
+    masked_model = methods.build_model(config)
     b, n = batch["views"].shape[:2]
     views, actions = batch["views"].reshape(b * n, 32, 32, 1), batch["actions"].reshape(b * n, n - 1, 4)
     params = masked_model.init(jax.random.PRNGKey(0), views[:1], actions[:1])  # a superset of the unmasked ones
@@ -177,9 +179,9 @@ def test_base_only_method_is_the_simclr_loss_and_ignores_the_bootstrap_batch():
     config, model, params, target, batch = _setup(0.0)
     config.method = "simclr"
     base_batch = {"annotation_views": batch["annotation_views"]}
-    loss, (metrics, _) = jit_loss(ab_simclr, model, config)(params, target, base_batch)
+    loss, (metrics, _) = jit_loss(simclr_method, model, config)(params, target, base_batch)
     config.method = "ab_simclr"
-    _, (ab_metrics, _) = jit_loss(ab_simclr, model, config)(params, target, batch)
+    _, (ab_metrics, _) = jit_loss(simclr_method, model, config)(params, target, batch)
     np.testing.assert_allclose(loss, ab_metrics["base_loss"], rtol=1e-6)
     assert "td_loss" not in metrics
 
@@ -187,18 +189,18 @@ def test_base_only_method_is_the_simclr_loss_and_ignores_the_bootstrap_batch():
 def test_base_loss_weight_zero_leaves_only_the_td_term():
     config, model, params, target, batch = _setup(0.0)
     config.ab.base_loss_weight = 0.0
-    loss, (metrics, _) = jit_loss(ab_simclr, model, config)(params, target, batch)
+    loss, (metrics, _) = jit_loss(simclr_method, model, config)(params, target, batch)
     np.testing.assert_allclose(loss, metrics["td_loss"], rtol=1e-6)
 
 
 def test_source_prior_adds_the_source_views_distribution_without_training_the_base_head_through_it():
     config, model, params, target, batch = _setup(0.0)
     config.ab.base_loss_weight = 0.0  # only the TD term: the base head may get no gradient from it
-    _, (plain, _) = jit_loss(ab_simclr, model, config)(params, target, batch)
+    _, (plain, _) = jit_loss(simclr_method, model, config)(params, target, batch)
     config.ab.source_prior = True
-    _, (prior, _) = jit_loss(ab_simclr, model, config)(params, target, batch)
+    _, (prior, _) = jit_loss(simclr_method, model, config)(params, target, batch)
     assert abs(float(prior["td_loss"]) - float(plain["td_loss"])) > 1e-3
-    grads = jax.grad(lambda p: ab_simclr.loss(model, p, target, batch, config)[0])(params)
+    grads = jax.grad(lambda p: simclr_method.loss(model, p, target, batch, config)[0])(params)
     assert all(float(jnp.abs(g).max()) == 0.0 for g in jax.tree.leaves(grads["params"]["base_head"]))
     assert any(float(jnp.abs(g).max()) > 0.0 for g in jax.tree.leaves(grads["params"]["value_head"]))
 
@@ -207,13 +209,13 @@ def test_shared_vocabulary_scores_the_value_head_against_the_fixed_base_embeddin
     config, _, _, _, batch = _setup(0.0)
     config.ab.shared_vocabulary = True
     config.ab.base_loss_weight = 0.0
-    model = ab_model.from_config(config)
+    model = methods.build_model(config)
     params = model.init(jax.random.PRNGKey(0), batch["views"][:1, 0], batch["actions"][:1, 0])
     assert "ab_head" not in params["params"]
     tokens = model.apply(params, batch["annotation_views"][:, 1], method=ab_model.ABModel.encode)
     np.testing.assert_array_equal(model.apply(params, tokens, method=ab_model.ABModel.ab_embed),
                                   model.apply(params, tokens, method=ab_model.ABModel.base_embed))
-    grads = jax.grad(lambda p: ab_simclr.loss(model, p, params, batch, config)[0])(params)
+    grads = jax.grad(lambda p: simclr_method.loss(model, p, params, batch, config)[0])(params)
     assert all(float(jnp.abs(g).max()) == 0.0 for g in jax.tree.leaves(grads["params"]["base_head"]))
     assert any(float(jnp.abs(g).max()) > 0.0 for g in jax.tree.leaves(grads["params"]["value_head"]))
 
@@ -221,7 +223,7 @@ def test_shared_vocabulary_scores_the_value_head_against_the_fixed_base_embeddin
 def test_value_residual_starts_from_the_source_views_own_annotation_embedding():
     config, _, _, _, batch = _setup(0.0)
     config.model.value_residual = True
-    model = ab_model.from_config(config)
+    model = methods.build_model(config)
     params = model.init(jax.random.PRNGKey(0), batch["views"][:1, 0], batch["actions"][:1, 0])
     out = params["params"]["value_head"]["out"]
     silent = {**params, "params": {**params["params"], "value_head": {
@@ -232,7 +234,7 @@ def test_value_residual_starts_from_the_source_views_own_annotation_embedding():
     np.testing.assert_allclose(value, jnp.broadcast_to(source[:, None], value.shape), atol=1e-6)
     moved = model.apply(params, tokens, batch["actions"][:, 0], method=ab_model.ABModel.value_embed)
     assert float(jnp.abs(moved - value).max()) > 1e-3  # a trained decoder changes it, move by move
-    grads = jax.grad(lambda p: ab_simclr.loss(model, p, params, batch, config)[0])(params)
+    grads = jax.grad(lambda p: simclr_method.loss(model, p, params, batch, config)[0])(params)
     assert any(float(jnp.abs(g).max()) > 0.0 for g in jax.tree.leaves(grads["params"]["ab_head"]))
 
 
@@ -259,7 +261,7 @@ def test_the_oracle_reward_replaces_the_base_models_target_in_the_td_loss():
     whole = jnp.array([0.0, 0.0, 1.0, 1.0])
     labelled = dict(batch, annotation_labels=jnp.arange(k) % 3, boxes=jnp.tile(whole, (b, n, 1)),
                     digit_boxes=jnp.tile(whole, (b, 4, 1)), digit_labels=jnp.tile(jnp.array([2, -1, -1, -1]), (b, 1)))
-    _, (metrics, _) = ab_simclr.loss(model, params, params, labelled, config)
+    _, (metrics, _) = simclr_method.loss(model, params, params, labelled, config)
     # Every view shows the 2 → the target is uniform over the annotations labelled 2.
     assert abs(float(metrics["target_entropy"]) - float(jnp.log(jnp.sum(jnp.arange(k) % 3 == 2)))) < 1e-4
 
@@ -274,9 +276,9 @@ def test_the_annotation_walk_moves_mass_to_the_annotations_the_nearest_one_resem
     np.testing.assert_allclose(walked.sum(-1), 1.0, rtol=1e-6)
     config, model, params, target, batch = _setup(0.0)
     config.ab.target_walk = True
-    _, (walked_metrics, _) = jit_loss(ab_simclr, model, config)(params, target, batch)
+    _, (walked_metrics, _) = jit_loss(simclr_method, model, config)(params, target, batch)
     config.ab.target_walk = False
-    _, (metrics, _) = jit_loss(ab_simclr, model, config)(params, target, batch)
+    _, (metrics, _) = jit_loss(simclr_method, model, config)(params, target, batch)
     assert abs(float(walked_metrics["target_entropy"]) - float(metrics["target_entropy"])) > 1e-3
 
 

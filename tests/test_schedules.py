@@ -1,9 +1,12 @@
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from configs import demo
-from rlvis import train
+from rlvis import optimizer, train
 
 
 def test_ema_update_moves_the_target_toward_the_online_network():
@@ -14,7 +17,7 @@ def test_ema_update_moves_the_target_toward_the_online_network():
 
 def test_ema_momentum_rises_on_a_cosine_from_start_to_end():
     config = demo.get_config()
-    momentum = train.ema_momentum_schedule(config)
+    momentum = optimizer.ema_momentum_schedule(config)
     values = np.asarray(jax.vmap(momentum)(jnp.arange(config.total_steps + 1)))
     np.testing.assert_allclose(values[0], config.ab.ema_start, rtol=1e-6)
     np.testing.assert_allclose(values[-1], config.ab.ema_end, rtol=1e-6)
@@ -25,7 +28,7 @@ def test_ema_momentum_rises_on_a_cosine_from_start_to_end():
 
 def test_learning_rate_warms_up_then_decays():
     config = demo.get_config()
-    lr = train.learning_rate_schedule(config)
+    lr = optimizer.learning_rate_schedule(config)
     warm = config.optim.warmup_steps
     assert float(lr(warm)) == np.float32(config.optim.lr)
     assert float(lr(warm // 2)) < config.optim.lr and float(lr(config.total_steps)) < 1e-3 * config.optim.lr
@@ -33,7 +36,7 @@ def test_learning_rate_warms_up_then_decays():
 
 def _sgd_like_steps(config, params, steps: int) -> list[dict]:
     """Run the real optimizer on constant unit gradients; return the parameters after each step."""
-    tx = train.make_optimizer(config)
+    tx = optimizer.make_optimizer(config)
     state, history = tx.init(params), []
     grads = jax.tree.map(jnp.ones_like, params)
     for _ in range(steps):
@@ -45,21 +48,49 @@ def _sgd_like_steps(config, params, steps: int) -> list[dict]:
 
 def test_dino_last_layer_is_frozen_for_the_configured_steps_only():
     config = demo.get_config("method=dino")
-    config.dino.freeze_last_layer_steps, config.optim.warmup_steps, config.optim.weight_decay = 3, 0, 0.0
-    config.optim.weight_decay_end = 0.0
+    config.dino.freeze_last_layer_steps, config.optim.warmup_steps = 3, 0
+    config.optim.weight_decay = config.optim.weight_decay_end = 0.1
     params = {"params": {"base_head": {"prototypes": jnp.ones((4, 2)), "prototype_gain": jnp.ones(4),
                                        "fc1": {"kernel": jnp.ones((2, 2))}}}}
     history = _sgd_like_steps(config, params, 5)
     head = [h["params"]["base_head"] for h in history]
-    for name in ("prototypes", "prototype_gain"):
+    for name in ("prototypes", "prototype_gain"):  # no gradient step and no weight decay while frozen
         assert all(bool((h[name] == 1.0).all()) for h in head[:3]) and bool((head[3][name] != 1.0).all())
     assert bool((head[0]["fc1"]["kernel"] != 1.0).all())  # the rest of the head learns from step 1
+    # Adam's moments did not decay while frozen: the first update after the freeze is a fresh Adam step, the
+    # learning rate at that global step (times 1 + decay for the decayed prototypes), not a fraction of it.
+    lr = float(optimizer.learning_rate_schedule(config)(3))
+    np.testing.assert_allclose(1.0 - np.asarray(head[3]["prototype_gain"]), lr, rtol=1e-3)
+    np.testing.assert_allclose(1.0 - np.asarray(head[3]["prototypes"]), lr * (1 + 0.1), rtol=1e-3)
+
+
+def test_parameter_groups_scale_the_learning_rate_and_freeze_by_regex():
+    config = demo.get_config()
+    config.optim.warmup_steps, config.optim.weight_decay, config.optim.weight_decay_end = 0, 0.0, 0.0
+    config.optim.rules = ((r"params/encoder/.*", dict(lr_mult=0.5)), (r"params/value_head/.*", dict(frozen_steps=-1)))
+    params = {"params": {"encoder": {"kernel": jnp.ones((2, 2))}, "value_head": {"kernel": jnp.ones((2, 2))},
+                         "base_head": {"kernel": jnp.ones((2, 2))}}}
+    after = _sgd_like_steps(config, params, 1)[0]["params"]
+    step = {name: float(1.0 - after[name]["kernel"][0, 0]) for name in after}
+    np.testing.assert_allclose(step["encoder"], 0.5 * step["base_head"], rtol=1e-3)
+    assert step["value_head"] == 0.0 and step["base_head"] > 0
+
+
+def test_bad_optimizer_rules_stop_the_run_with_a_one_line_error():
+    from rlvis import config_lib
+    for rules, message in ((((r"params/(", dict(lr_mult=0.5)),), "not a regex"),
+                           (((r"params/.*", dict(lr_multiplier=0.5)),), "unknown field 'lr_multiplier'"),
+                           ((r"params/.*",), "is not (regex, dict(...))")):
+        config = demo.get_config("tiny")
+        config.optim.rules = rules
+        with pytest.raises(config_lib.ConfigError, match=re.escape(message)):
+            config_lib.validate(config, 1, check_data_paths=False)
 
 
 def test_weight_decay_follows_its_cosine_from_start_to_end():
     config = demo.get_config()
     config.optim.weight_decay, config.optim.weight_decay_end, config.total_steps = 0.04, 0.4, 100
-    decay = train.cosine_ramp(config.optim.weight_decay, config.optim.weight_decay_end, config.total_steps)
+    decay = optimizer.cosine_ramp(config.optim.weight_decay, config.optim.weight_decay_end, config.total_steps)
     np.testing.assert_allclose([float(decay(0)), float(decay(50)), float(decay(100))], [0.04, 0.22, 0.4], rtol=1e-5)
 
 

@@ -19,7 +19,7 @@ import grain
 import ml_collections
 import numpy as np
 
-from rlvis import config_lib
+from rlvis import config_lib, methods
 from rlvis.data import decode
 from rlvis.data import digits as digits_lib
 from rlvis.data import sources, text
@@ -206,15 +206,15 @@ def training_streams(config: ml_collections.ConfigDict, process_index: int,
     the CLIP methods' annotation stream keeps only captioned records.
     """
     kwargs = dict(process_index=process_index, process_count=process_count)
-    clip = config_lib.base_method(config) == "clip"
-    names = ("annotation", "bootstrap") if config_lib.uses_bootstrapping(config) else ("annotation",)
+    captions = methods.get(config).CAPTIONS
+    names = ("annotation", "bootstrap") if methods.bootstraps(config) else ("annotation",)
     streams, splits = {}, None
     for offset, name in enumerate(names):
         spec = stream_spec(config, name)
         seed, batch = config.seed + offset, config.batch[name]
         if spec.format != "demo":
             streams[name] = file_stream(spec, config, seed=seed, global_batch=batch,
-                                        captions=clip and name == "annotation", **kwargs)
+                                        captions=captions and name == "annotation", **kwargs)
             continue
         splits = splits or digits_lib.load_digits(config.eval.digits_per_class)
         images, labels = splits.pretrain_images, splits.pretrain_labels
@@ -222,7 +222,7 @@ def training_streams(config: ml_collections.ConfigDict, process_index: int,
         if name == "bootstrap":
             streams[name] = _stream(config.data.num_scenes, ComposeScene(images, labels, config.data, oracle),
                                     seed=seed, global_batch=batch, config=config, **kwargs)
-        elif clip:
+        elif captions:
             streams[name] = _stream(config.data.num_scenes,
                                     CaptionedScene(images, labels, config.data, config.clip.caption_length),
                                     seed=config.seed + 2, global_batch=batch, config=config, **kwargs)

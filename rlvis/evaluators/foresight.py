@@ -38,13 +38,11 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from rlvis import config_lib
+from rlvis import methods
 from rlvis.data import digits as digits_lib
 from rlvis.envs import crop_env
 from rlvis.evaluators import value_maps
-from rlvis.models import ab_model
 from rlvis.models.ab_model import ABModel
-from rlvis.models.heads import l2_normalize
 from rlvis.objectives import td
 
 PREDICTORS = ("value", "invariance", "brute_force", "source_crop", "chance")
@@ -122,7 +120,8 @@ class ForesightEvaluator:
 
     def __init__(self, encode_fn, config: ml_collections.ConfigDict, channels: int = 1):
         self.config, self.channels = config, channels
-        self.model = ab_model.from_config(config)
+        self.method = methods.get(config)
+        self.model = self.method.build_model(config)
         exemplars, scene_digits, scene_labels = _validation_digits(config)
         self.exemplars = np.repeat(exemplars, channels // exemplars.shape[-1], axis=-1)
         scenes = digits_lib.compose_scenes(np.random.default_rng(_SCENE_SEED), scene_digits, scene_labels,
@@ -148,7 +147,7 @@ class ForesightEvaluator:
         self.num_tasks = len(PREDICTORS) * len(BUCKETS)
         self._predict = jax.jit(self._class_scores)
 
-    def _class_scores(self, params, annotations: value_maps.Annotations, class_of_annotation: jax.Array):
+    def _class_scores(self, params, annotations: methods.Annotations, class_of_annotation: jax.Array):
         """(value, source, destination, source_crop) class probabilities [P, C] for every ordered pair:
         distributions over the annotation vocabulary, summed per class."""
         model, (s, n) = self.model, self.views.shape[:2]
@@ -164,27 +163,13 @@ class ForesightEvaluator:
         source_crop = value_maps.base_distribution(model, params, annotations, crop_tokens) @ class_of_annotation
         return tuple(x.reshape(-1, x.shape[-1]) for x in (q, source, destination, source_crop))
 
-    def _annotations(self, params) -> tuple[value_maps.Annotations, jax.Array]:
+    def _annotations(self, params) -> tuple[methods.Annotations, jax.Array]:
         """The run's annotation vocabulary and class_of_annotation [V, C], the share of each annotation in each
         digit class, so that a distribution over annotations becomes one over classes by a matrix product."""
-        base = config_lib.base_method(self.config)
-        if base == "clip":  # the captions "a 0" … "a 9"
-            return value_maps.annotations(self.model, params, self.config, channels=self.channels), jnp.eye(10)
-        images = self.exemplars
         views = jax.vmap(lambda im: crop_env.observe(im, jnp.array(im.shape[:2]), jnp.asarray(crop_env.FULL_BOX),
-                                                     self.config.env.view_size))(jnp.asarray(images))
+                                                     self.config.env.view_size))(jnp.asarray(self.exemplars))
         tokens = self.model.apply(params, views, method=ABModel.encode)
-        if base == "simclr":  # every exemplar is an annotation of its class
-            embed = lambda method: l2_normalize(self.model.apply(params, tokens, method=method))  # noqa: E731
-            scale = jnp.asarray(1.0 / self.config.simclr.temperature)
-            annotations = value_maps.Annotations(tuple(map(str, range(len(images)))), embed(ABModel.ab_embed),
-                                                 embed(ABModel.base_embed), scale)
-            return annotations, jnp.repeat(jnp.eye(10), len(images) // 10, axis=0)
-        # DINO: P(class | prototype) from the prototype distributions of each class's exemplars
-        annotations = value_maps.annotations(self.model, params, self.config, channels=self.channels)
-        probabilities = value_maps.base_distribution(self.model, params, annotations, tokens)  # [C·E, K]
-        profiles = probabilities.reshape(10, -1, probabilities.shape[-1]).mean(1).T  # [K, C]
-        return annotations, profiles / jnp.maximum(profiles.sum(1, keepdims=True), 1e-12)
+        return self.method.digit_vocabulary(self.model, params, self.config, tokens, self.channels)
 
     def run(self, params) -> Iterator[tuple[str, float]]:
         annotations, class_of_annotation = self._annotations(params)

@@ -4,12 +4,10 @@ From one source view x (by default the whole image), every candidate action a mo
 zoom centred on a grid point. The value head predicts the annotation distribution it expects to see there; for a
 chosen annotation ℓ ("a 3") the map shows p(ℓ | x, a) at each box centre: "where will I see a 3 if I move there?".
 
-Annotations by base method (the value head scores against the AB vocabulary, docs/method.md):
-  * simclr: annotations are images; class c is the mean ψ_AB embedding of held-out centred digits of class c
-    (or of any image files the caller passes), l2-normalised;
-  * dino: the K prototypes of the AB embedding matrix, named "prototype k";
-  * clip: captions through the AB text head, e.g. "a 3".
-The distribution is the softmax over this vocabulary with the model's AB logit scale.
+The value head scores against the run's AB vocabulary (docs/method.md), which its method file defines
+(`annotations` in rlvis/methods/<method>.py): SimCLR's class c is the mean ψ_AB embedding of held-out centred
+digits of class c (or of any image files the caller passes); DINO's are the K rows of the AB embedding matrix,
+named "prototype k"; CLIP's are captions through the AB text head, e.g. "a 3". The distribution is the softmax over this vocabulary with the model's AB logit scale.
 
     python -m rlvis.evaluators.value_maps --workdir=DIR [--image=PATH] [--annotation=3] [--step=S]
 """
@@ -17,19 +15,16 @@ The distribution is the softmax over this vocabulary with the model's AB logit s
 import os
 from collections.abc import Sequence
 
-import flax
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from rlvis import config_lib
+from rlvis import config_lib, methods
 from rlvis.data import digits as digits_lib
-from rlvis.data import text
 from rlvis.envs import crop_env
-from rlvis.evaluators import suite
+from rlvis.methods import Annotations
 from rlvis.models.ab_model import ABModel
-from rlvis.models.heads import l2_normalize
 
 
 def candidate_boxes(grid: int, zooms: Sequence[float]) -> np.ndarray:
@@ -42,52 +37,6 @@ def candidate_boxes(grid: int, zooms: Sequence[float]) -> np.ndarray:
         boxes[z, :, :, 0], boxes[z, :, :, 1] = corner[:, None], corner[None, :]
         boxes[z, :, :, 2:] = side
     return boxes
-
-
-@flax.struct.dataclass
-class Annotations:
-    """A run's annotation vocabulary, read two ways: by the value head (ψ_AB) and by the base model. A pytree
-    whose names are static, so it passes straight into jitted functions (rlvis.search)."""
-    names: tuple[str, ...] = flax.struct.field(pytree_node=False)
-    ab: jax.Array  # [V, d] ψ_AB embeddings: Q(ℓ | x, a) = softmax_ℓ(scale · value_embed · ab.T)
-    base: jax.Array | None  # [V, d'] base-head embeddings, or None where the base head's outputs are the logits
-    base_scale: jax.Array  # p(ℓ | x) = softmax_ℓ(base_scale · base_embed(x) · base.T)
-
-
-def annotations(model: ABModel, params, config: ml_collections.ConfigDict,
-                exemplars: dict[str, np.ndarray] | None = None, channels: int = 1) -> Annotations:
-    """The annotations of the run's base method (see the module docstring), for both heads.
-
-    `exemplars` (SimCLR base only): name → images [N, H, W, C] whose mean embedding names an annotation; default:
-    40 held-out centred digits per class. `channels` is the encoder's input; grayscale exemplars are tiled to it.
-    DINO's base distribution is its prototype softmax at the student temperature (no centring: a single view
-    has no batch to centre by).
-    """
-    base = config_lib.base_method(config)
-    if base == "dino":
-        vocabulary = model.apply(params, method=ABModel.ab_vocabulary)
-        return Annotations(tuple(f"prototype {k}" for k in range(vocabulary.shape[0])), vocabulary, None,
-                           jnp.asarray(1.0 / config.dino.student_temp))
-    if base == "clip":
-        names = [f"a {digit}" for digit in range(10)]
-        captions = np.stack([text.encode(name, config.clip.caption_length) for name in names])
-        base_text, ab_text = model.apply(params, jnp.asarray(captions), method=ABModel.text_embed)
-        return Annotations(tuple(names), ab_text, base_text, model.apply(params, method=ABModel.clip_logit_scale))
-    if exemplars is None:
-        splits = digits_lib.load_digits(config.eval.digits_per_class)
-        exemplars = {str(c): np.stack([digits_lib.centred_digit(d)["image"]
-                                       for d in splits.probe_test_images[splits.probe_test_labels == c][:40]])
-                     for c in range(10)}
-    encode = lambda p, views: model.apply(p, views, method=ABModel.encode)  # noqa: E731
-    features = suite.token_features(encode, config.env.view_size, channels)  # whole image, channels tiled
-    ab, base_embeddings = [], []
-    for images in exemplars.values():
-        valid = np.tile(np.array(images.shape[1:3], np.int32), (len(images), 1))
-        tokens = features(params, jnp.asarray(images), jnp.asarray(valid))
-        ab.append(l2_normalize(model.apply(params, tokens, method=ABModel.ab_embed).mean(0)))
-        base_embeddings.append(l2_normalize(model.apply(params, tokens, method=ABModel.base_embed).mean(0)))
-    return Annotations(tuple(exemplars), jnp.stack(ab), jnp.stack(base_embeddings),
-                       jnp.asarray(1.0 / config.simclr.temperature))
 
 
 def base_distribution(model: ABModel, params, annotations_: Annotations, view_tokens: jax.Array) -> jax.Array:
@@ -190,20 +139,11 @@ def load_image(config: ml_collections.ConfigDict, path: str | None) -> tuple[np.
     return image, scene["valid"], [int(v) for v in scene["labels"] if v >= 0]
 
 
-def digit_annotation(config: ml_collections.ConfigDict, label: int) -> str:
-    """The annotation name that means "the digit `label`" for the run's base method; DINO has none."""
-    base = config_lib.base_method(config)
-    if base == "dino":
-        raise ValueError("a DINO run's annotations are prototypes, not digits: name one, e.g. 'prototype 7'")
-    return str(label) if base == "simclr" else f"a {label}"
-
-
 def main(argv: Sequence[str] | None = None) -> None:
     import argparse
 
     from rlvis import checkpoints
     from rlvis.data import pipeline
-    from rlvis.models import ab_model
 
     parser = argparse.ArgumentParser(description="Draw the value head's predictions over actions as heat maps.")
     parser.add_argument("--workdir", required=True)
@@ -218,12 +158,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     config, state, step = checkpoints.load_run(args.workdir, args.step)
-    model = ab_model.from_config(config)
+    method = methods.get(config)
+    model = method.build_model(config)
     params = state[config_lib.params_key(args.encoder)]
     image, valid, labels = load_image(config, args.image)
-    annotations_ = annotations(model, params, config, channels=pipeline.image_channels(config))
+    annotations_ = method.annotations(model, params, config, channels=pipeline.image_channels(config))
     names = annotations_.names
-    by_label = [] if config_lib.base_method(config) == "dino" else [digit_annotation(config, v) for v in labels]
+    by_label = [name for name in map(method.digit_annotation, labels) if name is not None]
     wanted = args.annotation or by_label or names[:3]
     unknown = [name for name in wanted if name not in names]
     if unknown:

@@ -8,13 +8,13 @@ As in the paper (docs/method.md):
   * base "clip": annotations are captions; a text tower feeds the CLIP text head ψ and a separate "AB text head"
     ψ_AB, and the image side is a linear projection with a learned temperature.
 Each part is a method so the objective calls exactly what it needs; `__call__` touches every part, for `init`.
+Which heads a run has is its method's choice: each file in rlvis/methods builds its network with `base` set.
 """
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from rlvis import config_lib
 from rlvis.models.heads import DINOHead, LinearProjection, ProjectionHead, l2_normalize
 from rlvis.models.text import TextTower
 from rlvis.models.value_head import ValueHead
@@ -33,7 +33,7 @@ class ABModel(nn.Module):
     decoder_width: int
     decoder_heads: int
     init_logit_scale: float
-    base: str = "simclr"  # "simclr", "dino" or "clip"
+    base: str = "simclr"  # the heads: "simclr", "dino" or "clip" (set by the method file)
     num_prototypes: int = 0  # DINO only
     norm_last_layer: bool = True  # DINO only
     compute_dtype: str = "float32"  # the encoder's compute dtype ("bfloat16": mixed precision)
@@ -136,18 +136,3 @@ class ABModel(nn.Module):
             vocabulary = self.ab_embed(tokens)
         return self.q_logits(tokens, actions, vocabulary), self.base_embed(tokens)
 
-
-def from_config(config) -> ABModel:
-    base = config_lib.base_method(config)
-    return ABModel(variant=config.model.variant, image_size=config.env.view_size, proj_dim=config.model.proj_dim,
-                   proj_hidden=config.model.proj_hidden, action_bins=config.env.action_bins,
-                   decoder_depth=config.model.decoder_depth, decoder_width=config.model.decoder_width,
-                   decoder_heads=config.model.decoder_heads, init_logit_scale=1.0 / (config.clip.init_temperature if base == "clip"
-                                                            else config.simclr.temperature),
-                   base=base, num_prototypes=config.dino.prototypes if base == "dino" else 0,
-                   norm_last_layer=config.dino.norm_last_layer, compute_dtype=config.model.compute_dtype,
-                   remat=config.model.remat,
-                   text_variant=config.clip.text_variant, caption_length=config.clip.caption_length,
-                   action_encoding=config.model.action_encoding, source_positions=config.model.source_positions,
-                   mask_actions=not config.ab.action_tokens, shared_vocabulary=config.ab.shared_vocabulary,
-                   value_residual=config.model.value_residual, normalize_value=config.model.normalize_value)

@@ -1,0 +1,62 @@
+"""The method registry: every fact about a pre-training method lives in its own file here, and the rest of rlvis
+asks this module.
+
+A method file defines one base method (`simclr`) and, through the same loss with the bootstrap stream switched on,
+its annotation-bootstrapped variant (`ab_simclr`). Its interface, as module-level names:
+
+  NAME                          the base method, e.g. "simclr"; the run's methods are NAME and "ab_" + NAME
+  EMA_TEACHER                   whether the base recipe itself keeps an EMA network (DINO's teacher)
+  CAPTIONS                      whether its annotation stream is captioned images (CLIP)
+  EMBEDDING_ANNOTATIONS         whether annotations are embeddings one can share or add to (not DINO's prototypes)
+  IMAGE_ANNOTATIONS             whether annotations are images scored by the base head (SimCLR)
+  build_model(config)           the network: encoder, this method's heads, the AB annotation head, the value head
+  annotation_views_per_image(config)    views of each annotation image the online encoder encodes per step
+  render_annotation(keys, batch, config)  the annotation stream's views for one step (device side)
+  optimizer_rules(config)       parameter groups it needs (rlvis/optimizer.py), e.g. DINO's frozen last layer
+  initial_state(config)         what the loss carries between steps (DINO's centre)
+  loss(model, params, ema_params, batch, config, method_state, step) → (loss, (metrics, method_state))
+  annotations(model, params, config, exemplars, channels) → Annotations: its vocabulary for value maps and search
+  digit_annotation(label)       the annotation that names a demo digit class, or None where there is none
+  digit_vocabulary(model, params, config, exemplar_tokens, channels) → (Annotations, P(class | annotation))
+
+Adding a method is one file here plus its entry in FAMILIES (and its settings in the configs).
+"""
+
+import ml_collections
+
+from rlvis.methods import clip, dino, simclr
+from rlvis.methods.common import Annotations, bootstraps
+
+__all__ = ["Annotations", "FAMILIES", "NAMES", "base_name", "bootstraps", "build_model", "encoded_views_per_step",
+           "get", "has_ema_encoder"]
+
+FAMILIES = {module.NAME: module for module in (simclr, dino, clip)}
+NAMES = tuple(name for base in FAMILIES for name in (f"ab_{base}", base))
+
+
+def base_name(method: str) -> str:
+    """The base method of a method name: "ab_dino" → "dino", "simclr" → "simclr"."""
+    return method.removeprefix("ab_")
+
+
+def get(config: ml_collections.ConfigDict):
+    """The method file of `config.method` (its base method's: AB variants share it)."""
+    return FAMILIES[base_name(config.method)]
+
+
+def has_ema_encoder(config: ml_collections.ConfigDict) -> bool:
+    """Whether the method's own recipe keeps an EMA network: the base method's teacher (DINO), and AB's target
+    network (unless the no-EMA-target ablation removes it). SimCLR and CLIP have none."""
+    return get(config).EMA_TEACHER or (bootstraps(config) and config.ab.use_ema_target)
+
+
+def encoded_views_per_step(config: ml_collections.ConfigDict) -> int:
+    """Views the online encoder encodes per step (local crops count as views, though they are smaller)."""
+    views = get(config).annotation_views_per_image(config) * config.batch.annotation
+    if bootstraps(config):
+        views += config.env.views * config.batch.bootstrap
+    return views
+
+
+def build_model(config: ml_collections.ConfigDict):
+    return get(config).build_model(config)

@@ -1,0 +1,95 @@
+"""CLIP (Radford et al. 2021) and AB_CLIP: symmetric InfoNCE on captioned annotation images, plus the TD loss on
+the bootstrap batch for `ab_clip` (docs/method.md).
+
+The vocabulary of the bootstrap softmax is the annotation batch's captions (unpaired with the bootstrap images),
+embedded by the separate AB text head on the shared text tower. The target p_ema(ℓ | x_j) is the EMA network's
+CLIP distribution over those captions on the reached view, with its learned scale.
+"""
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from rlvis.data import text
+from rlvis.envs import crop_env
+from rlvis.methods.common import Annotations, bootstraps, build_ab_model
+from rlvis.models.ab_model import ABModel
+from rlvis.objectives import bootstrap, clip
+
+NAME = "clip"
+EMA_TEACHER = False
+CAPTIONS = True
+EMBEDDING_ANNOTATIONS = True
+IMAGE_ANNOTATIONS = False
+
+
+def build_model(config: ml_collections.ConfigDict) -> ABModel:
+    return build_ab_model(config, "clip", init_logit_scale=1.0 / config.clip.init_temperature,
+                          text_variant=config.clip.text_variant, caption_length=config.clip.caption_length)
+
+
+def annotation_views_per_image(config: ml_collections.ConfigDict) -> int:
+    return 1
+
+
+def render_annotation(keys: jax.Array, batch: dict, config: ml_collections.ConfigDict) -> dict:
+    """One RandomResizedCrop of each captioned image and its caption: CLIP augments with the crop alone.
+    keys [4]: the crops (the rest unused)."""
+    rollout = crop_env.batch_rollout(keys[0], batch["image"], batch["valid"], num_views=1,
+                                     scale=tuple(config.clip.scale), size=config.env.view_size,
+                                     ratio=tuple(config.env.ratio))
+    return dict(annotation_views=rollout["views"], captions=batch["caption"])
+
+
+def optimizer_rules(config: ml_collections.ConfigDict) -> list[tuple[str, dict]]:
+    return []
+
+
+def initial_state(config: ml_collections.ConfigDict) -> dict:
+    return {}
+
+
+def loss(model: ABModel, params, ema_params, batch: dict, config: ml_collections.ConfigDict,
+         method_state: dict | None = None, step: jax.Array | None = None) -> tuple[jax.Array, tuple[dict, dict]]:
+    """batch: annotation_views [K, 1, S, S, C], captions int32 [K, L]; for AB also views, actions and boxes."""
+    images = model.apply(params, model.apply(params, batch["annotation_views"][:, 0], method=ABModel.encode),
+                         method=ABModel.base_embed)
+    captions, ab_captions = model.apply(params, batch["captions"], method=ABModel.text_embed)
+    scale = model.apply(params, method=ABModel.clip_logit_scale)
+    base_loss, accuracy = clip.symmetric_infonce(images, captions, scale)
+    metrics = dict(loss=base_loss, base_loss=base_loss, base_accuracy=accuracy, clip_logit_scale=scale)
+    if not bootstraps(config):
+        return base_loss, (metrics, {})
+    target_params = bootstrap.target_params(params, ema_params, config)
+
+    target_views = model.apply(target_params, batch["views"], method=ABModel.encode)  # [B, n, T, D]
+    target_captions, target_ab_captions = model.apply(target_params, batch["captions"], method=ABModel.text_embed)
+    p_local = clip.caption_distribution(model.apply(target_params, target_views, method=ABModel.base_embed),
+                                        target_captions, model.apply(target_params, method=ABModel.clip_logit_scale))
+    td_loss, td_metrics = bootstrap.td_term(
+        model, params, target_params, batch, online_vocabulary=ab_captions, target_vocabulary=target_ab_captions,
+        target_view_tokens=target_views, p_local=p_local, config=config,
+        online_log_prior=lambda tokens: jax.nn.log_softmax(
+            scale * model.apply(params, tokens, method=ABModel.base_embed) @ captions.T, -1),
+        target_log_prior=jnp.log(p_local + 1e-12))
+    total, metrics = bootstrap.total_loss(model, params, base_loss, td_loss, {**metrics, **td_metrics}, config)
+    return total, (metrics, {})
+
+
+def annotations(model: ABModel, params, config: ml_collections.ConfigDict, exemplars=None,
+                channels: int = 1, names: tuple[str, ...] = tuple(f"a {digit}" for digit in range(10))) -> Annotations:
+    """Captions through the AB text head (ψ_AB) and the CLIP text head (p(ℓ | x)); by default "a 0" … "a 9"."""
+    captions = np.stack([text.encode(name, config.clip.caption_length) for name in names])
+    base_text, ab_text = model.apply(params, jnp.asarray(captions), method=ABModel.text_embed)
+    return Annotations(tuple(names), ab_text, base_text, model.apply(params, method=ABModel.clip_logit_scale))
+
+
+def digit_annotation(label: int) -> str:
+    return f"a {label}"
+
+
+def digit_vocabulary(model: ABModel, params, config: ml_collections.ConfigDict, exemplar_tokens: jax.Array,
+                     channels: int) -> tuple[Annotations, jax.Array]:
+    """The captions "a 0" … "a 9", one per class."""
+    return annotations(model, params, config, channels=channels), jnp.eye(10)

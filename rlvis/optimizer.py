@@ -1,0 +1,111 @@
+"""The optimizer and its schedules: AdamW with warm-up + cosine decay, global-norm clipping, and parameter groups
+chosen by regex rules (as big_vision's optax helpers do).
+
+    config.optim.rules = ((r"params/encoder/.*", dict(lr_mult=0.1)),
+                          (r"params/value_head/.*", dict(wd_mult=0.0, frozen_steps=-1)))
+
+A parameter's path is its keys joined by "/" ("params/base_head/prototypes"). The first rule whose regex matches
+the whole path puts the parameter in that rule's group; unmatched parameters form the default group. A group may
+scale the learning rate (`lr_mult`) and the weight decay (`wd_mult`), and may be frozen (`frozen_steps`): for that
+many first steps (−1: for good) its parameters get no update at all — no gradient step, no weight decay, and its
+Adam moments stay where they are — and afterwards it follows the same schedules as everything else. A method may
+add rules after the config's (DINO freezes its last layer at first). Weight decay never touches biases, norms or
+scalars (arrays of fewer than 2 dimensions).
+"""
+
+import re
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+
+from rlvis import methods
+
+RULE_FIELDS = {"lr_mult": 1.0, "wd_mult": 1.0, "frozen_steps": 0}
+
+
+def learning_rate_schedule(config: ml_collections.ConfigDict) -> optax.Schedule:
+    return optax.warmup_cosine_decay_schedule(0.0, config.optim.lr, config.optim.warmup_steps,
+                                              max(config.total_steps, config.optim.warmup_steps + 1))
+
+
+def cosine_ramp(start: float, end: float, total_steps: int) -> optax.Schedule:
+    """From `start` at step 0 to `end` at `total_steps` on a half cosine (DINO's `cosine_scheduler`)."""
+    def value(step: jax.Array) -> jax.Array:
+        progress = jnp.minimum(step / total_steps, 1.0)
+        return end - (end - start) * (jnp.cos(jnp.pi * progress) + 1.0) / 2.0
+    return value
+
+
+def ema_momentum_schedule(config: ml_collections.ConfigDict) -> optax.Schedule:
+    """Target momentum rising from ema_start to ema_end (DINO/BYOL; the paper's "0.004 → 0" in 1 − momentum)."""
+    return cosine_ramp(config.ab.ema_start, config.ab.ema_end, config.total_steps)
+
+
+def rules(config: ml_collections.ConfigDict) -> list[tuple[str, dict]]:
+    """The config's rules, then the method's, each with every field filled in."""
+    return [(pattern, {**RULE_FIELDS, **dict(fields)})
+            for pattern, fields in (*config.optim.rules, *methods.get(config).optimizer_rules(config))]
+
+
+def check_rules(config: ml_collections.ConfigDict) -> str | None:
+    """What is wrong with `config.optim.rules`, or None (config_lib turns it into a one-line error)."""
+    for rule in config.optim.rules:
+        if len(rule) != 2 or not isinstance(rule[0], str) or not isinstance(rule[1], dict):
+            return f"config.optim.rules: {rule!r} is not (regex, dict(...))"
+        try:
+            re.compile(rule[0])
+        except re.error as error:
+            return f"config.optim.rules: {rule[0]!r} is not a regex ({error})"
+        unknown = set(rule[1]) - set(RULE_FIELDS)
+        if unknown:
+            return f"config.optim.rules: unknown field {sorted(unknown)[0]!r} in {rule!r}; known: {sorted(RULE_FIELDS)}"
+    return None
+
+
+def parameter_groups(params, group_rules: list[tuple[str, dict]]):
+    """params → a tree of labels: the index (as a string) of the first rule matching each path, else "default"."""
+    def label(path, _) -> str:
+        name = "/".join(str(getattr(key, "key", key)) for key in path)
+        return next((str(i) for i, (pattern, _) in enumerate(group_rules) if re.fullmatch(pattern, name)),
+                    "default")
+    return jax.tree_util.tree_map_with_path(label, params)
+
+
+def frozen_for(steps: int, inner: optax.GradientTransformation) -> optax.GradientTransformation:
+    """`inner` after its first `steps` updates; before, zero updates and `inner`'s state (moments, count) held."""
+    def init(params):
+        return dict(count=jnp.zeros([], jnp.int32), inner=inner.init(params))
+
+    def update(updates, state, params=None):
+        new_updates, new_inner = inner.update(updates, state["inner"], params)
+        frozen = state["count"] < steps
+        updates = jax.tree.map(lambda u: jnp.where(frozen, jnp.zeros_like(u), u), new_updates)
+        inner_state = jax.tree.map(lambda new, old: jnp.where(frozen, old, new), new_inner, state["inner"])
+        return updates, dict(count=state["count"] + 1, inner=inner_state)
+    return optax.GradientTransformation(init, update)
+
+
+def group_transform(config: ml_collections.ConfigDict, fields: dict) -> optax.GradientTransformation:
+    """AdamW for one group. A group frozen for its first N steps counts its own steps from N on, so its schedules
+    are shifted by N to stay on the global step."""
+    frozen = fields["frozen_steps"]
+    if frozen < 0:
+        return optax.set_to_zero()
+    learning_rate, weight_decay = learning_rate_schedule(config), cosine_ramp(
+        config.optim.weight_decay, config.optim.weight_decay_end, config.total_steps)
+    adamw = optax.adamw(lambda count: fields["lr_mult"] * learning_rate(count + frozen), b2=config.optim.b2,
+                        weight_decay=lambda count: fields["wd_mult"] * weight_decay(count + frozen),
+                        mask=lambda params: jax.tree.map(lambda p: p.ndim >= 2, params))
+    return frozen_for(frozen, adamw) if frozen else adamw
+
+
+def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
+    """Global-norm clipping (`grad_clip=0`: none) over all gradients, then AdamW per parameter group."""
+    group_rules = rules(config)
+    transforms = {str(i): group_transform(config, fields) for i, (_, fields) in enumerate(group_rules)}
+    transforms["default"] = group_transform(config, RULE_FIELDS)
+    return optax.chain(
+        optax.clip_by_global_norm(config.optim.grad_clip) if config.optim.grad_clip > 0 else optax.identity(),
+        optax.multi_transform(transforms, lambda params: parameter_groups(params, group_rules)))
