@@ -64,6 +64,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.dino.prototypes = 65_536
     c.dino.local_views = 8
     c.dino.local_size = 96
+    c.dino.warmup_teacher_temp, c.dino.teacher_temp = 0.04, 0.07  # DINO's own
     c.dino.teacher_temp_warmup_steps = 30 * IMAGENET_EPOCH_STEPS
     c.dino.freeze_last_layer_steps = IMAGENET_EPOCH_STEPS
     c.clip.text_variant = "S"
