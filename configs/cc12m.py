@@ -59,7 +59,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.model.decoder_width, c.model.decoder_heads, c.model.decoder_depth = 384, 6, 2
     c.augment.flip = 0.5
     c.eval.scene_view_size = 64
-    c.eval.final, c.eval.monitor = ("demo",), ("digit_monitor",)  # digit sanity checks; foresight is for demo data
+    c.evals.foresight.final, c.evals.foresight.every = False, 0  # digit sanity checks only: foresight is for demo data
 
     c.dino.prototypes = 65_536
     c.dino.local_views = 8

@@ -181,13 +181,16 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.debug = ml_collections.ConfigDict()
     c.debug.nan_loss_at_step = -1  # fault injection (tests): the loss and gradients of this step become NaN
 
-    c.eval = ml_collections.ConfigDict()
-    c.eval.final = ("demo", "foresight")  # evaluators run at the end and by `rlvis.evaluate` (rlvis/evaluators/suite.py)
-    c.eval.monitor = ("digit_monitor", "foresight")  # cheap evaluators run at the start, every monitor_every steps, the end
-    c.eval.monitor_every = 600  # 0 = never during training
-    c.eval.tfds = ml_collections.ConfigDict(dict(  # for the "tfds" evaluator: a dataset prepared as ArrayRecord
-        name="", data_dir="", train_split="train", test_split="test", label_key="label", max_train=10_000,
-        max_test=5_000))
+    # Evaluators by name (rlvis/evaluators/suite.py): `type` is a module of rlvis/evaluators, `final` runs it at the
+    # end and in `rlvis.evaluate`, `every` > 0 also at the start, every that many steps and at the end (monitor.jsonl).
+    c.evals = ml_collections.ConfigDict()
+    c.evals.demo = dict(type="demo_tasks", final=True, every=0)
+    c.evals.foresight = dict(type="foresight", final=True, every=600)
+    c.evals.digits = dict(type="digit_monitor", final=False, every=600)
+    c.evals.tfds = dict(type="tfds_tasks", final=False, every=0, name="", data_dir="", train_split="train",
+                        test_split="test", label_key="label", max_train=10_000, max_test=5_000)  # off until named
+
+    c.eval = ml_collections.ConfigDict()  # settings the evaluators share
     c.eval.encoder = "auto"  # encoder the evaluations score: "ema", "online", or "auto" (config_lib.eval_encoder)
     c.eval.digits_per_class = 200  # held-out digits per class, never seen in pre-training
     c.eval.scenes = 2000  # held-out scenes (half for probe training, half for test)
@@ -222,7 +225,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         c.eval.digits_per_class = 20
         c.eval.scenes = 200
         c.eval.foresight_scenes = 40
-        c.eval.monitor = ("digit_monitor",)  # foresight is scored once, in the final evaluation: a faster test loop
+        c.evals.foresight.every = 0  # foresight is scored once, in the final evaluation: a faster test loop
         c.eval.probe_steps = 50
         c.eval.knn_k = 5
     return c

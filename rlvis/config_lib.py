@@ -13,9 +13,9 @@ import ml_collections
 
 from rlvis import methods, optimizer
 from rlvis.data import digits, sources
+from rlvis.evaluators import suite
 from rlvis.models import vit
 
-EVALUATORS = ("demo", "digit_monitor", "foresight", "tfds")  # rlvis/evaluators/suite.py
 
 
 def eval_encoder(config: ml_collections.ConfigDict, override: str | None = None) -> str:
@@ -152,12 +152,11 @@ def validate(config: ml_collections.ConfigDict, device_count: int, check_data_pa
     _require(c.eval.digits_per_class >= 4, "config.eval.digits_per_class must be at least 4")
     _require(c.eval.scenes >= 20, "config.eval.scenes must be at least 20")
     _require(c.eval.foresight_scenes >= 1, "config.eval.foresight_scenes must be at least 1")
-    _require(c.eval.monitor_every >= 0, "config.eval.monitor_every must be >= 0 (0 = never during training)")
-    for field in ("final", "monitor"):
-        unknown = [name for name in c.eval[field] if name not in EVALUATORS]
-        _require(not unknown, f"config.eval.{field}: unknown evaluator {unknown[:1]}; known: {EVALUATORS}")
-    _require("tfds" not in (*c.eval.final, *c.eval.monitor) or bool(c.eval.tfds.name),
-             "config.eval.tfds.name must name the dataset when the 'tfds' evaluator is listed")
+    for name, entry in c.evals.items():
+        error = suite.check_entry(name, entry)
+        _require(error is None, error)
+        _require(entry.type != "tfds_tasks" or not (entry.final or entry.every) or bool(entry.get("name")),
+                 f"config.evals.{name}.name must name the TFDS dataset when the evaluator runs")
 
 
 def _validate_data(c: ml_collections.ConfigDict, check_paths: bool) -> None:
@@ -189,10 +188,8 @@ RESUMABLE_CHANGES = ("log_every", "checkpoint_every", "keep_checkpoints", "data.
                      "sharding.fsdp_min_size",
                      "data.index_dir", "data.bootstrap.index_dir",
                      "eval.encoder", "eval.probe_steps", "eval.knn_k", "eval.knn_temperature", "eval.scenes",
-                     "eval.foresight_scenes",
-                     "eval.scene_view_size", "eval.final", "eval.monitor", "eval.monitor_every", "eval.tfds.name",
-                     "eval.tfds.data_dir", "eval.tfds.train_split", "eval.tfds.test_split", "eval.tfds.label_key",
-                     "eval.tfds.max_train", "eval.tfds.max_test")
+                     "eval.foresight_scenes", "eval.scene_view_size")
+RESUMABLE_PREFIXES = ("evals.",)  # which evaluators run, and when
 
 
 def _flatten(tree: dict, prefix: str = "") -> dict:
@@ -213,7 +210,8 @@ def check_resume(saved: dict, config: ml_collections.ConfigDict, allow_change: b
     """
     before, now = _flatten(saved), _flatten(config.to_dict())
     changed = sorted(k for k in before.keys() | now.keys()
-                     if before.get(k) != now.get(k) and k not in RESUMABLE_CHANGES)
+                     if before.get(k) != now.get(k) and k not in RESUMABLE_CHANGES
+                     and not k.startswith(RESUMABLE_PREFIXES))
     detail = ", ".join(f"{k}: {before.get(k)!r} -> {now.get(k)!r}" for k in changed)
     if changed and not allow_change:
         raise ConfigError(f"the checkpoint in this workdir was trained with a different config ({detail}); "

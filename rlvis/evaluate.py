@@ -3,7 +3,7 @@
     python -m rlvis.evaluate --workdir=DIR [--step=S] [--watch] [--encoder=ema|online] [--poll_seconds=60]
 
 The run's config comes from the checkpoint's metadata, so the workdir is all it needs; it runs the evaluators of
-`config.eval.final` (the trainer's own final evaluation, hence the same numbers on the same checkpoint). Each
+`config.evals` marked `final` (the trainer's own final evaluation, hence the same numbers on the same checkpoint). Each
 evaluated step is written to `DIR/eval/step_<S>.json`, appended to `DIR/eval_metrics.jsonl` and TensorBoard
 (`DIR/tensorboard/eval_metrics`), and drawn as curves in `DIR/plots/eval.png`. `--watch` polls for checkpoints
 not yet evaluated and stops after the run's last step; a step already evaluated is skipped.
@@ -39,7 +39,7 @@ def evaluate_step(workdir: str, step: int | None = None, encoder: str | None = N
     encoder = config_lib.eval_encoder(config, encoder)
     model = methods.build_model(config)
     encode = lambda params, views: model.apply(params, views, method=ab_model.ABModel.encode)  # noqa: E731
-    evaluators = suite.build(config.eval.final, encode, config, pipeline.image_channels(config))
+    evaluators = suite.build(config, encode, pipeline.image_channels(config), "final")
     scores = suite.run_all(evaluators, state[config_lib.params_key(encoder)], progress=True)
     os.makedirs(os.path.join(workdir, "eval"), exist_ok=True)
     with open(os.path.join(workdir, "eval", f"step_{step}.json"), "w") as f:

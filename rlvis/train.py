@@ -292,19 +292,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, stop_at_
     writer.drop_after(step)  # lines past the restored checkpoint belong to a run that was lost
     encode = lambda params, views: model.apply(params, views, method=ab_model.ABModel.encode)  # noqa: E731
     encoder = config_lib.eval_encoder(config)  # "ema" or "online": the one the method's paper scores
-    monitors = suite.build(config.eval.monitor, encode, config, channels)
-    try:
-        final = suite.build(config.eval.final, encode, config, channels)  # now: a missing eval dataset fails at start
+    try:  # now: a missing evaluation dataset fails at the start, not after training
+        monitors = suite.build(config, encode, channels, "monitor")
+        final = suite.build(config, encode, channels, "final")
     except (FileNotFoundError, ValueError) as error:
-        raise config_lib.ConfigError(f"config.eval: {error}") from None
+        raise config_lib.ConfigError(f"config.evals: {error}") from None
     monitor_writer = metrics.MetricWriter(workdir, "monitor")
     monitor_writer.drop_after(step)
 
-    def monitor_now(at_step: int) -> None:
-        """The cheap evaluators on the encoder the final probes read: monitor.jsonl, TensorBoard, a PNG of curves."""
-        if not monitors:
+    def monitor_now(at_step: int, names: list[str]) -> None:
+        """The monitors `names` on the encoder the final probes read: monitor.jsonl, TensorBoard, a PNG of curves."""
+        if not names:
             return
-        scores = suite.run_all(monitors, state[config_lib.params_key(encoder)])
+        scores = suite.run_all({name: monitors[name] for name in names}, state[config_lib.params_key(encoder)])
         monitor_writer.write(at_step, {f"monitor/{task}": score for task, score in scores.items()})
         if is_main:
             shown = {t: v for t, v in scores.items() if not t.startswith("foresight/") or t.endswith("/all")}
@@ -314,7 +314,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, stop_at_
                               os.path.join(workdir, "plots", "td_accuracy.png"))
 
     if step == 0:
-        monitor_now(0)
+        monitor_now(0, list(monitors))
     images_per_step = sum(config.batch[name] for name in iterators)
     throughput = metrics.Throughput(step, config.total_steps, images_per_step)
     summed, stop_signal, stopping = None, [], False
@@ -344,7 +344,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, stop_at_
             stopping = all_processes_stop(step)
             log_now = step % config.log_every == 0 or step == config.total_steps
             save_now = step % config.checkpoint_every == 0 or step in (config.total_steps, stop_at_step) or stopping
-            monitor = (config.eval.monitor_every and step % config.eval.monitor_every == 0) or step == config.total_steps
+            monitor = list(monitors) if step == config.total_steps else suite.due(config, step)
             if log_now or save_now or monitor:  # never save, or probe, a non-finite state
                 averaged = _check_finite(summed, step)
             if log_now:
@@ -356,7 +356,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, stop_at_
                     print(metrics.progress_line(step, config.total_steps, averaged, images_per_s, eta), flush=True)
                 summed = None
             if monitor:
-                monitor_now(step)
+                monitor_now(step, monitor)
             if save_now:
                 ckpt.save(step, state, iterators, meta(step))
     finally:

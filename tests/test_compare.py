@@ -8,7 +8,7 @@ import pytest
 
 from configs import demo
 from rlvis import config_lib, methods
-from tests.runs import ROOT, subprocess_env
+from tests.runs import NO_EVAL, ROOT, subprocess_env
 
 
 def test_methods_get_the_same_number_of_encoded_views():
@@ -27,8 +27,8 @@ def test_methods_get_the_same_number_of_encoded_views():
 def test_compare_command_writes_a_table_json_and_chart(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "rlvis.compare", "--config=configs/demo.py:tiny", f"--workdir={tmp_path}",
-         "--methods=simclr,ab_simclr", "--config.total_steps=2", "--config.eval.final=('digit_monitor',)",
-         "--config.eval.monitor=()"],  # the cheap evaluator: this checks the command, not the probes
+         "--methods=simclr,ab_simclr", "--config.total_steps=2", "--config.evals.digits.final=True",
+         *[f"--config.{override}" for override in NO_EVAL]],  # the cheap evaluator: this checks the command
         cwd=ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     lines = result.stdout.splitlines()

@@ -78,3 +78,25 @@ def test_annotation_embedding_switches_refuse_a_dino_base(section, field):
     config[section][field] = True
     with pytest.raises(config_lib.ConfigError, match=rf"config.{section}.{field} is for SimCLR and CLIP bases"):
         config_lib.validate(config, device_count=1)
+
+
+@pytest.mark.parametrize("entry,message", [
+    (dict(type="imagenet_tasks", final=True, every=0), r"config.evals.extra: evaluator type 'imagenet_tasks' is not a"),
+    (dict(type="digit_monitor", final=True, every=0, shots=3), r"config.evals.extra: digit_monitor takes no field 'shots'"),
+    (dict(type="digit_monitor", final=True), r"config.evals.extra needs the field 'every'"),
+    (dict(type="digit_monitor", final=False, every=-5), r"config.evals.extra.every=-5 must be >= 0"),
+    (dict(type="tfds_tasks", final=True, every=0, name=""), r"config.evals.extra.name must name the TFDS dataset"),
+])
+def test_a_wrong_evaluator_entry_is_a_one_line_error_before_any_compute(entry, message):
+    config = demo.get_config("tiny")
+    config.evals.extra = entry
+    with pytest.raises(config_lib.ConfigError, match=message):
+        config_lib.validate(config, device_count=8)
+
+
+def test_evaluators_run_when_their_entry_says():
+    from rlvis.evaluators import suite
+    config = demo.get_config()
+    assert sorted(suite.due(config, 600)) == ["digits", "foresight"] and suite.due(config, 300) == []
+    config.evals.foresight.every = 300
+    assert suite.due(config, 300) == ["foresight"]

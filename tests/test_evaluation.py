@@ -76,17 +76,19 @@ def test_tfds_evaluator_probes_a_prepared_dataset_without_tensorflow(tmp_path):
     ColourSquares(data_dir=str(tmp_path), file_format="array_record").download_and_prepare()
     config = demo.get_config("tiny")
     config.data.format, config.data.canvas = "webdataset", 48  # RGB canvas; the evaluator never reads data.path
-    config.eval.tfds.update(name="colour_squares", data_dir=str(tmp_path), max_train=60, max_test=30)
+    config.evals.tfds.update(final=True, name="colour_squares", data_dir=str(tmp_path), max_train=60, max_test=30)
+    config.evals.demo.final = config.evals.foresight.final = False
     model = methods.build_model(config)
     size = config.env.view_size
     params = model.init(jax.random.PRNGKey(0), np.zeros((1, size, size, 3), np.float32),
                         np.zeros((1, config.env.views - 1, 4), np.int32),
                         np.zeros((1, config.clip.caption_length), np.int32))
     encode = lambda p, views: model.apply(p, views, method=ab_model.ABModel.encode)  # noqa: E731
-    scores = suite.run_all(suite.build(["tfds"], encode, config, 3), params)
+    evaluators = suite.build(config, encode, 3, "final")
+    assert list(evaluators) == ["tfds"]
+    scores = suite.run_all(evaluators, params)
     assert set(scores) == {"linear/colour_squares", "knn10/colour_squares", "knn20/colour_squares",
                            "knn100/colour_squares", "knn200/colour_squares", "fewshot1/colour_squares",
                            "fewshot5/colour_squares", "fewshot10/colour_squares"}  # 20 per class: no 25-shot
     assert scores["knn10/colour_squares"] > 0.9 and scores["linear/colour_squares"] > 0.9
-    with pytest.raises(ValueError, match="unknown evaluator 'imagenet'"):
-        suite.build(["imagenet"], encode, config, 3)
+    assert set(scores) == set(evaluators["tfds"].tasks)

@@ -91,7 +91,7 @@ def test_params_only_export_restores_with_orbax_alone_and_round_trips_exactly(wo
 
 
 def test_a_checkpoint_from_an_older_rlvis_loads_with_todays_defaults_for_fields_it_lacks(workdir, digits, tmp_path):
-    """Runs written before a config field existed (here: model.compute_dtype, dino.norm_last_layer, eval.final)
+    """Runs written before a config field existed (here: model.compute_dtype, dino.norm_last_layer, evals)
     still load for evaluation, export and search; the fields take configs/demo.py's defaults."""
     import shutil
     old = tmp_path / "old"
@@ -99,12 +99,12 @@ def test_a_checkpoint_from_an_older_rlvis_loads_with_todays_defaults_for_fields_
     meta_file = old / "checkpoints" / "6" / "meta" / "metadata"
     meta = json.loads(meta_file.read_text())
     del meta["config"]["model"]["compute_dtype"], meta["config"]["dino"]["norm_last_layer"]
-    del meta["config"]["eval"]["final"]
+    del meta["config"]["evals"]
     meta["config"]["env"]["view_size"] = 16  # a saved value is kept, never replaced by a default
     meta_file.write_text(json.dumps(meta))
     config, _, _ = checkpoints.load_run(str(old))
     assert config.model.compute_dtype == "float32" and config.dino.norm_last_layer is True
-    assert tuple(config.eval.final) == ("demo", "foresight") and config.env.view_size == 16
+    assert config.evals.foresight.type == "foresight" and config.env.view_size == 16
     module, variables = export.load_encoder(str(old))
     assert module.dtype == "float32" and module.image_size == 16
 

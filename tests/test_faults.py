@@ -22,7 +22,7 @@ from tests.runs import NO_EVAL, ROOT, load_state, main_command, metrics, run_mai
 
 STEPS, EVERY = 30, 10  # the command-line tests: enough steps between saves to be killed in the middle
 FAST = [f"--config.total_steps={STEPS}", f"--config.checkpoint_every={EVERY}", "--config.log_every=1",
-        "--config.eval.final=()", "--config.eval.monitor=()", "--config.keep_checkpoints=5"]
+        *[f"--config.{override}" for override in NO_EVAL], "--config.keep_checkpoints=5"]
 TINY_STEPS = 6  # the in-process tests: the tiny config as it is (saves at 3 and 6), compiled once per session
 
 

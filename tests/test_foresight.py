@@ -71,9 +71,9 @@ def test_the_evaluator_scores_every_predictor_and_bucket_on_a_tiny_model(tmp_pat
     model = methods.build_model(config)
     params = model.init(jax.random.PRNGKey(0), np.zeros((1, 32, 32, 1), np.float32),
                         np.tile(np.float32([0, 0, 1, 1]), (1, config.env.views - 1, 1)))
-    evaluator = foresight.ForesightEvaluator(None, config, channels=1)
+    evaluator = foresight.Evaluator(None, config, channels=1)
     scores = dict(evaluator.run(params))
-    assert len(scores) == evaluator.num_tasks == len(foresight.PREDICTORS) * len(foresight.BUCKETS)
+    assert list(scores) == list(evaluator.tasks) and len(scores) == len(foresight.PREDICTORS) * len(foresight.BUCKETS)
     assert all(0.0 <= v <= 1.0 for v in scores.values())
     assert 0.0 < scores["foresight/chance/all"] < 0.5
     assert scores == dict(evaluator.run(params))  # fixed scenes and views: the same checkpoint, the same numbers

@@ -16,11 +16,11 @@ import pytest
 from configs import demo
 from rlvis import sharding, train
 from rlvis.data import pipeline
-from tests.runs import ROOT, load_state, main_command, metrics, subprocess_env
+from tests.runs import NO_EVAL, ROOT, load_state, main_command, metrics, subprocess_env
 
 STEPS = 4
 FLAGS = [f"--config.total_steps={STEPS}", "--config.checkpoint_every=2", "--config.log_every=1",
-         "--config.eval.final=()", "--config.eval.monitor=()"]
+         *[f"--config.{override}" for override in NO_EVAL]]
 
 
 def _free_port() -> int:
@@ -78,7 +78,7 @@ def test_a_signal_to_one_process_stops_both_after_the_same_step_at_a_log_step(tm
     the next log step, both save and exit 0, and the same command resumes both to the end."""
     workdir, steps = tmp_path / "run", 60
     flags = [f"--config.total_steps={steps}", "--config.checkpoint_every=20", "--config.log_every=5",
-             "--config.eval.final=()", "--config.eval.monitor=()"]
+             *[f"--config.{override}" for override in NO_EVAL]]
     processes = start_two_processes(workdir, flags)
     deadline = time.time() + 600
     while not (workdir / "metrics.jsonl").exists() or not (workdir / "metrics.jsonl").read_text():

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from rlvis import config_lib, evaluate
+from rlvis.evaluators import demo_tasks
 from tests.runs import NO_EVAL, load_state, metrics, ok, run_main, run_module, train
 
 TASKS = {"linear/digit", "knn/digit", "fewshot10/digit", "map/digit", "linear/count", "linear/box_digit",
@@ -43,6 +44,7 @@ def test_demo_command_prints_progress_and_writes_the_results_contract(runs):
     foresight_tasks = {f"foresight/{p}/{b}" for p in ("value", "invariance", "brute_force", "chance")
                        for b in ("all", "zoom_in")}
     assert set(results["trained"]) >= TASKS | foresight_tasks and set(results["random_init"]) >= TASKS
+    assert set(demo_tasks.Evaluator.tasks) == TASKS  # the tasks it declares (its progress bar's count) are those
     assert (runs["full"] / "plots" / "foresight.png").stat().st_size > 1000
     assert all(0.0 <= v <= 1.0 for v in [*results["trained"].values(), *results["random_init"].values()])
     assert results["steps"] == 6 and results["wall_seconds"] > 0
@@ -218,7 +220,7 @@ def test_rerunning_a_finished_run_is_a_no_op_unless_its_config_changed(tiny_copy
     before = (workdir / "results.json").read_text()
     again = train(workdir)
     assert "already trained to step 6 of 6" in again.stdout and (workdir / "results.json").read_text() == before
-    changed = train(workdir, "eval.final=()")  # an evaluation field may change on resume
+    changed = train(workdir, *NO_EVAL)  # which evaluators run may change on resume
     assert "already trained" not in changed.stdout
     with open(workdir / "results.json") as f:
         assert json.load(f)["trained"] == {}  # evaluated again, with the new (empty) evaluator list

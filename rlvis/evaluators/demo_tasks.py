@@ -23,10 +23,9 @@ import ml_collections
 import numpy as np
 
 from rlvis.data import digits as digits_lib
-from rlvis.evaluators import attention_probes, probes, suite
+from rlvis.evaluators import attention_probes, common, probes
 
 _SCENE_SEED = 2024
-EncodeFn = suite.EncodeFn
 
 
 def box_weights(boxes: np.ndarray, grid: int) -> np.ndarray:
@@ -40,31 +39,33 @@ def box_weights(boxes: np.ndarray, grid: int) -> np.ndarray:
     return w / np.maximum(w.sum(1, keepdims=True), 1e-12)
 
 
-class DemoEvaluator:
-    """DemoEvaluator(encode_fn, config, channels).run(encoder_params) yields (task name, accuracy).
+class Evaluator:
+    """Evaluator(encode_fn, config, channels).run(encoder_params) yields (task name, accuracy) for each of TASKS.
 
     `channels` is the encoder's input: an RGB encoder (trained on photographs) sees the digits tiled to 3 channels,
     so the same held-out tasks serve as a sanity check on any run.
     """
 
-    def __init__(self, encode_fn: EncodeFn, config: ml_collections.ConfigDict, channels: int = 1):
+    tasks = ("linear/digit", "knn/digit", "fewshot10/digit", "map/digit", "linear/count", "linear/box_digit",
+             "decoder/box_digit")
+
+    def __init__(self, encode_fn: common.EncodeFn, config: ml_collections.ConfigDict, channels: int = 1):
         self.config = config
         splits = digits_lib.load_digits(config.eval.digits_per_class)
         rng = np.random.default_rng(_SCENE_SEED)
         half = config.eval.scenes // 2
         self.data = {
-            "digit": suite.heldout_digits(splits),
+            "digit": common.heldout_digits(splits),
             "scenes": {
                 "train": digits_lib.compose_scenes(rng, splits.probe_train_images, splits.probe_train_labels, half, config.data),
                 "test": digits_lib.compose_scenes(rng, splits.probe_test_images, splits.probe_test_labels, half, config.data),
             },
         }
         sizes = {config.env.view_size, config.eval.scene_view_size}
-        self._features = {size: suite.token_features(encode_fn, size, channels) for size in sizes}
-        self.num_tasks = 7
+        self._features = {size: common.token_features(encode_fn, size, channels) for size in sizes}
 
     def _tokens(self, params, images: np.ndarray, valid: np.ndarray, size: int) -> np.ndarray:
-        return suite.encode_in_batches(self._features[size], params, images, valid)
+        return common.encode_in_batches(self._features[size], params, images, valid)
 
     def run(self, params) -> Iterator[tuple[str, float]]:
         cfg = self.config.eval

@@ -112,8 +112,8 @@ def _validation_digits(config: ml_collections.ConfigDict) -> tuple[np.ndarray, n
     return exemplars, images[rest], labels[rest]
 
 
-class ForesightEvaluator:
-    """ForesightEvaluator(encode_fn, config, channels).run(params) yields ("foresight/<predictor>/<bucket>", acc).
+class Evaluator:
+    """Evaluator(encode_fn, config, channels).run(params) yields ("foresight/<predictor>/<bucket>", acc).
 
     `params` are a full network's (value head and heads included), as the trainer's state holds them.
     """
@@ -144,7 +144,7 @@ class ForesightEvaluator:
         geometry = pair_geometry(boxes)
         self.iou, self.contained = geometry["iou"].reshape(-1), geometry["contained"].reshape(-1)
         self.pairs = pairs
-        self.num_tasks = len(PREDICTORS) * len(BUCKETS)
+        self.tasks = tuple(f"foresight/{p}/{b}" for p in PREDICTORS for b in BUCKETS)
         self._predict = jax.jit(self._class_scores)
 
     def _class_scores(self, params, annotations: methods.Annotations, class_of_annotation: jax.Array):

@@ -1,96 +1,77 @@
 """Evaluators by name, as the config lists them, and the one place that runs them on encoder parameters.
 
-An evaluator is built once (it prepares its data and jitted feature function) and `run(params)` yields
-(task name, score) pairs. The trainer runs `config.eval.monitor` at the start, every `eval.monitor_every`
-steps and at the end (cheap: kNN and few-shot ridge, logged as `monitor/<task>`), and `config.eval.final` at the
-end, for the trained and a random-init encoder. `python -m rlvis.evaluate` runs the same `config.eval.final` on any
-saved checkpoint, so its numbers equal the trainer's on the same checkpoint.
+`config.evals` holds one entry per evaluator, as big_vision's `config.evals` does:
 
-    demo          the embedded held-out tasks (rlvis/evaluators/demo_tasks.py)
-    foresight     the value head's foresight against reading the source or the destination view (foresight.py)
+    config.evals.foresight = dict(type="foresight", final=True, every=600)
+    config.evals.tfds = dict(type="tfds_tasks", final=True, every=0, name="food101", data_dir="…")
+
+`type` names a module in rlvis/evaluators whose `Evaluator(encode_fn, config, channels, **kwargs)` takes the entry's
+other fields; `final` runs it at the end of training, for the trained and a random-init encoder (results.json, and
+`rlvis.evaluate` on any checkpoint, hence the same numbers); `every` > 0 also runs it at the start, every that many
+steps and at the end as a monitor (`monitor/<task>` in monitor.jsonl). An evaluator is built once (it prepares its
+data and jitted feature function); `run(params)` yields (task name, score) for each name in its `tasks`.
+
+    demo_tasks    the embedded held-out tasks: digit, count, digit-in-box probes
+    foresight     the value head's foresight against reading the source or the destination view
     digit_monitor kNN and few-shot ridge on held-out centred digits: seconds, so it can run often
-    tfds          linear / kNN / few-shot on a TFDS dataset prepared as ArrayRecord (rlvis/evaluators/tfds_tasks.py)
+    tfds_tasks    linear / kNN / few-shot on a TFDS dataset prepared as ArrayRecord
 """
 
 import collections
+import importlib
+import inspect
 import json
 import os
-from collections.abc import Callable, Iterator, Sequence
 
-import jax
-import jax.numpy as jnp
 import ml_collections
-import numpy as np
 import tqdm
 
-from rlvis.data import digits as digits_lib
-from rlvis.envs import crop_env
-from rlvis.evaluators import probes
+from rlvis.evaluators import common
 
-EncodeFn = Callable[[object, jax.Array], jax.Array]  # (params, views [N, S, S, C]) → tokens [N, T, D]
+ENTRY_FIELDS = ("type", "final", "every")  # the suite's own fields of a config.evals entry; the rest are kwargs
 
 
-def token_features(encode_fn: EncodeFn, view_size: int, channels: int) -> Callable:
-    """A jitted (params, canvas images, valid) → encoder tokens of the whole image rendered at `view_size`.
-
-    Grayscale inputs are tiled to the encoder's channels, so an RGB encoder can be probed on the digits too.
-    """
-    @jax.jit
-    def features(params, images: jax.Array, valid: jax.Array) -> jax.Array:
-        images = jnp.repeat(images, channels // images.shape[-1], axis=-1)
-        full = jnp.asarray(crop_env.FULL_BOX)
-        views = jax.vmap(lambda im, hw: crop_env.observe(im, hw, full, view_size))(images, valid)
-        return encode_fn(params, views)
-    return features
+def evaluator_class(type_name: str) -> type:
+    """rlvis.evaluators.<type_name>.Evaluator; a ValueError naming what is missing."""
+    try:
+        module = importlib.import_module(f"rlvis.evaluators.{type_name}")
+    except ModuleNotFoundError:
+        raise ValueError(f"evaluator type {type_name!r} is not a module in rlvis/evaluators") from None
+    if not hasattr(module, "Evaluator"):
+        raise ValueError(f"rlvis/evaluators/{type_name}.py has no Evaluator class")
+    return module.Evaluator
 
 
-def encode_in_batches(features: Callable, params, images: np.ndarray, valid: np.ndarray,
-                      batch_size: int = 250) -> np.ndarray:
-    return np.concatenate([np.asarray(features(params, images[i:i + batch_size], valid[i:i + batch_size]))
-                           for i in range(0, len(images), batch_size)])
-
-
-def heldout_digits(splits: digits_lib.DigitSplits) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """The probe splits as centred-digit canvases: split → (images, valid, labels)."""
-    data = {}
-    for split, images, labels in (("train", splits.probe_train_images, splits.probe_train_labels),
-                                  ("test", splits.probe_test_images, splits.probe_test_labels)):
-        canvases = [digits_lib.centred_digit(d) for d in images]
-        data[split] = (np.stack([c["image"] for c in canvases]), np.stack([c["valid"] for c in canvases]), labels)
-    return data
-
-
-class DigitMonitor:
-    """Held-out centred digits → DINO-protocol kNN (k = 20) and few-shot ridge (5 and 10 shots): seconds on CPU."""
-
-    def __init__(self, encode_fn: EncodeFn, config: ml_collections.ConfigDict, channels: int):
-        self.data = heldout_digits(digits_lib.load_digits(config.eval.digits_per_class))
-        self.features = token_features(encode_fn, config.env.view_size, channels)
-        self.k = config.eval.knn_k
-        self.num_tasks = 3
-
-    def run(self, params) -> Iterator[tuple[str, float]]:
-        pooled = {}
-        for split, (images, valid, labels) in self.data.items():
-            tokens = encode_in_batches(self.features, params, images, valid)
-            pooled[split] = (probes.cls_and_mean(tokens), labels)
-        (train_x, train_y), (test_x, test_y) = pooled["train"], pooled["test"]
-        yield "knn/digit", probes.knn_scores(train_x, train_y, test_x, test_y, 10, ks=(self.k,))[self.k]
-        for shots, score in probes.fewshot_ridge(train_x, train_y, test_x, test_y, 10, shots=(5, 10)).items():
-            yield f"fewshot{shots}/digit", score
-
-
-def build(names: Sequence[str], encode_fn: EncodeFn, config: ml_collections.ConfigDict, channels: int) -> dict:
-    """name → evaluator, for the names a config lists; an unknown name is a ValueError naming it."""
-    from rlvis.evaluators.demo_tasks import DemoEvaluator
-    from rlvis.evaluators.foresight import ForesightEvaluator
-    from rlvis.evaluators.tfds_tasks import TFDSEvaluator
-    known = {"demo": DemoEvaluator, "digit_monitor": DigitMonitor, "foresight": ForesightEvaluator,
-             "tfds": TFDSEvaluator}  # config_lib.EVALUATORS
-    unknown = [name for name in names if name not in known]
+def check_entry(name: str, entry: ml_collections.ConfigDict) -> str | None:
+    """What is wrong with `config.evals[name]`, or None (config_lib turns it into a one-line error)."""
+    missing = [field for field in ENTRY_FIELDS if field not in entry]
+    if missing:
+        return f"config.evals.{name} needs the field {missing[0]!r} ({', '.join(ENTRY_FIELDS)})"
+    try:
+        cls = evaluator_class(entry.type)
+    except ValueError as error:
+        return f"config.evals.{name}: {error}"
+    accepted = set(inspect.signature(cls).parameters) - {"encode_fn", "config", "channels"}
+    unknown = sorted(set(entry) - set(ENTRY_FIELDS) - accepted)
     if unknown:
-        raise ValueError(f"unknown evaluator {unknown[0]!r}; known: {sorted(known)}")
-    return {name: known[name](encode_fn, config, channels) for name in names}
+        return f"config.evals.{name}: {entry.type} takes no field {unknown[0]!r}; it takes {sorted(accepted)}"
+    if entry.every < 0:
+        return f"config.evals.{name}.every={entry.every} must be >= 0 (0 = only at the end)"
+    return None
+
+
+def build(config: ml_collections.ConfigDict, encode_fn: common.EncodeFn, channels: int, when: str) -> dict:
+    """name → evaluator for the entries of `config.evals` that run `when` ("final" or "monitor")."""
+    chosen = {name: entry for name, entry in config.evals.items()
+              if (entry.final if when == "final" else entry.every > 0)}
+    return {name: evaluator_class(entry.type)(encode_fn, config, channels,
+                                              **{k: v for k, v in entry.items() if k not in ENTRY_FIELDS})
+            for name, entry in chosen.items()}
+
+
+def due(config: ml_collections.ConfigDict, step: int) -> list[str]:
+    """The monitors that run after `step` (each at its own `every`)."""
+    return [name for name, entry in config.evals.items() if entry.every > 0 and step % entry.every == 0]
 
 
 def run_all(evaluators: dict, params, progress: bool = False) -> dict[str, float]:
@@ -99,7 +80,7 @@ def run_all(evaluators: dict, params, progress: bool = False) -> dict[str, float
 
     `progress` shows a bar with the task just scored, elapsed time and an ETA (on stderr)."""
     by_evaluator = {}
-    bar = tqdm.tqdm(total=sum(evaluator.num_tasks for evaluator in evaluators.values()), unit="task",
+    bar = tqdm.tqdm(total=sum(len(evaluator.tasks) for evaluator in evaluators.values()), unit="task",
                     desc="evaluate", disable=not progress, leave=False)
     for name, evaluator in evaluators.items():
         by_evaluator[name] = {}

@@ -1,8 +1,8 @@
 """Probes on a TFDS classification dataset prepared as ArrayRecord (ImageNet-1k, Food101, Pets, RESISC45, SUN397,
 CLEVR...): the paper's transfer suite, read with `tfds.data_source`, no TensorFlow.
 
-`config.eval.tfds` names the dataset (`name`, `data_dir`, `train_split`, `test_split`, `label_key`) and caps the
-examples encoded (`max_train`, `max_test`: the first N of each split, TFDS's own fixed order). Images go through
+Its `config.evals` entry names the dataset (`name`, `data_dir`, `train_split`, `test_split`, `label_key`) and caps
+the examples encoded (`max_train`, `max_test`: the first N of each split, TFDS's own fixed order). Images go through
 the same decode and canvas as training data, and are probed whole at `env.view_size`:
   * linear grid (learning rate × CLS/mean/both pooling, best on a validation split carved from train),
   * DINO's weighted kNN at k ∈ {10, 20, 100, 200},
@@ -16,22 +16,23 @@ import numpy as np
 
 from rlvis.data import decode
 from rlvis.data.tfds_source import TFDSSource
-from rlvis.evaluators import probes, suite
+from rlvis.evaluators import common, probes
 
 KNN_KS = (10, 20, 100, 200)  # DINO's protocol
 
 
-class TFDSEvaluator:
-    def __init__(self, encode_fn: suite.EncodeFn, config: ml_collections.ConfigDict, channels: int):
-        spec = config.eval.tfds
-        if not spec.name:
-            raise ValueError("evaluator 'tfds' needs config.eval.tfds.name (e.g. 'food101')")
-        self.name = spec.name
+class Evaluator:
+    def __init__(self, encode_fn: common.EncodeFn, config: ml_collections.ConfigDict, channels: int, *, name: str,
+                 data_dir: str = "", train_split: str = "train", test_split: str = "test", label_key: str = "label",
+                 max_train: int = 10_000, max_test: int = 5_000):
+        if not name:
+            raise ValueError("the tfds_tasks evaluator needs the dataset's name (e.g. 'food101')")
+        self.name = name
         self.data = {}
-        for split, limit in ((spec.train_split, spec.max_train), (spec.test_split, spec.max_test)):
-            source = TFDSSource(spec.name, split, spec.data_dir or None, caption_key=spec.label_key)
+        for split, limit in ((train_split, max_train), (test_split, max_test)):
+            source = TFDSSource(name, split, data_dir or None, caption_key=label_key)
             if source.label_names is None:
-                raise ValueError(f"config.eval.tfds.label_key={spec.label_key!r} is not a ClassLabel of {spec.name}")
+                raise ValueError(f"label_key={label_key!r} is not a ClassLabel of {name}")
             images, valid, labels = [], [], []
             for index in range(min(len(source), limit)):
                 record = source[index]
@@ -41,17 +42,17 @@ class TFDSEvaluator:
                 except decode.BadRecord:
                     continue  # an evaluation set with a broken image: probe the rest
                 images.append(image), valid.append(hw), labels.append(source.label_names.index(record["caption"]))
-            self.data["train" if split == spec.train_split else "test"] = (
+            self.data["train" if split == train_split else "test"] = (
                 np.stack(images), np.stack(valid), np.asarray(labels, np.int32))
         self.num_classes = len(source.label_names)
-        self.features = suite.token_features(encode_fn, config.env.view_size, channels)
+        self.features = common.token_features(encode_fn, config.env.view_size, channels)
         self.probe_steps = config.eval.probe_steps
         fewest = int(np.bincount(self.data["train"][2], minlength=self.num_classes).min())
         self.shots = tuple(s for s in (1, 5, 10, 25) if s <= fewest)
-        self.num_tasks = 1 + len(KNN_KS) + len(self.shots)
+        self.tasks = (f"linear/{name}", *(f"knn{k}/{name}" for k in KNN_KS), *(f"fewshot{s}/{name}" for s in self.shots))
 
     def run(self, params) -> Iterator[tuple[str, float]]:
-        tokens = {split: (suite.encode_in_batches(self.features, params, images, valid), labels)
+        tokens = {split: (common.encode_in_batches(self.features, params, images, valid), labels)
                   for split, (images, valid, labels) in self.data.items()}
         (train_t, train_y), (test_t, test_y) = tokens["train"], tokens["test"]
         grid = probes.linear_probe_grid(train_t, train_y, test_t, test_y, self.num_classes, steps=self.probe_steps)

@@ -14,7 +14,7 @@ import numpy as np
 
 from rlvis.data import digits as digits_lib
 from rlvis.envs import crop_env, photometric
-from rlvis.evaluators import suite
+from rlvis.evaluators import common
 from rlvis.methods.common import Annotations, bootstraps, build_ab_model
 from rlvis.models.ab_model import ABModel
 from rlvis.models.heads import l2_normalize
@@ -108,7 +108,7 @@ def annotations(model: ABModel, params, config: ml_collections.ConfigDict,
                                        for d in splits.probe_test_images[splits.probe_test_labels == c][:40]])
                      for c in range(10)}
     encode = lambda p, views: model.apply(p, views, method=ABModel.encode)  # noqa: E731
-    features = suite.token_features(encode, config.env.view_size, channels)  # whole image, channels tiled
+    features = common.token_features(encode, config.env.view_size, channels)  # whole image, channels tiled
     ab, base_embeddings = [], []
     for images in exemplars.values():
         valid = np.tile(np.array(images.shape[1:3], np.int32), (len(images), 1))

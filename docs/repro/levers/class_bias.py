@@ -20,7 +20,7 @@ from rlvis.evaluators import foresight
 
 def report(workdir: str) -> None:
     config, state, _ = checkpoints.load_run(workdir, None)
-    evaluator = foresight.ForesightEvaluator(None, config, 1)
+    evaluator = foresight.Evaluator(None, config, 1)
     params = state[config_lib.params_key(config_lib.eval_encoder(config))]
     annotations, class_of_annotation = evaluator._annotations(params)
     value, source, destination, source_crop = (

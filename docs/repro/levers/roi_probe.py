@@ -45,7 +45,7 @@ def main(workdir: str) -> None:
     params = jax.tree.map(jnp.asarray, state["ema_params"])
     config.unlock()
     config.eval.foresight_scenes = 1500
-    evaluator = foresight.ForesightEvaluator(None, config, 1)
+    evaluator = foresight.Evaluator(None, config, 1)
     model, views = evaluator.model, evaluator.views
     s, n = views.shape[:2]
 
