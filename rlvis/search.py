@@ -32,7 +32,7 @@ import numpy as np
 from rlvis import config_lib, methods
 from rlvis.data import digits as digits_lib
 from rlvis.envs import crop_env
-from rlvis.evaluators import value_maps
+from rlvis.evaluators import foresight, value_maps
 from rlvis.methods import Annotations
 from rlvis.models.ab_model import ABModel
 
@@ -54,26 +54,27 @@ def destinations(box: jax.Array, moves: jax.Array, min_side: float) -> jax.Array
     return jnp.concatenate([corner, side], axis=-1)
 
 
-# A scorer maps (params, annotations, image, valid, current box, candidate boxes [A, 4], annotation index) to
-# scores [A] in [0, 1]: the policy's estimate of the annotation's probability after each move.
+# A scorer maps (params, annotations, image, valid, current box, candidate boxes [A, 4], target) to scores [A]
+# in [0, 1]: the policy's estimate of the target's probability after each move. The built-in scorers read the
+# target as weights [V] over the vocabulary (one-hot for one annotation; a class's share of each annotation for a
+# digit class), so a target's probability is the mass on its annotations.
 Scorer = Callable[..., jax.Array]
 
 
 def _scorer(model: ABModel, config: ml_collections.ConfigDict, policy: str) -> Scorer:
     size = config.env.view_size
 
-    def value(params, annotations: Annotations, image, valid, box, candidates, annotation):
+    def value(params, annotations: Annotations, image, valid, box, candidates, target):
         view = crop_env.observe(image, valid, box, size)
         tokens = model.apply(params, view[None], method=ABModel.encode)[0]
-        q = value_maps.value_distribution(model, params, config, tokens, box, candidates, annotations)
-        return q[:, annotation]
+        return value_maps.value_distribution(model, params, config, tokens, box, candidates, annotations) @ target
 
-    def brute_force(params, annotations: Annotations, image, valid, box, candidates, annotation):
+    def brute_force(params, annotations: Annotations, image, valid, box, candidates, target):
         views = jax.vmap(lambda b: crop_env.observe(image, valid, b, size))(candidates)
         tokens = model.apply(params, views, method=ABModel.encode)
-        return value_maps.base_distribution(model, params, annotations, tokens)[:, annotation]
+        return value_maps.base_distribution(model, params, annotations, tokens) @ target
 
-    def uniform(params, annotations, image, valid, box, candidates, annotation):
+    def uniform(params, annotations, image, valid, box, candidates, target):
         return jnp.ones(candidates.shape[0], jnp.float32)
 
     return {"value": value, "brute_force": brute_force, "random": uniform}[policy]
@@ -96,9 +97,9 @@ def make_search(model: ABModel, config: ml_collections.ConfigDict, *, policy: st
                 temperature: float = 0.0) -> Callable[..., dict]:
     """The policy as a pure, jittable function for one image:
 
-        search(params, annotations, image, valid, annotation, key, start) → {boxes [K+1, 4], scores [K]}
+        search(params, annotations, image, valid, target, key, start) → {boxes [K+1, 4], scores [K]}
 
-    `annotation` indexes `annotations.names`; `start` is the first box (e.g. crop_env.FULL_BOX); `boxes[k]` is the view
+    `target` is what the scorer reads (built-in scorers: weights [V] over `annotations`, see `one_hot`); `start` is the first box (e.g. crop_env.FULL_BOX); `boxes[k]` is the view
     after k moves and `scores[k]` the chosen move's score. `jax.vmap` it over images (see `search_batch`).
     `policy` names a scorer in POLICIES or is a `Scorer` itself (a hand-made value function).
     """
@@ -108,10 +109,10 @@ def make_search(model: ABModel, config: ml_collections.ConfigDict, *, policy: st
     moves = jnp.asarray(move_grid(pans, zooms))
     temperature = 1.0 if policy == "random" else temperature  # uniform scores: sampling is the random policy
 
-    def search(params, annotations: Annotations, image, valid, annotation, key, start) -> dict:
+    def search(params, annotations: Annotations, image, valid, target, key, start) -> dict:
         def move(box, step_key):
             candidates = destinations(box, moves, min_side)
-            scores = score(params, annotations, image, valid, box, candidates, annotation)
+            scores = score(params, annotations, image, valid, box, candidates, target)
             chosen = choose(scores, step_key, temperature)
             return candidates[chosen], (candidates[chosen], scores[chosen])
 
@@ -121,8 +122,13 @@ def make_search(model: ABModel, config: ml_collections.ConfigDict, *, policy: st
     return search
 
 
+def one_hot(annotations: Annotations, name: str) -> jax.Array:
+    """The target weights of one annotation: 1 on it, 0 elsewhere."""
+    return jax.nn.one_hot(annotations.names.index(name), len(annotations.names))
+
+
 def search_batch(search: Callable[..., dict]) -> Callable[..., dict]:
-    """`search` vmapped over (image, valid, annotation, key, start) and jitted; params and annotations shared."""
+    """`search` vmapped over (image, valid, target, key, start) and jitted; params and annotations shared."""
     return jax.jit(jax.vmap(search, in_axes=(None, None, 0, 0, 0, 0, 0)))
 
 
@@ -168,7 +174,9 @@ def measure(workdir: str, *, scenes: int, steps: int, policies: Sequence[tuple[s
             min_side: float = MIN_SIDE) -> list[dict]:
     """Success rates of each (policy, temperature) on held-out demo scenes for one run's latest checkpoint.
 
-    Success: the final box's centre lies inside the tight box of a digit with the target label ("the view is
+    The target is the scene's digit class, read as the foresight evaluator reads it: the vocabulary is held-out
+    exemplar digits (each its own annotation, as in training) and a class's probability is the mass on its
+    exemplars (`digit_vocabulary` of the run's method file). Success: the final box's centre lies inside the tight box of a digit with the target label ("the view is
     centred on such a digit"); the stricter IoU ≥ 0.5 with it is reported beside it. Time per search excludes
     compilation (one untimed chunk first; the last chunk is padded to full size).
     """
@@ -179,15 +187,12 @@ def measure(workdir: str, *, scenes: int, steps: int, policies: Sequence[tuple[s
     if config.data.format != "demo":
         raise ValueError(f"{workdir} was not trained on the demo data; search success is measured on demo scenes")
     method = methods.get(config)
-    if method.digit_annotation(0) is None:
-        raise ValueError(f"{workdir}: a {config.method} run has no annotation that names a digit to search for")
     model = method.build_model(config)
     params = state[config_lib.params_key(encoder)]
     channels = pipeline.image_channels(config)
-    annotations = method.annotations(model, params, config, channels=channels)
+    annotations, class_of_annotation = foresight.digit_vocabulary(model, params, config, channels)
     data = held_out_scenes(config, scenes)
-    names = [method.digit_annotation(label) for label in data["target_label"]]
-    annotation_index = np.array([annotations.names.index(name) for name in names], np.int32)
+    targets = np.asarray(class_of_annotation).T[data["target_label"]]  # [N, V]
     images = np.repeat(data["image"], channels // data["image"].shape[-1], axis=-1)
     keys = np.asarray(jax.random.split(jax.random.PRNGKey(1), scenes))
     chunk = min(chunk, scenes)
@@ -209,7 +214,7 @@ def measure(workdir: str, *, scenes: int, steps: int, policies: Sequence[tuple[s
         def run(begin: int) -> np.ndarray:
             part = np.arange(begin, begin + chunk) % scenes  # the last chunk wraps round: one compiled shape
             result = search(params, annotations, jnp.asarray(images[part]), jnp.asarray(data["valid"][part]),
-                            jnp.asarray(annotation_index[part]), jnp.asarray(keys[part]),
+                            jnp.asarray(targets[part]), jnp.asarray(keys[part]),
                             jnp.tile(jnp.asarray(crop_env.FULL_BOX), (chunk, 1)))
             return np.asarray(result["boxes"][:, -1])
 
@@ -341,7 +346,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     search = jax.jit(make_search(model, config, policy=args.policy, steps=args.steps,
                                  temperature=args.temperature, **moves))
     result = jax.device_get(search(params, annotations, jnp.asarray(image), jnp.asarray(valid),
-                                   annotations.names.index(wanted), jax.random.PRNGKey(args.seed),
+                                   one_hot(annotations, wanted), jax.random.PRNGKey(args.seed),
                                    jnp.asarray(args.start, jnp.float32)))
     boxes, scores = np.asarray(result["boxes"]), np.asarray(result["scores"])
     trajectory = dict(workdir=workdir, step=step, annotation=wanted, policy=args.policy,

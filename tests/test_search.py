@@ -1,5 +1,7 @@
 """Active visual search (rlvis.search): move geometry, the policy's choices, and a search that finds a digit."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -9,7 +11,7 @@ from configs import demo
 from rlvis import search
 from rlvis.data import digits as digits_lib
 from rlvis.envs import crop_env
-from rlvis.evaluators.value_maps import Annotations
+from rlvis.methods import Annotations
 
 NO_ANNOTATIONS = Annotations((), jnp.zeros((1, 1)), None, jnp.asarray(1.0))
 
@@ -118,3 +120,27 @@ def test_success_criteria_and_unknown_policy():
     assert hit["centre"].tolist() == [True, False] and hit["iou50"].tolist() == [True, False]
     with pytest.raises(ValueError, match="unknown policy"):
         search.make_search(None, demo.get_config("tiny"), policy="teleport")
+
+
+def test_built_in_scorers_read_the_target_as_weights_over_the_vocabulary():
+    """A class target scores a move by the mass on that class's annotations: the weighted sum of one-hot scores."""
+    from rlvis import methods
+    from rlvis.evaluators import foresight
+    config = demo.get_config("tiny")
+    model = methods.build_model(config)
+    size = config.env.view_size
+    params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, size, size, 1)), jnp.zeros((1, config.env.views - 1, 4)),
+                        jnp.zeros((1, config.clip.caption_length), jnp.int32))
+    splits = digits_lib.load_digits(10)
+    exemplars = np.stack([digits_lib.centred_digit(splits.probe_test_images[splits.probe_test_labels == c][i])["image"]
+                          for c in range(10) for i in range(2)])  # class-major, 2 per class
+    vocabulary, classes = foresight.digit_vocabulary(model, params, config, 1, exemplars)
+    scene = _one_digit_scene(0)
+    box = jnp.asarray(crop_env.FULL_BOX)
+    candidates = search.destinations(box, jnp.asarray(search.move_grid(search.PANS, search.ZOOMS)), search.MIN_SIDE)
+    for policy in ("value", "brute_force"):
+        score = functools.partial(search._scorer(model, config, policy), params, vocabulary,
+                                  jnp.asarray(scene["image"]), jnp.asarray(scene["valid"]), box, candidates)
+        per_annotation = np.stack([score(search.one_hot(vocabulary, name)) for name in vocabulary.names], -1)
+        np.testing.assert_allclose(per_annotation.sum(-1), 1.0, rtol=1e-4)  # a distribution over the vocabulary
+        np.testing.assert_allclose(score(classes[:, 3]), per_annotation @ np.asarray(classes[:, 3]), rtol=1e-5)

@@ -112,6 +112,20 @@ def _validation_digits(config: ml_collections.ConfigDict) -> tuple[np.ndarray, n
     return exemplars, images[rest], labels[rest]
 
 
+def digit_vocabulary(model: ABModel, params, config: ml_collections.ConfigDict, channels: int,
+                     exemplars: np.ndarray | None = None) -> tuple[methods.Annotations, jax.Array]:
+    """The run's annotation vocabulary and class_of_annotation [V, C], the share of each annotation in each digit
+    class, so that a distribution over annotations becomes one over classes by a matrix product. `exemplars`
+    [10·E, H, W, C] class-major (default: the held-out exemplars of `_validation_digits`)."""
+    if exemplars is None:
+        exemplars = _validation_digits(config)[0]
+        exemplars = np.repeat(exemplars, channels // exemplars.shape[-1], axis=-1)
+    views = jax.vmap(lambda im: crop_env.observe(im, jnp.array(im.shape[:2]), jnp.asarray(crop_env.FULL_BOX),
+                                                 config.env.view_size))(jnp.asarray(exemplars))
+    tokens = model.apply(params, views, method=ABModel.encode)
+    return methods.get(config).digit_vocabulary(model, params, config, tokens, channels)
+
+
 class Evaluator:
     """Evaluator(encode_fn, config, channels).run(params) yields ("foresight/<predictor>/<bucket>", acc).
 
@@ -164,12 +178,7 @@ class Evaluator:
         return tuple(x.reshape(-1, x.shape[-1]) for x in (q, source, destination, source_crop))
 
     def _annotations(self, params) -> tuple[methods.Annotations, jax.Array]:
-        """The run's annotation vocabulary and class_of_annotation [V, C], the share of each annotation in each
-        digit class, so that a distribution over annotations becomes one over classes by a matrix product."""
-        views = jax.vmap(lambda im: crop_env.observe(im, jnp.array(im.shape[:2]), jnp.asarray(crop_env.FULL_BOX),
-                                                     self.config.env.view_size))(jnp.asarray(self.exemplars))
-        tokens = self.model.apply(params, views, method=ABModel.encode)
-        return self.method.digit_vocabulary(self.model, params, self.config, tokens, self.channels)
+        return digit_vocabulary(self.model, params, self.config, self.channels, self.exemplars)
 
     def run(self, params) -> Iterator[tuple[str, float]]:
         annotations, class_of_annotation = self._annotations(params)
