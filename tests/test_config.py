@@ -100,3 +100,20 @@ def test_evaluators_run_when_their_entry_says():
     assert sorted(suite.due(config, 600)) == ["digits", "foresight"] and suite.due(config, 300) == []
     config.evals.foresight.every = 300
     assert suite.due(config, 300) == ["foresight"]
+
+
+def test_every_method_file_defines_the_whole_interface_and_is_accepted_everywhere():
+    """A method is one file in rlvis/methods: the registry lists it, and configs, compare and validation accept its
+    base and AB names without a second list anywhere."""
+    from rlvis import methods
+    interface = ("NAME", "EMA_TEACHER", "CAPTIONS", "EMBEDDING_ANNOTATIONS", "IMAGE_ANNOTATIONS", "build_model",
+                 "annotation_views_per_image", "render_annotation", "optimizer_rules", "initial_state", "loss",
+                 "annotations", "digit_annotation", "digit_vocabulary")
+    for name, module in methods.FAMILIES.items():
+        missing = [field for field in interface if not hasattr(module, field)]
+        assert not missing, f"rlvis/methods/{name}.py lacks {missing}"
+        for method in (name, f"ab_{name}"):
+            config = demo.get_config(f"tiny,method={method}")
+            config_lib.validate(config, device_count=8)
+            assert methods.get(config) is module and methods.encoded_views_per_step(config) > 0
+    assert set(methods.NAMES) == {n for base in methods.FAMILIES for n in (base, f"ab_{base}")}
