@@ -139,8 +139,10 @@ def test_built_in_scorers_read_the_target_as_weights_over_the_vocabulary():
     box = jnp.asarray(crop_env.FULL_BOX)
     candidates = search.destinations(box, jnp.asarray(search.move_grid(search.PANS, search.ZOOMS)), search.MIN_SIDE)
     for policy in ("value", "brute_force"):
-        score = functools.partial(search._scorer(model, config, policy), params, vocabulary,
-                                  jnp.asarray(scene["image"]), jnp.asarray(scene["valid"]), box, candidates)
-        per_annotation = np.stack([score(search.one_hot(vocabulary, name)) for name in vocabulary.names], -1)
+        score = jax.jit(jax.vmap(functools.partial(search._scorer(model, config, policy), params, vocabulary,
+                                                   jnp.asarray(scene["image"]), jnp.asarray(scene["valid"]), box,
+                                                   candidates)))  # over targets [T, V] → scores [T, A]
+        per_annotation = np.asarray(score(jnp.eye(len(vocabulary.names)))).T  # [A, V]: one-hot targets
         np.testing.assert_allclose(per_annotation.sum(-1), 1.0, rtol=1e-4)  # a distribution over the vocabulary
-        np.testing.assert_allclose(score(classes[:, 3]), per_annotation @ np.asarray(classes[:, 3]), rtol=1e-5)
+        by_class = np.asarray(score(classes.T))  # [10, A]: the class targets
+        np.testing.assert_allclose(by_class, (per_annotation @ np.asarray(classes)).T, rtol=1e-5, atol=1e-7)
