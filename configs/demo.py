@@ -122,7 +122,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.dino.local_size = 16  # paper: 96 px locals for 224 px globals
     c.dino.student_temp = 0.1
     c.dino.warmup_teacher_temp = 0.02  # DINO: 0.04 → 0.07; at this scale those leave a constant, collapsed
-    c.dino.teacher_temp = 0.02  # encoder (teacher entropy → ln K by step 500); 0.02 trains (docs/repro/dino)
+    c.dino.teacher_temp = 0.02  # encoder (teacher entropy → ln K by step 500); 0.02 trains (docs/repro/levers/README.md)
     c.dino.teacher_temp_warmup_steps = 600
     c.dino.center_momentum = 0.9
     c.dino.norm_last_layer = True  # False: learned prototype gains (DINO's choice for ViT-S; see DINOHead)
@@ -188,7 +188,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.evals.foresight = dict(type="foresight", final=True, every=600)
     c.evals.digits = dict(type="digit_monitor", final=False, every=600)
     c.evals.tfds = dict(type="tfds_tasks", final=False, every=0, name="", data_dir="", train_split="train",
-                        test_split="test", label_key="label", max_train=10_000, max_test=5_000)  # off until named
+                        test_split="test", label_key="label", max_train=10_000, max_test=5_000)  # on: final=True and a name
 
     c.eval = ml_collections.ConfigDict()  # settings the evaluators share
     c.eval.encoder = "auto"  # encoder the evaluations score: "ema", "online", or "auto" (config_lib.eval_encoder)

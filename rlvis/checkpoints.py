@@ -107,7 +107,23 @@ def with_current_defaults(saved: dict) -> ml_collections.ConfigDict:
         return {**{key: merge(value, ours[key]) if isinstance(value, dict) and isinstance(ours.get(key), dict)
                    else ours.get(key, value) for key, value in default.items()},
                 **{key: value for key, value in ours.items() if key not in default}}
+    if "evals" not in saved and "final" in saved.get("eval", {}):
+        saved = {**saved, "evals": evals_from_lists(saved["eval"], defaults["evals"])}
     return ml_collections.ConfigDict(merge(defaults, saved))
+
+
+def evals_from_lists(saved_eval: dict, default_evals: dict) -> dict:
+    """`config.evals` for a config that named its evaluators in lists (eval.final, eval.monitor every
+    eval.monitor_every steps, eval.tfds), so that such a run is evaluated with the evaluators it chose."""
+    old_names = {"demo": "demo", "foresight": "foresight", "digits": "digit_monitor", "tfds": "tfds"}
+    evals = {}
+    for name, entry in default_evals.items():
+        old = old_names.get(name, name)
+        evals[name] = {**entry, "final": old in saved_eval.get("final", ()),
+                       "every": saved_eval.get("monitor_every", 0) if old in saved_eval.get("monitor", ()) else 0}
+        if name == "tfds":
+            evals[name].update(saved_eval.get("tfds", {}))
+    return evals
 
 
 def load_run(workdir: str, step: int | None = None) -> tuple[ml_collections.ConfigDict, dict, int]:

@@ -6,6 +6,7 @@ locked by `config_flags`); this module checks the values that only make sense to
 
 import ast
 import copy
+import json
 import os
 import re
 
@@ -208,7 +209,7 @@ def check_resume(saved: dict, config: ml_collections.ConfigDict, allow_change: b
 
     `eval.digits_per_class` is such a field: it moves digits between pre-training and the held-out sets.
     """
-    before, now = _flatten(saved), _flatten(config.to_dict())
+    before, now = (_flatten(json.loads(json.dumps(tree))) for tree in (saved, config.to_dict()))  # tuples → lists
     changed = sorted(k for k in before.keys() | now.keys()
                      if before.get(k) != now.get(k) and k not in RESUMABLE_CHANGES
                      and not k.startswith(RESUMABLE_PREFIXES))

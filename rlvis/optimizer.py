@@ -101,11 +101,29 @@ def group_transform(config: ml_collections.ConfigDict, fields: dict) -> optax.Gr
     return frozen_for(frozen, adamw) if frozen else adamw
 
 
+def frozen_gradients_zeroed(group_rules: list[tuple[str, dict]]) -> optax.GradientTransformation:
+    """Zero the gradients of groups still frozen, so that they do not count in the global norm that clips the
+    others' (a frozen layer's gradient says nothing about how far the rest may move)."""
+    def zero_while_frozen(steps: int) -> optax.GradientTransformation:
+        if steps < 0:
+            return optax.set_to_zero()
+        return optax.scale_by_schedule(lambda count: (count >= steps).astype(jnp.float32))
+    transforms = {str(i): zero_while_frozen(fields["frozen_steps"]) for i, (_, fields) in enumerate(group_rules)
+                  if fields["frozen_steps"]}
+    if not transforms:
+        return optax.identity()
+    transforms["default"] = optax.identity()
+    return optax.multi_transform(
+        transforms, lambda params: jax.tree.map(lambda label: label if label in transforms else "default",
+                                                parameter_groups(params, group_rules)))
+
+
 def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
-    """Global-norm clipping (`grad_clip=0`: none) over all gradients, then AdamW per parameter group."""
+    """Frozen groups' gradients zeroed, global-norm clipping (`grad_clip=0`: none), then AdamW per group."""
     group_rules = rules(config)
     transforms = {str(i): group_transform(config, fields) for i, (_, fields) in enumerate(group_rules)}
     transforms["default"] = group_transform(config, RULE_FIELDS)
     return optax.chain(
+        frozen_gradients_zeroed(group_rules),
         optax.clip_by_global_norm(config.optim.grad_clip) if config.optim.grad_clip > 0 else optax.identity(),
         optax.multi_transform(transforms, lambda params: parameter_groups(params, group_rules)))

@@ -99,8 +99,9 @@ def make_search(model: ABModel, config: ml_collections.ConfigDict, *, policy: st
 
         search(params, annotations, image, valid, target, key, start) → {boxes [K+1, 4], scores [K]}
 
-    `target` is what the scorer reads (built-in scorers: weights [V] over `annotations`, see `one_hot`); `start` is the first box (e.g. crop_env.FULL_BOX); `boxes[k]` is the view
-    after k moves and `scores[k]` the chosen move's score. `jax.vmap` it over images (see `search_batch`).
+    `target` is what the scorer reads (built-in scorers: weights [V] over `annotations`, see `one_hot`); `start`
+    is the first box (e.g. crop_env.FULL_BOX); `boxes[k]` is the view after k moves and `scores[k]` the chosen
+    move's score. `jax.vmap` it over images (see `search_batch`).
     `policy` names a scorer in POLICIES or is a `Scorer` itself (a hand-made value function).
     """
     if not callable(policy) and policy not in POLICIES:
@@ -176,9 +177,10 @@ def measure(workdir: str, *, scenes: int, steps: int, policies: Sequence[tuple[s
 
     The target is the scene's digit class, read as the foresight evaluator reads it: the vocabulary is held-out
     exemplar digits (each its own annotation, as in training) and a class's probability is the mass on its
-    exemplars (`digit_vocabulary` of the run's method file). Success: the final box's centre lies inside the tight box of a digit with the target label ("the view is
-    centred on such a digit"); the stricter IoU ≥ 0.5 with it is reported beside it. Time per search excludes
-    compilation (one untimed chunk first; the last chunk is padded to full size).
+    exemplars (`digit_vocabulary` of the run's method file). Success: the final box's centre lies inside the
+    tight box of a digit with the target label ("the view is centred on such a digit"); the stricter IoU ≥ 0.5
+    with it is reported beside it. Time per search excludes compilation (one untimed chunk first; the last chunk
+    is padded to full size).
     """
     from rlvis import checkpoints
     from rlvis.data import pipeline

@@ -296,7 +296,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, stop_at_
         monitors = suite.build(config, encode, channels, "monitor")
         final = suite.build(config, encode, channels, "final")
     except (FileNotFoundError, ValueError) as error:
-        raise config_lib.ConfigError(f"config.evals: {error}") from None
+        raise config_lib.ConfigError(str(error)) from None
     monitor_writer = metrics.MetricWriter(workdir, "monitor")
     monitor_writer.drop_after(step)
 
@@ -304,7 +304,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, stop_at_
         """The monitors `names` on the encoder the final probes read: monitor.jsonl, TensorBoard, a PNG of curves."""
         if not names:
             return
-        scores = suite.run_all({name: monitors[name] for name in names}, state[config_lib.params_key(encoder)])
+        scores = suite.run_all({name: monitors[name] for name in names}, state[config_lib.params_key(encoder)],
+                               names_from=monitors)
         monitor_writer.write(at_step, {f"monitor/{task}": score for task, score in scores.items()})
         if is_main:
             shown = {t: v for t, v in scores.items() if not t.startswith("foresight/") or t.endswith("/all")}

@@ -99,12 +99,14 @@ def test_a_checkpoint_from_an_older_rlvis_loads_with_todays_defaults_for_fields_
     meta_file = old / "checkpoints" / "6" / "meta" / "metadata"
     meta = json.loads(meta_file.read_text())
     del meta["config"]["model"]["compute_dtype"], meta["config"]["dino"]["norm_last_layer"]
-    del meta["config"]["evals"]
+    del meta["config"]["evals"]  # and its evaluators named in lists, as configs did before config.evals
+    meta["config"]["eval"].update(final=["demo"], monitor=["digit_monitor"], monitor_every=100)
     meta["config"]["env"]["view_size"] = 16  # a saved value is kept, never replaced by a default
     meta_file.write_text(json.dumps(meta))
     config, _, _ = checkpoints.load_run(str(old))
     assert config.model.compute_dtype == "float32" and config.dino.norm_last_layer is True
-    assert config.evals.foresight.type == "foresight" and config.env.view_size == 16
+    assert config.evals.demo.final and not config.evals.foresight.final and config.evals.foresight.every == 0
+    assert config.evals.digits.every == 100 and not config.evals.digits.final and config.env.view_size == 16
     module, variables = export.load_encoder(str(old))
     assert module.dtype == "float32" and module.image_size == 16
 

@@ -3,6 +3,7 @@ import re
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from configs import demo
@@ -110,3 +111,15 @@ def test_gradient_accumulation_over_the_bootstrap_batch_equals_the_large_batch()
         np.testing.assert_allclose(results[chunks][1:], results[1][1:], rtol=1e-5)
         for a, b in zip(jax.tree.leaves(results[chunks][0]), jax.tree.leaves(results[1][0])):
             np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_frozen_gradients_are_zeroed_before_clipping_so_they_do_not_count_in_the_global_norm():
+    rules = [(r"params/head/.*", dict(optimizer.RULE_FIELDS, frozen_steps=2))]
+    tx = optimizer.frozen_gradients_zeroed(rules)
+    grads = {"params": {"head": {"w": jnp.full((2,), 3.0)}, "encoder": {"w": jnp.full((2,), 4.0)}}}
+    state = tx.init(grads)
+    seen = []
+    for _ in range(3):
+        out, state = tx.update(grads, state)
+        seen.append(float(optax.global_norm(out)))
+    np.testing.assert_allclose(seen, [np.sqrt(32.0), np.sqrt(32.0), np.sqrt(50.0)], rtol=1e-6)

@@ -40,7 +40,7 @@ def box_weights(boxes: np.ndarray, grid: int) -> np.ndarray:
 
 
 class Evaluator:
-    """Evaluator(encode_fn, config, channels).run(encoder_params) yields (task name, accuracy) for each of TASKS.
+    """Evaluator(encode_fn, config, channels).run(encoder_params) yields (task name, accuracy) for each of `tasks`.
 
     `channels` is the encoder's input: an RGB encoder (trained on photographs) sees the digits tiled to 3 channels,
     so the same held-out tasks serve as a sanity check on any run.

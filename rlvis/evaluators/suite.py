@@ -35,7 +35,9 @@ def evaluator_class(type_name: str) -> type:
     """rlvis.evaluators.<type_name>.Evaluator; a ValueError naming what is missing."""
     try:
         module = importlib.import_module(f"rlvis.evaluators.{type_name}")
-    except ModuleNotFoundError:
+    except ModuleNotFoundError as error:
+        if error.name != f"rlvis.evaluators.{type_name}":
+            raise  # the module exists; something it imports does not
         raise ValueError(f"evaluator type {type_name!r} is not a module in rlvis/evaluators") from None
     if not hasattr(module, "Evaluator"):
         raise ValueError(f"rlvis/evaluators/{type_name}.py has no Evaluator class")
@@ -62,11 +64,15 @@ def check_entry(name: str, entry: ml_collections.ConfigDict) -> str | None:
 
 def build(config: ml_collections.ConfigDict, encode_fn: common.EncodeFn, channels: int, when: str) -> dict:
     """name → evaluator for the entries of `config.evals` that run `when` ("final" or "monitor")."""
-    chosen = {name: entry for name, entry in config.evals.items()
-              if (entry.final if when == "final" else entry.every > 0)}
-    return {name: evaluator_class(entry.type)(encode_fn, config, channels,
-                                              **{k: v for k, v in entry.items() if k not in ENTRY_FIELDS})
-            for name, entry in chosen.items()}
+    built = {}
+    for name, entry in config.evals.items():
+        if entry.final if when == "final" else entry.every > 0:
+            kwargs = {k: v for k, v in entry.items() if k not in ENTRY_FIELDS}
+            try:
+                built[name] = evaluator_class(entry.type)(encode_fn, config, channels, **kwargs)
+            except (FileNotFoundError, ValueError) as error:
+                raise type(error)(f"config.evals.{name}: {error}") from None
+    return built
 
 
 def due(config: ml_collections.ConfigDict, step: int) -> list[str]:
@@ -74,9 +80,11 @@ def due(config: ml_collections.ConfigDict, step: int) -> list[str]:
     return [name for name, entry in config.evals.items() if entry.every > 0 and step % entry.every == 0]
 
 
-def run_all(evaluators: dict, params, progress: bool = False) -> dict[str, float]:
+def run_all(evaluators: dict, params, progress: bool = False, names_from: dict | None = None) -> dict[str, float]:
     """Every evaluator's tasks in one flat dict. Task names carry their data set ("linear/digit"); a name two
-    evaluators both report is prefixed by each one's evaluator name, so neither overwrites the other.
+    evaluators both report is prefixed by each one's evaluator name, so neither overwrites the other. Which names
+    collide is decided over `names_from` (default: `evaluators`), so that a subset run at one step names its tasks
+    as the whole set does.
 
     `progress` shows a bar with the task just scored, elapsed time and an ETA (on stderr)."""
     by_evaluator = {}
@@ -89,7 +97,7 @@ def run_all(evaluators: dict, params, progress: bool = False) -> dict[str, float
             bar.set_postfix_str(f"{task} {score:.3f}")
             bar.update()
     bar.close()
-    counts = collections.Counter(task for tasks in by_evaluator.values() for task in tasks)
+    counts = collections.Counter(task for evaluator in (names_from or evaluators).values() for task in evaluator.tasks)
     return {(f"{name}/{task}" if counts[task] > 1 else task): score
             for name, tasks in by_evaluator.items() for task, score in tasks.items()}
 

@@ -49,7 +49,8 @@ class Evaluator:
         self.probe_steps = config.eval.probe_steps
         fewest = int(np.bincount(self.data["train"][2], minlength=self.num_classes).min())
         self.shots = tuple(s for s in (1, 5, 10, 25) if s <= fewest)
-        self.tasks = (f"linear/{name}", *(f"knn{k}/{name}" for k in KNN_KS), *(f"fewshot{s}/{name}" for s in self.shots))
+        self.tasks = (f"linear/{name}", *(f"knn{k}/{name}" for k in KNN_KS),
+                      *(f"fewshot{s}/{name}" for s in self.shots))
 
     def run(self, params) -> Iterator[tuple[str, float]]:
         tokens = {split: (common.encode_in_batches(self.features, params, images, valid), labels)

@@ -7,7 +7,8 @@ chosen annotation ℓ ("a 3") the map shows p(ℓ | x, a) at each box centre: "w
 The value head scores against the run's AB vocabulary (docs/method.md), which its method file defines
 (`annotations` in rlvis/methods/<method>.py): SimCLR's class c is the mean ψ_AB embedding of held-out centred
 digits of class c (or of any image files the caller passes); DINO's are the K rows of the AB embedding matrix,
-named "prototype k"; CLIP's are captions through the AB text head, e.g. "a 3". The distribution is the softmax over this vocabulary with the model's AB logit scale.
+named "prototype k"; CLIP's are captions through the AB text head, e.g. "a 3". The distribution is the softmax
+over this vocabulary with the model's AB logit scale.
 
     python -m rlvis.evaluators.value_maps --workdir=DIR [--image=PATH] [--annotation=3] [--step=S]
 """

@@ -19,7 +19,9 @@ its annotation-bootstrapped variant (`ab_simclr`). Its interface, as module-leve
   digit_annotation(label)       the annotation that names a demo digit class, or None where there is none
   digit_vocabulary(model, params, config, exemplar_tokens, channels) → (Annotations, P(class | annotation))
 
-Adding a method is one file here plus its entry in FAMILIES (and its settings in the configs).
+Adding a method is one file here plus its entry in FAMILIES (and its settings in the configs). Its network is
+today one of ABModel's three head sets (`base` in rlvis/models/ab_model.py); a method with new heads adds them there
+or builds a network of its own in `build_model`.
 """
 
 import ml_collections
@@ -41,6 +43,8 @@ def base_name(method: str) -> str:
 
 def get(config: ml_collections.ConfigDict):
     """The method file of `config.method` (its base method's: AB variants share it)."""
+    if config.method not in NAMES:
+        raise ValueError(f"config.method={config.method!r} is not one of {NAMES}")
     return FAMILIES[base_name(config.method)]
 
 
