@@ -317,7 +317,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             rows = [row for workdir in args.workdir
                     for row in measure(workdir, scenes=args.scenes, steps=args.steps, policies=policies,
                                        encoder=args.encoder, **moves)]
-        except ValueError as error:  # a DINO run (prototypes, not digits) or a run not trained on the demo
+        except ValueError as error:  # e.g. a run not trained on the demo data
             raise SystemExit(f"rlvis: {error}") from None
         print(format_table(rows))
         for workdir in args.workdir:
