@@ -117,3 +117,17 @@ def test_every_method_file_defines_the_whole_interface_and_is_accepted_everywher
             config_lib.validate(config, device_count=8)
             assert methods.get(config) is module and methods.encoded_views_per_step(config) > 0
     assert set(methods.NAMES) == {n for base in methods.FAMILIES for n in (base, f"ab_{base}")}
+
+
+def test_importing_the_entry_point_and_configs_does_not_start_jax():
+    """`jax.distributed.initialize()` must run before anything starts the XLA backend, and rlvis.main calls it
+    after parsing its flags, which imports the configs and config_lib (and so every method file)."""
+    import subprocess
+    import sys
+
+    from tests.runs import ROOT, subprocess_env
+    code = ("import rlvis.main, configs.demo, configs.cc12m; from jax._src import xla_bridge; "
+            "assert not xla_bridge._backends, 'an import started the XLA backend'")
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=subprocess_env(), capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]

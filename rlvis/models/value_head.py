@@ -20,14 +20,16 @@ moves apart.
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from rlvis.envs import crop_env
 from rlvis.envs.crop_env import NUM_ACTION_TOKENS
 from rlvis.models.vit import MlpBlock, attention
 
 ACTION_ENCODINGS = ("bins", "fourier")
-_CENTRE_FREQUENCIES = jnp.pi * 2.0 ** jnp.arange(5)  # periods 2 … 1/8 of the source box: sub-patch resolution
-_SIZE_FREQUENCIES = 2.0 ** jnp.arange(-1, 3)
+# numpy, not jnp: importing rlvis must not start the XLA backend (jax.distributed.initialize comes first)
+_CENTRE_FREQUENCIES = np.pi * 2.0 ** np.arange(5, dtype=np.float32)  # periods 2 … 1/8 of the box: sub-patch
+_SIZE_FREQUENCIES = 2.0 ** np.arange(-1, 3, dtype=np.float32)
 
 
 def _sinusoids(values: jax.Array, frequencies: jax.Array) -> jax.Array:
