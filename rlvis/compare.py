@@ -102,6 +102,9 @@ def main(argv: list[str]) -> None:
             seeded = config.copy_and_resolve_references()
             seeded.seed = config.seed + k
             out = train.train_and_evaluate(seeded, run_dir(_WORKDIR.value, row, k, seeds))
+            if out is None:  # stopped by a signal, checkpointed: the same command resumes this run
+                print("rlvis.compare: stopped; re-run the same command to resume", flush=True)
+                return
             trained[row].append(out["trained"])
             wall[row].append(out["wall_seconds"])
             random_init.setdefault(k, out["random_init"])  # same encoder shape and init key for every method
