@@ -25,17 +25,19 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-from absl import app, flags
-from ml_collections import config_flags
+from absl import flags
 
-from rlvis import config_lib, methods, sharding, train
+from rlvis import cli, config_lib, methods, sharding, train
 from rlvis.data import pipeline
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/cc12m.py:method=ab_simclr.")
-_STEPS = flags.DEFINE_integer("steps", 5, "Timed steps per measurement.")
-_WARMUP = flags.DEFINE_integer("warmup", 2, "Untimed steps first (compilation and caches).")
-_SCALING = flags.DEFINE_bool("scaling", False, "Also time 1/2/4x the batch and 2/4/8 views per image.")
-_MATMUL_SIZE = flags.DEFINE_integer("matmul_size", 2048, "Side of the square f32 matmul that measures the peak.")
+def define_flags(flag_values: flags.FlagValues) -> None:
+    cli.define_config("Config file, e.g. configs/cc12m.py:method=ab_simclr.", flag_values)
+    flags.DEFINE_integer("steps", 5, "Timed steps per measurement.", flag_values=flag_values)
+    flags.DEFINE_integer("warmup", 2, "Untimed steps first (compilation and caches).", flag_values=flag_values)
+    flags.DEFINE_bool("scaling", False, "Also time 1/2/4x the batch and 2/4/8 views per image.",
+                      flag_values=flag_values)
+    flags.DEFINE_integer("matmul_size", 2048, "Side of the square f32 matmul that measures the peak.",
+                         flag_values=flag_values)
 
 
 def matmul_peak(size: int, repeats: int = 10) -> float:
@@ -110,31 +112,30 @@ def scaled(config: ml_collections.ConfigDict, batch_factor: int = 1, views: int 
     return config
 
 
-def main(argv) -> None:
-    del argv
-    config = _CONFIG.value
-    peak = matmul_peak(_MATMUL_SIZE.value)
+def main(argv: list[str] | None = None) -> None:
+    args = cli.parse(define_flags, argv, __doc__)
+    config = args.config
+    peak = matmul_peak(args.matmul_size)
     report = dict(device=jax.devices()[0].device_kind, devices=jax.device_count(), model=config.model.variant,
                   view_size=config.env.view_size, compute_dtype=config.model.compute_dtype,
                   matmul_peak_flops_per_s=peak)
-    report["step"] = measure(config, _STEPS.value, _WARMUP.value, peak)
+    report["step"] = measure(config, args.steps, args.warmup, peak)
     if methods.bootstraps(config):
         base_name = methods.base_name(config.method)
         base = config_lib.method_configs(config, [config.method, base_name], jax.device_count(),
                                          check_data_paths=False)[base_name]
-        report["base"] = measure(base, _STEPS.value, _WARMUP.value, peak)
+        report["base"] = measure(base, args.steps, args.warmup, peak)
         per_view = {name: report[name]["step_seconds"] / report[name]["encoded_views_per_step"]
                     for name in ("step", "base")}
         report["ab_cost_per_view"] = round(per_view["step"] / per_view["base"], 3)
-    if _SCALING.value:
+    if args.scaling:
         report["scaling"] = dict(
-            batch={factor: measure(scaled(config, factor), _STEPS.value, _WARMUP.value, peak)["step_seconds"]
+            batch={factor: measure(scaled(config, factor), args.steps, args.warmup, peak)["step_seconds"]
                    for factor in (1, 2, 4)},
-            views={views: measure(scaled(config, views=views), _STEPS.value, _WARMUP.value, peak)["step_seconds"]
+            views={views: measure(scaled(config, views=views), args.steps, args.warmup, peak)["step_seconds"]
                    for views in (2, 4, 8)} if methods.bootstraps(config) else None)
     print(json.dumps(report, indent=1), flush=True)
 
 
 if __name__ == "__main__":
-    flags.mark_flags_as_required(["config"])
-    app.run(main)
+    main()

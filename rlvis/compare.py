@@ -18,24 +18,24 @@ comparison resumes where it stopped. Every row also says which encoder it was sc
 import json
 import math
 import os
-import sys
 
 import matplotlib
 import numpy as np
-from absl import app, flags, logging
-from ml_collections import config_flags
+from absl import flags
 
-from rlvis import config_lib, methods
+from rlvis import cli, config_lib, methods
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Base config; its method field is replaced per method.",
-                                          lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "One sub-folder per method, plus compare.json and compare.png.")
-_METHODS = flags.DEFINE_list("methods", ["simclr", "ab_simclr", "dino", "ab_dino"],
-                             "Methods or variants (method+field=value+…) to compare.")
-_SEEDS = flags.DEFINE_integer("seeds", 1, "Training seeds per method: config.seed + 0 … N-1.")
+def define_flags(flag_values: flags.FlagValues) -> None:
+    cli.define_config("Base config; its method field is replaced per method.", flag_values)
+    flags.DEFINE_string("workdir", None, "One sub-folder per method, plus compare.json and compare.png.",
+                        required=True, flag_values=flag_values)
+    flags.DEFINE_list("methods", ["simclr", "ab_simclr", "dino", "ab_dino"],
+                      "Methods or variants (method+field=value+…) to compare.", flag_values=flag_values)
+    flags.DEFINE_integer("seeds", 1, "Training seeds per method: config.seed + 0 … N-1.", lower_bound=1,
+                         flag_values=flag_values)
 
 
 def summarise(per_seed: list[dict]) -> dict:
@@ -76,23 +76,17 @@ def run_dir(workdir: str, row: str, seed_index: int, seeds: int) -> str:
     return os.path.join(workdir, row) if seeds == 1 else os.path.join(workdir, row, f"seed{seed_index}")
 
 
-def main(argv: list[str]) -> None:
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    if not flags.FLAGS["verbosity"].present:
-        logging.set_verbosity(logging.WARNING)
+def main(argv: list[str] | None = None) -> None:
+    args = cli.parse(define_flags, argv, __doc__)
     import jax
 
     from rlvis import train
 
     try:
-        if _SEEDS.value < 1:
-            raise ValueError(f"--seeds={_SEEDS.value} must be at least 1")
-        configs = config_lib.method_configs(_CONFIG.value, _METHODS.value, jax.device_count())
+        configs = config_lib.method_configs(args.config, args.methods, jax.device_count())
     except (config_lib.ConfigError, ValueError) as e:
-        print(f"rlvis: config error: {e}", file=sys.stderr)
-        sys.exit(2)
-    seeds, trained, random_init, wall = _SEEDS.value, {}, {}, {}
+        cli.fail(f"config error: {e}")
+    seeds, trained, random_init, wall = args.seeds, {}, {}, {}
     encoders = {row: config_lib.eval_encoder(config) for row, config in configs.items()}
     for row, config in configs.items():
         print(f"rlvis.compare: {row}: {methods.encoded_views_per_step(config)} encoded views/step, "
@@ -101,16 +95,16 @@ def main(argv: list[str]) -> None:
         for k in range(seeds):
             seeded = config.copy_and_resolve_references()
             seeded.seed = config.seed + k
-            out = train.train_and_evaluate(seeded, run_dir(_WORKDIR.value, row, k, seeds))
+            out = train.train_and_evaluate(seeded, run_dir(args.workdir, row, k, seeds))
             if out is None:  # stopped by a signal, checkpointed: the same command resumes this run
                 print("rlvis.compare: stopped; re-run the same command to resume", flush=True)
                 return
             trained[row].append(out["trained"])
             wall[row].append(out["wall_seconds"])
             random_init.setdefault(k, out["random_init"])  # same encoder shape and init key for every method
-            rows = write_summary(_WORKDIR.value, configs, trained, random_init, wall, encoders, seeds)  # kept
+            rows = write_summary(args.workdir, configs, trained, random_init, wall, encoders, seeds)  # kept
     print(table(rows, list(rows["random_init"]["mean"])), flush=True)
-    print(f"rlvis.compare: wrote {_WORKDIR.value}/compare.json and compare.png", flush=True)
+    print(f"rlvis.compare: wrote {args.workdir}/compare.json and compare.png", flush=True)
 
 
 def write_summary(workdir: str, configs: dict, trained: dict, random_init: dict, wall: dict, encoders: dict,
@@ -135,5 +129,4 @@ def write_summary(workdir: str, configs: dict, trained: dict, random_init: dict,
 
 
 if __name__ == "__main__":
-    flags.mark_flags_as_required(["config", "workdir"])
-    app.run(main)
+    main()

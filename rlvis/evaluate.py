@@ -11,21 +11,20 @@ not yet evaluated and stops after the run's last step; a step already evaluated 
 
 import json
 import os
-import sys
 import time
 
-from absl import app, flags, logging
+from absl import flags
+
+from rlvis import cli
 
 
-def define_flags() -> None:
-    """The command's flags, defined only when it runs as a program: importing `evaluate_step` or `watch` into
-    another program (the tests, a notebook) must not claim flag names such as --workdir."""
-    flags.DEFINE_string("workdir", None, "The training run's workdir.")
-    flags.DEFINE_integer("step", None, "Checkpoint step to evaluate (default: the latest).")
-    flags.DEFINE_bool("watch", False, "Evaluate every new checkpoint until the run's last step.")
-    flags.DEFINE_enum("encoder", None, ["ema", "online"], "Override config.eval.encoder.")
-    flags.DEFINE_float("poll_seconds", 60.0, "How often --watch looks for new checkpoints.")
-    flags.mark_flags_as_required(["workdir"])
+def define_flags(flag_values: flags.FlagValues) -> None:
+    flags.DEFINE_string("workdir", None, "The training run's workdir.", required=True, flag_values=flag_values)
+    flags.DEFINE_integer("step", None, "Checkpoint step to evaluate (default: the latest).", flag_values=flag_values)
+    flags.DEFINE_bool("watch", False, "Evaluate every new checkpoint until the run's last step.",
+                      flag_values=flag_values)
+    flags.DEFINE_enum("encoder", None, ["ema", "online"], "Override config.eval.encoder.", flag_values=flag_values)
+    flags.DEFINE_float("poll_seconds", 60.0, "How often --watch looks for new checkpoints.", flag_values=flag_values)
 
 
 def evaluate_step(workdir: str, step: int | None = None, encoder: str | None = None) -> tuple[int, dict]:
@@ -80,22 +79,16 @@ def watch(workdir: str, encoder: str | None = None, poll_seconds: float = 60.0) 
         time.sleep(poll_seconds)
 
 
-def main(argv: list[str]) -> None:
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    if not flags.FLAGS["verbosity"].present:
-        logging.set_verbosity(logging.WARNING)
-    args = flags.FLAGS
+def main(argv: list[str] | None = None) -> None:
+    args = cli.parse(define_flags, argv, __doc__)
     if args.watch:
         watch(args.workdir, args.encoder, args.poll_seconds)
         return
     try:
         _print(*evaluate_step(args.workdir, args.step, args.encoder))
     except FileNotFoundError as error:
-        print(f"rlvis: {error}", file=sys.stderr)
-        sys.exit(2)
+        cli.fail(str(error))
 
 
 if __name__ == "__main__":
-    define_flags()
-    app.run(main)
+    main()

@@ -28,7 +28,6 @@ first (pre-LN ViT, final LayerNorm applied; attention projections have no biases
     python -m rlvis.export --workdir=DIR --out=DIR/export [--encoder=ema|online] [--step=S]
 """
 
-import argparse
 import dataclasses
 import json
 import os
@@ -38,8 +37,9 @@ import flax
 import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
+from absl import flags
 
-from rlvis import checkpoints, config_lib, methods
+from rlvis import checkpoints, cli, config_lib, methods
 from rlvis.data import pipeline
 from rlvis.models import vit
 
@@ -123,17 +123,21 @@ def _read_export(out: str) -> tuple[vit.ViT, dict, dict]:
     return module, {"params": params}, description
 
 
+def define_flags(flag_values: flags.FlagValues) -> None:
+    flags.DEFINE_string("workdir", None, "A run's workdir or one of its checkpoints/<step> folders.", required=True,
+                        flag_values=flag_values)
+    flags.DEFINE_string("out", None, "Output folder (default: WORKDIR/export_<encoder>_<step>).",
+                        flag_values=flag_values)
+    flags.DEFINE_enum("encoder", "ema", list(ENCODERS), "Which copy of the encoder.", flag_values=flag_values)
+    flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).", flag_values=flag_values)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Export a run's encoder as a flat, params-only Orbax checkpoint.")
-    parser.add_argument("--workdir", required=True, help="a run's workdir or one of its checkpoints/<step> folders")
-    parser.add_argument("--out", default=None, help="output folder (default: WORKDIR/export_<encoder>_<step>)")
-    parser.add_argument("--encoder", choices=ENCODERS, default="ema")
-    parser.add_argument("--step", type=int, default=None, help="checkpoint step (default: the latest)")
-    args = parser.parse_args(argv)
+    args = cli.parse(define_flags, argv, __doc__)
     try:
         out = export_encoder(args.workdir, args.out, encoder=args.encoder, step=args.step)
     except FileNotFoundError as error:
-        raise SystemExit(f"rlvis: {error}") from None
+        cli.fail(str(error))
     with open(os.path.join(out, "encoder.json")) as f:
         description = json.load(f)
     print(f"rlvis: exported the {args.encoder} encoder of step {description['step']} ({description['variant']}, "

@@ -10,11 +10,14 @@ than twice its standard error (the two rows' SEs combined), "reverses" when it i
 "within noise" otherwise.
 """
 
-import argparse
 import dataclasses
 import json
 import math
 import os
+
+from absl import flags
+
+from rlvis import cli
 
 COMMAND = ("python -m rlvis.compare --config=configs/demo.py --workdir=runs/repro/{experiment} --methods={methods} "
            "--seeds=3")
@@ -140,11 +143,14 @@ def render(runs: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def define_flags(flag_values: flags.FlagValues) -> None:
+    flags.DEFINE_string("runs", None, "Folder with one sub-folder per experiment.", required=True,
+                        flag_values=flag_values)
+    flags.DEFINE_string("out", "docs/reproduction.md", "The page to write.", flag_values=flag_values)
+
+
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Write docs/reproduction.md from the comparison runs' JSON.")
-    parser.add_argument("--runs", required=True, help="folder with one sub-folder per experiment")
-    parser.add_argument("--out", default="docs/reproduction.md")
-    args = parser.parse_args(argv)
+    args = cli.parse(define_flags, argv, __doc__)
     text = render(args.runs)
     with open(args.out, "w") as f:
         f.write(text)

@@ -18,7 +18,6 @@ the current box side along each axis, and zoom by a factor, the result kept insi
     python -m rlvis.search --measure --workdir=GAMMA0 --workdir=GAMMA05 [--scenes=500]   # success-rate table
 """
 
-import argparse
 import json
 import os
 import time
@@ -28,8 +27,9 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+from absl import flags
 
-from rlvis import config_lib, methods
+from rlvis import cli, config_lib, methods
 from rlvis.data import digits as digits_lib
 from rlvis.envs import crop_env
 from rlvis.evaluators import foresight, value_maps
@@ -277,40 +277,38 @@ def save_path_picture(path: str, image: np.ndarray, valid: np.ndarray, boxes: np
 
 # ---------------------------------------------------------------------------------------------------------- CLI
 
-def _floats(value: str) -> tuple[float, ...]:
-    return tuple(float(v) for v in value.split(","))
+def define_flags(flag_values: flags.FlagValues) -> None:
+    fv = flag_values
+    flags.DEFINE_multi_string("workdir", None, "A run's workdir (repeat with --measure).", required=True,
+                              flag_values=fv)
+    flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).", flag_values=fv)
+    flags.DEFINE_string("image", None, "An image file (default: a held-out demo scene).", flag_values=fv)
+    flags.DEFINE_string("annotation", None, "What to look for: 3 (demo), 'a 3' or any caption (CLIP), "
+                        "'prototype 7' (DINO).", flag_values=fv)
+    flags.DEFINE_enum("policy", "value", list(POLICIES), "How each move is chosen.", flag_values=fv)
+    flags.DEFINE_float("temperature", 0.0, "0: greedy; > 0: softmax over log scores.", flag_values=fv)
+    flags.DEFINE_integer("steps", 5, "Moves per search.", lower_bound=1, flag_values=fv)
+    cli.define_numbers("start", crop_env.FULL_BOX, "First box y0,x0,h,w.", fv)
+    cli.define_numbers("pans", PANS, "Pan offsets, box-side fractions.", fv)
+    cli.define_numbers("zooms", ZOOMS, "Zoom factors per move.", fv)
+    flags.DEFINE_float("min_side", MIN_SIDE, "Smallest box side.", flag_values=fv)
+    flags.DEFINE_integer("seed", 0, "Random seed (random policy, temperature > 0).", flag_values=fv)
+    flags.DEFINE_enum("encoder", "ema", ["ema", "online"], "Which copy of the encoder.", flag_values=fv)
+    flags.DEFINE_string("out", None, "PNG path (default: WORKDIR/plots/search_<step>.png).", flag_values=fv)
+    flags.DEFINE_bool("measure", False, "Success-rate table on held-out demo scenes.", flag_values=fv)
+    flags.DEFINE_integer("scenes", 500, "Held-out scenes for --measure.", lower_bound=1, flag_values=fv)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     from rlvis import checkpoints
     from rlvis.data import pipeline
 
-    parser = argparse.ArgumentParser(description="Move the view toward an annotation with the value function.")
-    parser.add_argument("--workdir", action="append", required=True, help="a run's workdir (repeat with --measure)")
-    parser.add_argument("--step", type=int, default=None, help="checkpoint step (default: the latest)")
-    parser.add_argument("--image", default=None, help="an image file (default: a held-out demo scene)")
-    parser.add_argument("--annotation", default=None,
-                        help="what to look for: 3 (demo), 'a 3' or any caption (CLIP), 'prototype 7' (DINO)")
-    parser.add_argument("--policy", choices=POLICIES, default="value")
-    parser.add_argument("--temperature", type=float, default=0.0, help="0: greedy; > 0: softmax over log scores")
-    parser.add_argument("--steps", type=int, default=5)
-    parser.add_argument("--start", type=_floats, default=tuple(crop_env.FULL_BOX), help="first box y0,x0,h,w")
-    parser.add_argument("--pans", type=_floats, default=PANS, help="pan offsets, box-side fractions")
-    parser.add_argument("--zooms", type=_floats, default=ZOOMS, help="zoom factors per move")
-    parser.add_argument("--min_side", type=float, default=MIN_SIDE)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--encoder", choices=("ema", "online"), default="ema")
-    parser.add_argument("--out", default=None, help="PNG path (default: WORKDIR/plots/search_<step>.png)")
-    parser.add_argument("--measure", action="store_true", help="success-rate table on held-out demo scenes")
-    parser.add_argument("--scenes", type=int, default=500)
-    args = parser.parse_args(argv)
+    args = cli.parse(define_flags, argv, __doc__)
     moves = dict(pans=args.pans, zooms=args.zooms, min_side=args.min_side)
-    if args.steps < 1:
-        raise SystemExit(f"rlvis: --steps={args.steps}; a search makes at least one move")
 
     if args.measure:
         if args.image or args.step is not None or args.annotation:
-            raise SystemExit("rlvis: --measure uses each run's latest checkpoint on held-out demo scenes with their "
+            cli.fail("--measure uses each run's latest checkpoint on held-out demo scenes with their "
                              "own targets; drop --image, --step and --annotation")
         policies = [("value", 0.0), ("value", args.temperature or 0.1), ("brute_force", 0.0), ("random", 1.0)]
         try:
@@ -318,7 +316,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                     for row in measure(workdir, scenes=args.scenes, steps=args.steps, policies=policies,
                                        encoder=args.encoder, **moves)]
         except ValueError as error:  # e.g. a run not trained on the demo data
-            raise SystemExit(f"rlvis: {error}") from None
+            cli.fail(str(error))
         print(format_table(rows))
         for workdir in args.workdir:
             with open(os.path.join(workdir, "search_results.json"), "w") as f:
@@ -328,7 +326,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         return
 
     if len(args.workdir) != 1:
-        raise SystemExit("rlvis: one --workdir for a single search (several only with --measure)")
+        cli.fail("one --workdir for a single search (several only with --measure)")
     workdir = args.workdir[0]
     config, state, step = checkpoints.load_run(workdir, args.step)
     method = methods.get(config)
@@ -341,7 +339,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     wanted = args.annotation or (method.digit_annotation(labels[0]) if by_label else annotations.names[0])
     if wanted not in annotations.names:
         if not method.CAPTIONS:
-            raise SystemExit(f"rlvis: unknown annotation {wanted!r}; this run's are e.g. {annotations.names[:5]}")
+            cli.fail(f"unknown annotation {wanted!r}; this run's are e.g. {annotations.names[:5]}")
         # captions are free text: both text heads embed any caption, so it joins the vocabulary
         annotations = method.annotations(model, params, config, channels=channels,
                                          names=(*annotations.names, wanted))

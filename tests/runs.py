@@ -101,3 +101,14 @@ def load_state(workdir, step: int) -> dict:
     tree = checkpointer.metadata(path).item_metadata.tree
     args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)
     return checkpointer.restore(path, restore_args=args)
+
+
+def usage_error(capsys, main, argv: list[str]) -> str:
+    """The one stderr line of a command's `main(argv)` that refuses its input (exit code 2), as a user sees it."""
+    import pytest
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert exit_info.value.code == 2 and len(lines) == 1, (exit_info.value.code, lines)
+    return lines[0]

@@ -14,7 +14,7 @@ import pytest
 from rlvis import checkpoints, downstream, export, methods
 from rlvis.data import digits as digits_lib
 from rlvis.models.ab_model import ABModel
-from tests.runs import ok, subprocess_env
+from tests.runs import ok, subprocess_env, usage_error
 
 
 @pytest.fixture(scope="module")
@@ -111,9 +111,8 @@ def test_a_checkpoint_from_an_older_rlvis_loads_with_todays_defaults_for_fields_
     assert module.dtype == "float32" and module.image_size == 16
 
 
-def test_export_command_names_a_missing_checkpoint_in_one_line(tmp_path):
-    with pytest.raises(SystemExit, match="no committed checkpoint"):
-        export.main([f"--workdir={tmp_path}"])
+def test_export_command_names_a_missing_checkpoint_in_one_line(tmp_path, capsys):
+    assert "no committed checkpoint" in usage_error(capsys, export.main, [f"--workdir={tmp_path}"])
 
 
 def test_frozen_finetuning_trains_only_the_head_and_unfrozen_trains_the_encoder(workdir, digits):

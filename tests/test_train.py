@@ -12,7 +12,7 @@ import pytest
 
 from rlvis import config_lib, evaluate
 from rlvis.evaluators import demo_tasks
-from tests.runs import NO_EVAL, load_state, metrics, ok, run_main, run_module, train
+from tests.runs import NO_EVAL, load_state, metrics, ok, run_main, run_module, train, usage_error
 
 TASKS = {"linear/digit", "knn/digit", "fewshot10/digit", "map/digit", "linear/count", "linear/box_digit",
          "decoder/box_digit"}
@@ -240,8 +240,8 @@ def test_search_command_writes_a_well_formed_trajectory_and_the_measure_table(ti
     assert np.all(boxes[:, :2] >= 0) and np.all(boxes[:, :2] + boxes[:, 2:] <= 1 + 1e-4)
     assert np.all((scores > 0) & (scores < 1)) and out.stat().st_size > 5000
     assert "step 3: box" in capsys.readouterr().out
-    with pytest.raises(SystemExit, match="unknown annotation 'kite'"):
-        search.main([f"--workdir={workdir}", "--annotation=kite"])
+    assert usage_error(capsys, search.main, [f"--workdir={workdir}", "--annotation=kite"]).startswith(
+        "rlvis: unknown annotation 'kite'")
 
     search.main([f"--workdir={workdir}", "--measure", "--scenes=6", "--steps=2"])
     with open(workdir / "search_results.json") as f:
@@ -249,8 +249,8 @@ def test_search_command_writes_a_well_formed_trajectory_and_the_measure_table(ti
     assert set(rows) == {"value0.0", "value0.1", "brute_force0.0", "random1.0", "no move (full view)0.0"}
     assert rows["brute_force0.0"]["encoder_passes"] == 2 * 18 and rows["value0.0"]["encoder_passes"] == 2
     assert all(0.0 <= row["success"] <= 1.0 and row["scenes"] == 6 for row in rows.values())
-    with pytest.raises(SystemExit, match="drop --image, --step and --annotation"):
-        search.main([f"--workdir={workdir}", "--measure", "--annotation=3"])
+    assert "drop --image, --step and --annotation" in usage_error(
+        capsys, search.main, [f"--workdir={workdir}", "--measure", "--annotation=3"])
 
 
 def test_watch_evaluates_every_checkpoint_once_and_stops_after_the_last(tiny_copy, capsys):

@@ -25,6 +25,9 @@ from collections.abc import Sequence
 
 import numpy as np
 import tqdm
+from absl import flags
+
+from rlvis import cli
 
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
 CAPTION_EXTENSIONS = ("txt",)
@@ -177,17 +180,20 @@ class TarShardSource:
             os.close(descriptor)
 
 
+def define_flags(flag_values: flags.FlagValues) -> None:
+    flags.DEFINE_string("data", None, "Folder of .tar shards, a brace pattern or a glob.", required=True,
+                        flag_values=flag_values)
+    flags.DEFINE_string("index_dir", None, "Where to write indexes (default: next to each tar).",
+                        flag_values=flag_values)
+    flags.DEFINE_integer("threads", 8, "Shards indexed in parallel.", lower_bound=1, flag_values=flag_values)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
-    import argparse
-    parser = argparse.ArgumentParser(description="Index webdataset tar shards once for random access.")
-    parser.add_argument("--data", required=True, help="folder of .tar shards, a brace pattern or a glob")
-    parser.add_argument("--index_dir", default=None, help="where to write indexes (default: next to each tar)")
-    parser.add_argument("--threads", type=int, default=8)
-    args = parser.parse_args(argv)
+    args = cli.parse(define_flags, argv, __doc__)
     try:
         source = TarShardSource(args.data, args.index_dir, args.threads)
     except FileNotFoundError as error:
-        raise SystemExit(f"rlvis: {error}") from None
+        cli.fail(str(error))
     print(f"rlvis: {len(source):,} samples in {len(source.shards)} shards"
           + (f"; {len(source.truncated_shards)} truncated: {source.truncated_shards[:3]}" if source.truncated_shards
              else ""))

@@ -11,16 +11,20 @@ GIL contention from the Python parts, memory bandwidth): measure on the machine 
 import json
 import time
 
-from absl import app, flags
-from ml_collections import config_flags
+from absl import flags
 
+from rlvis import cli
 from rlvis.data import pipeline
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/cc12m.py.", lock_config=False)
-_THREADS = flags.DEFINE_list("threads", ["1", "2", "4"], "Grain read threads to try.")
-_PROCESSES = flags.DEFINE_list("processes", ["0", "2"], "Grain worker processes to try (0 = threads only).")
-_BATCHES = flags.DEFINE_integer("batches", 30, "Batches timed per setting, after 3 warm-up batches.")
-_STREAM = flags.DEFINE_enum("stream", "annotation", ["annotation", "bootstrap"], "Which stream to read.")
+def define_flags(flag_values: flags.FlagValues) -> None:
+    cli.define_config("Config file, e.g. configs/cc12m.py.", flag_values, lock_config=False)
+    cli.define_numbers("threads", (1, 2, 4), "Grain read threads to try.", flag_values, kind=int)
+    cli.define_numbers("processes", (0, 2), "Grain worker processes to try (0 = threads only).", flag_values,
+                       kind=int)
+    flags.DEFINE_integer("batches", 30, "Batches timed per setting, after 3 warm-up batches.",
+                         flag_values=flag_values)
+    flags.DEFINE_enum("stream", "annotation", ["annotation", "bootstrap"], "Which stream to read.",
+                      flag_values=flag_values)
 
 
 def measure(config, threads: int, processes: int, batches: int, stream: str) -> dict:
@@ -38,14 +42,12 @@ def measure(config, threads: int, processes: int, batches: int, stream: str) -> 
                 batches=batches, batch=len(batch["image"]), skipped=skipped)
 
 
-def main(argv) -> None:
-    del argv
-    config = _CONFIG.value
-    for processes in map(int, _PROCESSES.value):
-        for threads in map(int, _THREADS.value):
-            print(json.dumps(measure(config, threads, processes, _BATCHES.value, _STREAM.value)), flush=True)
+def main(argv: list[str] | None = None) -> None:
+    args = cli.parse(define_flags, argv, __doc__)
+    for processes in args.processes:
+        for threads in args.threads:
+            print(json.dumps(measure(args.config, threads, processes, args.batches, args.stream)), flush=True)
 
 
 if __name__ == "__main__":
-    flags.mark_flags_as_required(["config"])
-    app.run(main)
+    main()

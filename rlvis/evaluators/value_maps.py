@@ -20,8 +20,9 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+from absl import flags
 
-from rlvis import config_lib, methods
+from rlvis import cli, config_lib, methods
 from rlvis.data import digits as digits_lib
 from rlvis.envs import crop_env
 from rlvis.methods import Annotations
@@ -140,23 +141,24 @@ def load_image(config: ml_collections.ConfigDict, path: str | None) -> tuple[np.
     return image, scene["valid"], [int(v) for v in scene["labels"] if v >= 0]
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    import argparse
+def define_flags(flag_values: flags.FlagValues) -> None:
+    flags.DEFINE_string("workdir", None, "A run's workdir.", required=True, flag_values=flag_values)
+    flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).", flag_values=flag_values)
+    flags.DEFINE_string("image", None, "An image file (default: a held-out demo scene).", flag_values=flag_values)
+    flags.DEFINE_multi_string("annotation", None, "Annotation name, e.g. 3 (demo), 'a 3' (CLIP), 'prototype 7' "
+                              "(DINO); repeatable.", flag_values=flag_values)
+    flags.DEFINE_enum("encoder", "ema", ["ema", "online"], "Which copy of the encoder.", flag_values=flag_values)
+    flags.DEFINE_integer("grid", 9, "Box centres per side.", lower_bound=1, flag_values=flag_values)
+    cli.define_numbers("zooms", (0.3, 0.5), "Box sides as fractions of the image.", flag_values)
+    flags.DEFINE_string("out", None, "PNG path (default: WORKDIR/plots/value_map_<step>.png).",
+                        flag_values=flag_values)
 
+
+def main(argv: Sequence[str] | None = None) -> None:
     from rlvis import checkpoints
     from rlvis.data import pipeline
 
-    parser = argparse.ArgumentParser(description="Draw the value head's predictions over actions as heat maps.")
-    parser.add_argument("--workdir", required=True)
-    parser.add_argument("--step", type=int, default=None, help="checkpoint step (default: the latest)")
-    parser.add_argument("--image", default=None, help="an image file (default: a held-out demo scene)")
-    parser.add_argument("--annotation", action="append", default=None,
-                        help="annotation name, e.g. 3 (demo), 'a 3' (CLIP), 'prototype 7' (DINO); repeatable")
-    parser.add_argument("--encoder", choices=("ema", "online"), default="ema")
-    parser.add_argument("--grid", type=int, default=9)
-    parser.add_argument("--zooms", default="0.3,0.5", help="box sides as fractions of the image")
-    parser.add_argument("--out", default=None, help="PNG path (default: WORKDIR/plots/value_map_<step>.png)")
-    args = parser.parse_args(argv)
+    args = cli.parse(define_flags, argv, __doc__)
 
     config, state, step = checkpoints.load_run(args.workdir, args.step)
     method = methods.get(config)
@@ -169,8 +171,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     wanted = args.annotation or by_label or names[:3]
     unknown = [name for name in wanted if name not in names]
     if unknown:
-        raise SystemExit(f"rlvis: unknown annotation {unknown[0]!r}; this run's annotations are e.g. {names[:5]}")
-    zooms = [float(z) for z in args.zooms.split(",")]
+        cli.fail(f"unknown annotation {unknown[0]!r}; this run's annotations are e.g. {names[:5]}")
+    zooms = list(args.zooms)
     boxes = candidate_boxes(args.grid, zooms)
     probabilities = predict(model, params, config, image, valid, boxes, annotations_)
     path = args.out or os.path.join(args.workdir, "plots", f"value_map_{step}.png")
