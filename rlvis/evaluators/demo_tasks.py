@@ -13,7 +13,7 @@ runs and checkpoints are compared on the same data.
 The count task sees the whole scene at the training view size (a global question, asked of the view the encoder
 was trained on); the box task sees it at `eval.scene_view_size` (default: the canvas's native 64 px, position
 embeddings resampled), because at 32 px a digit spans about one 8-px patch, too coarse to pool tokens by box
-(measured on one demo checkpoint: box_digit 0.22 at 32 px vs 0.40 at 64 px; random init 0.16 vs 0.26).
+(docs/evaluation.md has the measurement).
 Image-level features are [CLS, mean of patch tokens] concatenated.
 """
 
