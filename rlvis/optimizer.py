@@ -9,7 +9,7 @@ the whole path puts the parameter in that rule's group; unmatched parameters for
 scale the learning rate (`lr_mult`) and the weight decay (`wd_mult`), and may be frozen (`frozen_steps`): for that
 many first steps (−1: for good) its parameters get no update at all — no gradient step, no weight decay, and its
 Adam moments stay where they are — and afterwards it follows the same schedules as everything else. A method may
-add rules after the config's (DINO freezes its last layer at first). Weight decay never touches biases, norms or
+add rules (DINO freezes its last layer at first); where one matches, its fields override the config rule's. Weight decay never touches biases, norms or
 scalars (arrays of fewer than 2 dimensions).
 """
 
@@ -44,9 +44,15 @@ def ema_momentum_schedule(config: ml_collections.ConfigDict) -> optax.Schedule:
 
 
 def rules(config: ml_collections.ConfigDict) -> list[tuple[str, dict]]:
-    """The config's rules, then the method's, each with every field filled in."""
-    return [(pattern, {**RULE_FIELDS, **dict(fields)})
-            for pattern, fields in (*config.optim.rules, *methods.get(config).optimizer_rules(config))]
+    """The config's rules merged with the method's, every field filled in: a parameter gets the fields of the
+    first config rule matching it, overridden by those of the first method rule matching it (a broad config rule
+    such as `.*` keeps DINO's last layer frozen). Each pair is one regex that needs both patterns to match the
+    whole path, listed in an order where the first match is that pair."""
+    both = lambda first, second: f"(?=(?:{first})\\Z)(?:{second})"  # noqa: E731
+    own = [(pattern, dict(fields)) for pattern, fields in config.optim.rules]
+    method = [(pattern, dict(fields)) for pattern, fields in methods.get(config).optimizer_rules(config)]
+    merged = [(both(p, q), {**f, **g}) for p, f in own for q, g in [*method, (".*", {})]] + method
+    return [(pattern, {**RULE_FIELDS, **fields}) for pattern, fields in merged]
 
 
 def check_rules(config: ml_collections.ConfigDict) -> str | None:

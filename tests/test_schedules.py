@@ -77,6 +77,26 @@ def test_parameter_groups_scale_the_learning_rate_and_freeze_by_regex():
     assert step["value_head"] == 0.0 and step["base_head"] > 0
 
 
+def test_a_broad_config_rule_keeps_the_methods_freeze_and_adds_its_own_fields():
+    config = demo.get_config("method=dino")
+    config.dino.freeze_last_layer_steps, config.optim.warmup_steps = 2, 0
+    config.optim.weight_decay = config.optim.weight_decay_end = 0.0
+    config.optim.rules = ((r".*", dict(lr_mult=0.5)),)
+    params = {"params": {"base_head": {"prototypes": jnp.ones((4, 2)), "fc1": {"kernel": jnp.ones((2, 2))}},
+                         "encoder": {"kernel": jnp.ones((2, 2))}}}
+    history = _sgd_like_steps(config, params, 3)
+    prototypes = [np.asarray(h["params"]["base_head"]["prototypes"]) for h in history]
+    assert (prototypes[1] == 1.0).all() and (prototypes[2] != 1.0).all()  # still frozen for 2 steps
+    plain = demo.get_config("method=dino")
+    plain.dino.freeze_last_layer_steps, plain.optim.warmup_steps = 2, 0
+    plain.optim.weight_decay = plain.optim.weight_decay_end = 0.0
+    unscaled = _sgd_like_steps(plain, params, 3)
+    for scaled, reference in ((history[2]["params"]["base_head"]["prototypes"],  # both fields apply together
+                               unscaled[2]["params"]["base_head"]["prototypes"]),
+                              (history[0]["params"]["encoder"]["kernel"], unscaled[0]["params"]["encoder"]["kernel"])):
+        np.testing.assert_allclose(1.0 - np.asarray(scaled), 0.5 * (1.0 - np.asarray(reference)), rtol=1e-3)
+
+
 def test_bad_optimizer_rules_stop_the_run_with_a_one_line_error():
     from rlvis import config_lib
     for rules, message in ((((r"params/(", dict(lr_mult=0.5)),), "not a regex"),
