@@ -20,7 +20,7 @@ from absl import flags
 from rlvis import cli
 
 COMMAND = ("python -m rlvis.compare --config=configs/demo.py --workdir=runs/repro/{experiment} --methods={methods} "
-           "--seeds=3")
+           "--seeds=3{flags}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,9 +31,13 @@ class Claim:
     ab: str  # the row expected to be better
     base: str  # the row it is compared with
     tasks: tuple[str, ...]
+    rows: tuple[str, ...] = ()  # every row of a comparison shared by several claims (default: base and ab)
+    flags: str = ""  # further flags of the comparison's command
+    name: str = ""  # the section's name when several claims share an experiment
 
-    def methods(self) -> str:
-        return f"{self.base},{self.ab}"
+    def command(self) -> str:
+        methods = ",".join(self.rows or (self.base, self.ab))
+        return COMMAND.format(experiment=self.experiment, methods=methods, flags=self.flags)
 
 
 SCENE_TASKS = ("linear/count", "linear/box_digit", "decoder/box_digit", "linear/digit")
@@ -41,6 +45,11 @@ FORESIGHT = ("foresight/value/all", "foresight/invariance/all", "foresight/brute
              "foresight/value/zoom_in", "foresight/brute_force/zoom_in", "foresight/source_crop/zoom_in",
              "foresight/value/iou_0-0.2",
              "foresight/invariance/iou_0-0.2")
+# The paper's Table 5 directions share one comparison (AB_SimCLR trained once per seed), at half the demo's steps so
+# that all four rows fit one session on 2 cores.
+ABLATIONS = ("ab_simclr", "ab_simclr+ab.base_loss_weight=0.0", "ab_simclr+ab.use_ema_target=False",
+             "ab_simclr+ab.action_tokens=False")
+ABLATION_FLAGS = " --config.total_steps=1200"
 CLAIMS = (
     Claim("scenes_only", "Trained on scene data alone, AB improves over its crop-consistency base method on "
           "scene-level tasks (the COCO/EpicKitchens table).",
@@ -54,14 +63,16 @@ CLAIMS = (
           "ab_dino", "dino", SCENE_TASKS),
     Claim("clip", "AB_CLIP improves over CLIP, most on spatial tasks.",
           "CC12M: +4.6 ImageNet, +8.1 CLEVR depth, +7.4 CLEVR count", "ab_clip", "clip", SCENE_TASKS),
-    Claim("no_ema_target", "Without the EMA target network all of AB's gain is lost.",
+    Claim("ablations", "The grounding base loss is essential: bootstrapping alone collapses.",
+          "−24.0 ImageNet without it", "ab_simclr", "ab_simclr+ab.base_loss_weight=0.0", SCENE_TASKS,
+          ABLATIONS, ABLATION_FLAGS, "no_base_loss"),
+    Claim("ablations", "Without the EMA target network all of AB's gain is lost.",
           "−3.6 ImageNet (to SimCLR's level)",
-          "ab_simclr", "ab_simclr+ab.use_ema_target=False", SCENE_TASKS),
-    Claim("mask_tokens", "Action-conditioned prediction (equivariance) beats mask tokens (invariance).",
+          "ab_simclr", "ab_simclr+ab.use_ema_target=False", SCENE_TASKS, ABLATIONS, ABLATION_FLAGS,
+          "no_ema_target"),
+    Claim("ablations", "Action-conditioned prediction (equivariance) beats mask tokens (invariance).",
           "−2.2 ImageNet with mask tokens", "ab_simclr", "ab_simclr+ab.action_tokens=False",
-          SCENE_TASKS + FORESIGHT[:1]),
-    Claim("no_base_loss", "The grounding base loss is essential: bootstrapping alone collapses.",
-          "−24.0 ImageNet without it", "ab_simclr", "ab_simclr+ab.base_loss_weight=0.0", SCENE_TASKS),
+          SCENE_TASKS + FORESIGHT[:1], ABLATIONS, ABLATION_FLAGS, "mask_tokens"),
     Claim("photometric", "Keeping photometric augmentation off the bootstrap views helps a little.",
           "−0.5 ImageNet with it", "ab_simclr", "ab_simclr+ab.photometric_bootstrap=True", SCENE_TASKS),
 )
@@ -110,8 +121,8 @@ def render(runs: str) -> str:
              "centred digits (the curated ImageNet analogue); the tasks are described in docs/evaluation.md.", ""]
     for claim in CLAIMS:
         summary = _load(runs, claim.experiment)
-        command = COMMAND.format(experiment=claim.experiment, methods=claim.methods())
-        lines += [f"## {claim.experiment}: {claim.claim}", "", f"Paper: {claim.paper}.", ""]
+        command = claim.command()
+        lines += [f"## {claim.name or claim.experiment}: {claim.claim}", "", f"Paper: {claim.paper}.", ""]
         if summary is None or claim.ab not in summary["methods"] or claim.base not in summary["methods"]:
             lines += ["Not run yet.", "", f"    {command}", ""]
             continue
@@ -130,6 +141,7 @@ def render(runs: str) -> str:
     lines += [f"## foresight: {FORESIGHT_CLAIM[0]}", "", f"Paper: {FORESIGHT_CLAIM[1]}.", ""]
     found = [(c.experiment, c.ab, s) for c in CLAIMS if (s := _load(runs, c.experiment)) and c.ab in s["methods"]
              and "foresight/value/all" in s["methods"][c.ab]]
+    found = list({(experiment, row): (experiment, row, s) for experiment, row, s in found}.values())
     if not found:
         lines += ["Not run yet (every AB row above reports it).", ""]
     for experiment, row, summary in found:

@@ -34,3 +34,6 @@ def test_render_fills_run_experiments_and_lists_missing_ones_with_their_command(
     assert "3/3 seed(s), 100 steps" in text
     assert text.count("Not run yet.") == len(reproduction.CLAIMS) - 1
     assert "--workdir=runs/repro/dino --methods=dino,ab_dino --seeds=3" in text
+    shared = ("--workdir=runs/repro/ablations --methods=ab_simclr,ab_simclr+ab.base_loss_weight=0.0,"
+              "ab_simclr+ab.use_ema_target=False,ab_simclr+ab.action_tokens=False --seeds=3 --config.total_steps=1200")
+    assert text.count(shared) == 3 and "## no_ema_target: Without the EMA target" in text
