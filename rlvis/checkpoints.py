@@ -13,16 +13,17 @@ import jax
 import ml_collections
 import orbax.checkpoint as ocp
 
+from rlvis import storage
+
 
 def check_writable(workdir: str) -> None:
     """Create the workdir and write a probe file in it: an unwritable disk is a one-line error before any compute."""
     from rlvis.config_lib import ConfigError
-    probe = os.path.join(workdir, f".rlvis-write-test-{os.getpid()}")
+    probe = storage.path(workdir) / f".rlvis-write-test-{os.getpid()}"
     try:
-        os.makedirs(os.path.join(workdir, "checkpoints"), exist_ok=True)
-        with open(probe, "wb") as f:
-            f.write(b"\0" * 4096)
-        os.remove(probe)
+        (storage.path(workdir) / "checkpoints").mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"\0" * 4096)
+        probe.unlink()
     except OSError as error:
         raise ConfigError(f"--workdir={workdir} is not writable: {error.strerror or error}") from None
 
@@ -33,7 +34,7 @@ class Checkpointer:
         handlers = {"state": ocp.StandardCheckpointHandler(), "meta": ocp.JsonCheckpointHandler()}
         handlers.update({name: grain.checkpoint.CheckpointHandler() for name in iterator_names})
         self.manager = ocp.CheckpointManager(
-            os.path.abspath(directory), item_handlers=handlers,
+            storage.absolute(directory), item_handlers=handlers,
             options=ocp.CheckpointManagerOptions(max_to_keep=keep, enable_async_checkpointing=True, create=True))
 
     def latest_step(self) -> int | None:
@@ -67,10 +68,14 @@ def abstract_like(tree, shardings):
     return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), tree, shardings)
 
 
+def checkpoint_dir(workdir: str) -> str:
+    return storage.join(storage.absolute(workdir), "checkpoints")
+
+
 def checkpoint_steps(workdir: str) -> list[int]:
     """Committed checkpoint steps of a workdir (a half-written one is never listed), oldest first."""
-    directory = os.path.join(os.path.abspath(workdir), "checkpoints")
-    if not os.path.isdir(directory):
+    directory = checkpoint_dir(workdir)
+    if not storage.path(directory).exists():
         return []
     manager = ocp.CheckpointManager(directory)
     steps = list(manager.all_steps())
@@ -80,8 +85,7 @@ def checkpoint_steps(workdir: str) -> list[int]:
 
 def saved_config(workdir: str, step: int) -> ml_collections.ConfigDict:
     """The config a checkpoint was written under (its JSON metadata only: cheap)."""
-    manager = ocp.CheckpointManager(os.path.join(os.path.abspath(workdir), "checkpoints"),
-                                    item_handlers={"meta": ocp.JsonCheckpointHandler()})
+    manager = ocp.CheckpointManager(checkpoint_dir(workdir), item_handlers={"meta": ocp.JsonCheckpointHandler()})
     meta = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
     manager.close()
     return with_current_defaults(meta["config"])
@@ -134,11 +138,11 @@ def load_run(workdir: str, step: int | None = None) -> tuple[ml_collections.Conf
     """
     steps = checkpoint_steps(workdir)
     if not steps:
-        raise FileNotFoundError(f"no committed checkpoint in {os.path.join(workdir, 'checkpoints')}")
+        raise FileNotFoundError(f"no committed checkpoint in {checkpoint_dir(workdir)}")
     step = steps[-1] if step is None else step
     if step not in steps:
         raise FileNotFoundError(f"no checkpoint for step {step} in {workdir}; steps: {steps}")
-    manager = ocp.CheckpointManager(os.path.join(os.path.abspath(workdir), "checkpoints"), item_handlers={
+    manager = ocp.CheckpointManager(checkpoint_dir(workdir), item_handlers={
         "state": ocp.StandardCheckpointHandler(), "meta": ocp.JsonCheckpointHandler()})
     restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(),
                                                               meta=ocp.args.JsonRestore()))

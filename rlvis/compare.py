@@ -17,13 +17,12 @@ comparison resumes where it stopped. Every row also says which encoder it was sc
 
 import json
 import math
-import os
 
 import matplotlib
 import numpy as np
 from absl import flags
 
-from rlvis import cli, config_lib, methods
+from rlvis import cli, config_lib, methods, storage
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -68,12 +67,12 @@ def bar_chart(rows: dict[str, dict], tasks: list[str], path: str) -> None:
     ax.set_ylim(0, 1)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    storage.save_figure(fig, path, dpi=120)
     plt.close(fig)
 
 
 def run_dir(workdir: str, row: str, seed_index: int, seeds: int) -> str:
-    return os.path.join(workdir, row) if seeds == 1 else os.path.join(workdir, row, f"seed{seed_index}")
+    return storage.join(workdir, row) if seeds == 1 else storage.join(workdir, row, f"seed{seed_index}")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -121,10 +120,8 @@ def write_summary(workdir: str, configs: dict, trained: dict, random_init: dict,
                    encoded_views_per_step={m: methods.encoded_views_per_step(c) for m, c in configs.items()},
                    steps=next(iter(configs.values())).total_steps,
                    config=json.loads(next(iter(configs.values())).to_json()))
-    with open(os.path.join(workdir, "compare.json.tmp"), "w") as f:
-        json.dump(summary, f, indent=2)
-    os.replace(os.path.join(workdir, "compare.json.tmp"), os.path.join(workdir, "compare.json"))
-    bar_chart(rows, list(rows["random_init"]["mean"]), os.path.join(workdir, "compare.png"))
+    storage.write_json(storage.join(workdir, "compare.json"), summary)
+    bar_chart(rows, list(rows["random_init"]["mean"]), storage.join(workdir, "compare.png"))
     return rows
 
 

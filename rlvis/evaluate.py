@@ -9,13 +9,11 @@ evaluated step is written to `DIR/eval/step_<S>.json`, appended to `DIR/eval_met
 not yet evaluated and stops after the run's last step; a step already evaluated is skipped.
 """
 
-import json
-import os
 import time
 
 from absl import flags
 
-from rlvis import cli
+from rlvis import cli, storage
 
 
 def define_flags(flag_values: flags.FlagValues) -> None:
@@ -40,21 +38,20 @@ def evaluate_step(workdir: str, step: int | None = None, encoder: str | None = N
     encode = lambda params, views: model.apply(params, views, method=ab_model.ABModel.encode)  # noqa: E731
     evaluators = suite.build(config, encode, pipeline.image_channels(config), "final")
     scores = suite.run_all(evaluators, state[config_lib.params_key(encoder)], progress=True)
-    os.makedirs(os.path.join(workdir, "eval"), exist_ok=True)
-    with open(os.path.join(workdir, "eval", f"step_{step}.json"), "w") as f:
-        json.dump(dict(step=step, encoder=encoder, scores=scores), f, indent=2)
+    storage.write_json(storage.join(workdir, "eval", f"step_{step}.json"), dict(step=step, encoder=encoder,
+                                                                                 scores=scores))
     writer = metrics.MetricWriter(workdir, "eval_metrics")
     writer.write(step, {f"eval/{task}": score for task, score in scores.items()})
     writer.close()
-    suite.plot_curves(writer.path, "eval/", os.path.join(workdir, "plots", "eval.png"))
+    suite.plot_curves(writer.path, "eval/", storage.join(workdir, "plots", "eval.png"))
     return step, scores
 
 
 def _evaluated(workdir: str) -> set[int]:
-    directory = os.path.join(workdir, "eval")
-    if not os.path.isdir(directory):
+    directory = storage.path(workdir) / "eval"
+    if not directory.exists():
         return set()
-    return {int(name[5:-5]) for name in os.listdir(directory) if name.startswith("step_") and name.endswith(".json")}
+    return {int(p.name[5:-5]) for p in directory.iterdir() if p.name.startswith("step_") and p.name.endswith(".json")}
 
 
 def _print(step: int, scores: dict) -> None:

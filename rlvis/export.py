@@ -29,8 +29,6 @@ first (pre-LN ViT, final LayerNorm applied; attention projections have no biases
 """
 
 import dataclasses
-import json
-import os
 from collections.abc import Sequence
 
 import flax
@@ -39,7 +37,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from absl import flags
 
-from rlvis import checkpoints, cli, config_lib, methods
+from rlvis import checkpoints, cli, config_lib, methods, storage
 from rlvis.data import pipeline
 from rlvis.models import vit
 
@@ -49,11 +47,10 @@ ENCODERS = ("ema", "online")
 
 def _split_checkpoint_path(path: str) -> tuple[str, int | None]:
     """A workdir, or one of its `checkpoints/<step>` folders → (workdir, step or None for the latest)."""
-    path = os.path.abspath(path.rstrip("/"))
-    parent, name = os.path.split(path)
-    if name.isdigit() and os.path.basename(parent) == "checkpoints":
-        return os.path.dirname(parent), int(name)
-    return path, None
+    path = storage.path(storage.absolute(str(path).rstrip("/")))
+    if path.name.isdigit() and path.parent.name == "checkpoints":
+        return str(path.parent.parent), int(path.name)
+    return str(path), None
 
 
 def load_encoder(path: str, *, encoder: str = "ema", step: int | None = None) -> tuple[vit.ViT, dict]:
@@ -62,7 +59,7 @@ def load_encoder(path: str, *, encoder: str = "ema", step: int | None = None) ->
 
     `module.apply(variables, images)` gives the same tokens the trained model's encoder gives, bit for bit.
     """
-    if os.path.exists(os.path.join(path, "encoder.json")):
+    if (storage.path(path) / "encoder.json").exists():
         _check_encoder(encoder)
         module, variables, description = _read_export(path)
         if encoder != description["encoder"] or step not in (None, description["step"]):
@@ -91,12 +88,11 @@ def export_encoder(path: str, out: str | None = None, *, encoder: str = "ema", s
     """Write the params-only export (module docstring) of a workdir's (or `checkpoints/<step>` folder's)
     checkpoint to `out` (default: WORKDIR/export_<encoder>_<step>); returns `out`."""
     config, params, step, workdir = _checkpoint_encoder(path, encoder, step)
-    out = out or os.path.join(workdir, f"export_{encoder}_{step}")
+    out = storage.absolute(out or storage.join(workdir, f"export_{encoder}_{step}"))
     flat = {name: np.asarray(array, np.float32)
             for name, array in flax.traverse_util.flatten_dict(params, sep=".").items()}
-    os.makedirs(out, exist_ok=True)
     checkpointer = ocp.StandardCheckpointer()
-    checkpointer.save(os.path.join(os.path.abspath(out), "params"), flat, force=True)
+    checkpointer.save(storage.join(out, "params"), flat, force=True)
     checkpointer.wait_until_finished()
     shape = vit.variant_shape(config.model.variant)
     description = dict(
@@ -106,18 +102,16 @@ def export_encoder(path: str, out: str | None = None, *, encoder: str = "ema", s
         output="tokens [B, 1 + (H/patch)(W/patch), width], CLS first", method=config.method,
         base_method=methods.base_name(config.method), step=int(step), encoder=encoder, source=workdir,
         parameters={name: list(array.shape) for name, array in sorted(flat.items())})
-    with open(os.path.join(out, "encoder.json"), "w") as f:
-        json.dump(description, f, indent=1)
+    storage.write_json(storage.join(out, "encoder.json"), description, indent=1)
     return out
 
 
 def _read_export(out: str) -> tuple[vit.ViT, dict, dict]:
     """(ViT module, variables, encoder.json) of an `export_encoder` folder."""
-    with open(os.path.join(out, "encoder.json")) as f:
-        description = json.load(f)
+    description = storage.read_json(storage.join(out, "encoder.json"))
     if description.get("format") != FORMAT:
         raise ValueError(f"{out}: export format {description.get('format')!r}, this rlvis reads {FORMAT!r}")
-    flat = ocp.StandardCheckpointer().restore(os.path.join(os.path.abspath(out), "params"))
+    flat = ocp.StandardCheckpointer().restore(storage.join(storage.absolute(out), "params"))
     params = flax.traverse_util.unflatten_dict({tuple(name.split(".")): array for name, array in flat.items()})
     module = vit.ViT(description["variant"], description["image_size"], description["compute_dtype"])
     return module, {"params": params}, description
@@ -138,8 +132,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         out = export_encoder(args.workdir, args.out, encoder=args.encoder, step=args.step)
     except FileNotFoundError as error:
         cli.fail(str(error))
-    with open(os.path.join(out, "encoder.json")) as f:
-        description = json.load(f)
+    description = storage.read_json(storage.join(out, "encoder.json"))
     print(f"rlvis: exported the {args.encoder} encoder of step {description['step']} ({description['variant']}, "
           f"{len(description['parameters'])} arrays) to {out}")
 

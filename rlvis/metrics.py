@@ -2,41 +2,84 @@
 files in `workdir/tensorboard/`, and a progress line on stdout.
 
 Only process 0 writes. clu's and flax's TensorBoard writers import TensorFlow; tensorboardX writes the same event
-files without it (`tensorboard --logdir=WORKDIR/tensorboard`).
+files without it (`tensorboard --logdir=WORKDIR/tensorboard`), locally or to a gs:// / s3:// workdir.
 """
 
 import json
 import math
-import os
 import time
+
+import io
 
 import jax
 import tensorboardX
+from tensorboardX import record_writer
+
+from rlvis import storage
+
+
+class BucketEventFile:
+    """tensorboardX's event file on a bucket, through the same path library as every other file. An object cannot
+    be appended to, so each flush rewrites the current part; a part past `part_bytes` is left as it is and the
+    next events go to a new part (TensorBoard reads every `*tfevents*` file of a folder), so a long run does not
+    re-upload its whole history at every log step."""
+
+    part_bytes = 1 << 20
+
+    def __init__(self, location: str):
+        self.location, self.part, self.buffer, self.dirty = location, 0, io.BytesIO(), False
+
+    def write(self, data: bytes) -> None:
+        self.buffer.write(data)
+        self.dirty = True
+
+    def flush(self) -> None:
+        if not self.dirty:
+            return
+        name = self.location if self.part == 0 else f"{self.location}.part{self.part}"
+        storage.write_bytes(name, self.buffer.getvalue())
+        self.dirty = False
+        if self.buffer.tell() > self.part_bytes:
+            self.part, self.buffer = self.part + 1, io.BytesIO()
+
+    def close(self) -> None:
+        self.flush()
+
+
+class _BucketEventFiles:
+    def open(self, location: str) -> BucketEventFile:
+        return BucketEventFile(location)
+
+    def directory_check(self, location: str) -> None:
+        pass  # a bucket has no folders to create
+
+
+for _scheme in ("gs", "s3"):  # instead of tensorboardX's own gs writer (a second GCS client that retries at exit)
+    record_writer.register_writer_factory(_scheme, _BucketEventFiles())
 
 
 class MetricWriter:
     def __init__(self, workdir: str, name: str = "metrics"):
-        self.path = os.path.join(workdir, f"{name}.jsonl")
+        self.path = storage.join(workdir, f"{name}.jsonl")
         self.enabled = jax.process_index() == 0
-        self._tensorboard_dir = os.path.join(workdir, "tensorboard", name)
+        self._log = storage.AppendLog(self.path)
+        self._tensorboard_dir = storage.join(workdir, "tensorboard", name)
         self._tensorboard, self._purge_step = None, None
 
     def drop_after(self, step: int) -> None:
         """Forget lines logged after `step` (a resumed run repeats those steps; each is logged once)."""
         self._purge_step = step + 1  # TensorBoard hides the lost run's events from this step on
-        if not self.enabled or not os.path.exists(self.path):
+        if not self.enabled:
             return
-        with open(self.path) as f:
-            kept = [line for line in f if json.loads(line)["step"] <= step]
-        with open(self.path, "w") as f:
-            f.writelines(kept)
+        lines = self._log.read_lines()
+        if lines:
+            self._log.replace([line for line in lines if json.loads(line)["step"] <= step])
 
     def write(self, step: int, metrics: dict) -> None:
         if not self.enabled:
             return
-        with open(self.path, "a") as f:
-            clean = {k: (v if not isinstance(v, float) or math.isfinite(v) else None) for k, v in metrics.items()}
-            f.write(json.dumps({"step": step, **clean}) + "\n")  # NaN is not JSON: written as null
+        clean = {k: (v if not isinstance(v, float) or math.isfinite(v) else None) for k, v in metrics.items()}
+        self._log.append(json.dumps({"step": step, **clean}) + "\n")  # NaN is not JSON: written as null
         if self._tensorboard is None:  # opened lazily: a run that logs nothing leaves no empty event file
             self._tensorboard = tensorboardX.SummaryWriter(self._tensorboard_dir, purge_step=self._purge_step)
         for key, value in metrics.items():

@@ -29,7 +29,7 @@ import ml_collections
 import numpy as np
 from absl import flags
 
-from rlvis import cli, config_lib, methods
+from rlvis import cli, config_lib, methods, storage
 from rlvis.data import digits as digits_lib
 from rlvis.envs import crop_env
 from rlvis.evaluators import foresight, value_maps
@@ -269,8 +269,7 @@ def save_path_picture(path: str, image: np.ndarray, valid: np.ndarray, boxes: np
     axis.set_xticks([]), axis.set_yticks([])
     axis.set_title(title, fontsize=8)
     figure.tight_layout()
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    figure.savefig(path, dpi=120)
+    storage.save_figure(figure, path, dpi=120)
     plt.close(figure)
     return path
 
@@ -319,8 +318,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             cli.fail(str(error))
         print(format_table(rows))
         for workdir in args.workdir:
-            with open(os.path.join(workdir, "search_results.json"), "w") as f:
-                json.dump([row for row in rows if row["workdir"] == workdir], f, indent=1)
+            storage.write_json(storage.join(workdir, "search_results.json"),
+                               [row for row in rows if row["workdir"] == workdir], indent=1)
         print(f"rlvis: {args.scenes} held-out scenes per run, {args.steps} moves, success = final box centre inside "
               f"the box of a digit with the target label; wrote search_results.json in each workdir")
         return
@@ -358,14 +357,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     for k, box in enumerate(boxes):
         score = f"  p = {scores[k - 1]:.3f}" if k and args.policy != "random" else ""
         print(f"step {k}: box (y0, x0, h, w) = {np.round(box.astype(float), 3).tolist()}{score}")
-    out = args.out or os.path.join(workdir, "plots", f"search_{step}.png")
+    out = args.out or storage.join(workdir, "plots", f"search_{step}.png")
     shown = None if args.policy == "random" else scores  # a random policy's scores are all 1
     title = f"search for {wanted!r} ({args.policy}, {args.steps} moves)"
     if shown is not None:
         title += f": final p = {scores[-1]:.2f}"
     save_path_picture(out, image, valid, boxes, shown, title)
-    with open(os.path.splitext(out)[0] + ".json", "w") as f:
-        json.dump(trajectory, f, indent=1)
+    storage.write_json(os.path.splitext(out)[0] + ".json", trajectory, indent=1)
     print(json.dumps({k: trajectory[k] for k in ("annotation", "policy", "encoder_passes")}))
     print(f"rlvis: wrote {out} and {os.path.splitext(out)[0]}.json")
 

@@ -9,7 +9,6 @@ This is the only place where the environment, the model, the objective, the data
 import functools
 import json
 import operator
-import os
 import signal
 import time
 from collections.abc import Callable
@@ -23,7 +22,7 @@ import optax
 from clu import parameter_overview
 from jax.experimental import multihost_utils
 
-from rlvis import checkpoints, config_lib, methods, metrics, optimizer, sharding
+from rlvis import checkpoints, config_lib, methods, metrics, optimizer, sharding, storage
 from rlvis.data import decode, pipeline
 from rlvis.envs import crop_env, photometric
 from rlvis.evaluators import foresight, suite
@@ -213,12 +212,11 @@ def _finished_results(workdir: str, step: int, config: ml_collections.ConfigDict
     """results.json of a run that already reached its last step under this very config (re-running the command
     is then a no-op). Anything else — an unfinished run, a changed (e.g. evaluation) field, an unreadable file,
     several processes (which would have to agree) — evaluates again."""
-    path = os.path.join(workdir, "results.json")
-    if step < config.total_steps or jax.process_count() > 1 or not os.path.exists(path):
+    path = storage.join(workdir, "results.json")
+    if step < config.total_steps or jax.process_count() > 1 or not storage.path(path).exists():
         return None
     try:
-        with open(path) as f:
-            results = json.load(f)
+        results = storage.read_json(path)
     except (OSError, json.JSONDecodeError):
         return None
     same = results.get("steps") == step and results.get("config") == json.loads(config.to_json())
@@ -262,7 +260,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, stop_at_
     state_shape, state_sharding, update_fn = train_step.state_shape, train_step.state_sharding, train_step.update_fn
 
     # ---------------------------------------------------------------- restore or start
-    ckpt = checkpoints.Checkpointer(os.path.join(workdir, "checkpoints"), tuple(iterators), config.keep_checkpoints)
+    ckpt = checkpoints.Checkpointer(checkpoints.checkpoint_dir(workdir), tuple(iterators), config.keep_checkpoints)
     latest = ckpt.latest_step()
     if latest is None:
         state, prior_wall = init_fn(init_key), 0.0
@@ -310,9 +308,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, stop_at_
         if is_main:
             shown = {t: v for t, v in scores.items() if not t.startswith("foresight/") or t.endswith("/all")}
             print(f"step {at_step} | " + " ".join(f"{t} {v:.3f}" for t, v in shown.items()), flush=True)
-            suite.plot_curves(monitor_writer.path, "monitor/", os.path.join(workdir, "plots", "monitor.png"))
+            suite.plot_curves(monitor_writer.path, "monitor/", storage.join(workdir, "plots", "monitor.png"))
             suite.plot_curves(writer.path, ("td_accuracy/", "td_invariance_accuracy/"),
-                              os.path.join(workdir, "plots", "td_accuracy.png"))
+                              storage.join(workdir, "plots", "td_accuracy.png"))
 
     if step == 0:
         monitor_now(0, list(monitors))
@@ -384,12 +382,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, stop_at_
     ckpt.close()
     if is_main:
         print(_results_table(trained, random_init), flush=True)
-        path = os.path.join(workdir, "results.json")
-        with open(path + ".tmp", "w") as f:  # a crash mid-write leaves the previous results.json whole
-            json.dump(results, f, indent=2)
-        os.replace(path + ".tmp", path)
+        path = storage.join(workdir, "results.json")
+        storage.write_json(path, results)  # whole or not at all: a crash mid-write keeps the previous one
         if any(task.startswith("foresight/") for task in trained):
-            foresight.plot(trained, os.path.join(workdir, "plots", "foresight.png"),
+            foresight.plot(trained, storage.join(workdir, "plots", "foresight.png"),
                            f"foresight at step {step} ({encoder} encoder): {config.method}")
-        print(f"rlvis: wrote {os.path.join(workdir, 'results.json')} ({results['wall_seconds']:.0f} s)", flush=True)
+        print(f"rlvis: wrote {path} ({results['wall_seconds']:.0f} s)", flush=True)
     return results

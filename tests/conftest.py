@@ -8,9 +8,11 @@ kill -9, several processes, each CLI once, the README walkthrough, the notebooks
 import os
 import shutil
 
-from tests import runs  # imports no JAX
+from rlvis import storage  # imports no JAX, no fsspec
+from tests import gcs_emulator, runs  # import no JAX
 
 os.environ["JAX_PLATFORMS"] = "cpu"
+os.environ.update(storage.emulator_environment(None))  # bucket tests: no credentials, before gcsfs is imported
 os.environ["XLA_FLAGS"] = " ".join(
     [os.environ.get("XLA_FLAGS", ""), f"--xla_force_host_platform_device_count={runs.DEVICES}",
      runs.XLA_TEST_FLAGS]).strip()
@@ -61,3 +63,20 @@ def tiny_run(tmp_path_factory):
 def tiny_copy(tiny_run, tmp_path):
     """A copy of the shared run's workdir, for a test that writes into it (evaluation, search, re-running)."""
     return shutil.copytree(tiny_run[0], tmp_path / "copy")
+
+
+@pytest.fixture(scope="session")
+def gcs_bucket():
+    """A bucket on a GCS emulator on loopback (tests/gcs_emulator.py), with this process's gs:// pointed at it."""
+    emulator = gcs_emulator.Emulator()
+    saved = {name: os.environ.get(name) for name in storage.emulator_environment(emulator.url)}
+    os.environ.update(storage.emulator_environment(emulator.url))
+    try:
+        yield emulator.create_bucket("rlvis-tests")
+    finally:
+        emulator.stop()
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value

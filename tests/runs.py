@@ -87,8 +87,12 @@ def ok(result: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
 
 
 def metrics(workdir) -> dict[int, dict]:
-    with open(os.path.join(workdir, "metrics.jsonl")) as f:
-        return {line["step"]: line for line in map(json.loads, f)}
+    """A run's metrics.jsonl by step (a local workdir or a bucket URL)."""
+    from rlvis import storage
+    lines = storage.path(storage.join(str(workdir), "metrics.jsonl")).read_text().splitlines()
+    steps = [json.loads(line)["step"] for line in lines]
+    assert len(steps) == len(set(steps)), f"a step logged twice: {steps}"
+    return {line["step"]: line for line in map(json.loads, lines)}
 
 
 def load_state(workdir, step: int) -> dict:
@@ -96,7 +100,8 @@ def load_state(workdir, step: int) -> dict:
     import jax
     import numpy as np
     import orbax.checkpoint as ocp
-    path = os.path.join(workdir, "checkpoints", str(step), "state")
+    from rlvis import storage
+    path = storage.join(storage.absolute(str(workdir)), "checkpoints", str(step), "state")
     checkpointer = ocp.PyTreeCheckpointer()
     tree = checkpointer.metadata(path).item_metadata.tree
     args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)

@@ -17,7 +17,7 @@ import jax
 import numpy as np
 import pytest
 
-from rlvis import config_lib
+from rlvis import checkpoints, config_lib, storage
 from tests.runs import NO_EVAL, ROOT, load_state, main_command, metrics, run_main, subprocess_env, train
 
 STEPS, EVERY = 30, 10  # the command-line tests: enough steps between saves to be killed in the middle
@@ -32,13 +32,13 @@ def start(workdir, *flags) -> subprocess.Popen:
 
 
 def wait_for_step(workdir, step: int, process: subprocess.Popen, timeout: float = 300) -> None:
-    """Until metrics.jsonl has logged `step` (the trainer is mid-run)."""
-    path, deadline = os.path.join(workdir, "metrics.jsonl"), time.time() + timeout
+    """Until metrics.jsonl (local or on a bucket) has logged `step` (the trainer is mid-run)."""
+    path, deadline = storage.path(storage.join(str(workdir), "metrics.jsonl")), time.time() + timeout
     while time.time() < deadline:
-        if os.path.exists(path) and any(json.loads(line)["step"] >= step for line in open(path)):
+        if path.exists() and any(json.loads(line)["step"] >= step for line in path.read_text().splitlines()):
             return
         assert process.poll() is None, process.communicate()
-        time.sleep(0.005)
+        time.sleep(0.05 if storage.is_remote(workdir) else 0.005)
     raise TimeoutError(f"step {step} never logged")
 
 
@@ -118,6 +118,23 @@ def test_kill_9_between_checkpoints_resumes_from_the_last_committed_one(referenc
     again = run_main(workdir, *FAST)
     assert again.returncode == 0 and f"resumed from step {committed[-1]}" in again.stdout
     assert_same_run(workdir, reference)  # metrics logged after the checkpoint were dropped and redone
+
+
+@pytest.mark.slow
+def test_kill_9_on_a_bucket_workdir_resumes_from_the_bucket(reference, gcs_bucket):
+    """`--workdir=gs://…` (a GCS API server on loopback): killed after a committed checkpoint, the same command
+    resumes from the bucket and ends bit-identical to the uninterrupted local run."""
+    workdir = f"{gcs_bucket}/runs/killed"
+    process = start(workdir)
+    wait_for_step(workdir, EVERY + 3, process)
+    while EVERY not in checkpoints.checkpoint_steps(workdir):  # committed: Orbax's marker is written last
+        assert process.poll() is None
+        time.sleep(0.05)
+    process.kill()
+    process.wait()
+    again = run_main(workdir, *FAST)
+    assert again.returncode == 0 and "resumed from step " in again.stdout, again.stderr[-3000:]
+    assert_same_run(workdir, reference)
 
 
 @pytest.mark.slow
@@ -224,6 +241,9 @@ def test_a_checkpoint_from_before_a_config_field_existed_resumes_with_its_defaul
     (["env.view_size=128"], "config.env.view_size=128 exceeds config.data.scene_canvas=64"),
     (["data.format='image_folder'", "data.path='/no/such/folder'"],
      "config.data.path='/no/such/folder' does not exist"),
+    (["data.format='webdataset'", "data.path='gs://bucket/cc12m/{00000..00009}.tar'"],
+     "config.data.path='gs://bucket/cc12m/{00000..00009}.tar': training data is read from local or mounted paths "
+     "(e.g. gcsfuse); workdirs may be bucket URLs, data URLs are not read yet"),
 ])
 def test_bad_configs_are_one_line_before_any_compute(overrides, message, tmp_path):
     with pytest.raises(config_lib.ConfigError) as error:

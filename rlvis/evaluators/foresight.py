@@ -30,7 +30,6 @@ digits per class, each its own annotation (as the annotation batch's images are 
 c's exemplars. The three predictors are read the same way, so only what they look at differs.
 """
 
-import os
 from collections.abc import Iterator
 
 import jax
@@ -38,7 +37,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from rlvis import methods
+from rlvis import methods, storage
 from rlvis.data import digits as digits_lib
 from rlvis.envs import crop_env
 from rlvis.evaluators import value_maps
@@ -207,7 +206,6 @@ def plot(scores: dict[str, float], path: str, title: str = "") -> str:
     axis.legend(fontsize=8, ncol=len(PREDICTORS))
     axis.set_title(title or "foresight on held-out scenes: Q(c | x_i, a) vs p(c | x_i) vs p(c | x_j)", fontsize=9)
     figure.tight_layout()
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    figure.savefig(path, dpi=110)
+    storage.save_figure(figure, path, dpi=110)
     plt.close(figure)
     return path

@@ -21,11 +21,11 @@ import collections
 import importlib
 import inspect
 import json
-import os
 
 import ml_collections
 import tqdm
 
+from rlvis import storage
 from rlvis.evaluators import common
 
 ENTRY_FIELDS = ("type", "final", "every")  # the suite's own fields of a config.evals entry; the rest are kwargs
@@ -105,10 +105,9 @@ def run_all(evaluators: dict, params, progress: bool = False, names_from: dict |
 def plot_curves(jsonl_path: str, prefix: str | tuple[str, ...], png_path: str) -> str | None:
     """Each `prefix…` metric of a JSONL log over steps, one line per task, as a PNG (None if nothing logged).
     With several prefixes, metrics of the first are solid lines and of the others dashed, in matching colours."""
-    if not os.path.exists(jsonl_path):
+    lines = [json.loads(line) for line in storage.AppendLog(jsonl_path).read_lines()]
+    if not lines:
         return None
-    with open(jsonl_path) as f:
-        lines = [json.loads(line) for line in f]
     prefixes = (prefix,) if isinstance(prefix, str) else prefix
     groups = [sorted({key for line in lines for key in line if key.startswith(p)}) for p in prefixes]
     if not groups[0]:
@@ -125,7 +124,6 @@ def plot_curves(jsonl_path: str, prefix: str | tuple[str, ...], png_path: str) -
     axis.set_xlabel("step"), axis.set_ylabel("accuracy"), axis.grid(alpha=0.3), axis.legend(fontsize=7)
     axis.set_title(" vs ".join(p.rstrip("/") for p in prefixes) + " over training", fontsize=9)
     figure.tight_layout()
-    os.makedirs(os.path.dirname(png_path), exist_ok=True)
-    figure.savefig(png_path, dpi=110)
+    storage.save_figure(figure, png_path, dpi=110)
     plt.close(figure)
     return png_path

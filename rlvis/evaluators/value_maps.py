@@ -13,7 +13,6 @@ over this vocabulary with the model's AB logit scale.
     python -m rlvis.evaluators.value_maps --workdir=DIR [--image=PATH] [--annotation=3] [--step=S]
 """
 
-import os
 from collections.abc import Sequence
 
 import jax
@@ -22,7 +21,7 @@ import ml_collections
 import numpy as np
 from absl import flags
 
-from rlvis import cli, config_lib, methods
+from rlvis import cli, config_lib, methods, storage
 from rlvis.data import digits as digits_lib
 from rlvis.envs import crop_env
 from rlvis.methods import Annotations
@@ -110,8 +109,7 @@ def save_value_map(path: str, image: np.ndarray, valid: np.ndarray, boxes: np.nd
         axis.set_xticks([]), axis.set_yticks([])
     figure.suptitle(f"value map: p(ℓ | x, move to a {grid}×{grid} grid of boxes)", fontsize=9)
     figure.tight_layout()
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    figure.savefig(path, dpi=110)
+    storage.save_figure(figure, path, dpi=110)
     plt.close(figure)
     return path
 
@@ -175,7 +173,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     zooms = list(args.zooms)
     boxes = candidate_boxes(args.grid, zooms)
     probabilities = predict(model, params, config, image, valid, boxes, annotations_)
-    path = args.out or os.path.join(args.workdir, "plots", f"value_map_{step}.png")
+    path = args.out or storage.join(args.workdir, "plots", f"value_map_{step}.png")
     save_value_map(path, image, valid, boxes, probabilities, names, [names.index(n) for n in wanted], zooms)
     for name in wanted:
         p = probabilities[..., names.index(name)]

@@ -1,0 +1,78 @@
+"""Workdirs on a bucket (rlvis/storage.py): against a real GCS API server on loopback (tests/gcs_emulator.py)."""
+
+import json
+
+import jax
+import numpy as np
+
+from rlvis import evaluate, export, storage
+from tests.runs import NO_EVAL, load_state, metrics, train
+
+
+def test_local_files_are_written_whole_and_the_log_appends(tmp_path):
+    storage.write_json(tmp_path / "a" / "results.json", {"x": 1})
+    assert json.loads((tmp_path / "a" / "results.json").read_text()) == {"x": 1}
+    assert [p.name for p in (tmp_path / "a").iterdir()] == ["results.json"]  # no temporary left behind
+    log = storage.AppendLog(tmp_path / "m.jsonl")
+    log.append("1\n"), log.append("2\n")
+    assert log.read_lines() == ["1\n", "2\n"]
+    log.replace(["1\n"])
+    log.append("3\n")
+    assert (tmp_path / "m.jsonl").read_text() == "1\n3\n"
+    assert storage.join("gs://b/run", "plots", "x.png") == "gs://b/run/plots/x.png"
+    assert storage.join("runs/x", "a") == "runs/x/a" and storage.absolute("gs://b/x") == "gs://b/x"
+
+
+def test_a_bucket_log_keeps_every_line_although_objects_cannot_be_appended_to(gcs_bucket):
+    location = f"{gcs_bucket}/log/metrics.jsonl"
+    first = storage.AppendLog(location)
+    first.append("1\n"), first.append("2\n")
+    later = storage.AppendLog(location)  # a resumed process: reads what is there, then adds
+    later.append("3\n")
+    assert storage.path(location).read_text() == "1\n2\n3\n"
+    later.replace(["1\n"])
+    later.append("4\n")
+    assert storage.path(location).read_text() == "1\n4\n"
+
+
+def test_a_run_on_a_bucket_resumes_bit_identically_and_evaluates_and_exports_from_it(gcs_bucket, tiny_run):
+    """The tiny demo with --workdir=gs://…: stopped at step 4, resumed from the bucket, equal to the local
+    uninterrupted run; evaluation, export and load_encoder read the bucket workdir."""
+    workdir = f"{gcs_bucket}/runs/tiny"
+    overrides = [o for o in NO_EVAL if o != "evals.foresight.final=False"]  # one cheap final evaluator
+    first = train(workdir, *overrides, stop_at_step=4)
+    assert first.results is None and "stopped at step 4/6" in first.stdout
+    second = train(workdir, *overrides)
+    assert "resumed from step 4" in second.stdout
+    local, remote = metrics(tiny_run[0]), metrics(workdir)
+    assert sorted(remote) == [1, 2, 3, 4, 5, 6]
+    assert all(remote[s]["loss"] == local[s]["loss"] and remote[s]["data_digest"] == local[s]["data_digest"]
+               for s in remote)
+    for a, b in zip(jax.tree.leaves(load_state(tiny_run[0], 6)), jax.tree.leaves(load_state(workdir, 6))):
+        np.testing.assert_array_equal(a, b)
+    results = storage.read_json(f"{workdir}/results.json")
+    assert results["steps"] == 6 and "foresight/value/all" in results["trained"]
+    assert storage.path(f"{workdir}/plots/foresight.png").read_bytes().startswith(b"\x89PNG")
+    assert list(storage.path(f"{workdir}/tensorboard/metrics").iterdir())  # event files
+
+    step, scores = evaluate.evaluate_step(workdir)
+    assert step == 6 and scores == {t: v for t, v in results["trained"].items()}  # the trainer's numbers
+    assert storage.read_json(f"{workdir}/eval/step_6.json")["scores"] == scores
+    assert evaluate._evaluated(workdir) == {6}
+    out = export.export_encoder(workdir, encoder="ema")
+    assert out == f"{workdir}/export_ema_6" and storage.read_json(f"{out}/encoder.json")["step"] == 6
+    module, variables = export.load_encoder(out)
+    _, from_checkpoint = export.load_encoder(workdir)
+    for a, b in zip(jax.tree.leaves(variables), jax.tree.leaves(from_checkpoint)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_bucket_event_files_roll_over_to_new_parts_instead_of_rewriting_history(tmp_path, monkeypatch):
+    from rlvis import metrics
+    monkeypatch.setattr(metrics.BucketEventFile, "part_bytes", 10)
+    events = metrics.BucketEventFile(str(tmp_path / "events.out.tfevents.1.host"))
+    events.write(b"a" * 8), events.flush()
+    events.write(b"b" * 8), events.flush()  # part 0 passes 10 bytes: the next events start part 1
+    events.write(b"c" * 4), events.close()
+    assert (tmp_path / "events.out.tfevents.1.host").read_bytes() == b"a" * 8 + b"b" * 8
+    assert (tmp_path / "events.out.tfevents.1.host.part1").read_bytes() == b"c" * 4
