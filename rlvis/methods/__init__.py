@@ -9,7 +9,10 @@ its annotation-bootstrapped variant (`ab_simclr`). Its interface, as module-leve
   CAPTIONS                      whether its annotation stream is captioned images (CLIP)
   EMBEDDING_ANNOTATIONS         whether annotations are embeddings one can share or add to (not DINO's prototypes)
   IMAGE_ANNOTATIONS             whether annotations are images scored by the base head (SimCLR)
-  build_model(config)           the network: encoder, this method's heads, the AB annotation head, the value head
+  build_model(config)           the network (ABModel with `base` = NAME): shared encoder and value head
+  setup_heads(model)            its heads and AB annotation embeddings, created in the network's setup
+  init_outputs(model, tokens, actions, captions)  every head once, for the network's init
+  source_annotation_embedding(model, tokens)      a view read as an annotation (model.value_residual)
   annotation_views_per_image(config)    views of each annotation image the online encoder encodes per step
   render_annotation(keys, batch, config)  the annotation stream's views for one step (device side)
   optimizer_rules(config)       parameter groups it needs (rlvis/optimizer.py), e.g. DINO's frozen last layer
@@ -19,9 +22,8 @@ its annotation-bootstrapped variant (`ab_simclr`). Its interface, as module-leve
   digit_annotation(label)       the annotation that names a demo digit class, or None where there is none
   digit_vocabulary(model, params, config, exemplar_tokens, channels) → (Annotations, P(class | annotation))
 
-Adding a method is one file here plus its entry in FAMILIES (and its settings in the configs). Its network is
-today one of ABModel's three head sets (`base` in rlvis/models/ab_model.py); a method with new heads adds them there
-or builds a network of its own in `build_model`.
+Adding a method is one file here plus its entry in FAMILIES (and its settings in the configs); its heads are
+created by its own `setup_heads`, so the shared network (rlvis/models/ab_model.py) does not change.
 """
 
 import ml_collections

@@ -8,6 +8,7 @@ CLIP distribution over those captions on the reached view, with its learned scal
 
 import jax
 import jax.numpy as jnp
+import flax.linen as nn
 import ml_collections
 import numpy as np
 
@@ -15,6 +16,8 @@ from rlvis.data import text
 from rlvis.envs import crop_env
 from rlvis.methods.common import Annotations, bootstraps, build_ab_model
 from rlvis.models.ab_model import ABModel
+from rlvis.models.heads import LinearProjection
+from rlvis.models.text import TextTower
 from rlvis.objectives import bootstrap, clip
 
 NAME = "clip"
@@ -27,6 +30,27 @@ IMAGE_ANNOTATIONS = False
 def build_model(config: ml_collections.ConfigDict) -> ABModel:
     return build_ab_model(config, "clip", init_logit_scale=1.0 / config.clip.init_temperature,
                           text_variant=config.clip.text_variant, caption_length=config.clip.caption_length)
+
+
+def setup_heads(model: ABModel) -> None:
+    """The image projection with CLIP's learned temperature, the text tower, CLIP's text head ψ and the AB text
+    head ψ_AB."""
+    model.base_head = LinearProjection(model.proj_dim, name="base_head")
+    model.text_tower = TextTower(model.text_variant, model.caption_length, name="text_tower")
+    model.text_head = LinearProjection(model.proj_dim, name="text_head")
+    model.ab_text_head = LinearProjection(model.proj_dim, name="ab_text_head")
+    model.clip_log_scale = model.param("clip_log_scale", nn.initializers.constant(jnp.log(model.init_logit_scale)),
+                                       ())
+
+
+def init_outputs(model: ABModel, tokens: jax.Array, actions: jax.Array, captions: jax.Array):
+    clip_text, vocabulary = model.text_embed(captions)
+    return model.q_logits(tokens, actions, vocabulary), model.base_embed(tokens) @ clip_text.T
+
+
+def source_annotation_embedding(model: ABModel, tokens: jax.Array) -> jax.Array:
+    """The source view read as an annotation: its image embedding, in the captions' space."""
+    return model.base_embed(tokens)
 
 
 def annotation_views_per_image(config: ml_collections.ConfigDict) -> int:

@@ -12,11 +12,13 @@ crops only, as in DINO.
 
 import jax
 import jax.numpy as jnp
+import flax.linen as nn
 import ml_collections
 
 from rlvis.envs import crop_env, photometric
 from rlvis.methods.common import Annotations, bootstraps, build_ab_model
 from rlvis.models.ab_model import ABModel
+from rlvis.models.heads import DINOHead
 from rlvis.objectives import bootstrap, dino
 
 NAME = "dino"
@@ -29,6 +31,23 @@ IMAGE_ANNOTATIONS = False
 def build_model(config: ml_collections.ConfigDict) -> ABModel:
     return build_ab_model(config, "dino", init_logit_scale=1.0 / config.simclr.temperature,
                           num_prototypes=config.dino.prototypes, norm_last_layer=config.dino.norm_last_layer)
+
+
+def setup_heads(model: ABModel) -> None:
+    """DINO's head (MLP, bottleneck, K prototypes) and the AB embedding matrix ψ_AB of K rows."""
+    model.base_head = DINOHead(model.proj_hidden, model.proj_dim, model.num_prototypes, model.norm_last_layer,
+                               name="base_head")
+    model.ab_prototypes = model.param("ab_prototypes", nn.initializers.normal(0.02),
+                                      (model.num_prototypes, model.proj_dim))
+
+
+def init_outputs(model: ABModel, tokens: jax.Array, actions: jax.Array, captions=None):
+    return model.q_logits(tokens, actions, model.ab_vocabulary()), model.base_embed(tokens)
+
+
+def source_annotation_embedding(model: ABModel, tokens: jax.Array) -> jax.Array:
+    raise ValueError("DINO's annotations are prototypes: a view has no embedding among them (config validation "
+                     "refuses model.value_residual for DINO)")
 
 
 def annotation_views_per_image(config: ml_collections.ConfigDict) -> int:

@@ -17,7 +17,7 @@ from rlvis.envs import crop_env, photometric
 from rlvis.evaluators import common
 from rlvis.methods.common import Annotations, bootstraps, build_ab_model
 from rlvis.models.ab_model import ABModel
-from rlvis.models.heads import l2_normalize
+from rlvis.models.heads import ProjectionHead, l2_normalize
 from rlvis.objectives import bootstrap, simclr
 
 NAME = "simclr"
@@ -29,6 +29,22 @@ IMAGE_ANNOTATIONS = True
 
 def build_model(config: ml_collections.ConfigDict) -> ABModel:
     return build_ab_model(config, "simclr", init_logit_scale=1.0 / config.simclr.temperature)
+
+
+def setup_heads(model: ABModel) -> None:
+    """SimCLR's projection head φ = ψ, and the AB annotation head ψ_AB on the same ViT (called in model.setup)."""
+    model.base_head = ProjectionHead(model.proj_hidden, model.proj_dim, name="base_head")
+    model.ab_head = ProjectionHead(model.proj_hidden, model.proj_dim, name="ab_head")
+
+
+def init_outputs(model: ABModel, tokens: jax.Array, actions: jax.Array, captions=None):
+    """Every part once (for init): Q logits against the batch's own AB embeddings, and the base embedding."""
+    return model.q_logits(tokens, actions, model.ab_embed(tokens)), model.base_embed(tokens)
+
+
+def source_annotation_embedding(model: ABModel, tokens: jax.Array) -> jax.Array:
+    """The source view read as an annotation (the value-residual start): its own ψ_AB."""
+    return model.ab_embed(tokens)
 
 
 def annotation_views_per_image(config: ml_collections.ConfigDict) -> int:

@@ -1,22 +1,18 @@
-"""The AB network: one ViT, the base method's head, the AB annotation embeddings and the value head.
+"""The AB network: one ViT, the base method's heads, the AB annotation embeddings and the value head.
 
-As in the paper (docs/method.md):
-  * base "simclr": annotations are images, so φ(x) = ψ(ℓ) is the SimCLR head on the shared ViT, and ψ_AB is a
-    separate "AB annotation head" on the same ViT;
-  * base "dino": annotations are the K prototypes of the DINO head, and ψ_AB is a separate "AB embedding
-    matrix" of K rows;
-  * base "clip": annotations are captions; a text tower feeds the CLIP text head ψ and a separate "AB text head"
-    ψ_AB, and the image side is a linear projection with a learned temperature.
-Each part is a method so the objective calls exactly what it needs; `__call__` touches every part, for `init`.
-Which heads a run has is its method's choice: each file in rlvis/methods builds its network with `base` set.
+The encoder, the value head and the AB logit scale are shared by every method; the heads are the method's own,
+created by `setup_heads(model)` in its file in rlvis/methods (`base` names it), as in the paper (docs/method.md):
+SimCLR's projection head plus an AB annotation head on the same ViT; DINO's prototype head plus an AB embedding
+matrix of K rows; CLIP's image projection, text tower, text head and AB text head. The accessors below
+(`ab_embed`, `ab_vocabulary`, `text_embed`, …) read those heads, so a loss calls exactly what it needs;
+`__call__` touches every part, for `init`, through the method's `init_outputs`.
 """
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from rlvis.models.heads import DINOHead, LinearProjection, ProjectionHead, l2_normalize
-from rlvis.models.text import TextTower
+from rlvis.models.heads import l2_normalize
 from rlvis.models.value_head import ValueHead
 from rlvis.models.vit import ViT
 
@@ -33,7 +29,7 @@ class ABModel(nn.Module):
     decoder_width: int
     decoder_heads: int
     init_logit_scale: float
-    base: str = "simclr"  # the heads: "simclr", "dino" or "clip" (set by the method file)
+    base: str = "simclr"  # the method file (rlvis/methods) whose heads the network has
     num_prototypes: int = 0  # DINO only
     norm_last_layer: bool = True  # DINO only
     compute_dtype: str = "float32"  # the encoder's compute dtype ("bfloat16": mixed precision)
@@ -49,21 +45,7 @@ class ABModel(nn.Module):
 
     def setup(self):
         self.encoder = ViT(self.variant, self.image_size, jnp.dtype(self.compute_dtype), self.remat, name="encoder")
-        if self.base == "dino":
-            self.base_head = DINOHead(self.proj_hidden, self.proj_dim, self.num_prototypes, self.norm_last_layer,
-                                      name="base_head")
-            self.ab_prototypes = self.param("ab_prototypes", nn.initializers.normal(0.02),
-                                            (self.num_prototypes, self.proj_dim))
-        elif self.base == "clip":
-            self.base_head = LinearProjection(self.proj_dim, name="base_head")
-            self.text_tower = TextTower(self.text_variant, self.caption_length, name="text_tower")
-            self.text_head = LinearProjection(self.proj_dim, name="text_head")
-            self.ab_text_head = LinearProjection(self.proj_dim, name="ab_text_head")
-            self.clip_log_scale = self.param("clip_log_scale",
-                                             nn.initializers.constant(jnp.log(self.init_logit_scale)), ())
-        else:
-            self.base_head = ProjectionHead(self.proj_hidden, self.proj_dim, name="base_head")
-            self.ab_head = ProjectionHead(self.proj_hidden, self.proj_dim, name="ab_head")
+        _method(self.base).setup_heads(self)
         self.value_head = ValueHead(self.action_bins, self.decoder_width, self.decoder_depth, self.decoder_heads,
                                     self.proj_dim, self.action_encoding, self.source_positions, self.mask_actions,
                                     zero_out=not self.normalize_value, name="value_head")
@@ -112,8 +94,7 @@ class ABModel(nn.Module):
         """
         value = self.value_head(actions, tokens)
         if self.value_residual:
-            source = self.base_embed(tokens) if self.base == "clip" else self.ab_embed(tokens)
-            value = value + l2_normalize(source)[..., None, :]
+            value = value + l2_normalize(_method(self.base).source_annotation_embedding(self, tokens))[..., None, :]
         return l2_normalize(value) if self.normalize_value else value
 
     def ab_logit_scale(self) -> jax.Array:
@@ -126,13 +107,11 @@ class ABModel(nn.Module):
 
     def __call__(self, images: jax.Array, actions: jax.Array,
                  captions: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
-        tokens = self.encode(images)
-        if self.base == "dino":
-            vocabulary = self.ab_vocabulary()
-        elif self.base == "clip":
-            clip_text, vocabulary = self.text_embed(captions)
-            return self.q_logits(tokens, actions, vocabulary), self.base_embed(tokens) @ clip_text.T
-        else:
-            vocabulary = self.ab_embed(tokens)
-        return self.q_logits(tokens, actions, vocabulary), self.base_embed(tokens)
+        return _method(self.base).init_outputs(self, self.encode(images), actions, captions)
+
+
+def _method(base: str):
+    """The method file that owns the heads (imported here: method files import this module)."""
+    from rlvis import methods
+    return methods.FAMILIES[base]
 
