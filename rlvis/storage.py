@@ -10,6 +10,7 @@ Pointing at a GCS emulator instead of Google (tests, offline development) is a m
 set before the first bucket access; `emulator_environment` lists them.
 """
 
+import functools
 import io
 import json
 import os
@@ -24,14 +25,30 @@ def is_remote(location: str | os.PathLike) -> bool:
     return str(location).startswith(REMOTE_SCHEMES)
 
 
+@functools.cache
+def _fresh_listings() -> None:
+    """No cached bucket listings: fsspec's gcsfs/s3fs remember a folder's contents, so a process that polls for
+    new checkpoints (`rlvis.evaluate --watch`, a resumed run, the tests) would never see them. Set before the
+    first bucket access creates the file system (lazily: importing rlvis must not read fsspec's environment)."""
+    import fsspec.config
+    for protocol in ("gs", "gcs", "s3"):
+        fsspec.config.conf.setdefault(protocol, {}).setdefault("use_listings_cache", False)
+
+
 def path(location: str | os.PathLike) -> epath.Path:
     """A path object for a local path (made absolute) or a bucket URL."""
-    return epath.Path(location) if is_remote(location) else epath.Path(os.path.abspath(location))
+    if is_remote(location):
+        _fresh_listings()
+        return epath.Path(location)
+    return epath.Path(os.path.abspath(location))
 
 
 def absolute(location: str | os.PathLike) -> str:
     """A local path made absolute; a URL as it is."""
-    return str(location) if is_remote(location) else os.path.abspath(location)
+    if is_remote(location):
+        _fresh_listings()
+        return str(location)
+    return os.path.abspath(location)
 
 
 def join(location: str | os.PathLike, *parts: str) -> str:

@@ -76,3 +76,18 @@ def test_bucket_event_files_roll_over_to_new_parts_instead_of_rewriting_history(
     events.write(b"c" * 4), events.close()
     assert (tmp_path / "events.out.tfevents.1.host").read_bytes() == b"a" * 8 + b"b" * 8
     assert (tmp_path / "events.out.tfevents.1.host.part1").read_bytes() == b"c" * 4
+
+
+def test_a_folder_listed_once_shows_objects_another_process_writes_later(gcs_bucket):
+    """`rlvis.evaluate --watch` polls a bucket for new checkpoints: a cached listing would hide them forever."""
+    import os
+    import urllib.request
+    folder = f"{gcs_bucket}/watched"
+    storage.write_text(f"{folder}/a", "1")
+    assert [p.name for p in storage.path(folder).iterdir()] == ["a"]
+    bucket = gcs_bucket.removeprefix("gs://")
+    request = urllib.request.Request(  # another writer: the GCS upload API itself, not this process's file system
+        f"{os.environ['STORAGE_EMULATOR_HOST']}/upload/storage/v1/b/{bucket}/o?uploadType=media&name=watched/b",
+        data=b"2", method="POST")
+    urllib.request.urlopen(request, timeout=10).read()
+    assert sorted(p.name for p in storage.path(folder).iterdir()) == ["a", "b"]
