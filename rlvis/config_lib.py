@@ -175,10 +175,11 @@ def _validate_data(c: ml_collections.ConfigDict, check_paths: bool) -> None:
             _require(bool(spec.name), f"{field}.name must name the TFDS dataset (e.g. 'imagenet2012')")
         elif check_paths:
             _require(bool(spec.path), f"{field}.path is empty; point it at the {spec.format} data")
-            _require(not spec.path.startswith(("gs://", "s3://")),
-                     f"{field}.path={spec.path!r}: training data is read from local or mounted paths (e.g. "
-                     "gcsfuse); workdirs may be bucket URLs, data URLs are not read yet")
-            _require(os.path.exists(spec.path) or any(ch in spec.path for ch in "*?[{"),
+            remote = spec.path.startswith(("gs://", "s3://"))
+            _require(not remote or spec.format == "webdataset",
+                     f"{field}.path={spec.path!r}: {spec.format} data is read from local or mounted paths (e.g. "
+                     "gcsfuse); of the file formats, webdataset tars are read from buckets")
+            _require(remote or os.path.exists(spec.path) or any(ch in spec.path for ch in "*?[{"),
                      f"{field}.path={spec.path!r} does not exist")
         _require(spec.frame_stride >= 1, f"{field}.frame_stride={spec.frame_stride} must be >= 1")
     if c.data.format != "demo":

@@ -241,9 +241,9 @@ def test_a_checkpoint_from_before_a_config_field_existed_resumes_with_its_defaul
     (["env.view_size=128"], "config.env.view_size=128 exceeds config.data.scene_canvas=64"),
     (["data.format='image_folder'", "data.path='/no/such/folder'"],
      "config.data.path='/no/such/folder' does not exist"),
-    (["data.format='webdataset'", "data.path='gs://bucket/cc12m/{00000..00009}.tar'"],
-     "config.data.path='gs://bucket/cc12m/{00000..00009}.tar': training data is read from local or mounted paths "
-     "(e.g. gcsfuse); workdirs may be bucket URLs, data URLs are not read yet"),
+    (["data.format='image_folder'", "data.path='gs://bucket/frames'"],
+     "config.data.path='gs://bucket/frames': image_folder data is read from local or mounted paths (e.g. gcsfuse); "
+     "of the file formats, webdataset tars are read from buckets"),
 ])
 def test_bad_configs_are_one_line_before_any_compute(overrides, message, tmp_path):
     with pytest.raises(config_lib.ConfigError) as error:

@@ -1,9 +1,12 @@
 """Workdirs on a bucket (rlvis/storage.py): against a real GCS API server on loopback (tests/gcs_emulator.py)."""
 
 import json
+import os
+import pickle
 
 import jax
 import numpy as np
+import pytest
 
 from rlvis import evaluate, export, storage
 from tests.runs import NO_EVAL, load_state, metrics, train
@@ -91,3 +94,65 @@ def test_a_folder_listed_once_shows_objects_another_process_writes_later(gcs_buc
         data=b"2", method="POST")
     urllib.request.urlopen(request, timeout=10).read()
     assert sorted(p.name for p in storage.path(folder).iterdir()) == ["a", "b"]
+
+
+@pytest.fixture(scope="module")
+def bucket_shards(gcs_bucket, tmp_path_factory):
+    """The test webdataset (good, odd and bad records, a truncated shard) locally and uploaded to the bucket."""
+    from tests import webdataset_fixture
+    folder = str(tmp_path_factory.mktemp("shards"))
+    expected = webdataset_fixture.make_webdataset(folder)
+    for name in ("00000.tar", "00001.tar"):
+        storage.write_bytes(f"{gcs_bucket}/cc12m/{name}", open(os.path.join(folder, name), "rb").read())
+    return folder, f"{gcs_bucket}/cc12m", expected
+
+
+def test_tars_in_a_bucket_give_the_same_records_as_on_disk(bucket_shards, tmp_path, monkeypatch):
+    from rlvis.data import tar_shards
+    folder, url, expected = bucket_shards
+    monkeypatch.setenv("HOME", str(tmp_path))  # the default index cache of bucket shards: ~/.cache/rlvis
+    local = tar_shards.TarShardSource(folder, index_dir=str(tmp_path / "local-index"), progress=False)
+    for spec in (f"{url}/{{00000..00001}}.tar", url, f"{url}/*.tar"):  # a brace pattern, a folder, a glob
+        remote = tar_shards.TarShardSource(spec, progress=False)
+        assert remote.shards == [f"{url}/00000.tar", f"{url}/00001.tar"]
+        assert remote.truncated_shards == [f"{url}/00001.tar"] and len(remote) == len(local)
+    assert len(list((tmp_path / ".cache" / "rlvis" / "tar-index").iterdir())) == 2
+    remote = pickle.loads(pickle.dumps(remote))  # as Grain's worker processes get it
+    for i in range(len(remote)):
+        assert remote[i] == local[i]
+    assert remote.retries == 0
+
+
+def test_bucket_errors_are_one_line_naming_the_url_and_transient_ones_are_retried_and_counted(bucket_shards,
+                                                                                            tmp_path, monkeypatch):
+    import gcsfs.retry
+    from rlvis.data import tar_shards
+    folder, url, _ = bucket_shards
+    with pytest.raises(FileNotFoundError, match=rf"^shard not found: {url}/00002\.tar$"):
+        tar_shards.find_shards(f"{url}/{{00000..00002}}.tar")
+    with pytest.raises(FileNotFoundError, match=r"^not found: gs://no-such-bucket-rlvis/x \(no such bucket"):
+        tar_shards.find_shards("gs://no-such-bucket-rlvis/x")
+    source = tar_shards.TarShardSource(url, index_dir=str(tmp_path), progress=False)
+    source.backoff_seconds = 0.0
+    reference = [source[i] for i in range(len(source))]
+    fs, calls = tar_shards._file_system(url), [0]  # the process's one (cached) file system for the bucket
+    original = fs.cat_file
+
+    def cat_file_failing_every_third(path, start=None, end=None, **kwargs):
+        calls[0] += 1
+        if calls[0] % 3 == 0:  # as a 503 that outlived gcsfs's own retries
+            raise gcsfs.retry.HttpError({"code": 503, "message": "injected: service unavailable"})
+        return original(path, start=start, end=end, **kwargs)
+    monkeypatch.setattr(fs, "cat_file", cat_file_failing_every_third)
+    assert [source[i] for i in range(len(source))] == reference  # every record, although a third of reads failed
+    assert source.retries == calls[0] // 3 >= len(reference) // 3
+
+
+def test_the_cc12m_preset_trains_on_tars_in_a_bucket_and_counts_bad_records(bucket_shards, tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    _, url, _ = bucket_shards
+    run = train(tmp_path / "run", f"data.path='{url}/{{00000..00001}}.tar'", *NO_EVAL,
+                config="configs/cc12m.py:tiny,method=ab_clip")
+    logged = metrics(tmp_path / "run")
+    assert set(logged) == {1, 2, 3, 4} and "truncated" in run.stdout
+    assert sum(v for line in logged.values() for k, v in line.items() if k.startswith("data/skipped/")) > 0

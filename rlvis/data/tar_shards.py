@@ -7,8 +7,13 @@ the standard `tarfile` module — and read members with positioned reads (`os.pr
 state). The source is then an ordinary Grain random-access source: global index shuffle, per-process slices,
 and the iterator state is just an index.
 
-Index files sit next to each tar (`00000.tar.rlvis-index.npz`) or in `index_dir` when the data folder is
-read-only. Each is written atomically after its shard is read, so an interrupted build resumes where it stopped,
+Shards may also sit in a bucket (`gs://bucket/cc12m/{00000..02175}.tar`, or `s3://`): they are listed in
+parallel, indexed by streaming each tar's headers once, and read by one ranged request per sample (image and
+caption are adjacent members). A transient error (timeout, 5xx, a dropped connection) is retried with backoff and
+counted (`retries`); a missing bucket or object, or a permission error, is one line at start-up naming the URL.
+
+Index files sit next to each local tar (`00000.tar.rlvis-index.npz`), in `index_dir` when the data folder is
+read-only, and for a bucket's tars by default in a local cache (~/.cache/rlvis/tar-index, keyed by the URL). Each is written atomically after its shard is read, so an interrupted build resumes where it stopped,
 and it records the tar's size so a changed tar is re-indexed. A truncated tar keeps the samples whose members are
 complete; the truncated shards are named when training starts and by the command below.
 
@@ -17,9 +22,12 @@ complete; the truncated shards are named when training starts and by the command
 
 import concurrent.futures
 import glob
+import hashlib
 import os
 import re
 import tarfile
+import threading
+import time
 import uuid
 from collections.abc import Sequence
 
@@ -27,7 +35,7 @@ import numpy as np
 import tqdm
 from absl import flags
 
-from rlvis import cli
+from rlvis import cli, storage
 
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
 CAPTION_EXTENSIONS = ("txt",)
@@ -46,8 +54,43 @@ def expand_braces(pattern: str) -> list[str]:
             for name in expand_braces(pattern[:match.start()] + str(number).zfill(width) + pattern[match.end():])]
 
 
-def find_shards(path: str) -> list[str]:
-    """A folder (every `*.tar` in it, sorted), a brace pattern, or a glob → tar paths; one-line errors otherwise."""
+def _file_system(url: str):
+    import fsspec
+    storage.absolute(url)  # bucket settings before the file system is created
+    return fsspec.core.url_to_fs(url)[0]
+
+
+def _remote_shards(path: str, threads: int) -> list[str]:
+    """find_shards for a bucket URL: the objects are checked in parallel, and every problem names its URL."""
+    fs, scheme = _file_system(path), path.split("://")[0]
+    try:
+        if any(c in path for c in "*?["):
+            shards = sorted(f"{scheme}://{name}" for name in fs.glob(path))
+        elif not path.endswith(".tar") and "{" not in path:
+            shards = sorted(f"{scheme}://{name}" for name in fs.ls(path, detail=False) if name.endswith(".tar"))
+        else:
+            shards = expand_braces(path)
+            with concurrent.futures.ThreadPoolExecutor(threads) as pool:
+                present = list(pool.map(fs.exists, shards))
+            missing = [shard for shard, ok in zip(shards, present) if not ok]
+            if missing:
+                raise FileNotFoundError(f"shard not found: {missing[0]}"
+                                        + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
+    except PermissionError as error:
+        raise FileNotFoundError(f"no permission to read {path}: {error}") from None
+    except FileNotFoundError as error:
+        raise FileNotFoundError(str(error) if str(error).startswith("shard not found") else
+                                f"not found: {path} (no such bucket or folder)") from None
+    if not shards:
+        raise FileNotFoundError(f"no .tar shards at {path}")
+    return shards
+
+
+def find_shards(path: str, threads: int = 8) -> list[str]:
+    """A folder (every `*.tar` in it, sorted), a brace pattern, or a glob → tar paths (local or in a bucket);
+    one-line errors otherwise."""
+    if storage.is_remote(path):
+        return _remote_shards(path, threads)
     if os.path.isdir(path):
         shards = sorted(glob.glob(os.path.join(path, "*.tar")))
         if not shards:
@@ -62,6 +105,10 @@ def find_shards(path: str) -> list[str]:
 
 
 def index_path(shard: str, index_dir: str | None) -> str:
+    if index_dir is None and storage.is_remote(shard):
+        index_dir = os.path.join(os.path.expanduser("~"), ".cache", "rlvis", "tar-index")
+        return os.path.join(index_dir, hashlib.sha1(shard.encode()).hexdigest()[:16] + "-"
+                            + os.path.basename(shard) + INDEX_SUFFIX)
     if index_dir is None:
         return shard + INDEX_SUFFIX
     return os.path.join(index_dir, os.path.basename(shard) + INDEX_SUFFIX)
@@ -78,9 +125,10 @@ def build_shard_index(shard: str) -> dict[str, np.ndarray]:
     """Read one tar's headers → per-sample image/caption offsets and sizes (-1 when a sample has no caption)."""
     samples: dict[str, list[int]] = {}  # key → [image offset, image size, caption offset, caption size]
     truncated = False
-    tar_size = os.path.getsize(shard)
+    tar_size = _size(shard)
+    remote = _file_system(shard).open(shard, "rb", block_size=8 << 20) if storage.is_remote(shard) else None
     try:
-        with tarfile.open(shard, mode="r:") as tar:
+        with remote or open(shard, "rb") as stream, tarfile.open(fileobj=stream, mode="r:") as tar:
             for member in tar:
                 if not member.isfile() or member.offset_data + member.size > tar_size:
                     truncated |= member.isfile()
@@ -99,19 +147,24 @@ def build_shard_index(shard: str) -> dict[str, np.ndarray]:
                 truncated=np.bool_(truncated), version=np.int64(INDEX_VERSION))
 
 
+def _size(shard: str) -> int:
+    return int(_file_system(shard).size(shard)) if storage.is_remote(shard) else os.path.getsize(shard)
+
+
 def _load_valid_index(shard: str, index_dir: str | None) -> dict[str, np.ndarray] | None:
     path = index_path(shard, index_dir)
     if not os.path.exists(path):
         return None
     with np.load(path) as index:
         index = dict(index)
-    if int(index["version"]) != INDEX_VERSION or int(index["tar_size"]) != os.path.getsize(shard):
+    if int(index["version"]) != INDEX_VERSION or int(index["tar_size"]) != _size(shard):
         return None  # written by another version, or the tar changed since: rebuild
     return index
 
 
 def _write_index(shard: str, index_dir: str | None, index: dict[str, np.ndarray]) -> None:
     path = index_path(shard, index_dir)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
     temporary = f"{path}.tmp-{uuid.uuid4().hex}.npz"  # unique across hosts sharing the data folder
     np.savez(temporary, **index)
     os.replace(temporary, path)  # atomic: a killed build leaves no half-written index
@@ -145,12 +198,17 @@ class TarShardSource:
 
     Picklable and thread-safe: each record opens its shard, reads with `os.pread` (no shared file position) and
     closes it, so thousands of shards never exhaust the open-file limit; the open costs microseconds next to the
-    decode. A sample whose caption member is missing gets caption None; decoding decides what that means.
+    decode. A bucket's shard is read by one ranged request per record. A sample whose caption member is missing
+    gets caption None, and a record that cannot be read gets empty image bytes; decoding decides what that means
+    (an empty image is skipped and counted).
     """
+
+    max_attempts, backoff_seconds = 5, 0.2  # reads of a bucket object
 
     def __init__(self, path: str, index_dir: str | None = None, threads: int = 8, progress: bool = True):
         self.path, self.index_dir = path, index_dir
-        self.shards = find_shards(path)
+        self.retries, self._retry_lock = 0, threading.Lock()
+        self.shards = find_shards(path, threads)
         indexes = build_indexes(self.shards, index_dir, threads, progress)
         self.truncated_shards = [shard for shard, index in zip(self.shards, indexes) if bool(index["truncated"])]
         self._shard_of = np.concatenate([np.full(len(index["keys"]), i, np.int32) for i, index in enumerate(indexes)])
@@ -167,17 +225,53 @@ class TarShardSource:
 
     def __getitem__(self, index: int) -> dict:
         image_offset, image_size, caption_offset, caption_size = (int(v) for v in self._table[index])
+        shard, key = self.shards[int(self._shard_of[index])], str(self._keys[index])
+        if storage.is_remote(shard):
+            return self._remote_record(shard, key, image_offset, image_size, caption_offset, caption_size)
 
         def read(offset: int, size: int) -> bytes:
             data = os.pread(descriptor, size, offset)
             return data if len(data) == size else b""  # the tar shrank under us: an empty record, skipped later
-        descriptor = os.open(self.shards[int(self._shard_of[index])], os.O_RDONLY)
+        descriptor = os.open(shard, os.O_RDONLY)
         try:
             caption = read(caption_offset, caption_size).decode("utf-8", errors="replace") if caption_offset >= 0 \
                 else None
-            return dict(image=read(image_offset, image_size), caption=caption, key=str(self._keys[index]))
+            return dict(image=read(image_offset, image_size), caption=caption, key=key)
         finally:
             os.close(descriptor)
+
+    def _remote_record(self, shard: str, key: str, image_offset: int, image_size: int, caption_offset: int,
+                       caption_size: int) -> dict:
+        """One ranged read covering the image and caption members (adjacent in a webdataset tar)."""
+        members = [(image_offset, image_size)] + ([(caption_offset, caption_size)] if caption_offset >= 0 else [])
+        start, end = min(o for o, _ in members), max(o + n for o, n in members)
+        data = self._read_range(shard, start, end)
+        if len(data) != end - start:  # unreadable after retries, or the object shrank: an empty record, skipped
+            return dict(image=b"", caption=None, key=key)
+        caption = data[caption_offset - start:caption_offset - start + caption_size].decode(
+            "utf-8", errors="replace") if caption_offset >= 0 else None
+        return dict(image=data[image_offset - start:image_offset - start + image_size], caption=caption, key=key)
+
+    def _read_range(self, shard: str, start: int, end: int) -> bytes:
+        """Bytes [start, end) of a bucket object; transient errors retried with backoff and counted in `retries`
+        (this process's reads; Grain worker processes count their own)."""
+        for attempt in range(self.max_attempts):
+            try:
+                return _file_system(shard).cat_file(shard, start=start, end=end)
+            except (FileNotFoundError, PermissionError):
+                raise
+            except Exception:  # noqa: BLE001 — timeouts, 5xx, dropped connections: the next attempt may succeed
+                with self._retry_lock:
+                    self.retries += 1
+                if attempt + 1 < self.max_attempts:
+                    time.sleep(self.backoff_seconds * 2 ** attempt)
+        return b""
+
+    def __getstate__(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k != "_retry_lock"}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state, _retry_lock=threading.Lock())
 
 
 def define_flags(flag_values: flags.FlagValues) -> None:
