@@ -24,8 +24,11 @@ def check_writable(workdir: str) -> None:
         (storage.path(workdir) / "checkpoints").mkdir(parents=True, exist_ok=True)
         probe.write_bytes(b"\0" * 4096)
         probe.unlink()
-    except OSError as error:
-        raise ConfigError(f"--workdir={workdir} is not writable: {error.strerror or error}") from None
+    except Exception as error:  # noqa: BLE001 — disks raise OSError; bucket clients their own HTTP/auth errors
+        if not isinstance(error, OSError) and not storage.is_remote(workdir):
+            raise
+        reason = getattr(error, "strerror", None) or str(error).strip().splitlines()[0]
+        raise ConfigError(f"--workdir={workdir} is not writable: {reason}") from None
 
 
 class Checkpointer:

@@ -29,7 +29,7 @@ def define_config(help_text: str, flag_values: flags.FlagValues, lock_config: bo
     """The required `--config=FILE[:arg]` flag with its `--config.field=value` overrides. ml_collections finds the
     overrides in sys.argv unless told otherwise; it is told the argv being parsed, so in-process calls work."""
     config_flags.DEFINE_config_file("config", None, help_text, flag_values=flag_values, lock_config=lock_config,
-                                    sys_argv=["rlvis", *_ARGV.get()])
+                                    sys_argv=["rlvis", *_ARGV.get(sys.argv[1:])])
     flags.mark_flag_as_required("config", flag_values=flag_values)
 
 
@@ -51,7 +51,7 @@ def define_numbers(name: str, default: Sequence[float], help_text: str, flag_val
                    kind: type = float) -> None:
     """A comma-separated list of numbers (`kind`), read back as a tuple."""
     flags.DEFINE(_NumbersParser(kind), name, tuple(default), help_text, flag_values=flag_values,
-                 serializer=flags.CsvListSerializer(","))
+                 serializer=flags.CsvListSerializer(","), module_name=sys._getframe(1).f_globals["__name__"])
 
 
 def parse(define: Define, argv: Sequence[str] | None, doc: str | None = None) -> flags.FlagValues:

@@ -36,7 +36,7 @@ class BucketEventFile:
     def flush(self) -> None:
         if not self.dirty:
             return
-        name = self.location if self.part == 0 else f"{self.location}.part{self.part}"
+        name = self.location if self.part == 0 else f"{self.location}.part{self.part:05d}"  # sorts in order
         storage.write_bytes(name, self.buffer.getvalue())
         self.dirty = False
         if self.buffer.tell() > self.part_bytes:

@@ -43,16 +43,23 @@ def ema_momentum_schedule(config: ml_collections.ConfigDict) -> optax.Schedule:
     return cosine_ramp(config.ab.ema_start, config.ab.ema_end, config.total_steps)
 
 
-def rules(config: ml_collections.ConfigDict) -> list[tuple[str, dict]]:
+def rules(config: ml_collections.ConfigDict) -> list[tuple[tuple[str, ...], dict]]:
     """The config's rules merged with the method's, every field filled in: a parameter gets the fields of the
-    first config rule matching it, overridden by those of the first method rule matching it (a broad config rule
-    such as `.*` keeps DINO's last layer frozen). Each pair is one regex that needs both patterns to match the
-    whole path, listed in an order where the first match is that pair."""
-    both = lambda first, second: f"(?=(?:{first})\\Z)(?:{second})"  # noqa: E731
+    first config rule matching it and of the first method rule matching it, the method's learning-rate and decay
+    multipliers winning and the longer freeze winning (−1, for good, the longest), so a broad config rule such as
+    `.*` keeps DINO's last layer frozen and a config freeze is never shortened. A merged rule is a pair of
+    patterns, both of which must match the whole path, listed in an order where the first match is that pair."""
     own = [(pattern, dict(fields)) for pattern, fields in config.optim.rules]
     method = [(pattern, dict(fields)) for pattern, fields in methods.get(config).optimizer_rules(config)]
-    merged = [(both(p, q), {**f, **g}) for p, f in own for q, g in [*method, (".*", {})]] + method
-    return [(pattern, {**RULE_FIELDS, **fields}) for pattern, fields in merged]
+
+    def merge(first: dict, second: dict) -> dict:
+        freezes = [fields["frozen_steps"] for fields in (first, second) if "frozen_steps" in fields]
+        merged = {**first, **second}
+        if freezes:
+            merged["frozen_steps"] = -1 if -1 in freezes else max(freezes)
+        return merged
+    pairs = [((p, q), merge(f, g)) for p, f in own for q, g in [*method, (".*", {})]] + [((q,), g) for q, g in method]
+    return [(patterns, {**RULE_FIELDS, **fields}) for patterns, fields in pairs]
 
 
 def check_rules(config: ml_collections.ConfigDict) -> str | None:
@@ -70,12 +77,15 @@ def check_rules(config: ml_collections.ConfigDict) -> str | None:
     return None
 
 
-def parameter_groups(params, group_rules: list[tuple[str, dict]]):
-    """params → a tree of labels: the index (as a string) of the first rule matching each path, else "default"."""
+def parameter_groups(params, group_rules: list[tuple[str | tuple[str, ...], dict]]):
+    """params → a tree of labels: the index (as a string) of the first rule matching each path, else "default".
+    A rule's pattern may be several patterns that must all match."""
+    def matches(patterns: str | tuple[str, ...], name: str) -> bool:
+        return all(re.fullmatch(p, name) for p in ((patterns,) if isinstance(patterns, str) else patterns))
+
     def label(path, _) -> str:
         name = "/".join(str(getattr(key, "key", key)) for key in path)
-        return next((str(i) for i, (pattern, _) in enumerate(group_rules) if re.fullmatch(pattern, name)),
-                    "default")
+        return next((str(i) for i, (patterns, _) in enumerate(group_rules) if matches(patterns, name)), "default")
     return jax.tree_util.tree_map_with_path(label, params)
 
 
@@ -107,7 +117,7 @@ def group_transform(config: ml_collections.ConfigDict, fields: dict) -> optax.Gr
     return frozen_for(frozen, adamw) if frozen else adamw
 
 
-def frozen_gradients_zeroed(group_rules: list[tuple[str, dict]]) -> optax.GradientTransformation:
+def frozen_gradients_zeroed(group_rules: list[tuple[str | tuple[str, ...], dict]]) -> optax.GradientTransformation:
     """Zero the gradients of groups still frozen, so that they do not count in the global norm that clips the
     others' (a frozen layer's gradient says nothing about how far the rest may move)."""
     def zero_while_frozen(steps: int) -> optax.GradientTransformation:

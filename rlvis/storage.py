@@ -27,9 +27,12 @@ def is_remote(location: str | os.PathLike) -> bool:
 
 @functools.cache
 def _fresh_listings() -> None:
-    """No cached bucket listings: fsspec's gcsfs/s3fs remember a folder's contents, so a process that polls for
-    new checkpoints (`rlvis.evaluate --watch`, a resumed run, the tests) would never see them. Set before the
-    first bucket access creates the file system (lazily: importing rlvis must not read fsspec's environment)."""
+    """Bucket access through gcsfs/s3fs, with no cached listings. epath would use TensorFlow's gfile where
+    TensorFlow is installed (common on TPU VMs), which ignores these settings and reads s3:// only with
+    tensorflow-io. fsspec's file systems remember a folder's contents, so a process that polls for new
+    checkpoints (`rlvis.evaluate --watch`, a resumed run, the tests) would never see them. Set before the first
+    bucket access creates the file system (lazily: importing rlvis must not read fsspec's environment)."""
+    os.environ.setdefault("EPATH_USE_TF", "false")
     import fsspec.config
     for protocol in ("gs", "gcs", "s3"):
         fsspec.config.conf.setdefault(protocol, {}).setdefault("use_listings_cache", False)
@@ -65,8 +68,12 @@ def write_bytes(location: str | os.PathLike, data: bytes) -> None:
         target.write_bytes(data)
         return
     temporary = target.parent / f".{target.name}.tmp-{uuid.uuid4().hex}"
-    temporary.write_bytes(data)
-    os.replace(temporary, target)
+    try:
+        temporary.write_bytes(data)
+        os.replace(temporary, target)
+    except BaseException:
+        temporary.unlink(missing_ok=True)  # a full disk leaves no temporary behind
+        raise
 
 
 def write_text(location: str | os.PathLike, text: str) -> None:

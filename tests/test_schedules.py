@@ -97,6 +97,17 @@ def test_a_broad_config_rule_keeps_the_methods_freeze_and_adds_its_own_fields():
         np.testing.assert_allclose(1.0 - np.asarray(scaled), 0.5 * (1.0 - np.asarray(reference)), rtol=1e-3)
 
 
+def test_merged_rules_keep_the_longer_freeze_and_regex_flags():
+    config = demo.get_config("method=dino")  # DINO freezes its prototypes for dino.freeze_last_layer_steps
+    config.optim.rules = ((r"(?i)PARAMS/base_head/.*", dict(frozen_steps=-1, lr_mult=0.5)),)
+    fields = {patterns: f for patterns, f in optimizer.rules(config)}
+    params = {"params": {"base_head": {"prototypes": jnp.ones((2, 2)), "fc1": {"kernel": jnp.ones((2, 2))}}}}
+    labels = optimizer.parameter_groups(params, optimizer.rules(config))["params"]["base_head"]
+    groups = optimizer.rules(config)
+    assert groups[int(labels["prototypes"])][1] == dict(lr_mult=0.5, wd_mult=1.0, frozen_steps=-1)  # for good
+    assert groups[int(labels["fc1"]["kernel"])][1]["frozen_steps"] == -1 and len(fields) == len(groups)
+
+
 def test_bad_optimizer_rules_stop_the_run_with_a_one_line_error():
     from rlvis import config_lib
     for rules, message in ((((r"params/(", dict(lr_mult=0.5)),), "not a regex"),

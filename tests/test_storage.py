@@ -78,7 +78,7 @@ def test_bucket_event_files_roll_over_to_new_parts_instead_of_rewriting_history(
     events.write(b"b" * 8), events.flush()  # part 0 passes 10 bytes: the next events start part 1
     events.write(b"c" * 4), events.close()
     assert (tmp_path / "events.out.tfevents.1.host").read_bytes() == b"a" * 8 + b"b" * 8
-    assert (tmp_path / "events.out.tfevents.1.host.part1").read_bytes() == b"c" * 4
+    assert (tmp_path / "events.out.tfevents.1.host.part00001").read_bytes() == b"c" * 4
 
 
 def test_a_folder_listed_once_shows_objects_another_process_writes_later(gcs_bucket):
