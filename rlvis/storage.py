@@ -26,7 +26,7 @@ def is_remote(location: str | os.PathLike) -> bool:
 
 
 @functools.cache
-def _fresh_listings() -> None:
+def bucket_settings() -> None:
     """Bucket access through gcsfs/s3fs, with no cached listings. epath would use TensorFlow's gfile where
     TensorFlow is installed (common on TPU VMs), which ignores these settings and reads s3:// only with
     tensorflow-io. fsspec's file systems remember a folder's contents, so a process that polls for new
@@ -41,7 +41,7 @@ def _fresh_listings() -> None:
 def path(location: str | os.PathLike) -> epath.Path:
     """A path object for a local path (made absolute) or a bucket URL."""
     if is_remote(location):
-        _fresh_listings()
+        bucket_settings()
         return epath.Path(location)
     return epath.Path(os.path.abspath(location))
 
@@ -49,7 +49,7 @@ def path(location: str | os.PathLike) -> epath.Path:
 def absolute(location: str | os.PathLike) -> str:
     """A local path made absolute; a URL as it is."""
     if is_remote(location):
-        _fresh_listings()
+        bucket_settings()
         return str(location)
     return os.path.abspath(location)
 

@@ -13,7 +13,8 @@ caption are adjacent members). A transient error (timeout, 5xx, a dropped connec
 counted (`retries`); a missing bucket or object, or a permission error, is one line at start-up naming the URL.
 
 Index files sit next to each local tar (`00000.tar.rlvis-index.npz`), in `index_dir` when the data folder is
-read-only, and for a bucket's tars by default in a local cache (~/.cache/rlvis/tar-index, keyed by the URL). Each is written atomically after its shard is read, so an interrupted build resumes where it stopped,
+read-only, and for a bucket's tars by default in a local cache (~/.cache/rlvis/tar-index, keyed by the URL).
+Each is written atomically after its shard is read, so an interrupted build resumes where it stopped,
 and it records the tar's size so a changed tar is re-indexed. A truncated tar keeps the samples whose members are
 complete; the truncated shards are named when training starts and by the command below.
 
@@ -56,13 +57,14 @@ def expand_braces(pattern: str) -> list[str]:
 
 def _file_system(url: str):
     import fsspec
-    storage.absolute(url)  # bucket settings before the file system is created
+    storage.bucket_settings()  # before the file system is created
     return fsspec.core.url_to_fs(url)[0]
 
 
 def _remote_shards(path: str, threads: int) -> list[str]:
     """find_shards for a bucket URL: the objects are checked in parallel, and every problem names its URL."""
     fs, scheme = _file_system(path), path.split("://")[0]
+    missing = []
     try:
         if any(c in path for c in "*?["):
             shards = sorted(f"{scheme}://{name}" for name in fs.glob(path))
@@ -71,16 +73,14 @@ def _remote_shards(path: str, threads: int) -> list[str]:
         else:
             shards = expand_braces(path)
             with concurrent.futures.ThreadPoolExecutor(threads) as pool:
-                present = list(pool.map(fs.exists, shards))
-            missing = [shard for shard, ok in zip(shards, present) if not ok]
-            if missing:
-                raise FileNotFoundError(f"shard not found: {missing[0]}"
-                                        + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
+                missing = [shard for shard, ok in zip(shards, pool.map(fs.exists, shards)) if not ok]
     except PermissionError as error:
         raise FileNotFoundError(f"no permission to read {path}: {error}") from None
-    except FileNotFoundError as error:
-        raise FileNotFoundError(str(error) if str(error).startswith("shard not found") else
-                                f"not found: {path} (no such bucket or folder)") from None
+    except FileNotFoundError:
+        raise FileNotFoundError(f"not found: {path} (no such bucket or folder)") from None
+    if missing:
+        raise FileNotFoundError(f"shard not found: {missing[0]}"
+                                + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
     if not shards:
         raise FileNotFoundError(f"no .tar shards at {path}")
     return shards
@@ -126,9 +126,10 @@ def build_shard_index(shard: str) -> dict[str, np.ndarray]:
     samples: dict[str, list[int]] = {}  # key → [image offset, image size, caption offset, caption size]
     truncated = False
     tar_size = _size(shard)
-    remote = _file_system(shard).open(shard, "rb", block_size=8 << 20) if storage.is_remote(shard) else None
+    stream = _file_system(shard).open(shard, "rb", block_size=8 << 20) if storage.is_remote(shard) \
+        else open(shard, "rb")
     try:
-        with remote or open(shard, "rb") as stream, tarfile.open(fileobj=stream, mode="r:") as tar:
+        with stream, tarfile.open(fileobj=stream, mode="r:") as tar:
             for member in tar:
                 if not member.isfile() or member.offset_data + member.size > tar_size:
                     truncated |= member.isfile()
