@@ -2,7 +2,8 @@
 # Run rlvis on every worker of a Cloud TPU VM pod (the same command on all of them).
 #
 #   launch/tpu_pod.sh --tpu NAME --zone ZONE [--project PROJECT] [--repo DIR] [--python PY] [--setup] [--dry-run] \
-#       -- --config=configs/cc12m.py:method=ab_clip --config.data.path=/data/cc12m --workdir=gs://BUCKET/runs/cc12m
+#       -- --config=configs/cc12m.py:method=ab_clip --config.data.path='gs://BUCKET/cc12m/{00000..02175}.tar' \
+#       --workdir=gs://BUCKET/runs/cc12m
 #
 # Options (a flag wins over its environment variable):
 #   --tpu NAME        TPU_NAME      the TPU VM (pod slice) name                                      required

@@ -1,6 +1,9 @@
-"""One Orbax checkpoint step = train state + every Grain iterator's state + JSON metadata.
+"""One Orbax checkpoint step = train state + JSON metadata, which holds the config and where each data stream
+stands (`data_position`: one global element index per stream, the same on every process; rlvis/data/pipeline.py).
 
-Saving the iterators is what makes resume exact (big_vision and dinov2 restart their data from scratch). Saves
+Saving the data position is what makes resume exact (big_vision and dinov2 restart their data from scratch), and
+keeping it one number rather than per-process iterator states is what lets a run resume on another number of
+processes. Saves
 are asynchronous; Orbax writes into a temporary folder and renames it when complete, so a half-written step is
 never listed by `latest_step` and never restored.
 """
@@ -8,7 +11,6 @@ never listed by `latest_step` and never restored.
 import importlib.util
 import os
 
-import grain
 import jax
 import ml_collections
 import orbax.checkpoint as ocp
@@ -19,6 +21,9 @@ from rlvis import storage
 def check_writable(workdir: str) -> None:
     """Create the workdir and write a probe file in it: an unwritable disk is a one-line error before any compute."""
     from rlvis.config_lib import ConfigError
+    if str(workdir).startswith("s3://"):  # tensorstore has an S3 driver, but Orbax builds a malformed path for it
+        raise ConfigError(f"--workdir={workdir}: Orbax {ocp.__version__} cannot write checkpoints to s3:// (data can "
+                          "be read from S3); use a gs:// or local workdir")
     probe = storage.path(workdir) / f".rlvis-write-test-{os.getpid()}"
     try:
         (storage.path(workdir) / "checkpoints").mkdir(parents=True, exist_ok=True)
@@ -32,10 +37,8 @@ def check_writable(workdir: str) -> None:
 
 
 class Checkpointer:
-    def __init__(self, directory: str, iterator_names: tuple[str, ...], keep: int):
-        self.iterator_names = iterator_names
+    def __init__(self, directory: str, keep: int):
         handlers = {"state": ocp.StandardCheckpointHandler(), "meta": ocp.JsonCheckpointHandler()}
-        handlers.update({name: grain.checkpoint.CheckpointHandler() for name in iterator_names})
         self.manager = ocp.CheckpointManager(
             storage.absolute(directory), item_handlers=handlers,
             options=ocp.CheckpointManagerOptions(max_to_keep=keep, enable_async_checkpointing=True, create=True))
@@ -43,20 +46,19 @@ class Checkpointer:
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
 
-    def save(self, step: int, state, iterators: dict, meta: dict) -> None:
-        items = {name: grain.checkpoint.CheckpointSave(iterators[name]) for name in self.iterator_names}
+    def save(self, step: int, state, meta: dict) -> None:
         self.manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                                        meta=ocp.args.JsonSave(meta), **items), force=True)
+                                                        meta=ocp.args.JsonSave(meta)), force=True)
 
     def meta(self, step: int) -> dict:
         """The JSON metadata alone: cheap, and readable whatever the state's shapes."""
         return self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
 
-    def restore(self, step: int, abstract_state, iterators: dict) -> tuple[object, dict]:
-        """Restore into `abstract_state` (ShapeDtypeStructs carrying the *target* shardings); iterators in place."""
-        items = {name: grain.checkpoint.CheckpointRestore(iterators[name]) for name in self.iterator_names}
+    def restore(self, step: int, abstract_state) -> tuple[object, dict]:
+        """Restore into `abstract_state` (ShapeDtypeStructs carrying the *target* shardings, which may be those of
+        another device count than the one that saved)."""
         restored = self.manager.restore(step, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore(), **items))
+            state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
         return restored.state, restored.meta
 
     def wait(self) -> None:

@@ -1,6 +1,6 @@
 """The trainer: one readable function in fixed sections (big_vision style).
 
-    validate → mesh → data → model + optimizer (eval_shape → shardings → jitted init) → restore →
+    validate → mesh → data (from a checkpoint's saved position) → model + optimizer (eval_shape → shardings → jitted init) → restore →
     update step → loop (log, checkpoint) → final evaluation + results.json
 
 This is the only place where the environment, the model, the objective, the data and the checkpoints meet.
@@ -208,6 +208,18 @@ def make_train_step(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh, 
     return TrainStep(model, init_fn, init_key, state_shape, state_sharding, update_fn)
 
 
+def _saved_position(meta: dict, fresh: dict[str, int], config: ml_collections.ConfigDict) -> dict[str, int]:
+    """Where the checkpoint's data streams stood. A checkpoint written before positions were saved (it kept
+    per-process Grain iterator states instead) resumes at step × batch: the right number of elements, but not
+    the same order as before the stop."""
+    if "data_position" in meta:
+        return {name: int(meta["data_position"].get(name, 0)) for name in fresh}
+    if jax.process_index() == 0:
+        print("rlvis: this checkpoint predates saved data positions; its data resumes at the right count of "
+              "elements, in a new order", flush=True)
+    return {name: int(meta["step"]) * config.batch[name] for name in fresh}
+
+
 def _finished_results(workdir: str, step: int, config: ml_collections.ConfigDict) -> dict | None:
     """results.json of a run that already reached its last step under this very config (re-running the command
     is then a no-op). Anything else — an unfinished run, a changed (e.g. evaluation) field, an unreadable file,
@@ -249,8 +261,20 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, stop_at_
     # ---------------------------------------------------------------- mesh
     mesh = sharding.make_mesh(devices)
 
-    # ---------------------------------------------------------------- data
-    streams = pipeline.training_streams(config, jax.process_index(), jax.process_count())
+    # ---------------------------------------------------------------- where a saved run stands (its metadata only)
+    ckpt = checkpoints.Checkpointer(checkpoints.checkpoint_dir(workdir), config.keep_checkpoints)
+    latest = ckpt.latest_step()
+    position = {name: 0 for name in pipeline.stream_names(config)}
+    if latest is not None:
+        saved_meta = ckpt.meta(latest)
+        saved = checkpoints.with_current_defaults(saved_meta["config"]).to_dict()  # fields added since: defaults
+        changed = config_lib.check_resume(saved, config, allow_config_change)
+        if changed and is_main:
+            print(f"rlvis: resuming despite config changes (--allow_config_change): {changed}", flush=True)
+        position = _saved_position(saved_meta, position, config)
+
+    # ---------------------------------------------------------------- data, from there (bad paths fail here)
+    streams = pipeline.training_streams(config, jax.process_index(), jax.process_count(), position)
     iterators = {name: iter(ds) for name, ds in streams.items()}
     channels = pipeline.image_channels(config)
 
@@ -260,19 +284,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, stop_at_
     state_shape, state_sharding, update_fn = train_step.state_shape, train_step.state_sharding, train_step.update_fn
 
     # ---------------------------------------------------------------- restore or start
-    ckpt = checkpoints.Checkpointer(checkpoints.checkpoint_dir(workdir), tuple(iterators), config.keep_checkpoints)
-    latest = ckpt.latest_step()
     if latest is None:
         state, prior_wall = init_fn(init_key), 0.0
     else:
-        saved = checkpoints.with_current_defaults(ckpt.meta(latest)["config"]).to_dict()  # fields added since: defaults
-        changed = config_lib.check_resume(saved, config, allow_config_change)
-        if changed and is_main:
-            print(f"rlvis: resuming despite config changes (--allow_config_change): {changed}", flush=True)
-        state, meta = ckpt.restore(latest, checkpoints.abstract_like(state_shape, state_sharding), iterators)
+        state, meta = ckpt.restore(latest, checkpoints.abstract_like(state_shape, state_sharding))
         prior_wall = meta["wall_seconds"]
         if is_main:
-            print(f"rlvis: resumed from step {latest} in {workdir}", flush=True)
+            saved_by = meta.get("process_count", jax.process_count())
+            print(f"rlvis: resumed from step {latest} in {workdir}" + (
+                f" (saved by {saved_by} processes, resumed on {jax.process_count()})"
+                if saved_by != jax.process_count() else ""), flush=True)
     step = int(state["step"])
     if is_main:
         counts = {name: parameter_overview.count_parameters({name: tree})
@@ -283,8 +304,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, stop_at_
 
     # ---------------------------------------------------------------- loop
     def meta(at_step: int) -> dict:
-        return dict(step=at_step, config=json.loads(config.to_json()),
-                    wall_seconds=prior_wall + time.perf_counter() - process_start)
+        return dict(step=at_step, config=json.loads(config.to_json()), data_position=position,
+                    process_count=jax.process_count(), wall_seconds=prior_wall + time.perf_counter() - process_start)
 
     writer = metrics.MetricWriter(workdir)
     writer.drop_after(step)  # lines past the restored checkpoint belong to a run that was lost
@@ -334,6 +355,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, stop_at_
     try:
         while step < config.total_steps and (stop_at_step is None or step < stop_at_step) and not stopping:
             host_batch = pipeline.next_batches(iterators)
+            position = pipeline.advance(position, config)
             state, step_metrics = update_fn(state, sharding.global_batch(host_batch, mesh))
             step += 1
             summed = _accumulate(summed, step_metrics)
@@ -357,7 +379,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, stop_at_
             if monitor:
                 monitor_now(step, monitor)
             if save_now:
-                ckpt.save(step, state, iterators, meta(step))
+                ckpt.save(step, state, meta(step))
     finally:
         for sig, handler in handlers.items():
             signal.signal(sig, handler)

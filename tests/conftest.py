@@ -8,8 +8,8 @@ kill -9, several processes, each CLI once, the README walkthrough, the notebooks
 import os
 import shutil
 
-from rlvis import storage  # imports no JAX, no fsspec
-from tests import gcs_emulator, runs  # import no JAX
+from rlvis import gcs_emulator, storage  # import no JAX, no fsspec
+from tests import runs  # imports no JAX
 
 os.environ["JAX_PLATFORMS"] = "cpu"
 os.environ.update(storage.emulator_environment(None))  # bucket tests: no credentials, before gcsfs is imported
@@ -66,8 +66,39 @@ def tiny_copy(tiny_run, tmp_path):
 
 
 @pytest.fixture(scope="session")
+def s3_bucket():
+    """A bucket on moto's S3 server on loopback, with this process's s3:// pointed at it (botocore reads
+    AWS_ENDPOINT_URL when each client is made)."""
+    import socket
+    from moto.server import ThreadedMotoServer
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    environment = dict(AWS_ACCESS_KEY_ID="rlvis-tests", AWS_SECRET_ACCESS_KEY="rlvis-tests",
+                       AWS_DEFAULT_REGION="us-east-1", AWS_ENDPOINT_URL=f"http://127.0.0.1:{port}")
+    saved = {name: os.environ.get(name) for name in environment}
+    os.environ.update(environment)
+    try:
+        storage.path("s3://rlvis-tests").mkdir()
+        yield "s3://rlvis-tests"
+    finally:
+        server.stop()
+        _restore_environment(saved)
+
+
+def _restore_environment(saved: dict[str, str | None]) -> None:
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+
+
+@pytest.fixture(scope="session")
 def gcs_bucket():
-    """A bucket on a GCS emulator on loopback (tests/gcs_emulator.py), with this process's gs:// pointed at it."""
+    """A bucket on a GCS emulator on loopback (rlvis/gcs_emulator.py), with this process's gs:// pointed at it."""
     emulator = gcs_emulator.Emulator()
     saved = {name: os.environ.get(name) for name in storage.emulator_environment(emulator.url)}
     os.environ.update(storage.emulator_environment(emulator.url))
@@ -75,8 +106,4 @@ def gcs_bucket():
         yield emulator.create_bucket("rlvis-tests")
     finally:
         emulator.stop()
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+        _restore_environment(saved)

@@ -95,6 +95,12 @@ def metrics(workdir) -> dict[int, dict]:
     return {line["step"]: line for line in map(json.loads, lines)}
 
 
+def saved_meta(workdir, step: int) -> dict:
+    """A checkpoint's JSON metadata (config, data position, process count), as Orbax wrote it."""
+    with open(os.path.join(workdir, "checkpoints", str(step), "meta", "metadata")) as f:
+        return json.load(f)
+
+
 def load_state(workdir, step: int) -> dict:
     """A checkpoint's train state as numpy, whatever device layout wrote it."""
     import jax

@@ -1,6 +1,6 @@
-"""Two real JAX processes on localhost (CPU, Gloo collectives, a loopback coordinator) train in lockstep, write one
+"""Real JAX processes on localhost (CPU, Gloo collectives, a loopback coordinator): two train in lockstep, write one
 set of metrics and one checkpoint, match a single process that feeds the same global batches, and stop together
-when only one of them is signalled."""
+when only one of them is signalled; a run resumes on 1, 2 or 4 processes from another count's checkpoint."""
 
 import json
 import os
@@ -29,28 +29,32 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_two_processes(workdir, flags: list[str]) -> list[subprocess.Popen]:
-    """The real command as processes 0 and 1 of a 2-process job, with a fresh loopback coordinator."""
+def start_processes(workdir, flags: list[str], count: int = 2) -> list[subprocess.Popen]:
+    """The real command as the `count` processes of one job, with a fresh loopback coordinator."""
     port = _free_port()
     return [subprocess.Popen(main_command(workdir, *flags), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                              text=True, env=dict(subprocess_env(), RLVIS_COORDINATOR_ADDRESS=f"localhost:{port}",
-                                                 RLVIS_NUM_PROCESSES="2", RLVIS_PROCESS_ID=str(index)))
-            for index in range(2)]
+                                                 RLVIS_NUM_PROCESSES=str(count), RLVIS_PROCESS_ID=str(index)))
+            for index in range(count)]
+
+
+def finish(processes: list[subprocess.Popen]) -> list[tuple[str, str]]:
+    outputs = [p.communicate(timeout=600) for p in processes]
+    for p, (_, stderr) in zip(processes, outputs):
+        assert p.returncode == 0, stderr[-3000:]
+    return outputs
 
 
 @pytest.mark.slow
 def test_two_processes_train_in_lockstep_and_match_one_process_on_the_same_global_batch(tmp_path):
     workdir = tmp_path / "run"
-    processes = start_two_processes(workdir, FLAGS)
-    outputs = [p.communicate(timeout=600) for p in processes]
-    for p, (stdout, stderr) in zip(processes, outputs):
-        assert p.returncode == 0, stderr[-3000:]
+    outputs = finish(start_processes(workdir, FLAGS))
     assert "step 4/4" in outputs[0][0] and "step " not in outputs[1][0]  # only process 0 reports
     with open(workdir / "metrics.jsonl") as f:
         assert [json.loads(line)["step"] for line in f] == [1, 2, 3, 4]  # one set of metrics
     assert sorted(os.listdir(workdir / "checkpoints")) == ["2", "4"]
-    assert {"process_0-of-2.json", "process_1-of-2.json"} <= set(
-        os.listdir(workdir / "checkpoints" / "4" / "annotation"))  # each process saved its own data position
+    meta = json.loads((workdir / "checkpoints" / "4" / "meta" / "metadata").read_text())
+    assert meta["data_position"] == {"annotation": 4 * 16, "bootstrap": 4 * 8}  # one number per stream, not per host
 
     # One process, one device, fed the concatenation of what the two processes read: the same global batch.
     config = demo.get_config("tiny")
@@ -79,24 +83,44 @@ def test_a_signal_to_one_process_stops_both_after_the_same_step_at_a_log_step(tm
     workdir, steps = tmp_path / "run", 60
     flags = [f"--config.total_steps={steps}", "--config.checkpoint_every=20", "--config.log_every=5",
              *[f"--config.{override}" for override in NO_EVAL]]
-    processes = start_two_processes(workdir, flags)
+    processes = start_processes(workdir, flags)
     deadline = time.time() + 600
     while not (workdir / "metrics.jsonl").exists() or not (workdir / "metrics.jsonl").read_text():
         assert time.time() < deadline and all(p.poll() is None for p in processes)
         time.sleep(0.01)
     processes[1].send_signal(signal.SIGTERM)
-    outputs = [p.communicate(timeout=600) for p in processes]
-    for p, (_, stderr) in zip(processes, outputs):
-        assert p.returncode == 0, stderr[-3000:]
+    outputs = finish(processes)
     last = outputs[0][0].strip().splitlines()[-1]
     stopped = int(last.split("stopped at step ")[1].split("/")[0])
     assert stopped < steps and stopped % 5 == 0, last  # a log step: the only steps where processes agree
-    assert {"process_0-of-2.json", "process_1-of-2.json"} <= set(
-        os.listdir(workdir / "checkpoints" / str(stopped) / "annotation"))
+    assert sorted(os.listdir(workdir / "checkpoints"))[-1] == str(stopped)
 
-    resumed = start_two_processes(workdir, flags)
-    outputs = [p.communicate(timeout=600) for p in resumed]
-    for p, (_, stderr) in zip(resumed, outputs):
-        assert p.returncode == 0, stderr[-3000:]
+    outputs = finish(start_processes(workdir, flags))
     assert f"resumed from step {stopped}" in outputs[0][0]
     assert sorted(metrics(workdir)) == list(range(5, steps + 1, 5))  # every log step once, none lost or repeated
+
+
+@pytest.mark.slow
+def test_a_run_saved_by_2_processes_resumes_on_1_and_on_4_and_back_with_the_uninterrupted_batches(tmp_path):
+    """2 processes train steps 1–2, 1 process steps 3–4, 4 processes steps 5–6, 2 processes steps 7–8, each leg
+    resuming the last one's checkpoint. Each global batch is a function of the saved position alone, so every
+    step's loss matches one process that reads the same 8 steps without stopping (to the float error of summing
+    over another number of devices), and nothing is read twice or skipped."""
+    flags = ["--config.total_steps=8", "--config.checkpoint_every=2", "--config.log_every=1",
+             *[f"--config.{override}" for override in NO_EVAL]]
+    workdir = tmp_path / "elastic"
+    previous = None
+    for count, stop in ((2, 2), (1, 4), (4, 6), (2, 8)):
+        outputs = finish(start_processes(workdir, [*flags, f"--stop_at_step={stop}"], count))
+        if previous:
+            assert f"resumed from step {stop - 2} in {workdir} (saved by {previous} processes, resumed on {count})" \
+                in outputs[0][0]
+        previous = count
+        meta = json.loads((workdir / "checkpoints" / str(stop) / "meta" / "metadata").read_text())
+        assert meta["process_count"] == count and meta["data_position"]["bootstrap"] == stop * 8
+    reference = tmp_path / "reference"
+    finish(start_processes(reference, flags, 1))
+    want, got = metrics(reference), metrics(workdir)
+    assert sorted(got) == list(range(1, 9))
+    np.testing.assert_allclose([got[s]["loss"] for s in range(1, 9)], [want[s]["loss"] for s in range(1, 9)],
+                               rtol=2e-4)

@@ -1,4 +1,6 @@
+import grain
 import numpy as np
+import pytest
 
 from configs import demo
 from rlvis.data import digits, pipeline
@@ -20,19 +22,44 @@ def test_batches_have_fixed_canvas_and_valid_sizes():
     assert ann["image"].shape == (config.batch.annotation, 32, 32, 1)
 
 
-def test_iterator_state_restores_the_exact_sequence():
-    config, streams = _streams()
-    it = iter(streams["bootstrap"])
-    for _ in range(3):
-        next(it)
-    state = it.get_state()
-    expected = [pipeline.digest(next(it)) for _ in range(3)]
-    resumed = iter(_streams()[1]["bootstrap"])
-    resumed.set_state(state)
-    assert [pipeline.digest(next(resumed)) for _ in range(3)] == expected
+def _global_batches(config, chain: list[tuple[int, int]], stream: str = "bootstrap") -> list[np.ndarray]:
+    """Global batches of `stream` read by a run that changes its process count: `chain` is (process count, steps)
+    per leg; each leg starts from the position where the previous one stopped, and a global batch is the
+    concatenation of its processes' batches in process order."""
+    batches, position = [], {stream: 0}
+    for process_count, steps in chain:
+        iterators = [iter(pipeline.training_streams(config, index, process_count, position)[stream])
+                     for index in range(process_count)]
+        for _ in range(steps):
+            batches.append(np.concatenate([next(it)["image"] for it in iterators]))
+            position = pipeline.advance(position, config)
+    return batches
 
 
-def test_processes_read_disjoint_slices_of_half_the_batch():
+def test_a_run_resumed_on_another_process_count_reads_the_uninterrupted_global_batches():
+    config = demo.get_config("tiny")
+    want = _global_batches(config, [(1, 8)])
+    got = _global_batches(config, [(2, 2), (1, 2), (4, 2), (2, 2)])
+    for step, (a, b) in enumerate(zip(want, got, strict=True)):
+        np.testing.assert_array_equal(a, b, err_msg=f"step {step}")
+    assert len({batch.tobytes() for batch in want}) == len(want)  # the batches do differ from step to step
+
+
+def test_process_shares_cover_an_epoch_once_across_process_count_changes():
+    """On indices alone: an epoch of 24 shuffled indices in global batches of 4, read by 2, then 1, then 4, then 2
+    processes, is every index exactly once — nothing read twice, nothing skipped."""
+    order = grain.MapDataset.range(24).seed(0).shuffle().repeat()
+    read, start = [], 0
+    for process_count, steps in [(2, 1), (1, 2), (4, 2), (2, 1)]:
+        shares = [pipeline.ProcessBatches(order, start, 4, index, process_count) for index in range(process_count)]
+        read += [order[k] for step in range(steps) for share in shares for k in share.element_indices(step)]
+        start += 4 * steps
+    assert sorted(read) == list(range(24)) and read != list(range(24))
+    with pytest.raises(ValueError, match="cannot be split over 3 processes"):
+        pipeline.ProcessBatches(order, 0, 4, 0, 3)
+
+
+def test_processes_read_disjoint_blocks_of_half_the_batch():
     config, first = _streams(0, 2)
     _, second = _streams(1, 2)
     a = next(iter(first["annotation"]))["image"]

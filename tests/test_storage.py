@@ -1,4 +1,4 @@
-"""Workdirs on a bucket (rlvis/storage.py): against a real GCS API server on loopback (tests/gcs_emulator.py)."""
+"""Workdirs on a bucket (rlvis/storage.py): against a real GCS API server on loopback (rlvis/gcs_emulator.py)."""
 
 import json
 import os
@@ -123,6 +123,18 @@ def test_tars_in_a_bucket_give_the_same_records_as_on_disk(bucket_shards, tmp_pa
     assert remote.retries == 0
 
 
+def test_a_bucket_object_that_changed_since_indexing_is_reindexed(gcs_bucket, bucket_shards, tmp_path):
+    from rlvis.data import tar_shards
+    folder, _, _ = bucket_shards
+    url = f"{gcs_bucket}/changing/00000.tar"
+    storage.write_bytes(url, open(os.path.join(folder, "00001.tar"), "rb").read())  # the truncated shard
+    before = len(tar_shards.TarShardSource(url, index_dir=str(tmp_path), progress=False))
+    storage.write_bytes(url, open(os.path.join(folder, "00000.tar"), "rb").read())  # replaced by another tar
+    after = tar_shards.TarShardSource(url, index_dir=str(tmp_path), progress=False)
+    local = tar_shards.TarShardSource(os.path.join(folder, "00000.tar"), index_dir=str(tmp_path / "l"), progress=False)
+    assert len(after) == len(local) != before and after[0] == local[0]
+
+
 def test_bucket_errors_are_one_line_naming_the_url_and_transient_ones_are_retried_and_counted(bucket_shards,
                                                                                             tmp_path, monkeypatch):
     import gcsfs.retry
@@ -136,15 +148,18 @@ def test_bucket_errors_are_one_line_naming_the_url_and_transient_ones_are_retrie
     source.backoff_seconds = 0.0
     reference = [source[i] for i in range(len(source))]
     fs, calls = tar_shards._file_system(url), [0]  # the process's one (cached) file system for the bucket
-    original = fs.cat_file
+    original = fs._cat_file  # what every ranged read of fsspec's async file systems comes down to
 
-    def cat_file_failing_every_third(path, start=None, end=None, **kwargs):
+    async def cat_file_failing_every_third(path, start=None, end=None, **kwargs):
         calls[0] += 1
         if calls[0] % 3 == 0:  # as a 503 that outlived gcsfs's own retries
             raise gcsfs.retry.HttpError({"code": 503, "message": "injected: service unavailable"})
-        return original(path, start=start, end=end, **kwargs)
-    monkeypatch.setattr(fs, "cat_file", cat_file_failing_every_third)
+        return await original(path, start=start, end=end, **kwargs)
+    monkeypatch.setattr(fs, "_cat_file", cat_file_failing_every_third)
     assert [source[i] for i in range(len(source))] == reference  # every record, although a third of reads failed
+    assert source.retries == calls[0] // 3 >= len(reference) // 3
+    calls[0], source.retries = 0, 0
+    assert source._getitems(range(len(source))) == reference  # a batch's reads: the failed ones retried together
     assert source.retries == calls[0] // 3 >= len(reference) // 3
 
 
@@ -156,3 +171,20 @@ def test_the_cc12m_preset_trains_on_tars_in_a_bucket_and_counts_bad_records(buck
     logged = metrics(tmp_path / "run")
     assert set(logged) == {1, 2, 3, 4} and "truncated" in run.stdout
     assert sum(v for line in logged.values() for k, v in line.items() if k.startswith("data/skipped/")) > 0
+
+
+def test_tars_in_an_s3_bucket_give_the_same_records_and_train_and_an_s3_workdir_is_one_line(
+        s3_bucket, bucket_shards, tmp_path, monkeypatch):
+    from rlvis import config_lib
+    from rlvis.data import tar_shards
+    monkeypatch.setenv("HOME", str(tmp_path))
+    folder, _, _ = bucket_shards
+    for name in ("00000.tar", "00001.tar"):
+        storage.write_bytes(f"{s3_bucket}/cc12m/{name}", open(os.path.join(folder, name), "rb").read())
+    local = tar_shards.TarShardSource(folder, index_dir=str(tmp_path / "local-index"), progress=False)
+    remote = tar_shards.TarShardSource(f"{s3_bucket}/cc12m", progress=False)
+    assert remote._getitems(range(len(remote))) == [local[i] for i in range(len(local))] and remote.retries == 0
+    train(tmp_path / "run", f"data.path='{s3_bucket}/cc12m'", *NO_EVAL, config="configs/cc12m.py:tiny,method=ab_clip")
+    assert set(metrics(tmp_path / "run")) == {1, 2, 3, 4}
+    with pytest.raises(config_lib.ConfigError, match=r"^--workdir=s3://rlvis-tests/run: Orbax .* cannot write"):
+        train(f"{s3_bucket}/run", *NO_EVAL)

