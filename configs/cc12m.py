@@ -17,6 +17,8 @@ Table 7, per base method (AB follows its base; [INF] marks our reading where the
     clipping 1.0, teacher EMA 0.996 → 1, 65,536 prototypes, teacher temperature 0.04 → 0.07 [INF: DINO defaults].
   * clip: RRC(0.5, 1), lr 1e-3, warm-up 1 CC12M epoch (≈ 1,339 steps), weight decay 0.1, β2 0.98, no clipping;
     AB_CLIP's target EMA is fixed at 0.996. Text tower S.
+  * mae: RRC(0.2, 1) + flip, lr 2.4e-3, β2 0.95, weight decay 0.05, 10k warm-up steps, 75 % masking; decoder
+    [INF: 512 wide, 8 deep, 16 heads, MAE's ViT-L decoder]; 8,192 images per step, one view each.
   * Batches: effective 8,192 views. AB: bootstrap 1,024 images × 4 views; annotation 4,096 views
     (CLIP 4,096 captions, SimCLR 2,048 images × 2 [INF], DINO 512 images × 10 = 5,120 [INF]). Baselines alone:
     SimCLR 4,096 × 2, DINO 1,024 × 10, CLIP 8,192.
@@ -77,8 +79,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.optim.warmup_steps = CC12M_EPOCH_STEPS if base == "clip" else 10 * IMAGENET_EPOCH_STEPS
     c.ab.ema_start, c.ab.ema_end = (0.996, 0.996) if base == "clip" else (0.996, 1.0)
 
+    if base == "mae":
+        c.env.annotation_scale = (0.2, 1.0)
+        c.optim.lr, c.optim.b2, c.optim.warmup_steps = 2.4e-3, 0.95, 10_000
+        c.optim.weight_decay = c.optim.weight_decay_end = 0.05
+        c.mae.decoder_width, c.mae.decoder_depth, c.mae.decoder_heads = 512, 8, 16
+
     annotation_images = {"clip": 4096, "simclr": 2048, "dino": 512} if bootstrapping else \
-        {"clip": 8192, "simclr": 4096, "dino": 1024}
+        {"clip": 8192, "simclr": 4096, "dino": 1024, "mae": 8192}
     c.batch.annotation = annotation_images[base]
     c.batch.bootstrap = EFFECTIVE_BATCH // 8
 
@@ -91,6 +99,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         c.dino.prototypes, c.dino.local_views, c.dino.local_size = 32, 2, 16
         c.dino.teacher_temp_warmup_steps = c.dino.freeze_last_layer_steps = 2
         c.clip.text_variant, c.clip.caption_length = "tiny", 48
+        c.mae.decoder_width, c.mae.decoder_depth, c.mae.decoder_heads = 32, 1, 4
         c.optim.warmup_steps = 2
         c.batch.annotation, c.batch.bootstrap = 8, 4
         c.eval.digits_per_class, c.eval.scenes, c.eval.probe_steps, c.eval.knn_k = 20, 200, 50, 5

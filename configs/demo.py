@@ -11,7 +11,8 @@ docs/repro/levers/README.md) and `method=NAME`, e.g.
   * `ab_dino`   — DINO base loss (2 global + `dino.local_views` local crops) + annotation bootstrapping;
   * `dino`      — the DINO baseline alone;
   * `ab_clip`   — CLIP on captioned scenes ("a 3 left of a 7") + annotation bootstrapping on uncaptioned scenes;
-  * `clip`      — the CLIP baseline alone.
+  * `clip`      — the CLIP baseline alone;
+  * `mae`       — MAE (masked pixel reconstruction), a baseline of the paper's tables (no AB variant).
 Any field can be overridden: `--config.total_steps=200 --config.ab.gamma=0.5`.
 
 Table 5 ablations are config fields of `ab`: `use_ema_target=False` (the online network, stop-gradient, makes the
@@ -135,6 +136,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.clip.scale = (0.5, 1.0)  # RandomResizedCrop of the captioned image (paper Table 7)
     c.clip.init_temperature = 0.07
 
+    # MAE (He et al. 2022): most patches hidden, the encoder reads the rest, a light decoder paints the hidden ones.
+    c.mae = ml_collections.ConfigDict()
+    c.mae.mask_ratio = 0.75  # paper
+    c.mae.norm_pix = True  # targets: each patch's pixels over its own mean and variance (the paper's choice)
+    c.mae.decoder_width = 64  # the paper's decoder is 512 wide, 8 deep for ViT-L; at demo scale the encoder's width
+    c.mae.decoder_depth = 2
+    c.mae.decoder_heads = 4
+
     c.ab = ml_collections.ConfigDict()
     c.ab.gamma = 0.0  # 0 = ICML objective; > 0 adds γ·max_a' Q_ema(ℓ|x',a') (project-page form)
     c.ab.target_temperature = 0.0  # AB_SimCLR: temperature of p_ema(ℓ | x') in the TD target; 0 = simclr.temperature
@@ -200,6 +209,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.eval.knn_k = 20
     c.eval.knn_temperature = 0.07
 
+    if not methods.FAMILIES[methods.base_name(c.method)].ANNOTATES:  # no p(ℓ | x) to foresee with
+        c.evals.foresight.final, c.evals.foresight.every = False, 0
     if args["tiny"] and args["long"]:
         raise ValueError("configs/demo.py: 'tiny' and 'long' are two sizes; pick one")
     if args["long"]:
@@ -222,6 +233,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         c.dino.local_views = 2
         c.dino.teacher_temp_warmup_steps = 3
         c.clip.text_variant = "tiny"
+        c.mae.decoder_width, c.mae.decoder_depth = 32, 1
         c.eval.digits_per_class = 20
         c.eval.scenes = 200
         c.eval.foresight_scenes = 40

@@ -78,6 +78,16 @@ def _flops(compiled) -> float:
     return float(analysis.get("flops", float("nan"))) * jax.device_count()
 
 
+def step_flops(config: ml_collections.ConfigDict) -> float:
+    """FLOPs of one update step (XLA's count of the compiled program), from shapes alone: nothing is run."""
+    from rlvis import checkpoints
+    mesh = sharding.make_mesh()
+    step = train.make_train_step(config, mesh, pipeline.image_channels(config))
+    state = checkpoints.abstract_like(step.state_shape, step.state_sharding)
+    batch = sharding.global_batch(synthetic_batch(config, np.random.default_rng(0)), mesh)
+    return _flops(step.update_fn.lower(state, batch).compile())
+
+
 def measure(config: ml_collections.ConfigDict, steps: int, warmup: int, peak: float) -> dict:
     """Time the configured method's update step; FLOPs from the compiled step."""
     config_lib.validate(config, jax.device_count(), check_data_paths=False)  # synthetic batches read no files

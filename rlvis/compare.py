@@ -5,8 +5,11 @@
 Equal compute means equal steps and an equal number of views encoded by the online network per step. This is
 how the paper's Table 7 compares methods (effective batch = batch × views = 8192 for all). A base method alone
 therefore gets an annotation batch that encodes as many views as the AB method encodes on both of its streams.
-The AB method's target-network forward passes are not counted. Methods are compared within their family
-(SimCLR vs AB_SimCLR, DINO vs AB_DINO); the families themselves run at different budgets.
+The AB method's target-network forward passes are not counted, and a masked encoder pass (MAE) counts as a view
+although it reads a quarter of the patches: every row therefore also reports its FLOPs per step, XLA's count of
+the compiled update step (target network, decoders and masking included), so "equal compute" can be checked.
+Methods are compared within their family (SimCLR vs AB_SimCLR, DINO vs AB_DINO); the families themselves run at
+different budgets unless `--views_per_step` sets one for every base method.
 
 A row may be a variant: `ab_simclr+ab.use_ema_target=False` (fields joined by "+", values as Python literals).
 With `--seeds=N` every row trains N times with `config.seed` + 0 … N-1 and reports mean ± standard error
@@ -35,6 +38,8 @@ def define_flags(flag_values: flags.FlagValues) -> None:
                       "Methods or variants (method+field=value+…) to compare.", flag_values=flag_values)
     flags.DEFINE_integer("seeds", 1, "Training seeds per method: config.seed + 0 … N-1.", lower_bound=1,
                          flag_values=flag_values)
+    flags.DEFINE_integer("views_per_step", 0, "Encoded views per step of every base method (0: its family's AB "
+                         "variant's count).", lower_bound=0, flag_values=flag_values)
 
 
 def summarise(per_seed: list[dict]) -> dict:
@@ -79,17 +84,19 @@ def main(argv: list[str] | None = None) -> None:
     args = cli.parse(define_flags, argv, __doc__)
     import jax
 
-    from rlvis import train
+    from rlvis import bench, train
 
     try:
-        configs = config_lib.method_configs(args.config, args.methods, jax.device_count())
+        configs = config_lib.method_configs(args.config, args.methods, jax.device_count(),
+                                            views_per_step=args.views_per_step)
     except (config_lib.ConfigError, ValueError) as e:
         cli.fail(f"config error: {e}")
     seeds, trained, random_init, wall = args.seeds, {}, {}, {}
     encoders = {row: config_lib.eval_encoder(config) for row, config in configs.items()}
+    flops = {row: bench.step_flops(config) for row, config in configs.items()}
     for row, config in configs.items():
         print(f"rlvis.compare: {row}: {methods.encoded_views_per_step(config)} encoded views/step, "
-              f"{config.total_steps} steps, {seeds} seed(s)", flush=True)
+              f"{flops[row] / 1e9:.1f} GFLOPs/step, {config.total_steps} steps, {seeds} seed(s)", flush=True)
         trained[row], wall[row] = [], []
         for k in range(seeds):
             seeded = config.copy_and_resolve_references()
@@ -101,13 +108,13 @@ def main(argv: list[str] | None = None) -> None:
             trained[row].append(out["trained"])
             wall[row].append(out["wall_seconds"])
             random_init.setdefault(k, out["random_init"])  # same encoder shape and init key for every method
-            rows = write_summary(args.workdir, configs, trained, random_init, wall, encoders, seeds)  # kept
+            rows = write_summary(args.workdir, configs, trained, random_init, wall, encoders, seeds, flops)
     print(table(rows, list(rows["random_init"]["mean"])), flush=True)
     print(f"rlvis.compare: wrote {args.workdir}/compare.json and compare.png", flush=True)
 
 
 def write_summary(workdir: str, configs: dict, trained: dict, random_init: dict, wall: dict, encoders: dict,
-                  seeds: int) -> dict:
+                  seeds: int, flops: dict) -> dict:
     """compare.json and compare.png from the runs finished so far (`seeds_done` says how many per row), so an
     interrupted comparison still leaves its numbers."""
     rows = {row: summarise(per_seed) for row, per_seed in trained.items() if per_seed}
@@ -118,6 +125,7 @@ def write_summary(workdir: str, configs: dict, trained: dict, random_init: dict,
                    random_init=rows["random_init"]["mean"], random_init_se=rows["random_init"]["se"],
                    encoder=encoders, wall_seconds=wall, seeds=seeds,
                    encoded_views_per_step={m: methods.encoded_views_per_step(c) for m, c in configs.items()},
+                   flops_per_step=flops,
                    steps=next(iter(configs.values())).total_steps,
                    config=json.loads(next(iter(configs.values())).to_json()))
     storage.write_json(storage.join(workdir, "compare.json"), summary)

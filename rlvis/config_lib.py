@@ -92,6 +92,9 @@ def validate(config: ml_collections.ConfigDict, device_count: int, check_data_pa
     for field in ("target_walk", "center_target"):
         _require(not c.ab[field] or methods.get(c).IMAGE_ANNOTATIONS,
                  f"config.ab.{field} is for the SimCLR base (its annotations are images scored by the base head)")
+    _require(0.0 < c.mae.mask_ratio < 1.0, f"config.mae.mask_ratio={c.mae.mask_ratio} must be in (0, 1)")
+    _require(methods.get(c).ANNOTATES or not (c.evals.foresight.final or c.evals.foresight.every),
+             f"config.evals.foresight needs an annotation distribution, which {c.method} has not; turn it off")
     _require(c.ab.reward in ("base", "oracle"), f"config.ab.reward={c.ab.reward!r} must be 'base' or 'oracle'")
     _require(c.ab.reward == "base" or (c.method == "ab_simclr" and c.data.format == "demo"
                                        and not c.data.bootstrap.format and c.data.annotation_scene_fraction == 0),
@@ -230,6 +233,8 @@ def apply_variant(config: ml_collections.ConfigDict, variant: str) -> ml_collect
     method, *overrides = variant.split("+")
     config = copy.deepcopy(config)
     config.method = method
+    if method in methods.NAMES and not methods.get(config).ANNOTATES:  # nothing to foresee with, as configs/demo.py
+        config.evals.foresight.final, config.evals.foresight.every = False, 0
     for override in overrides:
         field, sep, text = override.partition("=")
         try:
@@ -249,17 +254,18 @@ def apply_variant(config: ml_collections.ConfigDict, variant: str) -> ml_collect
 
 
 def method_configs(base: ml_collections.ConfigDict, rows: list[str], device_count: int,
-                   check_data_paths: bool = True) -> dict:
+                   check_data_paths: bool = True, views_per_step: int = 0) -> dict:
     """One config per method (or variant, see `apply_variant`); within a family (SimCLR, DINO) every method encodes
     as many views per step as the most expensive one, which is the AB variant: the base method alone gets a larger
-    annotation batch."""
+    annotation batch. `views_per_step` > 0 instead sets every base method's budget to that number (baselines of
+    other families, e.g. MAE, next to an AB method's count)."""
     configs = {row: apply_variant(base, row) for row in rows}
     budgets: dict[str, int] = {}
     for config in configs.values():
         family = methods.base_name(config.method)
         budgets[family] = max(budgets.get(family, 0), methods.encoded_views_per_step(config))
     for config in configs.values():
-        budget = budgets[methods.base_name(config.method)]
+        budget = views_per_step or budgets[methods.base_name(config.method)]
         if not methods.bootstraps(config):
             config.optim.grad_accum_steps = 1  # it splits the bootstrap batch, which a base method does not read
             views_per_image = methods.encoded_views_per_step(config) // config.batch.annotation

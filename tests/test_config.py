@@ -104,19 +104,26 @@ def test_evaluators_run_when_their_entry_says():
 
 def test_every_method_file_defines_the_whole_interface_and_is_accepted_everywhere():
     """A method is one file in rlvis/methods: the registry lists it, and configs, compare and validation accept its
-    base and AB names without a second list anywhere."""
+    base name, and its AB name where it has annotations to bootstrap, without a second list anywhere."""
     from rlvis import methods
-    interface = ("NAME", "EMA_TEACHER", "CAPTIONS", "EMBEDDING_ANNOTATIONS", "IMAGE_ANNOTATIONS", "build_model",
+    interface = ("NAME", "ANNOTATES", "EMA_TEACHER", "CAPTIONS", "EMBEDDING_ANNOTATIONS", "IMAGE_ANNOTATIONS",
+                 "build_model", "setup_heads", "init_outputs", "source_annotation_embedding",
                  "annotation_views_per_image", "render_annotation", "optimizer_rules", "initial_state", "loss",
                  "annotations", "digit_annotation", "digit_vocabulary")
     for name, module in methods.FAMILIES.items():
         missing = [field for field in interface if not hasattr(module, field)]
         assert not missing, f"rlvis/methods/{name}.py lacks {missing}"
-        for method in (name, f"ab_{name}"):
+        for method in (name, f"ab_{name}") if module.ANNOTATES else (name,):
             config = demo.get_config(f"tiny,method={method}")
             config_lib.validate(config, device_count=8)
             assert methods.get(config) is module and methods.encoded_views_per_step(config) > 0
-    assert set(methods.NAMES) == {n for base in methods.FAMILIES for n in (base, f"ab_{base}")}
+    assert set(methods.NAMES) == {n for base, module in methods.FAMILIES.items()
+                                  for n in ((base, f"ab_{base}") if module.ANNOTATES else (base,))}
+    assert "mae" in methods.NAMES and "ab_mae" not in methods.NAMES
+    config = demo.get_config("tiny,method=mae")
+    config.evals.foresight.final = True
+    with pytest.raises(config_lib.ConfigError, match="evals.foresight needs an annotation distribution"):
+        config_lib.validate(config, device_count=8)
 
 
 def test_importing_the_entry_point_and_configs_does_not_start_jax():

@@ -209,10 +209,11 @@ def test_cc12m_preset_carries_table_7_and_validates_for_every_method(method, web
     config.data.path = webdataset[0]
     config_lib.validate(config, 8)
     base = method.removeprefix("ab_")
-    assert config.model.variant == "S/16" and config.env.view_size == 224 and config.optim.lr == 1e-3
-    assert config.optim.b2 == (0.98 if base == "clip" else 0.999)
+    assert config.model.variant == "S/16" and config.env.view_size == 224
+    assert config.optim.lr == (2.4e-3 if base == "mae" else 1e-3)
+    assert config.optim.b2 == {"clip": 0.98, "mae": 0.95}.get(base, 0.999)
     assert config.optim.grad_clip == (1.0 if base == "dino" else 0.0)
-    views = {"simclr": 2, "dino": 2 + config.dino.local_views, "clip": 1}[base]
+    views = {"simclr": 2, "dino": 2 + config.dino.local_views, "clip": 1, "mae": 1}[base]
     encoded = config.batch.annotation * views + (config.batch.bootstrap * config.env.views if method != base else 0)
     assert 8192 <= encoded <= 10240  # Table 7's effective batches: 8,192 (DINO alone: 10,240)
 

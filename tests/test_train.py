@@ -125,7 +125,7 @@ def test_resume_with_a_different_model_config_is_refused(runs, tmp_path):
         train(workdir, *NO_EVAL, "model.decoder_depth=2")
 
 
-@pytest.mark.parametrize("method", ["simclr", "dino", "ab_dino", "clip", "ab_clip"])
+@pytest.mark.parametrize("method", ["simclr", "dino", "ab_dino", "clip", "ab_clip", "mae"])
 def test_methods_train_from_their_config(tmp_path, method):
     """Base methods read the annotation stream alone; AB methods read both."""
     run = train(tmp_path, *NO_EVAL, "total_steps=2", config=f"configs/demo.py:tiny,method={method}")

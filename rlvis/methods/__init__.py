@@ -5,6 +5,8 @@ A method file defines one base method (`simclr`) and, through the same loss with
 its annotation-bootstrapped variant (`ab_simclr`). Its interface, as module-level names:
 
   NAME                          the base method, e.g. "simclr"; the run's methods are NAME and "ab_" + NAME
+  ANNOTATES                     whether it has an annotation distribution p(ℓ | x) — then it has an AB variant, and
+                                the foresight evaluator, value maps and search apply (MAE: no)
   EMA_TEACHER                   whether the base recipe itself keeps an EMA network (DINO's teacher)
   CAPTIONS                      whether its annotation stream is captioned images (CLIP)
   EMBEDDING_ANNOTATIONS         whether annotations are embeddings one can share or add to (not DINO's prototypes)
@@ -22,20 +24,23 @@ its annotation-bootstrapped variant (`ab_simclr`). Its interface, as module-leve
   digit_annotation(label)       the annotation that names a demo digit class, or None where there is none
   digit_vocabulary(model, params, config, exemplar_tokens, channels) → (Annotations, P(class | annotation))
 
+A baseline without annotations (MAE) defines the same names; those that need a vocabulary raise ValueError.
+
 Adding a method is one file here plus its entry in FAMILIES (and its settings in the configs); its heads are
 created by its own `setup_heads`, so the shared network (rlvis/models/ab_model.py) does not change.
 """
 
 import ml_collections
 
-from rlvis.methods import clip, dino, simclr
+from rlvis.methods import clip, dino, mae, simclr
 from rlvis.methods.common import Annotations, bootstraps
 
 __all__ = ["Annotations", "FAMILIES", "NAMES", "base_name", "bootstraps", "build_model", "encoded_views_per_step",
            "get", "has_ema_encoder"]
 
-FAMILIES = {module.NAME: module for module in (simclr, dino, clip)}
-NAMES = tuple(name for base in FAMILIES for name in (f"ab_{base}", base))
+FAMILIES = {module.NAME: module for module in (simclr, dino, clip, mae)}
+NAMES = tuple(name for base, module in FAMILIES.items()
+              for name in ((f"ab_{base}", base) if module.ANNOTATES else (base,)))
 
 
 def base_name(method: str) -> str:

@@ -21,6 +21,7 @@ from rlvis.models.text import TextTower
 from rlvis.objectives import bootstrap, clip
 
 NAME = "clip"
+ANNOTATES = True
 EMA_TEACHER = False
 CAPTIONS = True
 EMBEDDING_ANNOTATIONS = True

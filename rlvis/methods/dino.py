@@ -22,6 +22,7 @@ from rlvis.models.heads import DINOHead
 from rlvis.objectives import bootstrap, dino
 
 NAME = "dino"
+ANNOTATES = True
 EMA_TEACHER = True
 CAPTIONS = False
 EMBEDDING_ANNOTATIONS = False  # prototypes: nothing to share with a base head or add a residual to

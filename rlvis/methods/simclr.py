@@ -21,6 +21,7 @@ from rlvis.models.heads import ProjectionHead, l2_normalize
 from rlvis.objectives import bootstrap, simclr
 
 NAME = "simclr"
+ANNOTATES = True
 EMA_TEACHER = False
 CAPTIONS = False
 EMBEDDING_ANNOTATIONS = True

@@ -36,6 +36,7 @@ class ABModel(nn.Module):
     remat: bool = False  # rematerialise encoder blocks
     text_variant: str = "tiny"  # CLIP only
     caption_length: int = 0  # CLIP only
+    pixel_decoder: tuple[int, int, int, int] = (0, 0, 0, 0)  # MAE only: width, depth, heads, pixels per patch
     action_encoding: str = "bins"  # value-head queries: "bins" (the paper's tokens) or "fourier" (value_head.py)
     source_positions: bool = False  # value head: sinusoidal cell positions added to the source tokens
     mask_actions: bool = False  # invariance ablation: every action is one mask query
@@ -52,10 +53,12 @@ class ABModel(nn.Module):
         self.ab_log_scale = self.param("ab_log_scale", nn.initializers.constant(jnp.log(self.init_logit_scale)),
                                        ())
 
-    def encode(self, images: jax.Array) -> jax.Array:
-        """images [..., H, W, C] → tokens [..., T, D] (CLS first)."""
+    def encode(self, images: jax.Array, keep: jax.Array | None = None) -> jax.Array:
+        """images [..., H, W, C] → tokens [..., T, D] (CLS first); with `keep` [..., K] only those patches are
+        encoded (T = 1 + K)."""
         lead = images.shape[:-3]
-        tokens = self.encoder(images.reshape(-1, *images.shape[-3:]))
+        keep = None if keep is None else keep.reshape(-1, keep.shape[-1])
+        tokens = self.encoder(images.reshape(-1, *images.shape[-3:]), keep)
         return tokens.reshape(*lead, *tokens.shape[1:])
 
     def base_embed(self, tokens: jax.Array) -> jax.Array:

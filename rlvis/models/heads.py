@@ -1,8 +1,11 @@
-"""Projection heads: pooled encoder features → l2-normalised embeddings for contrastive logits."""
+"""Heads on the encoder's tokens: projections to l2-normalised embeddings for contrastive logits, DINO's
+prototype head, MAE's pixel decoder."""
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+from rlvis.models.vit import EncoderBlock
 
 
 def l2_normalize(x: jax.Array, eps: float = 1e-6) -> jax.Array:
@@ -54,3 +57,30 @@ class LinearProjection(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         return l2_normalize(nn.Dense(self.out_dim, use_bias=False, name="proj")(x))
+
+
+class MaskedPatchDecoder(nn.Module):
+    """MAE's light decoder: the encoder's tokens of the visible patches, a shared mask token at every hidden one,
+    learned positions for all, a few transformer blocks → each patch's pixels [B, N, p·p·C] (N = all patches).
+
+    Narrower and shallower than the encoder, as in MAE, so the encoder — not the decoder — carries the
+    representation; it is discarded after pre-training.
+    """
+
+    width: int
+    depth: int
+    heads: int
+
+    @nn.compact
+    def __call__(self, tokens: jax.Array, keep: jax.Array, patches: int, patch_pixels: int) -> jax.Array:
+        batch = tokens.shape[0]
+        x = nn.Dense(self.width, name="embed")(tokens)  # [B, 1 + K, width]
+        mask_token = self.param("mask_token", nn.initializers.normal(0.02), (1, 1, self.width))
+        grid = jnp.broadcast_to(mask_token, (batch, patches, self.width))
+        grid = grid.at[jnp.arange(batch)[:, None], keep].set(x[:, 1:])
+        x = jnp.concatenate([x[:, :1], grid], axis=1)
+        x = x + self.param("pos_embedding", nn.initializers.normal(0.02), (1, 1 + patches, self.width))
+        for i in range(self.depth):
+            x = EncoderBlock(self.heads, 4 * self.width, name=f"block{i}")(x)
+        x = nn.LayerNorm(name="norm")(x)
+        return nn.Dense(patch_pixels, name="pixels")(x[:, 1:])

@@ -97,7 +97,9 @@ class ViT(nn.Module):
     remat: bool = False  # recompute each block's activations in the backward pass: memory for compute
 
     @nn.compact
-    def __call__(self, images: jax.Array) -> jax.Array:
+    def __call__(self, images: jax.Array, keep: jax.Array | None = None) -> jax.Array:
+        """`keep` [B, K]: indices of the only patches to encode (masked image modelling: the encoder sees the
+        visible patches alone, at their own positions) → tokens [B, 1 + K, width]."""
         shape = variant_shape(self.variant)
         x = nn.Conv(shape.width, (shape.patch, shape.patch), strides=shape.patch, padding="VALID", dtype=self.dtype,
                     name="patch_embed")(images)
@@ -108,6 +110,8 @@ class ViT(nn.Module):
         trained_grid = self.image_size // shape.patch
         posemb = self.param("pos_embedding", nn.initializers.normal(0.02), (1, 1 + trained_grid ** 2, shape.width))
         x = x + resample_posemb(posemb, grid)
+        if keep is not None:
+            x = jnp.concatenate([x[:, :1], jnp.take_along_axis(x[:, 1:], keep[..., None], axis=1)], axis=1)
         block = nn.remat(EncoderBlock) if self.remat else EncoderBlock
         for i in range(shape.depth):
             x = block(shape.heads, shape.mlp_dim, self.dtype, name=f"block{i}")(x)
