@@ -1,11 +1,11 @@
 """Take the trained encoder out of a run: a Flax module with its parameters, or a flat params-only export.
 
 Which encoder. Every run keeps two copies of the network: the online one (trained by gradients) and its EMA
-copy (the target network; DINO's teacher). **The default is the EMA encoder**: it is the network the AB target
-and DINO's teacher are computed with, the one DINO and the AB paper evaluate, and the one
-`rlvis.evaluate` scores by default (`eval.encoder`). The online encoder is always one argument away
-(`encoder="online"`); for SimCLR-style runs the two are close, for DINO they can differ a lot, which is why the
-choice is explicit and recorded in every export.
+copy (the target network; DINO's teacher). **The default, `auto`, is the encoder the run's own evaluation
+scored** (`eval.encoder`, itself "auto" by default: the EMA encoder where the method's recipe keeps one — AB's
+target network, DINO's teacher — and the online encoder for SimCLR, CLIP and MAE alone). Either copy is one
+argument away (`encoder="ema"` or `"online"`); for SimCLR-style runs the two are close, for DINO they can differ
+a lot, which is why the choice is explicit and recorded in every export.
 
 The params-only export (`export_encoder`) is a folder:
 
@@ -53,7 +53,7 @@ def _split_checkpoint_path(path: str) -> tuple[str, int | None]:
     return str(path), None
 
 
-def load_encoder(path: str, *, encoder: str = "ema", step: int | None = None) -> tuple[vit.ViT, dict]:
+def load_encoder(path: str, *, encoder: str = "auto", step: int | None = None) -> tuple[vit.ViT, dict]:
     """(the encoder as a Flax module, its variables `{"params": ...}`) from a workdir (latest checkpoint, or
     `step`), a `checkpoints/<step>` folder, or a folder written by `export_encoder`.
 
@@ -62,32 +62,35 @@ def load_encoder(path: str, *, encoder: str = "ema", step: int | None = None) ->
     if (storage.path(path) / "encoder.json").exists():
         _check_encoder(encoder)
         module, variables, description = _read_export(path)
-        if encoder != description["encoder"] or step not in (None, description["step"]):
+        if encoder not in ("auto", description["encoder"]) or step not in (None, description["step"]):
             raise ValueError(f"{path} holds the {description['encoder']} encoder of step {description['step']}, "
                              f"not the {encoder} encoder of step {step}")
         return module, variables
-    config, params, _, _ = _checkpoint_encoder(path, encoder, step)
+    config, params, _, _, _ = _checkpoint_encoder(path, encoder, step)
     module = vit.ViT(config.model.variant, config.env.view_size, config.model.compute_dtype)
     return module, {"params": params}
 
 
 def _check_encoder(encoder: str) -> None:
-    if encoder not in ENCODERS:
-        raise ValueError(f"encoder must be one of {ENCODERS}, not {encoder!r}")
+    if encoder not in ("auto", *ENCODERS):
+        raise ValueError(f"encoder must be 'auto' or one of {ENCODERS}, not {encoder!r}")
 
 
-def _checkpoint_encoder(path: str, encoder: str, step: int | None) -> tuple[ml_collections.ConfigDict, dict, int, str]:
-    """(config, the chosen encoder's parameters, step, workdir) from a workdir or a `checkpoints/<step>` folder."""
+def _checkpoint_encoder(path: str, encoder: str, step: int | None
+                        ) -> tuple[ml_collections.ConfigDict, dict, int, str, str]:
+    """(config, the chosen encoder's parameters, step, workdir, which encoder "auto" resolved to) from a workdir or
+    a `checkpoints/<step>` folder."""
     _check_encoder(encoder)
     workdir, path_step = _split_checkpoint_path(path)
     config, state, step = checkpoints.load_run(workdir, step if step is not None else path_step)
-    return config, state[config_lib.params_key(encoder)]["params"]["encoder"], step, workdir
+    encoder = config_lib.eval_encoder(config) if encoder == "auto" else encoder
+    return config, state[config_lib.params_key(encoder)]["params"]["encoder"], step, workdir, encoder
 
 
-def export_encoder(path: str, out: str | None = None, *, encoder: str = "ema", step: int | None = None) -> str:
+def export_encoder(path: str, out: str | None = None, *, encoder: str = "auto", step: int | None = None) -> str:
     """Write the params-only export (module docstring) of a workdir's (or `checkpoints/<step>` folder's)
     checkpoint to `out` (default: WORKDIR/export_<encoder>_<step>); returns `out`."""
-    config, params, step, workdir = _checkpoint_encoder(path, encoder, step)
+    config, params, step, workdir, encoder = _checkpoint_encoder(path, encoder, step)
     out = storage.absolute(out or storage.join(workdir, f"export_{encoder}_{step}"))
     flat = {name: np.asarray(array, np.float32)
             for name, array in flax.traverse_util.flatten_dict(params, sep=".").items()}
@@ -122,7 +125,8 @@ def define_flags(flag_values: flags.FlagValues) -> None:
                         flag_values=flag_values)
     flags.DEFINE_string("out", None, "Output folder (default: WORKDIR/export_<encoder>_<step>).",
                         flag_values=flag_values)
-    flags.DEFINE_enum("encoder", "ema", list(ENCODERS), "Which copy of the encoder.", flag_values=flag_values)
+    flags.DEFINE_enum("encoder", "auto", ["auto", *ENCODERS], "Which copy of the encoder (auto: the one the run's "
+                      "evaluation scored).", flag_values=flag_values)
     flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).", flag_values=flag_values)
 
 
@@ -133,7 +137,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     except FileNotFoundError as error:
         cli.fail(str(error))
     description = storage.read_json(storage.join(out, "encoder.json"))
-    print(f"rlvis: exported the {args.encoder} encoder of step {description['step']} ({description['variant']}, "
+    print(f"rlvis: exported the {description['encoder']} encoder of step {description['step']} ({description['variant']}, "
           f"{len(description['parameters'])} arrays) to {out}")
 
 

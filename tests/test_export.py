@@ -49,11 +49,13 @@ def test_loaded_encoder_gives_exactly_the_training_encoders_features(workdir, di
 
 
 def test_ema_and_online_encoders_differ_and_the_choice_is_checked(workdir, digits):
-    _, ema = export.load_encoder(str(workdir))  # default: EMA
+    _, default = export.load_encoder(str(workdir))  # auto: the encoder AB_SimCLR's evaluation scored, the EMA one
+    _, ema = export.load_encoder(str(workdir), encoder="ema")
     _, online = export.load_encoder(str(workdir), encoder="online")
+    jax.tree.map(np.testing.assert_array_equal, default, ema)
     difference = jax.tree.map(lambda a, b: float(jnp.abs(a - b).max()), ema, online)
     assert max(jax.tree.leaves(difference)) > 0
-    with pytest.raises(ValueError, match="encoder must be one of"):
+    with pytest.raises(ValueError, match="encoder must be 'auto' or one of"):
         export.load_encoder(str(workdir), encoder="teacher")
 
 
