@@ -55,20 +55,30 @@ def matmul_peak(size: int, repeats: int = 10) -> float:
     return 2.0 * size ** 3 * devices / best
 
 
-def synthetic_batch(config: ml_collections.ConfigDict, rng: np.random.Generator) -> dict:
-    """Host batches shaped like the pipeline's: uint8 canvases, full valid regions, captions for CLIP."""
+def batch_shapes(config: ml_collections.ConfigDict) -> dict:
+    """The host batch's shapes and dtypes, like the pipeline's: uint8 canvases, valid regions, CLIP's captions."""
     canvas = config.data.scene_canvas if config.data.format == "demo" else config.data.canvas
     channels = pipeline.image_channels(config)
     names = ("annotation", "bootstrap") if methods.bootstraps(config) else ("annotation",)
-    batch = {}
-    for name in names:
-        size = config.batch[name]
-        batch[name] = dict(image=rng.integers(0, 256, (size, canvas, canvas, channels), dtype=np.uint8),
-                           valid=np.full((size, 2), canvas, np.int32))
+    shapes = {name: dict(image=jax.ShapeDtypeStruct((config.batch[name], canvas, canvas, channels), np.uint8),
+                         valid=jax.ShapeDtypeStruct((config.batch[name], 2), np.int32)) for name in names}
     if methods.get(config).CAPTIONS:
-        batch["annotation"]["caption"] = rng.integers(1, 255, (config.batch.annotation, config.clip.caption_length),
-                                                      dtype=np.int32)
-    return batch
+        shapes["annotation"]["caption"] = jax.ShapeDtypeStruct(
+            (config.batch.annotation, config.clip.caption_length), np.int32)
+    return shapes
+
+
+def synthetic_batch(config: ml_collections.ConfigDict, rng: np.random.Generator) -> dict:
+    """Host batches of `batch_shapes`: random pixels and caption bytes, full valid regions."""
+    canvas = config.data.scene_canvas if config.data.format == "demo" else config.data.canvas
+
+    def make(path, shape: jax.ShapeDtypeStruct) -> np.ndarray:
+        field = path[-1].key
+        if field == "valid":
+            return np.full(shape.shape, canvas, shape.dtype)
+        low, high = (1, 255) if field == "caption" else (0, 256)
+        return rng.integers(low, high, shape.shape, dtype=shape.dtype)
+    return jax.tree_util.tree_map_with_path(make, batch_shapes(config))
 
 
 def _flops(compiled) -> float:
@@ -84,7 +94,8 @@ def step_flops(config: ml_collections.ConfigDict) -> float:
     mesh = sharding.make_mesh()
     step = train.make_train_step(config, mesh, pipeline.image_channels(config))
     state = checkpoints.abstract_like(step.state_shape, step.state_sharding)
-    batch = sharding.global_batch(synthetic_batch(config, np.random.default_rng(0)), mesh)
+    batch = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding.batch_sharded(mesh)),
+                         batch_shapes(config))
     return _flops(step.update_fn.lower(state, batch).compile())
 
 

@@ -192,6 +192,7 @@ def _validate_data(c: ml_collections.ConfigDict, check_paths: bool) -> None:
 
 # Fields a resumed run may change: they affect neither the trained model nor the data it sees.
 RESUMABLE_CHANGES = ("log_every", "checkpoint_every", "keep_checkpoints", "data.read_threads", "data.prefetch",
+                     "data.worker_processes",
                      "optim.skip_nonfinite", "debug.nan_loss_at_step", "sharding.strategy", "sharding.fsdp_rules",
                      "sharding.fsdp_min_size",
                      "data.index_dir", "data.bootstrap.index_dir",

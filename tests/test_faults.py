@@ -204,8 +204,7 @@ def test_skip_nonfinite_undoes_the_step_counts_it_and_trains_on(tmp_path):
 
 
 def test_a_checkpoint_moves_between_8_and_1_devices_with_its_data_position(tiny_reference, tmp_path):
-    """8 fake devices → 1 → 8: one process throughout, so Grain's per-process iterator state carries over (a
-    different *process* count needs Grain's elastic iterator, not used here)."""
+    """8 fake devices → 1 → 8 in one process (another *process* count: tests/test_multihost.py)."""
     workdir = tmp_path / "run"
     train(workdir, *NO_EVAL, stop_at_step=2, devices=8)
     assert "resumed from step 2" in train(workdir, *NO_EVAL, stop_at_step=4).stdout

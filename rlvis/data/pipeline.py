@@ -26,7 +26,6 @@ from rlvis.data import decode
 from rlvis.data import digits as digits_lib
 from rlvis.data import sources, text
 
-SKIP = "skip_reason"
 MAX_CONSECUTIVE_BAD = 1000  # beyond this the path is not image data, and saying so beats spinning forever
 
 
@@ -143,10 +142,11 @@ class UsableRecords(grain.MapDataset):
 
     def _getitems(self, indices: Sequence[int]) -> list[dict]:
         positions = [self._parent[index] for index in indices]
-        records = self._source._getitems(positions) if hasattr(self._source, "_getitems") \
-            else [self._source[position] for position in positions]
-        with concurrent.futures.ThreadPoolExecutor(self._threads) as pool:
-            return list(pool.map(self._element, indices, records))
+        with concurrent.futures.ThreadPoolExecutor(max(1, self._threads)) as pool:
+            if hasattr(self._source, "_getitems"):  # one batched read (bucket tars), then decode in parallel
+                return list(pool.map(self._element, indices, self._source._getitems(positions)))
+            return list(pool.map(lambda index, position: self._element(index, self._source[position]),
+                                 indices, positions))  # each read in its thread too (a mounted bucket)
 
     def _element(self, index: int, record: dict) -> dict:
         skipped = np.zeros(len(decode.SKIP_REASONS), np.int32)
@@ -173,8 +173,7 @@ class ProcessBatches(grain.MapDataset):
     a stream stands is one number — the global element it reads next — the same on every process. A run saved by
     2 processes resumes on 1 or on 4 and reads exactly the global batches it would have read without stopping:
     no record read twice or skipped. (Grain's `ElasticIterator` keeps the same one-number state but deals each
-    global batch out with a stride, so its global batch is a permutation that depends on n, and it refuses
-    streams that replace bad records.) Whole batches are the unit, so Grain worker processes, which take every
+    global batch out with a stride, so its global batch is a permutation that depends on n.) Whole batches are the unit, so Grain worker processes, which take every
     W-th item, produce the same sequence as threads.
     """
 

@@ -4,8 +4,8 @@ Tars have no index, so the usual loaders stream them: no global shuffle and no e
 hundreds of GB to get random access is what users refuse to do. Instead we index each tar once — for every
 sample key, the byte offset and size of its image member and its caption member, read from the tar headers with
 the standard `tarfile` module — and read members with positioned reads (`os.pread`, thread-safe, no seeking
-state). The source is then an ordinary Grain random-access source: global index shuffle, per-process slices,
-and the iterator state is just an index.
+state). The source is then an ordinary Grain random-access source: a global index shuffle, and resume from one
+number (rlvis/data/pipeline.py).
 
 Shards may also sit in a bucket (`gs://bucket/cc12m/{00000..02175}.tar`, or `s3://`): they are listed in
 parallel, indexed by streaming each tar's headers once, and read by one ranged request per sample (image and
@@ -287,10 +287,13 @@ class TarShardSource:
                 results = [error] * len(pending)
             failed = []
             for i, result in zip(pending, results):
-                if isinstance(result, (FileNotFoundError, PermissionError)):
+                if isinstance(result, bytes):  # whole, or short because the object shrank: no retry mends that
+                    data[i] = result if len(result) == spans[i][2] - spans[i][1] else b""
+                elif isinstance(result, (FileNotFoundError, PermissionError)) or "Forbidden" in str(result):
+                    raise PermissionError(f"{spans[i][0]}: {result}") if not isinstance(result, FileNotFoundError) \
+                        else result
+                elif isinstance(result, (TypeError, ValueError, AttributeError)):  # a bug, not the network
                     raise result
-                if isinstance(result, bytes) and len(result) == spans[i][2] - spans[i][1]:
-                    data[i] = result
                 else:
                     failed.append(i)
             if not failed:

@@ -21,6 +21,8 @@ from absl import flags
 from rlvis import cli, storage
 from rlvis.data import pipeline, tar_shards
 
+MAX_LOOPBACK_BYTES = 4 << 30
+
 
 def define_flags(flag_values: flags.FlagValues) -> None:
     cli.define_config("Config file, e.g. configs/cc12m.py.", flag_values, lock_config=False)
@@ -61,8 +63,13 @@ def copy_to_loopback_bucket(path: str):
     atexit.register(server.stop)
     os.environ.update(storage.emulator_environment(server.url))
     bucket = server.create_bucket("rlvis-throughput")
-    for shard in tar_shards.find_shards(path):
-        storage.path(f"{bucket}/data/{os.path.basename(shard)}").write_bytes(open(shard, "rb").read())
+    shards = tar_shards.find_shards(path)
+    if sum(os.path.getsize(shard) for shard in shards) > MAX_LOOPBACK_BYTES:
+        cli.fail(f"--loopback_bucket keeps a copy of every tar of {path} in memory: point it at a folder of a few "
+                 f"shards (at most {MAX_LOOPBACK_BYTES >> 30} GiB)")
+    for shard in shards:
+        with open(shard, "rb") as f:
+            storage.path(f"{bucket}/data/{os.path.basename(shard)}").write_bytes(f.read())
     return f"{bucket}/data"
 
 
@@ -70,8 +77,9 @@ def main(argv: list[str] | None = None) -> None:
     args = cli.parse(define_flags, argv, __doc__)
     config, paths = args.config, list(args.paths) or [args.config.data.path]
     if args.loopback_bucket:
-        if config.data.format != "webdataset" or storage.is_remote(paths[0]):
-            cli.fail("--loopback_bucket copies local tar shards: use a webdataset config with a local first path")
+        if config.data.format != "webdataset" or any(storage.is_remote(path) for path in paths):
+            cli.fail("--loopback_bucket copies local tar shards and points this process's gs:// at its server: use "
+                     "a webdataset config and local --paths")
         os.environ.update(storage.emulator_environment(None))  # before gcsfs is imported
         paths.append(copy_to_loopback_bucket(paths[0]))
     first = {}
