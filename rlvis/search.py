@@ -329,6 +329,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     workdir = args.workdir[0]
     config, state, step = checkpoints.load_run(workdir, args.step)
     method = methods.get(config)
+    if not method.ANNOTATES:
+        cli.fail(f"{config.method} has no annotation distribution p(ℓ | x), which value-guided "
+                 "search needs; the runs of simclr, dino and clip and their ab_ variants have one")
     model = method.build_model(config)
     params = state[config_lib.params_key(args.encoder)]
     image, valid, labels = value_maps.load_image(config, args.image)

@@ -160,6 +160,9 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     config, state, step = checkpoints.load_run(args.workdir, args.step)
     method = methods.get(config)
+    if not method.ANNOTATES:
+        cli.fail(f"{config.method} has no annotation distribution p(ℓ | x), which value maps "
+                 "need; the runs of simclr, dino and clip and their ab_ variants have one")
     model = method.build_model(config)
     params = state[config_lib.params_key(args.encoder)]
     image, valid, labels = load_image(config, args.image)
