@@ -252,8 +252,8 @@ class TarShardSource:
         if not self.shards or not storage.is_remote(self.shards[0]):
             return [self[index] for index in indices]
         spans = [self._span(index) for index in indices]
-        return [self._record(index, start, data)
-                for index, (_, start, _), data in zip(indices, spans, self._read_ranges(spans))]
+        return [self._record(index, start, end, data)
+                for index, (_, start, end), data in zip(indices, spans, self._read_ranges(spans))]
 
     def _span(self, index: int) -> tuple[str, int, int]:
         """(shard, start, end): the bytes holding record `index`'s image and caption members, adjacent in a
@@ -263,11 +263,11 @@ class TarShardSource:
         start, end = min(o for o, _ in members), max(o + n for o, n in members)
         return self.shards[int(self._shard_of[index])], start, end
 
-    def _record(self, index: int, start: int, data: bytes) -> dict:
-        """Record `index` cut out of the bytes read from `start` (its `_span`)."""
+    def _record(self, index: int, start: int, end: int, data: bytes) -> dict:
+        """Record `index` cut out of the bytes read from [start, end) (its `_span`)."""
         image_offset, image_size, caption_offset, caption_size = (int(v) for v in self._table[index])
         key = str(self._keys[index])
-        if len(data) != self._span(index)[2] - start:  # unreadable after retries, or the object shrank: skipped
+        if len(data) != end - start:  # unreadable after retries, or the object shrank: skipped
             return dict(image=b"", caption=None, key=key)
         caption = data[caption_offset - start:caption_offset - start + caption_size].decode(
             "utf-8", errors="replace") if caption_offset >= 0 else None
