@@ -19,6 +19,14 @@ Table 7, per base method (AB follows its base; [INF] marks our reading where the
     AB_CLIP's target EMA is fixed at 0.996. Text tower S.
   * mae: RRC(0.2, 1) + flip, lr 2.4e-3, β2 0.95, weight decay 0.05, 10k warm-up steps, 75 % masking; decoder
     [INF: 512 wide, 8 deep, 16 heads, MAE's ViT-L decoder]; 8,192 images per step, one view each.
+  * ijepa: RRC(0.3, 1), lr 1e-3, warm-up 40 ImageNet epochs, weight decay 0.04 → 0.4, no clipping, target EMA
+    0.996 → 1, 4,096 images per step; 4 target blocks of scale 0.15–0.2 and aspect 0.75–1.5, a context block of
+    0.85–1; predictor [INF: 384 wide, 6 deep, 12 heads; I-JEPA's ViT-H predictor is 384 × 12].
+  * slip: CLIP's settings (β2 0.98, weight decay 0.1, 1 CC12M epoch warm-up) [INF: Table 7 gives none]; CLIP on
+    4,096 captioned images, SimCLR (RRC(0.08, 1) + colour + flip, temperature 0.1) on 2,048 of them, ratio 1.
+  * silc: CLIP's settings [INF]; CLIP on 4,096, DINO on 512 of them (2 global + 8 local), teacher EMA fixed 0.996.
+  * clip_aug: CLIP's settings and batch; its one view RRC(0.08, 1) + colour jitter, grayscale, blur 0.5,
+    solarisation 0.2 and flip [INF: the strong augmentation of Fini et al. 2023].
   * Batches: effective 8,192 views. AB: bootstrap 1,024 images × 4 views; annotation 4,096 views
     (CLIP 4,096 captions, SimCLR 2,048 images × 2 [INF], DINO 512 images × 10 = 5,120 [INF]). Baselines alone:
     SimCLR 4,096 × 2, DINO 1,024 × 10, CLIP 8,192.
@@ -72,12 +80,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.clip.text_variant = "S"
     c.clip.caption_length = 128  # bytes; CC12M captions are mostly shorter
 
+    captioned = methods.get(c).CAPTIONS  # CLIP and the baselines built on it take CLIP's optimiser settings
     c.optim.lr = 1e-3
-    c.optim.b2 = 0.98 if base == "clip" else 0.999
+    c.optim.b2 = 0.98 if captioned else 0.999
     c.optim.grad_clip = 1.0 if base == "dino" else 0.0
-    c.optim.weight_decay, c.optim.weight_decay_end = (0.1, 0.1) if base == "clip" else (0.04, 0.4)
-    c.optim.warmup_steps = CC12M_EPOCH_STEPS if base == "clip" else 10 * IMAGENET_EPOCH_STEPS
-    c.ab.ema_start, c.ab.ema_end = (0.996, 0.996) if base == "clip" else (0.996, 1.0)
+    c.optim.weight_decay, c.optim.weight_decay_end = (0.1, 0.1) if captioned else (0.04, 0.4)
+    c.optim.warmup_steps = CC12M_EPOCH_STEPS if captioned else 10 * IMAGENET_EPOCH_STEPS
+    c.ab.ema_start, c.ab.ema_end = (0.996, 0.996) if base == "clip" else (0.996, 1.0)  # SiLC: fixed by its recipe
 
     if base == "mae":
         c.env.annotation_scale = (0.2, 1.0)
@@ -85,8 +94,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         c.optim.weight_decay = c.optim.weight_decay_end = 0.05
         c.mae.decoder_width, c.mae.decoder_depth, c.mae.decoder_heads = 512, 8, 16
 
+    if base == "ijepa":
+        c.optim.warmup_steps = 40 * IMAGENET_EPOCH_STEPS
+        c.ijepa.predictor_width, c.ijepa.predictor_depth, c.ijepa.predictor_heads = 384, 6, 12
+
     annotation_images = {"clip": 4096, "simclr": 2048, "dino": 512} if bootstrapping else \
-        {"clip": 8192, "simclr": 4096, "dino": 1024, "mae": 8192}
+        {"clip": 8192, "simclr": 4096, "dino": 1024, "mae": 8192, "ijepa": 4096, "slip": 4096, "silc": 4096,
+         "clip_aug": 8192}
     c.batch.annotation = annotation_images[base]
     c.batch.bootstrap = EFFECTIVE_BATCH // 8
 
@@ -100,6 +114,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         c.dino.teacher_temp_warmup_steps = c.dino.freeze_last_layer_steps = 2
         c.clip.text_variant, c.clip.caption_length = "tiny", 48
         c.mae.decoder_width, c.mae.decoder_depth, c.mae.decoder_heads = 32, 1, 4
+        c.ijepa.predictor_width, c.ijepa.predictor_depth, c.ijepa.predictor_heads = 32, 1, 4
         c.optim.warmup_steps = 2
         c.batch.annotation, c.batch.bootstrap = 8, 4
         c.eval.digits_per_class, c.eval.scenes, c.eval.probe_steps, c.eval.knn_k = 20, 200, 50, 5

@@ -12,7 +12,11 @@ docs/repro/levers/README.md) and `method=NAME`, e.g.
   * `dino`      — the DINO baseline alone;
   * `ab_clip`   — CLIP on captioned scenes ("a 3 left of a 7") + annotation bootstrapping on uncaptioned scenes;
   * `clip`      — the CLIP baseline alone;
-  * `mae`       — MAE (masked pixel reconstruction), a baseline of the paper's tables (no AB variant).
+  * `mae`       — MAE (masked pixel reconstruction), a baseline of the paper's tables (no AB variant);
+  * `ijepa`     — I-JEPA (masked latent prediction against an EMA target encoder), a baseline;
+  * `slip`      — SLIP: CLIP + SimCLR on the captioned scenes, a baseline;
+  * `silc`      — SiLC: CLIP + DINO self-distillation (fixed-momentum EMA teacher), a baseline;
+  * `clip_aug`  — CLIP + Aug: CLIP with SimCLR-strength augmentation of its one view, a baseline.
 Any field can be overridden: `--config.total_steps=200 --config.ab.gamma=0.5`.
 
 Table 5 ablations are config fields of `ab`: `use_ema_target=False` (the online network, stop-gradient, makes the
@@ -144,6 +148,37 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.mae.decoder_depth = 2
     c.mae.decoder_heads = 4
 
+    # I-JEPA (Assran et al. 2023): predict target-block features from a context block (rlvis/methods/ijepa.py).
+    c.ijepa = ml_collections.ConfigDict()
+    c.ijepa.scale = (0.3, 1.0)  # RandomResizedCrop (paper Table 7), no other augmentation
+    c.ijepa.targets = 4  # target blocks per image (paper)
+    c.ijepa.target_scale = (0.15, 0.2)  # fraction of the patch grid per target block (paper)
+    c.ijepa.target_aspect = (0.75, 1.5)  # (paper)
+    c.ijepa.context_scale = (0.85, 1.0)  # the context block, aspect 1, before the targets are removed (paper)
+    c.ijepa.context_fraction = 0.3  # patches the context encoder reads, a fixed share of the grid [INF: about what
+    #                                 I-JEPA's context keeps once the targets are cut out; XLA needs a fixed count]
+    c.ijepa.predictor_width = 32  # narrower than the encoder (paper: 384 for ViT-H's 1,280)
+    c.ijepa.predictor_depth = 2  # (paper: 12 at ViT-H; demo scale)
+    c.ijepa.predictor_heads = 4
+
+    # SLIP (Mu et al. 2022): CLIP + SimCLR on the captioned images (rlvis/methods/slip.py).
+    c.slip = ml_collections.ConfigDict()
+    c.slip.ssl_fraction = 0.5  # captioned images that also give SimCLR views (Table 7: CLIP 4,096 + SimCLR 2,048)
+    c.slip.scale = (0.08, 1.0)  # SimCLR's RandomResizedCrop; colour from `augment`
+    c.slip.temperature = 0.1  # (SLIP)
+    c.slip.loss_weight = 1.0  # SimCLR loss per unit CLIP loss (Table 7: ratio 1.0)
+
+    # SiLC (Naeem et al. 2023): CLIP + DINO on the captioned images, EMA teacher fixed at ab.ema_start.
+    c.silc = ml_collections.ConfigDict()
+    c.silc.dino_fraction = 0.125  # captioned images that also give DINO's multi-crop (Table 7: 4,096 + 512)
+    c.silc.loss_weight = 1.0  # (Table 7: ratio 1.0); DINO's own settings come from `dino`
+
+    # CLIP + Aug (Fini et al. 2023): CLIP's one view strongly augmented (rlvis/methods/clip_aug.py).
+    c.clip_aug = ml_collections.ConfigDict()
+    c.clip_aug.scale = (0.08, 1.0)  # SimCLR's crop range instead of CLIP's (0.5, 1); colour from `augment`
+    c.clip_aug.blur = 0.5  # [INF] BYOL-style probabilities; Fini et al.'s code leaves them as flags
+    c.clip_aug.solarize = 0.2
+
     c.ab = ml_collections.ConfigDict()
     c.ab.gamma = 0.0  # 0 = ICML objective; > 0 adds γ·max_a' Q_ema(ℓ|x',a') (project-page form)
     c.ab.target_temperature = 0.0  # AB_SimCLR: temperature of p_ema(ℓ | x') in the TD target; 0 = simclr.temperature
@@ -169,6 +204,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.augment.saturation = 0.4  # RGB only
     c.augment.hue = 0.1  # RGB only
     c.augment.grayscale = 0.2  # RGB only
+    c.augment.blur = 0.0  # Gaussian blur probability (SimCLR at 224 px: 0.5; DINO 1.0 / 0.1 and BYOL-style)
+    c.augment.solarize = 0.0  # solarisation probability (BYOL, DINO's second view: 0.2)
     c.augment.flip = 0.0  # SimCLR uses 0.5; digits are not mirror-symmetric, so the demo does not flip
 
     c.sharding = ml_collections.ConfigDict()
@@ -234,6 +271,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         c.dino.teacher_temp_warmup_steps = 3
         c.clip.text_variant = "tiny"
         c.mae.decoder_width, c.mae.decoder_depth = 32, 1
+        c.ijepa.predictor_width, c.ijepa.predictor_depth = 32, 1
         c.eval.digits_per_class = 20
         c.eval.scenes = 200
         c.eval.foresight_scenes = 40

@@ -93,6 +93,21 @@ def validate(config: ml_collections.ConfigDict, device_count: int, check_data_pa
         _require(not c.ab[field] or methods.get(c).IMAGE_ANNOTATIONS,
                  f"config.ab.{field} is for the SimCLR base (its annotations are images scored by the base head)")
     _require(0.0 < c.mae.mask_ratio < 1.0, f"config.mae.mask_ratio={c.mae.mask_ratio} must be in (0, 1)")
+    for section, field in (("ijepa", "scale"), ("ijepa", "target_scale"), ("ijepa", "context_scale"),
+                           ("slip", "scale"), ("clip_aug", "scale")):
+        lo, hi = c[section][field]
+        _require(0 < lo <= hi <= 1, f"config.{section}.{field}={tuple(c[section][field])} must satisfy "
+                                    "0 < min <= max <= 1")
+    lo, hi = c.ijepa.target_aspect
+    _require(0 < lo <= hi, f"config.ijepa.target_aspect={(lo, hi)} must satisfy 0 < min <= max")
+    _require(c.ijepa.targets >= 1, "config.ijepa.targets must be at least 1")
+    _require(0 < c.ijepa.context_fraction < 1, "config.ijepa.context_fraction must be in (0, 1)")
+    _require(c.ijepa.predictor_width % c.ijepa.predictor_heads == 0,
+             "config.ijepa.predictor_width must be divisible by config.ijepa.predictor_heads")
+    for section, field in (("slip", "ssl_fraction"), ("silc", "dino_fraction"), ("clip_aug", "blur"),
+                           ("clip_aug", "solarize")):
+        _require(0 <= c[section][field] <= 1, f"config.{section}.{field}={c[section][field]} must be in [0, 1]")
+    _require(c.slip.temperature > 0, "config.slip.temperature must be positive")
     _require(methods.get(c).ANNOTATES or not (c.evals.foresight.final or c.evals.foresight.every),
              f"config.evals.foresight needs an annotation distribution, which {c.method} has not; turn it off")
     _require(c.ab.reward in ("base", "oracle"), f"config.ab.reward={c.ab.reward!r} must be 'base' or 'oracle'")
@@ -125,7 +140,7 @@ def validate(config: ml_collections.ConfigDict, device_count: int, check_data_pa
     lo, hi = c.clip.scale
     _require(0 < lo <= hi <= 1, f"config.clip.scale={tuple(c.clip.scale)} must satisfy 0 < min <= max <= 1")
     _require(c.clip.init_temperature > 0, "config.clip.init_temperature must be positive")
-    for name in ("jitter_prob", "grayscale", "flip"):
+    for name in ("jitter_prob", "grayscale", "blur", "solarize", "flip"):
         _require(0.0 <= c.augment[name] <= 1.0, f"config.augment.{name}={c.augment[name]} must be a probability")
     _require(c.model.compute_dtype in ("float32", "bfloat16"),
              f"config.model.compute_dtype={c.model.compute_dtype!r} must be 'float32' or 'bfloat16'")
@@ -269,8 +284,8 @@ def method_configs(base: ml_collections.ConfigDict, rows: list[str], device_coun
         budget = views_per_step or budgets[methods.base_name(config.method)]
         if not methods.bootstraps(config):
             config.optim.grad_accum_steps = 1  # it splits the bootstrap batch, which a base method does not read
-            views_per_image = methods.encoded_views_per_step(config) // config.batch.annotation
-            per_device = max(1, budget // views_per_image // device_count)
+            views_per_image = methods.encoded_views_per_step(config) / config.batch.annotation  # SLIP: 2, SiLC: 1.75
+            per_device = max(1, int(budget / views_per_image) // device_count)
             config.batch.annotation = per_device * device_count
         validate(config, device_count, check_data_paths)
     return configs

@@ -106,19 +106,20 @@ def test_every_method_file_defines_the_whole_interface_and_is_accepted_everywher
     """A method is one file in rlvis/methods: the registry lists it, and configs, compare and validation accept its
     base name, and its AB name where it has annotations to bootstrap, without a second list anywhere."""
     from rlvis import methods
-    interface = ("NAME", "ANNOTATES", "EMA_TEACHER", "CAPTIONS", "EMBEDDING_ANNOTATIONS", "IMAGE_ANNOTATIONS",
-                 "build_model", "setup_heads", "init_outputs", "source_annotation_embedding",
-                 "annotation_views_per_image", "render_annotation", "optimizer_rules", "initial_state", "loss",
+    interface = ("NAME", "ANNOTATES", "AB_VARIANT", "EMA_TEACHER", "FIXED_EMA", "CAPTIONS", "EMBEDDING_ANNOTATIONS",
+                 "IMAGE_ANNOTATIONS", "build_model", "setup_heads", "init_outputs", "source_annotation_embedding",
+                 "annotation_views_per_step", "render_annotation", "optimizer_rules", "initial_state", "loss",
                  "annotations", "digit_annotation", "digit_vocabulary")
     for name, module in methods.FAMILIES.items():
         missing = [field for field in interface if not hasattr(module, field)]
         assert not missing, f"rlvis/methods/{name}.py lacks {missing}"
-        for method in (name, f"ab_{name}") if module.ANNOTATES else (name,):
+        for method in (name, f"ab_{name}") if module.AB_VARIANT else (name,):
             config = demo.get_config(f"tiny,method={method}")
             config_lib.validate(config, device_count=8)
             assert methods.get(config) is module and methods.encoded_views_per_step(config) > 0
     assert set(methods.NAMES) == {n for base, module in methods.FAMILIES.items()
-                                  for n in ((base, f"ab_{base}") if module.ANNOTATES else (base,))}
+                                  for n in ((base, f"ab_{base}") if module.AB_VARIANT else (base,))}
+    assert {base for base, module in methods.FAMILIES.items() if module.AB_VARIANT} == {"simclr", "dino", "clip"}
     assert "mae" in methods.NAMES and "ab_mae" not in methods.NAMES
     config = demo.get_config("tiny,method=mae")
     config.evals.foresight.final = True

@@ -210,11 +210,18 @@ def test_cc12m_preset_carries_table_7_and_validates_for_every_method(method, web
     base = method.removeprefix("ab_")
     assert config.model.variant == "S/16" and config.env.view_size == 224
     assert config.optim.lr == (2.4e-3 if base == "mae" else 1e-3)
-    assert config.optim.b2 == {"clip": 0.98, "mae": 0.95}.get(base, 0.999)
+    captioned = base in ("clip", "slip", "silc", "clip_aug")
+    assert config.optim.b2 == (0.98 if captioned else 0.95 if base == "mae" else 0.999)
     assert config.optim.grad_clip == (1.0 if base == "dino" else 0.0)
-    views = {"simclr": 2, "dino": 2 + config.dino.local_views, "clip": 1, "mae": 1}[base]
-    encoded = config.batch.annotation * views + (config.batch.bootstrap * config.env.views if method != base else 0)
-    assert 8192 <= encoded <= 10240  # Table 7's effective batches: 8,192 (DINO alone: 10,240)
+    annotation_views = {"simclr": 2 * config.batch.annotation,
+                        "dino": (2 + config.dino.local_views) * config.batch.annotation,
+                        "slip": config.batch.annotation + 2 * config.batch.annotation // 2,
+                        "silc": config.batch.annotation + 10 * config.batch.annotation // 8}.get(
+                            base, config.batch.annotation)
+    encoded = annotation_views + (config.batch.bootstrap * config.env.views if method != base else 0)
+    # Table 7's effective batches: 8,192; DINO alone 10,240, SiLC 9,216, I-JEPA 4,096
+    assert encoded == {"dino": 10240, "silc": 9216, "ijepa": 4096}.get(method, 9216 if method == "ab_dino" else 8192)
+    assert methods.encoded_views_per_step(config) == encoded
 
 
 def test_cc12m_preset_trains_on_img2dataset_shards(webdataset, tmp_path):

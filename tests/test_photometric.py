@@ -61,3 +61,23 @@ def test_photometric_bootstrap_keeps_flips_out_of_bootstrap_views():
     config.ab.photometric_bootstrap = False
     plain = train.make_views(key, batch, config)
     assert not np.allclose(plain["views"], unflipped["views"])  # and the ablation does change the bootstrap views
+
+
+def test_blur_and_solarisation_draw_their_own_keys_and_do_what_they_say():
+    """Turning blur or solarisation on changes no other augmentation: runs without them keep their views."""
+    base = _config(jitter_prob=1.0, grayscale=0.5, flip=0.5)
+    dark = jax.random.uniform(jax.random.PRNGKey(0), (16, 16, 3), minval=-1.0, maxval=-0.9)  # all below 0.5 in [0, 1]
+    for seed in range(4):
+        key = jax.random.PRNGKey(seed)
+        plain = photometric.augment(key, dark, base)
+        np.testing.assert_allclose(photometric.augment(key, dark, _config(**dict(base.to_dict(), solarize=1.0))), plain, atol=1e-6)
+    image = _image(1)
+    solarized = photometric.augment(jax.random.PRNGKey(1), image, _config(jitter_prob=0.0, flip=0.0, solarize=1.0))
+    x = (np.asarray(image) + 1) / 2
+    np.testing.assert_allclose(solarized, np.where(x < 0.5, x, 1 - x) * 2 - 1, atol=1e-6)
+    sharp = jax.random.uniform(jax.random.PRNGKey(3), (224, 224, 1), minval=-0.8, maxval=0.8)
+    blurred = photometric.augment(jax.random.PRNGKey(1), sharp, _config(jitter_prob=0.0, flip=0.0, blur=1.0))
+    roughness = lambda v: float(jnp.abs(jnp.diff(v, axis=1)).mean())  # noqa: E731
+    assert blurred.shape == sharp.shape and roughness(blurred) < 0.8 * roughness(sharp)
+    border = np.asarray(blurred[:4]).mean() - np.asarray(sharp[:4]).mean()
+    assert abs(border) < 0.05  # no dark frame from zero padding

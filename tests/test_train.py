@@ -125,7 +125,8 @@ def test_resume_with_a_different_model_config_is_refused(runs, tmp_path):
         train(workdir, *NO_EVAL, "model.decoder_depth=2")
 
 
-@pytest.mark.parametrize("method", ["simclr", "dino", "ab_dino", "clip", "ab_clip", "mae"])
+@pytest.mark.parametrize("method", ["simclr", "dino", "ab_dino", "clip", "ab_clip", "mae", "ijepa", "slip", "silc",
+                                    "clip_aug"])
 def test_methods_train_from_their_config(tmp_path, method, capsys):
     """Base methods read the annotation stream alone; AB methods read both."""
     run = train(tmp_path, *NO_EVAL, "total_steps=2", config=f"configs/demo.py:tiny,method={method}")
@@ -136,11 +137,11 @@ def test_methods_train_from_their_config(tmp_path, method, capsys):
     else:
         assert "td_loss" not in run.stdout and set(position) == {"annotation"}
     assert run.results["config"]["method"] == method
-    if method == "mae":  # no annotations: the tools that need them say so in one line
+    if method in ("mae", "ijepa"):  # no annotations: the tools that need them say so in one line
         from rlvis import search
         from rlvis.evaluators import value_maps
         for main in (search.main, value_maps.main):
-            assert "mae has no annotation distribution" in usage_error(capsys, main, [f"--workdir={tmp_path}"])
+            assert f"{method} has no annotation distribution" in usage_error(capsys, main, [f"--workdir={tmp_path}"])
 
 
 def test_the_oracle_reward_trains_from_the_labelled_streams_on_several_devices(tmp_path, monkeypatch):

@@ -1,7 +1,8 @@
 """SimCLR's photometric augmentations on device (dm-pix), as a pure function of (key, view).
 
 Colour jitter (brightness, contrast, and for RGB saturation and hue) with probability `jitter_prob`, random
-grayscale (RGB only) and horizontal flip. Views arrive and leave in [-1, 1]; dm-pix works in [0, 1].
+grayscale (RGB only), Gaussian blur (probability `blur`; σ in BYOL's 0.1–2 px at 224 px, scaled to the view) and
+solarisation (probability `solarize`), and horizontal flip. Views arrive and leave in [-1, 1]; dm-pix works in [0, 1].
 The paper keeps bootstrap views free of these (its Table 5: adding them costs 0.5 points); the
 `ab.photometric_bootstrap` ablation turns them on there.
 """
@@ -14,8 +15,9 @@ import ml_collections
 
 def augment(key: jax.Array, view: jax.Array, config: ml_collections.ConfigDict) -> jax.Array:
     """view [S, S, C] in [-1, 1] → augmented view, same shape and range. `config` is `config.augment`."""
-    # Six keys, two unused: splitting fewer would change every run's augmentations.
-    k_jitter, k_apply, _, k_gray_apply, k_flip, _ = jax.random.split(key, 6)
+    # Six keys in this order: blur and solarisation use the two keys once unused, so runs without them keep
+    # the augmentations they had.
+    k_jitter, k_apply, k_blur, k_gray_apply, k_flip, k_solarize = jax.random.split(key, 6)
     x = (view + 1.0) / 2.0
     rgb = view.shape[-1] == 3
 
@@ -32,8 +34,25 @@ def augment(key: jax.Array, view: jax.Array, config: ml_collections.ConfigDict) 
     if rgb:
         gray = pix.rgb_to_grayscale(x, keep_dims=True) * jnp.ones_like(x)
         x = jnp.where(jax.random.uniform(k_gray_apply) < config.grayscale, gray, x)
+    if config.blur:
+        x = _random_blur(k_blur, x, config.blur)
+    if config.solarize:
+        x = jnp.where(jax.random.uniform(k_solarize) < config.solarize, pix.solarize(x, 0.5), x)
     x = pix.random_flip_left_right(k_flip, x, probability=config.flip)
     return x * 2.0 - 1.0
+
+
+def _random_blur(key: jax.Array, x: jax.Array, probability: float) -> jax.Array:
+    """Gaussian blur with probability `probability`, σ uniform in [0.1, 2] px at 224 px (BYOL, DINO), scaled to
+    the view's size, with a kernel a tenth of the view wide (odd, at least 3)."""
+    size = x.shape[0]
+    k_apply, k_sigma = jax.random.split(key)
+    sigma = jax.random.uniform(k_sigma, minval=0.1, maxval=2.0) * size / 224
+    kernel = max(3, size // 10 | 1)
+    half = kernel // 2  # reflect at the border, as torchvision does: zero padding would darken a frame
+    padded = jnp.pad(x, ((half, half), (half, half), (0, 0)), mode="reflect")
+    blurred = pix.gaussian_blur(padded, sigma, kernel, padding="VALID")
+    return jnp.where(jax.random.uniform(k_apply) < probability, blurred, x)
 
 
 def augment_views(key: jax.Array, views: jax.Array, config: ml_collections.ConfigDict) -> jax.Array:

@@ -5,9 +5,12 @@ A method file defines one base method (`simclr`) and, through the same loss with
 its annotation-bootstrapped variant (`ab_simclr`). Its interface, as module-level names:
 
   NAME                          the base method, e.g. "simclr"; the run's methods are NAME and "ab_" + NAME
-  ANNOTATES                     whether it has an annotation distribution p(ℓ | x) — then it has an AB variant, and
-                                the foresight evaluator, value maps and search apply (MAE: no)
-  EMA_TEACHER                   whether the base recipe itself keeps an EMA network (DINO's teacher)
+  ANNOTATES                     whether it has an annotation distribution p(ℓ | x) — then the foresight evaluator,
+                                value maps and search apply (MAE, I-JEPA: no)
+  AB_VARIANT                    whether the registry offers "ab_" + NAME (the paper's three: SimCLR, DINO, CLIP)
+  EMA_TEACHER                   whether the base recipe itself keeps an EMA network (DINO's teacher, SiLC's)
+  FIXED_EMA                     whether that EMA keeps momentum `ab.ema_start` throughout (SiLC) instead of rising
+                                to `ab.ema_end`
   CAPTIONS                      whether its annotation stream is captioned images (CLIP)
   EMBEDDING_ANNOTATIONS         whether annotations are embeddings one can share or add to (not DINO's prototypes)
   IMAGE_ANNOTATIONS             whether annotations are images scored by the base head (SimCLR)
@@ -15,7 +18,7 @@ its annotation-bootstrapped variant (`ab_simclr`). Its interface, as module-leve
   setup_heads(model)            its heads and AB annotation embeddings, created in the network's setup
   init_outputs(model, tokens, actions, captions)  every head once, for the network's init
   source_annotation_embedding(model, tokens)      a view read as an annotation (model.value_residual)
-  annotation_views_per_image(config)    views of each annotation image the online encoder encodes per step
+  annotation_views_per_step(config)     views of annotation images the online encoder encodes per step
   render_annotation(keys, batch, config)  the annotation stream's views for one step (device side)
   optimizer_rules(config)       parameter groups it needs (rlvis/optimizer.py), e.g. DINO's frozen last layer
   initial_state(config)         what the loss carries between steps (DINO's centre)
@@ -24,7 +27,9 @@ its annotation-bootstrapped variant (`ab_simclr`). Its interface, as module-leve
   digit_annotation(label)       the annotation that names a demo digit class, or None where there is none
   digit_vocabulary(model, params, config, exemplar_tokens, channels) → (Annotations, P(class | annotation))
 
-A baseline without annotations (MAE) defines the same names; those that need a vocabulary raise ValueError.
+A baseline without annotations (MAE, I-JEPA) defines the same names; those that need a vocabulary raise ValueError.
+A baseline built on another method (SLIP, SiLC and CLIP + Aug on CLIP) names that method's functions for what it
+shares and defines what differs.
 
 Adding a method is one file here plus its entry in FAMILIES (and its settings in the configs); its heads are
 created by its own `setup_heads`, so the shared network (rlvis/models/ab_model.py) does not change.
@@ -32,15 +37,15 @@ created by its own `setup_heads`, so the shared network (rlvis/models/ab_model.p
 
 import ml_collections
 
-from rlvis.methods import clip, dino, mae, simclr
+from rlvis.methods import clip, clip_aug, dino, ijepa, mae, silc, simclr, slip
 from rlvis.methods.common import Annotations, bootstraps
 
 __all__ = ["Annotations", "FAMILIES", "NAMES", "base_name", "bootstraps", "build_model", "encoded_views_per_step",
            "get", "has_ema_encoder"]
 
-FAMILIES = {module.NAME: module for module in (simclr, dino, clip, mae)}
+FAMILIES = {module.NAME: module for module in (simclr, dino, clip, mae, ijepa, slip, silc, clip_aug)}
 NAMES = tuple(name for base, module in FAMILIES.items()
-              for name in ((f"ab_{base}", base) if module.ANNOTATES else (base,)))
+              for name in ((f"ab_{base}", base) if module.AB_VARIANT else (base,)))
 
 
 def base_name(method: str) -> str:
@@ -63,7 +68,7 @@ def has_ema_encoder(config: ml_collections.ConfigDict) -> bool:
 
 def encoded_views_per_step(config: ml_collections.ConfigDict) -> int:
     """Views the online encoder encodes per step (local crops count as views, though they are smaller)."""
-    views = get(config).annotation_views_per_image(config) * config.batch.annotation
+    views = get(config).annotation_views_per_step(config)
     if bootstraps(config):
         views += config.env.views * config.batch.bootstrap
     return views

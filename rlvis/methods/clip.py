@@ -22,7 +22,9 @@ from rlvis.objectives import bootstrap, clip
 
 NAME = "clip"
 ANNOTATES = True
+AB_VARIANT = True
 EMA_TEACHER = False
+FIXED_EMA = False
 CAPTIONS = True
 EMBEDDING_ANNOTATIONS = True
 IMAGE_ANNOTATIONS = False
@@ -54,8 +56,8 @@ def source_annotation_embedding(model: ABModel, tokens: jax.Array) -> jax.Array:
     return model.base_embed(tokens)
 
 
-def annotation_views_per_image(config: ml_collections.ConfigDict) -> int:
-    return 1
+def annotation_views_per_step(config: ml_collections.ConfigDict) -> int:
+    return config.batch.annotation
 
 
 def render_annotation(keys: jax.Array, batch: dict, config: ml_collections.ConfigDict) -> dict:

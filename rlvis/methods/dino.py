@@ -23,7 +23,9 @@ from rlvis.objectives import bootstrap, dino
 
 NAME = "dino"
 ANNOTATES = True
+AB_VARIANT = True
 EMA_TEACHER = True
+FIXED_EMA = False
 CAPTIONS = False
 EMBEDDING_ANNOTATIONS = False  # prototypes: nothing to share with a base head or add a residual to
 IMAGE_ANNOTATIONS = False
@@ -51,8 +53,8 @@ def source_annotation_embedding(model: ABModel, tokens: jax.Array) -> jax.Array:
                      "refuses model.value_residual for DINO)")
 
 
-def annotation_views_per_image(config: ml_collections.ConfigDict) -> int:
-    return 2 + config.dino.local_views
+def annotation_views_per_step(config: ml_collections.ConfigDict) -> int:
+    return (2 + config.dino.local_views) * config.batch.annotation
 
 
 def render_annotation(keys: jax.Array, batch: dict, config: ml_collections.ConfigDict) -> dict:
@@ -81,21 +83,31 @@ def initial_state(config: ml_collections.ConfigDict) -> dict:
     return {"center": jnp.zeros((config.dino.prototypes,), jnp.float32)}
 
 
+def self_distillation(model: ABModel, params, ema_params, global_views: jax.Array, local_views: jax.Array | None,
+                      center: jax.Array, config: ml_collections.ConfigDict, step: jax.Array,
+                      head=ABModel.base_embed) -> tuple[jax.Array, dict, dict]:
+    """DINO's loss on multi-crop views through `head` (SiLC: its self-supervised head beside CLIP's) → (loss,
+    {"center": updated centre}, metrics)."""
+    crops = [global_views] + ([local_views] if local_views is not None else [])
+    student = [model.apply(params, model.apply(params, views, method=ABModel.encode), method=head)
+               for views in crops]  # global and local crops have different sizes: encoded separately
+    teacher = model.apply(ema_params, model.apply(ema_params, global_views, method=ABModel.encode), method=head)
+    temperature = dino.teacher_temperature(step, config)
+    loss, batch_center, metrics = dino.dino_loss(jnp.concatenate(student, axis=1), teacher, center,
+                                                 config.dino.student_temp, temperature)
+    new_state = {"center": dino.update_center(center, batch_center, config.dino.center_momentum)}
+    return loss, new_state, dict(metrics, teacher_temperature=temperature)
+
+
 def loss(model: ABModel, params, ema_params, batch: dict, config: ml_collections.ConfigDict,
          method_state: dict, step: jax.Array) -> tuple[jax.Array, tuple[dict, dict]]:
     """batch: annotation_views [K, 2, S, S, C] (global crops), local_views [K, L, s, s, C]; for AB also views and
     actions as in AB_SimCLR. Returns (loss, (metrics, {"center": updated centre}))."""
     center = method_state["center"]
-    crops = [batch["annotation_views"]] + ([batch["local_views"]] if "local_views" in batch else [])
-    student = [model.apply(params, model.apply(params, views, method=ABModel.encode), method=ABModel.base_embed)
-               for views in crops]  # global and local crops have different sizes: encoded separately
-    teacher = model.apply(ema_params, model.apply(ema_params, batch["annotation_views"], method=ABModel.encode),
-                          method=ABModel.base_embed)
-    temperature = dino.teacher_temperature(step, config)
-    base_loss, batch_center, metrics = dino.dino_loss(jnp.concatenate(student, axis=1), teacher, center,
-                                                      config.dino.student_temp, temperature)
-    new_state = {"center": dino.update_center(center, batch_center, config.dino.center_momentum)}
-    metrics.update(loss=base_loss, base_loss=base_loss, teacher_temperature=temperature)
+    base_loss, new_state, metrics = self_distillation(model, params, ema_params, batch["annotation_views"],
+                                                      batch.get("local_views"), center, config, step)
+    temperature = metrics["teacher_temperature"]
+    metrics.update(loss=base_loss, base_loss=base_loss)
     if not bootstraps(config):
         return base_loss, (metrics, new_state)
     target_params = bootstrap.target_params(params, ema_params, config)

@@ -20,7 +20,9 @@ from rlvis.objectives import mae
 
 NAME = "mae"
 ANNOTATES = False  # no annotation distribution p(ℓ | x): nothing to bootstrap, no foresight
+AB_VARIANT = False  # the paper compares against MAE alone
 EMA_TEACHER = False
+FIXED_EMA = False
 CAPTIONS = False
 EMBEDDING_ANNOTATIONS = False
 IMAGE_ANNOTATIONS = False
@@ -56,8 +58,8 @@ def source_annotation_embedding(model: ABModel, tokens: jax.Array) -> jax.Array:
     raise ValueError(NO_ANNOTATIONS)
 
 
-def annotation_views_per_image(config: ml_collections.ConfigDict) -> int:
-    return 1  # one view, of which the encoder reads (1 - mask_ratio) of the patches
+def annotation_views_per_step(config: ml_collections.ConfigDict) -> int:
+    return config.batch.annotation  # masked: the encoder reads (1 - mask_ratio) of each view's patches
 
 
 def render_annotation(keys: jax.Array, batch: dict, config: ml_collections.ConfigDict) -> dict:
@@ -66,7 +68,8 @@ def render_annotation(keys: jax.Array, batch: dict, config: ml_collections.Confi
     rollout = crop_env.batch_rollout(keys[0], batch["image"], batch["valid"], num_views=1,
                                      scale=tuple(config.env.annotation_scale), size=config.env.view_size,
                                      ratio=tuple(config.env.ratio))
-    flip_only = ml_collections.ConfigDict(dict(config.augment.to_dict(), jitter_prob=0.0, grayscale=0.0))
+    flip_only = ml_collections.ConfigDict(dict(config.augment.to_dict(), jitter_prob=0.0, grayscale=0.0,
+                                                      blur=0.0, solarize=0.0))
     views = photometric.augment_views(keys[1], rollout["views"][:, 0], flip_only)  # [K, S, S, C]
     patches = (config.env.view_size // variant_shape(config.model.variant).patch) ** 2
     keep, hidden = mae.random_masking(keys[2], views.shape[0], patches, config.mae.mask_ratio)

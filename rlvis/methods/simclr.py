@@ -22,7 +22,9 @@ from rlvis.objectives import bootstrap, simclr
 
 NAME = "simclr"
 ANNOTATES = True
+AB_VARIANT = True
 EMA_TEACHER = False
+FIXED_EMA = False
 CAPTIONS = False
 EMBEDDING_ANNOTATIONS = True
 IMAGE_ANNOTATIONS = True
@@ -48,8 +50,8 @@ def source_annotation_embedding(model: ABModel, tokens: jax.Array) -> jax.Array:
     return model.ab_embed(tokens)
 
 
-def annotation_views_per_image(config: ml_collections.ConfigDict) -> int:
-    return 2
+def annotation_views_per_step(config: ml_collections.ConfigDict) -> int:
+    return 2 * config.batch.annotation
 
 
 def render_annotation(keys: jax.Array, batch: dict, config: ml_collections.ConfigDict) -> dict:

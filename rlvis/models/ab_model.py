@@ -3,7 +3,8 @@
 The encoder, the value head and the AB logit scale are shared by every method; the heads are the method's own,
 created by `setup_heads(model)` in its file in rlvis/methods (`base` names it), as in the paper (docs/method.md):
 SimCLR's projection head plus an AB annotation head on the same ViT; DINO's prototype head plus an AB embedding
-matrix of K rows; CLIP's image projection, text tower, text head and AB text head. The accessors below
+matrix of K rows; CLIP's image projection, text tower, text head and AB text head (SLIP and SiLC add a self-supervised head). The
+accessors below
 (`ab_embed`, `ab_vocabulary`, `text_embed`, …) read those heads, so a loss calls exactly what it needs;
 `__call__` touches every part, for `init`, through the method's `init_outputs`.
 """
@@ -37,6 +38,7 @@ class ABModel(nn.Module):
     text_variant: str = "tiny"  # CLIP only
     caption_length: int = 0  # CLIP only
     pixel_decoder: tuple[int, int, int, int] = (0, 0, 0, 0)  # MAE only: width, depth, heads, pixels per patch
+    latent_predictor: tuple[int, int, int] = (0, 0, 0)  # I-JEPA only: width, depth, heads
     action_encoding: str = "bins"  # value-head queries: "bins" (the paper's tokens) or "fourier" (value_head.py)
     source_positions: bool = False  # value head: sinusoidal cell positions added to the source tokens
     mask_actions: bool = False  # invariance ablation: every action is one mask query
@@ -64,6 +66,10 @@ class ABModel(nn.Module):
     def base_embed(self, tokens: jax.Array) -> jax.Array:
         """The base head on the CLS token: SimCLR's l2-normalised φ(x), or DINO's K prototype cosines."""
         return self.base_head(tokens[..., 0, :])
+
+    def ssl_embed(self, tokens: jax.Array) -> jax.Array:
+        """SLIP / SiLC: the self-supervised head beside CLIP's projection (SimCLR's projection, DINO's prototypes)."""
+        return self.ssl_head(tokens[..., 0, :])
 
     def ab_embed(self, tokens: jax.Array) -> jax.Array:
         """SimCLR base: ψ_AB(ℓ) of annotation images in the bootstrap softmax, l2-normalised. With a shared

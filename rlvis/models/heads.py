@@ -1,5 +1,5 @@
 """Heads on the encoder's tokens: projections to l2-normalised embeddings for contrastive logits, DINO's
-prototype head, MAE's pixel decoder."""
+prototype head, MAE's pixel decoder, I-JEPA's predictor."""
 
 import flax.linen as nn
 import jax
@@ -84,3 +84,35 @@ class MaskedPatchDecoder(nn.Module):
             x = EncoderBlock(self.heads, 4 * self.width, name=f"block{i}")(x)
         x = nn.LayerNorm(name="norm")(x)
         return nn.Dense(patch_pixels, name="pixels")(x[:, 1:])
+
+
+class LatentPredictor(nn.Module):
+    """I-JEPA's predictor: the context encoder's tokens (CLS and C context patches), and for each target block a
+    mask token at each of its patches' positions → the predicted target-encoder token of each [B, M, T, D].
+
+    Each block is predicted separately from the same context (the context is repeated per block), as in I-JEPA,
+    so blocks do not see one another. Narrower than the encoder: it must not be able to carry the representation.
+    Padded block slots (`valid` False) are neither attended to nor scored.
+    """
+
+    width: int
+    depth: int
+    heads: int
+
+    @nn.compact
+    def __call__(self, tokens: jax.Array, context: jax.Array, target: jax.Array, valid: jax.Array,
+                 patches: int) -> jax.Array:
+        batch, blocks, slots = target.shape
+        positions = self.param("pos_embedding", nn.initializers.normal(0.02), (1 + patches, self.width))
+        x = nn.Dense(self.width, name="embed")(tokens)  # [B, 1 + C, width]
+        x = x + positions[jnp.concatenate([jnp.zeros((batch, 1), context.dtype), context + 1], axis=1)]
+        mask_token = self.param("mask_token", nn.initializers.normal(0.02), (self.width,))
+        queries = mask_token + positions[target + 1]  # [B, M, T, width]
+        sequence = jnp.concatenate([jnp.broadcast_to(x[:, None], (batch, blocks, *x.shape[1:])), queries], axis=2)
+        sequence = sequence.reshape(batch * blocks, -1, self.width)
+        keys_valid = jnp.concatenate([jnp.ones((batch, blocks, x.shape[1]), bool), valid], axis=2)
+        attend = keys_valid.reshape(batch * blocks, 1, 1, -1)
+        for i in range(self.depth):
+            sequence = EncoderBlock(self.heads, 4 * self.width, name=f"block{i}")(sequence, attend)
+        out = nn.LayerNorm(name="norm")(sequence[:, x.shape[1]:])
+        return nn.Dense(tokens.shape[-1], name="project")(out).reshape(batch, blocks, slots, tokens.shape[-1])

@@ -67,9 +67,10 @@ class EncoderBlock(nn.Module):
     dtype: jnp.dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
+    def __call__(self, x: jax.Array, mask: jax.Array | None = None) -> jax.Array:
+        """`mask` [B, 1, T, T] (optional): which tokens each token may attend to (padding left out)."""
         y = nn.LayerNorm(dtype=self.dtype, name="norm1")(x)
-        x = x + attention(self.heads, "attn", self.dtype)(y, y)
+        x = x + attention(self.heads, "attn", self.dtype)(y, y, mask=mask)
         y = nn.LayerNorm(dtype=self.dtype, name="norm2")(x)
         return x + MlpBlock(self.mlp_dim, self.dtype, name="mlp")(y)
 

@@ -1,0 +1,79 @@
+"""SLIP (Mu et al. 2022): CLIP plus SimCLR on the same captioned images, a baseline of the paper's tables (weak
+supervision + self-supervision). No AB variant: the paper compares AB_CLIP against it.
+
+Each step, CLIP's loss on one RandomResizedCrop of every captioned image (as `clip`), and SimCLR's NT-Xent on two
+strongly augmented crops of the first `slip.ssl_fraction` of them (Table 7: CLIP 4,096 + SimCLR 2,048 images)
+through a separate projection head (`ssl_head`). Loss = CLIP + `slip.loss_weight` × SimCLR (the paper's ratio 1).
+"""
+
+import jax
+import ml_collections
+
+from rlvis.envs import crop_env, photometric
+from rlvis.methods import clip
+from rlvis.methods.common import build_ab_model
+from rlvis.models.ab_model import ABModel
+from rlvis.models.heads import ProjectionHead
+from rlvis.objectives import simclr
+
+NAME = "slip"
+ANNOTATES = True  # CLIP's caption distribution: foresight, value maps and search read it
+AB_VARIANT = False
+EMA_TEACHER = False
+FIXED_EMA = False
+CAPTIONS = True
+EMBEDDING_ANNOTATIONS = True
+IMAGE_ANNOTATIONS = False
+
+source_annotation_embedding = clip.source_annotation_embedding
+optimizer_rules = clip.optimizer_rules
+initial_state = clip.initial_state
+annotations = clip.annotations
+digit_annotation = clip.digit_annotation
+digit_vocabulary = clip.digit_vocabulary
+
+
+def build_model(config: ml_collections.ConfigDict) -> ABModel:
+    return build_ab_model(config, NAME, init_logit_scale=1.0 / config.clip.init_temperature,
+                          text_variant=config.clip.text_variant, caption_length=config.clip.caption_length)
+
+
+def setup_heads(model: ABModel) -> None:
+    """CLIP's heads and SimCLR's projection head."""
+    clip.setup_heads(model)
+    model.ssl_head = ProjectionHead(model.proj_hidden, model.proj_dim, name="ssl_head")
+
+
+def init_outputs(model: ABModel, tokens, actions, captions):
+    q_logits, clip_logits = clip.init_outputs(model, tokens, actions, captions)
+    return q_logits, (clip_logits, model.ssl_embed(tokens))
+
+
+def ssl_images(config: ml_collections.ConfigDict) -> int:
+    """Captioned images that also give SimCLR's two views."""
+    return max(2, round(config.slip.ssl_fraction * config.batch.annotation))
+
+
+def annotation_views_per_step(config: ml_collections.ConfigDict) -> int:
+    return config.batch.annotation + 2 * ssl_images(config)
+
+
+def render_annotation(keys: jax.Array, batch: dict, config: ml_collections.ConfigDict) -> dict:
+    """CLIP's crop and caption of every image; two crops at `slip.scale` of the first `ssl_images`, augmented as
+    SimCLR's (`augment`). keys [4]: CLIP's crops, SimCLR's crops, their augmentation, (unused)."""
+    views = clip.render_annotation(keys, batch, config)
+    n = ssl_images(config)
+    rollout = crop_env.batch_rollout(keys[1], batch["image"][:n], batch["valid"][:n], num_views=2,
+                                     scale=tuple(config.slip.scale), size=config.env.view_size,
+                                     ratio=tuple(config.env.ratio))
+    return dict(views, ssl_views=photometric.augment_views(keys[2], rollout["views"], config.augment))
+
+
+def loss(model: ABModel, params, ema_params, batch: dict, config: ml_collections.ConfigDict,
+         method_state: dict | None = None, step: jax.Array | None = None) -> tuple[jax.Array, tuple[dict, dict]]:
+    """batch: CLIP's (annotation_views [K, 1, S, S, C], captions [K, L]) and ssl_views [n, 2, S, S, C]."""
+    clip_loss, (metrics, _) = clip.loss(model, params, ema_params, batch, config)
+    z = model.apply(params, model.apply(params, batch["ssl_views"], method=ABModel.encode), method=ABModel.ssl_embed)
+    ssl_loss, ssl_accuracy = simclr.nt_xent(z[:, 0], z[:, 1], config.slip.temperature)
+    total = clip_loss + config.slip.loss_weight * ssl_loss
+    return total, (dict(metrics, loss=total, clip_loss=clip_loss, ssl_loss=ssl_loss, ssl_accuracy=ssl_accuracy), {})
