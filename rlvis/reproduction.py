@@ -34,6 +34,7 @@ class Claim:
     rows: tuple[str, ...] = ()  # every row of a comparison shared by several claims (default: base and ab)
     flags: str = ""  # further flags of the comparison's command
     name: str = ""  # the section's name when several claims share an experiment
+    merge: tuple[str, ...] = ()  # further experiments (same steps and views) whose rows join this one's
 
     def command(self) -> str:
         methods = ",".join(self.rows or (self.base, self.ab))
@@ -50,6 +51,11 @@ FORESIGHT = ("foresight/value/all", "foresight/invariance/all", "foresight/brute
 ABLATIONS = ("ab_simclr", "ab_simclr+ab.base_loss_weight=0.0", "ab_simclr+ab.use_ema_target=False",
              "ab_simclr+ab.action_tokens=False")
 ABLATION_FLAGS = " --config.total_steps=1200"
+SCENE_BASELINES = ("mae+data.annotation_scene_fraction=1.0", "ijepa+data.annotation_scene_fraction=1.0",
+                   "simclr+data.annotation_scene_fraction=1.0")
+BASELINE_FLAGS = " --views_per_step=256 --config.total_steps=1200"
+CLIP_FAMILY = ("clip", "slip", "silc", "clip_aug", "ab_clip")
+CLIP_FAMILY_FLAGS = " --views_per_step=192 --config.total_steps=1200"
 CLAIMS = (
     Claim("scenes_only", "Trained on scene data alone, AB improves over its crop-consistency base method on "
           "scene-level tasks (the COCO/EpicKitchens table).",
@@ -60,6 +66,27 @@ CLAIMS = (
           "object classification", "mae+data.annotation_scene_fraction=1.0",
           "simclr+data.annotation_scene_fraction=1.0", SCENE_TASKS,
           flags=" --views_per_step=256 --config.total_steps=1200"),
+    Claim("ijepa_scenes", "Trained on scene data alone, latent prediction without grounding (I-JEPA) trails pixel "
+          "reconstruction (MAE).", "COCO: I-JEPA 43.0 vs MAE 62.3 ImageNet, 0.21 vs 0.31 detection, 62.5 vs 76.5 "
+          "object classification", SCENE_BASELINES[0], SCENE_BASELINES[1], SCENE_TASKS, SCENE_BASELINES,
+          BASELINE_FLAGS, "ijepa_vs_mae", merge=("mae_scenes",)),
+    Claim("ijepa_scenes", "Trained on scene data alone, I-JEPA also trails crop consistency (SimCLR).",
+          "COCO: I-JEPA 43.0 vs SimCLR 56.2 ImageNet, 0.21 vs 0.24 detection, 62.5 vs 70.4 object classification",
+          SCENE_BASELINES[2], SCENE_BASELINES[1], SCENE_TASKS, SCENE_BASELINES, BASELINE_FLAGS, "ijepa_vs_simclr",
+          merge=("mae_scenes",)),
+    Claim("clip_family", "AB_CLIP beats adding SimCLR to CLIP (SLIP).",
+          "CC12M: AB_CLIP 74.1 vs SLIP 72.0 ImageNet, 91.9 vs 87.2 CLEVR count; COCO captions 29.7 vs 25.8",
+          "ab_clip", "slip", SCENE_TASKS, CLIP_FAMILY, CLIP_FAMILY_FLAGS, "ab_clip_vs_slip"),
+    Claim("clip_family", "AB_CLIP beats adding DINO to CLIP (SiLC).",
+          "CC12M: AB_CLIP 74.1 vs SiLC 72.8 ImageNet, 91.9 vs 88.2 CLEVR count; COCO captions 29.7 vs 21.8",
+          "ab_clip", "silc", SCENE_TASKS, CLIP_FAMILY, CLIP_FAMILY_FLAGS, "ab_clip_vs_silc"),
+    Claim("clip_family", "AB_CLIP beats CLIP with stronger augmentation (CLIP + Aug).",
+          "CC12M: AB_CLIP 74.1 vs CLIP + Aug 72.6 ImageNet, 78.1 vs 72.7 CLEVR depth, 91.9 vs 87.0 CLEVR count",
+          "ab_clip", "clip_aug", SCENE_TASKS, CLIP_FAMILY, CLIP_FAMILY_FLAGS, "ab_clip_vs_clip_aug"),
+    Claim("clip_family", "Stronger augmentation alone gives CLIP about what a self-supervised loss does (CLIP + Aug "
+          "vs SLIP, Fini et al.'s finding).", "CC12M: CLIP + Aug 72.6 vs SLIP 72.0 ImageNet, 87.0 vs 87.2 CLEVR "
+          "count; CLIP alone 69.5", "clip_aug", "slip", SCENE_TASKS, CLIP_FAMILY, CLIP_FAMILY_FLAGS,
+          "clip_aug_vs_slip"),
     Claim("decoupled", "A curated dataset for the base loss plus bootstrapping on the target data beats training "
           "the base method on a mixture of the two.",
           "AB_{IN1k+COCO} lies beyond the DINO mixture Pareto front (≈62 ImageNet, 0.27 COCO detection)",
@@ -109,12 +136,26 @@ def verdict(summary: dict, ab: str, base: str, task: str) -> str:
     return f"{difference:+.3f} ± {se:.3f}: {word}"
 
 
-def _load(runs: str, experiment: str) -> dict | None:
+MERGED = ("methods", "se", "per_seed", "seeds_done", "wall_seconds", "encoder", "encoded_views_per_step",
+          "flops_per_step")
+
+
+def _load(runs: str, experiment: str, merge: tuple[str, ...] = ()) -> dict | None:
+    """An experiment's compare.json, with the rows of the `merge` experiments added where they ran the same
+    number of steps (their own rows win on a name clash: none is expected)."""
     path = os.path.join(runs, experiment, "compare.json")
     if not os.path.exists(path):
         return None
     with open(path) as f:
-        return json.load(f)
+        summary = json.load(f)
+    for other in merge:
+        extra = _load(runs, other)
+        if extra is None or extra["steps"] != summary["steps"]:
+            continue
+        for field in MERGED:
+            summary.setdefault(field, {})
+            summary[field] = {**extra.get(field, {}), **summary[field]}
+    return summary
 
 
 def render(runs: str) -> str:
@@ -125,7 +166,7 @@ def render(runs: str) -> str:
              "its standard error. The embedded data are 64-px scenes of 1–4 MNIST digits (the COCO analogue) and "
              "centred digits (the curated ImageNet analogue); the tasks are described in docs/evaluation.md.", ""]
     for claim in CLAIMS:
-        summary = _load(runs, claim.experiment)
+        summary = _load(runs, claim.experiment, claim.merge)
         command = claim.command()
         lines += [f"## {claim.name or claim.experiment}: {claim.claim}", "", f"Paper: {claim.paper}.", ""]
         if summary is None or claim.ab not in summary["methods"] or claim.base not in summary["methods"]:

@@ -11,7 +11,6 @@ import pytest
 from configs import demo
 from rlvis import methods, optimizer
 from rlvis.data import text
-from rlvis.envs import photometric
 from rlvis.methods import clip, clip_aug, dino, silc, slip
 from rlvis.models.ab_model import ABModel
 from rlvis.objectives import simclr

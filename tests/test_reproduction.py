@@ -37,3 +37,21 @@ def test_render_fills_run_experiments_and_lists_missing_ones_with_their_command(
     shared = ("--workdir=runs/repro/ablations --methods=ab_simclr,ab_simclr+ab.base_loss_weight=0.0,"
               "ab_simclr+ab.use_ema_target=False,ab_simclr+ab.action_tokens=False --seeds=3 --config.total_steps=1200")
     assert text.count(shared) == 3 and "## no_ema_target: Without the EMA target" in text
+
+
+def test_a_claim_reads_rows_from_the_experiments_it_merges_when_their_steps_match(tmp_path):
+    claim = next(c for c in reproduction.CLAIMS if c.name == "ijepa_vs_mae")
+    tasks = {t: 0.5 for t in claim.tasks}
+
+    def write(experiment, row, steps):
+        (tmp_path / experiment).mkdir(exist_ok=True)
+        (tmp_path / experiment / "compare.json").write_text(json.dumps(dict(
+            methods={row: tasks}, se={row: tasks}, per_seed={row: []}, seeds=3, steps=steps,
+            wall_seconds={row: [5.0] * 3}, encoded_views_per_step={row: 256}, encoder={row: "online"})))
+    write("ijepa_scenes", claim.base, 1200)
+    write("mae_scenes", claim.ab, 600)
+    assert "## ijepa_vs_mae" in (text := reproduction.render(str(tmp_path)))
+    assert text.split("## ijepa_vs_mae")[1].split("##")[0].count("Not run yet.") == 1  # other steps: not merged
+    write("mae_scenes", claim.ab, 1200)
+    section = reproduction.render(str(tmp_path)).split("## ijepa_vs_mae")[1].split("##")[0]
+    assert "Not run yet." not in section and f"| {claim.base} | {claim.ab} |" in section

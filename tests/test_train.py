@@ -12,7 +12,7 @@ import pytest
 
 from rlvis import config_lib, evaluate
 from rlvis.evaluators import demo_tasks
-from tests.runs import NO_EVAL, load_state, metrics, ok, run_main, run_module, saved_meta, train, usage_error
+from tests.runs import NO_EVAL, load_config, load_state, metrics, ok, run_main, run_module, saved_meta, train, usage_error
 
 TASKS = {"linear/digit", "knn/digit", "fewshot10/digit", "map/digit", "linear/count", "linear/box_digit",
          "decoder/box_digit"}
@@ -137,6 +137,16 @@ def test_methods_train_from_their_config(tmp_path, method, capsys):
     else:
         assert "td_loss" not in run.stdout and set(position) == {"annotation"}
     assert run.results["config"]["method"] == method
+    # Export gives the encoder the method's paper scores: the EMA target for I-JEPA, SiLC, DINO, AB; else online.
+    from rlvis import export, methods
+    from rlvis.models.ab_model import ABModel
+    module, variables = export.load_encoder(str(tmp_path))
+    state = load_state(tmp_path, 2)
+    expected = "ema_params" if method in ("dino", "ab_dino", "ab_clip", "ijepa", "silc") else "params"
+    images = np.random.default_rng(0).uniform(-1, 1, (2, 32, 32, 1)).astype(np.float32)
+    model = methods.build_model(load_config(f"configs/demo.py:tiny,method={method}"))
+    np.testing.assert_array_equal(np.asarray(module.apply(variables, images)),
+                                  np.asarray(model.apply(state[expected], images, method=ABModel.encode)))
     if method in ("mae", "ijepa"):  # no annotations: the tools that need them say so in one line
         from rlvis import search
         from rlvis.evaluators import value_maps
