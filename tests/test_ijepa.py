@@ -19,10 +19,11 @@ from rlvis.objectives import ijepa
 def test_a_block_is_one_rectangle_of_the_drawn_shape_inside_the_grid(grid):
     scale, aspect = (0.15, 0.2), (0.75, 1.5)
     largest = ijepa.max_block(grid, scale, aspect)
-    for seed in range(40):
-        key = jax.random.PRNGKey(seed)
-        mask = np.asarray(ijepa.block_mask(key, grid, scale, aspect)).reshape(grid, grid)
-        height, width = (int(v) for v in ijepa.block_side_lengths(jax.random.split(key, 3)[0], grid, scale, aspect))
+    keys = jax.random.split(jax.random.PRNGKey(0), 40)
+    masks = np.asarray(jax.vmap(lambda k: ijepa.block_mask(k, grid, scale, aspect))(keys)).reshape(-1, grid, grid)
+    heights, widths = jax.vmap(lambda k: ijepa.block_side_lengths(jax.random.split(k, 3)[0], grid, scale, aspect))(
+        keys)
+    for mask, height, width in zip(masks, np.asarray(heights), np.asarray(widths)):
         rows, cols = np.nonzero(mask)
         assert mask.sum() == height * width <= largest
         assert rows.max() - rows.min() + 1 == height and cols.max() - cols.min() + 1 == width  # one rectangle
@@ -32,7 +33,8 @@ def test_a_block_is_one_rectangle_of_the_drawn_shape_inside_the_grid(grid):
 
 def test_the_context_has_a_fixed_size_and_never_contains_a_scored_target_patch():
     grid, count = 4, ijepa.context_size(4, 0.3)
-    masks = ijepa.multi_block_masks(jax.random.PRNGKey(0), 64, grid, 4, (0.15, 0.2), (0.75, 1.5), (0.85, 1.0), 0.3)
+    draw = jax.jit(ijepa.multi_block_masks, static_argnums=range(1, 8))
+    masks = draw(jax.random.PRNGKey(0), 64, grid, 4, (0.15, 0.2), (0.75, 1.5), (0.85, 1.0), 0.3)
     context, target, valid = (np.asarray(masks[k]) for k in ("context", "target", "target_valid"))
     assert context.shape == (64, count) and target.shape == valid.shape == (64, 4, ijepa.max_block(4, (0.15, 0.2),
                                                                                                     (0.75, 1.5)))
@@ -42,7 +44,7 @@ def test_the_context_has_a_fixed_size_and_never_contains_a_scored_target_patch()
         assert v.any()  # something is left to predict
     assert len({tuple(c) for c in context}) > 10  # each image its own masks
     # On a 14 × 14 grid the context block minus four targets leaves more than 30 %: nothing is taken back.
-    big = ijepa.multi_block_masks(jax.random.PRNGKey(1), 16, 14, 4, (0.15, 0.2), (0.75, 1.5), (0.85, 1.0), 0.3)
+    big = draw(jax.random.PRNGKey(1), 16, 14, 4, (0.15, 0.2), (0.75, 1.5), (0.85, 1.0), 0.3)
     assert np.asarray(big["target_valid"]).sum(-1).min() >= 1
 
 
@@ -77,13 +79,12 @@ def test_the_predictor_ignores_padded_slots_and_sees_no_other_block():
     context = jnp.asarray([[0, 3, 6, 9, 12]])
     target = jnp.asarray([[[1, 2, 5, 7], [10, 11, 14, 15]]])
     valid = jnp.asarray([[[True, True, False, False], [True, True, True, True]]])
-    out = model.apply(params, tokens, context, target, valid, method=ijepa_method.predict)
-    moved_padding = model.apply(params, tokens, context, target.at[0, 0, 2:].set(jnp.asarray([13, 4])), valid,
-                                method=ijepa_method.predict)
+    predict = jax.jit(lambda t: model.apply(params, tokens, context, t, valid, method=ijepa_method.predict))
+    out = predict(target)
+    moved_padding = predict(target.at[0, 0, 2:].set(jnp.asarray([13, 4])))
     np.testing.assert_allclose(out[0, 0, :2], moved_padding[0, 0, :2], atol=1e-5)  # padding is not attended to
     np.testing.assert_allclose(out[0, 1], moved_padding[0, 1], atol=1e-5)  # the other block does not see block 0
-    other_position = model.apply(params, tokens, context, target.at[0, 0, 0].set(13), valid,
-                                 method=ijepa_method.predict)
+    other_position = predict(target.at[0, 0, 0].set(13))
     assert not np.allclose(out[0, 0, 0], other_position[0, 0, 0])  # a query is its target's position
 
 
@@ -94,12 +95,12 @@ def test_targets_come_from_the_ema_network_without_gradient():
                                            dict(image=jnp.zeros((3, 32, 32, 1), jnp.uint8) + 128,
                                                 valid=jnp.full((3, 2), 32)), config)
     batch = dict(batch, annotation_views=images)
-    loss = lambda p, ema: ijepa_method.loss(model, p, ema, batch, config)[0]  # noqa: E731
+    loss = jax.jit(lambda p, ema: ijepa_method.loss(model, p, ema, batch, config)[0])
     # Targets from the online parameters themselves: the gradient must still be the prediction's alone.
-    same = jax.grad(lambda p: loss(p, p))(params)
-    frozen = jax.grad(lambda p: loss(p, jax.lax.stop_gradient(params)))(params)
-    np.testing.assert_allclose(optax.tree.norm(same), optax.tree.norm(frozen), rtol=1e-6)
-    assert float(optax.tree.norm(jax.grad(lambda ema: loss(params, ema))(params))) == 0.0
+    same = jax.jit(jax.grad(lambda p: loss(p, p)))(params)
+    both = jax.jit(jax.grad(loss, argnums=(0, 1)))(params, params)
+    np.testing.assert_allclose(optax.tree.norm(same), optax.tree.norm(both[0]), rtol=1e-6)
+    assert float(optax.tree.norm(both[1])) == 0.0
     grads = same["params"]
     assert float(optax.tree.norm(grads["encoder"])) > 0 and float(optax.tree.norm(grads["predictor"])) > 0
     assert "value_head" not in grads
