@@ -104,9 +104,12 @@ def validate(config: ml_collections.ConfigDict, device_count: int, check_data_pa
     _require(0 < c.ijepa.context_fraction < 1, "config.ijepa.context_fraction must be in (0, 1)")
     _require(c.ijepa.predictor_width % c.ijepa.predictor_heads == 0,
              "config.ijepa.predictor_width must be divisible by config.ijepa.predictor_heads")
-    for section, field in (("slip", "ssl_fraction"), ("silc", "dino_fraction"), ("clip_aug", "blur"),
-                           ("clip_aug", "solarize")):
+    for section, field in (("slip", "ssl_fraction"), ("silc", "dino_fraction")):
+        _require(0 < c[section][field] <= 1, f"config.{section}.{field}={c[section][field]} must be in (0, 1]")
+    for section, field in (("clip_aug", "blur"), ("clip_aug", "solarize")):
         _require(0 <= c[section][field] <= 1, f"config.{section}.{field}={c[section][field]} must be in [0, 1]")
+    _require(methods.base_name(c.method) not in ("slip", "silc") or c.batch.annotation >= 2,
+             f"config.batch.annotation={c.batch.annotation}: {c.method}'s self-supervised loss needs 2 images")
     _require(c.slip.temperature > 0, "config.slip.temperature must be positive")
     _require(methods.get(c).ANNOTATES or not (c.evals.foresight.final or c.evals.foresight.every),
              f"config.evals.foresight needs an annotation distribution, which {c.method} has not; turn it off")
@@ -287,5 +290,8 @@ def method_configs(base: ml_collections.ConfigDict, rows: list[str], device_coun
             views_per_image = methods.encoded_views_per_step(config) / config.batch.annotation  # SLIP: 2, SiLC: 1.75
             per_device = max(1, int(budget / views_per_image) // device_count)
             config.batch.annotation = per_device * device_count
+            # SLIP's and SiLC's extra views are a rounded share of the batch: step down until within the budget.
+            while methods.encoded_views_per_step(config) > budget and config.batch.annotation > device_count:
+                config.batch.annotation -= device_count
         validate(config, device_count, check_data_paths)
     return configs

@@ -142,7 +142,7 @@ MERGED = ("methods", "se", "per_seed", "seeds_done", "wall_seconds", "encoder", 
 
 def _load(runs: str, experiment: str, merge: tuple[str, ...] = ()) -> dict | None:
     """An experiment's compare.json, with the rows of the `merge` experiments added where they ran the same
-    number of steps (their own rows win on a name clash: none is expected)."""
+    number of steps at the same views per step (its own rows win on a name clash: none is expected)."""
     path = os.path.join(runs, experiment, "compare.json")
     if not os.path.exists(path):
         return None
@@ -150,7 +150,8 @@ def _load(runs: str, experiment: str, merge: tuple[str, ...] = ()) -> dict | Non
         summary = json.load(f)
     for other in merge:
         extra = _load(runs, other)
-        if extra is None or extra["steps"] != summary["steps"]:
+        views = lambda s: set(s.get("encoded_views_per_step", {}).values())  # noqa: E731
+        if extra is None or extra["steps"] != summary["steps"] or views(extra) != views(summary):
             continue
         for field in MERGED:
             summary.setdefault(field, {})

@@ -63,3 +63,15 @@ def test_seeds_summarise_to_mean_and_standard_error_and_variants_set_fields():
     assert variant.method == "ab_simclr" and variant.ab.use_ema_target is False and variant.env.views == 3
     with pytest.raises(config_lib.ConfigError, match="ab.no_such_field"):
         config_lib.apply_variant(demo.get_config(), "ab_simclr+ab.no_such_field=1")
+
+
+def test_slip_and_silc_batches_are_sized_to_the_view_budget_and_spread_their_extra_views():
+    from rlvis.methods import slip
+    configs = config_lib.method_configs(demo.get_config("tiny,method=ab_clip"), ["slip", "silc", "ab_clip"], 8,
+                                        views_per_step=192)
+    for row in ("slip", "silc"):
+        views = methods.encoded_views_per_step(configs[row])
+        assert views <= 192 and views > 192 - 8 * (2 + configs[row].dino.local_views)  # within one step of 8 rows
+        assert configs[row].batch.annotation % 8 == 0
+    rows = np.arange(4096)[slip.spread_rows(4096, 512)]
+    assert len(rows) == 512 and len(set(rows // 512)) == 8  # every eighth of the batch (one device each) has its share

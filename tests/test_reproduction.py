@@ -43,11 +43,11 @@ def test_a_claim_reads_rows_from_the_experiments_it_merges_when_their_steps_matc
     claim = next(c for c in reproduction.CLAIMS if c.name == "ijepa_vs_mae")
     tasks = {t: 0.5 for t in claim.tasks}
 
-    def write(experiment, row, steps):
+    def write(experiment, row, steps, views=256):
         (tmp_path / experiment).mkdir(exist_ok=True)
         (tmp_path / experiment / "compare.json").write_text(json.dumps(dict(
             methods={row: tasks}, se={row: tasks}, per_seed={row: []}, seeds=3, steps=steps,
-            wall_seconds={row: [5.0] * 3}, encoded_views_per_step={row: 256}, encoder={row: "online"})))
+            wall_seconds={row: [5.0] * 3}, encoded_views_per_step={row: views}, encoder={row: "online"})))
     write("ijepa_scenes", claim.base, 1200)
     write("mae_scenes", claim.ab, 600)
     assert "## ijepa_vs_mae" in (text := reproduction.render(str(tmp_path)))
@@ -55,3 +55,5 @@ def test_a_claim_reads_rows_from_the_experiments_it_merges_when_their_steps_matc
     write("mae_scenes", claim.ab, 1200)
     section = reproduction.render(str(tmp_path)).split("## ijepa_vs_mae")[1].split("##")[0]
     assert "Not run yet." not in section and f"| {claim.base} | {claim.ab} |" in section
+    write("mae_scenes", claim.ab, 1200, views=512)  # another budget: not merged either
+    assert "Not run yet." in reproduction.render(str(tmp_path)).split("## ijepa_vs_mae")[1].split("##")[0]

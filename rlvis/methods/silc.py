@@ -12,7 +12,7 @@ The scored encoder is the EMA teacher, as SiLC's paper evaluates it.
 import jax
 import ml_collections
 
-from rlvis.methods import clip, dino
+from rlvis.methods import clip, dino, slip
 from rlvis.methods.common import build_ab_model
 from rlvis.models.ab_model import ABModel
 from rlvis.models.heads import DINOHead
@@ -61,11 +61,12 @@ def annotation_views_per_step(config: ml_collections.ConfigDict) -> int:
 
 
 def render_annotation(keys: jax.Array, batch: dict, config: ml_collections.ConfigDict) -> dict:
-    """CLIP's crop and caption of every image; DINO's global and local crops of the first `dino_images`. keys [4]:
+    """CLIP's crop and caption of every image; DINO's global and local crops of `dino_images` of them, spread
+    over the batch (`slip.spread_rows`). keys [4]:
     CLIP's crops, DINO's (split four ways), (unused), (unused)."""
-    n = dino_images(config)
+    rows = slip.spread_rows(config.batch.annotation, dino_images(config))
     multi_crop = dino.render_annotation(jax.random.split(keys[1], 4),
-                                        dict(image=batch["image"][:n], valid=batch["valid"][:n]), config)
+                                        dict(image=batch["image"][rows], valid=batch["valid"][rows]), config)
     return dict(clip.render_annotation(keys, batch, config), dino_views=multi_crop["annotation_views"],
                 **({"dino_local_views": multi_crop["local_views"]} if "local_views" in multi_crop else {}))
 

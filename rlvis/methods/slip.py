@@ -49,6 +49,12 @@ def init_outputs(model: ABModel, tokens, actions, captions):
     return q_logits, (clip_logits, model.ssl_embed(tokens))
 
 
+def spread_rows(batch: int, count: int) -> slice:
+    """`count` rows spread evenly over a batch of `batch` (every k-th): a batch split over devices gives each
+    device its share of the extra views, where the first rows would all sit on the first devices."""
+    return slice(0, (batch // count) * count, batch // count)
+
+
 def ssl_images(config: ml_collections.ConfigDict) -> int:
     """Captioned images that also give SimCLR's two views."""
     return max(2, round(config.slip.ssl_fraction * config.batch.annotation))
@@ -59,11 +65,11 @@ def annotation_views_per_step(config: ml_collections.ConfigDict) -> int:
 
 
 def render_annotation(keys: jax.Array, batch: dict, config: ml_collections.ConfigDict) -> dict:
-    """CLIP's crop and caption of every image; two crops at `slip.scale` of the first `ssl_images`, augmented as
-    SimCLR's (`augment`). keys [4]: CLIP's crops, SimCLR's crops, their augmentation, (unused)."""
+    """CLIP's crop and caption of every image; two crops at `slip.scale` of `ssl_images` of them spread over the
+    batch (`spread_rows`), augmented as SimCLR's (`augment`). keys [4]: CLIP's crops, SimCLR's crops, their augmentation, (unused)."""
     views = clip.render_annotation(keys, batch, config)
-    n = ssl_images(config)
-    rollout = crop_env.batch_rollout(keys[1], batch["image"][:n], batch["valid"][:n], num_views=2,
+    rows = spread_rows(config.batch.annotation, ssl_images(config))
+    rollout = crop_env.batch_rollout(keys[1], batch["image"][rows], batch["valid"][rows], num_views=2,
                                      scale=tuple(config.slip.scale), size=config.env.view_size,
                                      ratio=tuple(config.env.ratio))
     return dict(views, ssl_views=photometric.augment_views(keys[2], rollout["views"], config.augment))
