@@ -42,6 +42,16 @@ def setup(method: str, gamma: float = 0.0, *, annotation_views: int = 2, annotat
     return config, model, init(2), init(3), batch
 
 
+def tiny_network(method: str):
+    """(config, model, params) of `method`'s tiny demo network, for tests that build their own batch."""
+    config = demo.get_config(f"tiny,method={method}")
+    model = methods.build_model(config)
+    size = config.env.view_size
+    params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, size, size, 1)), jnp.zeros((1, 2, 4)),
+                        jnp.zeros((1, config.clip.caption_length), jnp.int32))
+    return config, model, params
+
+
 def jit_loss(objective, model, config):
     """`objective.loss` for this model and config as one compiled program (eager, a loss is thousands of small ops
     and much slower). Make a new one after changing `config`: the compiled program keeps the config it saw."""

@@ -14,14 +14,11 @@ from rlvis.data import text
 from rlvis.methods import clip, clip_aug, dino, silc, slip
 from rlvis.models.ab_model import ABModel
 from rlvis.objectives import simclr
+from tests import objective_setup
 
 
 def _setup(method: str):
-    config = demo.get_config(f"tiny,method={method}")
-    model = methods.build_model(config)
-    size = config.env.view_size
-    params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, size, size, 1)), jnp.zeros((1, 2, 4)),
-                        jnp.zeros((1, config.clip.caption_length), jnp.int32))
+    config, model, params = objective_setup.tiny_network(method)
     images = jax.random.randint(jax.random.PRNGKey(1), (8, 48, 48, 1), 0, 256).astype(jnp.uint8)
     stream = dict(image=images, valid=jnp.full((8, 2), 48), caption=jnp.stack(
         [jnp.asarray(text.encode(f"a {i}", config.clip.caption_length)) for i in range(8)]))

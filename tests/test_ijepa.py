@@ -8,11 +8,10 @@ import numpy as np
 import optax
 import pytest
 
-from configs import demo
-from rlvis import methods
 from rlvis.methods import ijepa as ijepa_method
 from rlvis.models.vit import variant_shape
 from rlvis.objectives import ijepa
+from tests import objective_setup
 
 
 @pytest.mark.parametrize("grid", [4, 14])
@@ -64,17 +63,8 @@ def test_targets_are_layer_normalised_patch_tokens_and_only_valid_slots_are_scor
         ijepa.prediction_loss(predicted, targets, valid))
 
 
-def _tiny_ijepa():
-    config = demo.get_config("tiny,method=ijepa")
-    model = methods.build_model(config)
-    size = config.env.view_size
-    params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, size, size, 1)), jnp.zeros((1, 2, 4)),
-                        jnp.zeros((1, config.clip.caption_length), jnp.int32))
-    return config, model, params
-
-
 def test_the_predictor_ignores_padded_slots_and_sees_no_other_block():
-    config, model, params = _tiny_ijepa()
+    config, model, params = objective_setup.tiny_network("ijepa")
     tokens = jax.random.normal(jax.random.PRNGKey(1), (1, 1 + 5, variant_shape(config.model.variant).width))
     context = jnp.asarray([[0, 3, 6, 9, 12]])
     target = jnp.asarray([[[1, 2, 5, 7], [10, 11, 14, 15]]])
@@ -89,7 +79,7 @@ def test_the_predictor_ignores_padded_slots_and_sees_no_other_block():
 
 
 def test_targets_come_from_the_ema_network_without_gradient():
-    config, model, params = _tiny_ijepa()
+    config, model, params = objective_setup.tiny_network("ijepa")
     images = jax.random.uniform(jax.random.PRNGKey(1), (3, 32, 32, 1), minval=-1, maxval=1).astype(jnp.float32)
     batch = ijepa_method.render_annotation(jax.random.split(jax.random.PRNGKey(2), 4),
                                            dict(image=jnp.zeros((3, 32, 32, 1), jnp.uint8) + 128,

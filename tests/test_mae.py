@@ -6,11 +6,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from configs import demo
-from rlvis import methods
 from rlvis.methods import mae as mae_method
 from rlvis.models.ab_model import ABModel
 from rlvis.objectives import mae
+from tests import objective_setup
 
 
 def test_patchify_orders_patches_row_major_as_the_patch_embedding_does():
@@ -47,17 +46,8 @@ def test_targets_are_normalised_per_patch_and_only_hidden_patches_are_scored():
         mae.reconstruction_loss(predicted, targets, hidden))
 
 
-def _tiny_mae():
-    config = demo.get_config("tiny,method=mae")
-    model = methods.build_model(config)
-    size = config.env.view_size
-    params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, size, size, 1)), jnp.zeros((1, 2, 4)),
-                        jnp.zeros((1, config.clip.caption_length), jnp.int32))
-    return config, model, params
-
-
 def test_the_encoder_reads_visible_patches_alone_and_the_loss_trains_both_encoder_and_decoder():
-    config, model, params = _tiny_mae()
+    config, model, params = objective_setup.tiny_network("mae")
     size, patch = config.env.view_size, 8
     images = jax.random.uniform(jax.random.PRNGKey(1), (2, size, size, 1), minval=-1, maxval=1)
     keep = jnp.asarray([[0, 5, 10, 15], [1, 2, 3, 4]])
