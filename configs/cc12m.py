@@ -7,7 +7,8 @@
 or, with `--config.data.format=parquet`, img2dataset's parquet output. The tars are indexed once on first use
 (`python -m rlvis.data.tar_shards --data=...` does it ahead of time, resumably).
 
-Methods and arguments are those of configs/demo.py (`method=NAME`, `tiny`); `tiny` keeps these hyperparameters'
+Methods and arguments are those of configs/demo.py (`method=NAME`, `tiny`, `evals=table1|coco|epic_kitchens`:
+the paper's evaluation tables, rlvis/evaluators/presets.py); `tiny` keeps these hyperparameters'
 structure at test size, so a test trains this preset end to end on a small shard folder.
 
 Table 7, per base method (AB follows its base; [INF] marks our reading where the table is silent):
@@ -37,6 +38,7 @@ import ml_collections
 
 from configs import demo
 from rlvis import methods
+from rlvis.evaluators import presets
 
 EFFECTIVE_BATCH = 8192
 TOTAL_STEPS = 800_000_000 // EFFECTIVE_BATCH  # 97,656
@@ -119,4 +121,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         c.batch.annotation, c.batch.bootstrap = 8, 4
         c.eval.digits_per_class, c.eval.scenes, c.eval.probe_steps, c.eval.knn_k = 20, 200, 50, 5
         c.eval.foresight_scenes = 40
+    if args["evals"]:  # a paper table's evaluators (rlvis/evaluators/presets.py), e.g. evals=table1
+        presets.apply(c, args["evals"])
     return c

@@ -4,7 +4,8 @@
 
 Arguments after the colon, comma-separated: `tiny` (seconds, used by the tests), `long` (the regime where the value
 head foresees best so far: 4,800 steps with a centred target, about 17 minutes on 2 cores; see
-docs/repro/levers/README.md) and `method=NAME`, e.g.
+docs/repro/levers/README.md), `method=NAME` and `evals=PRESET` (adds a paper table's evaluators:
+rlvis/evaluators/presets.py), e.g.
 `--config=configs/demo.py:method=simclr` or `--config=configs/demo.py:tiny,method=simclr`. Methods:
   * `ab_simclr` (default) — SimCLR base loss + annotation bootstrapping;
   * `simclr`    — the SimCLR baseline alone (annotation stream only);
@@ -38,18 +39,22 @@ Sizes are measured on a 2-core machine: a width-64 ViT with patch 8 on 32-px vie
 import ml_collections
 
 from rlvis import methods
+from rlvis.evaluators import presets
 
 
 def parse_arg(arg: str | None) -> dict:
     """"tiny,method=simclr" → {"tiny": True, "method": "simclr"} (big_vision's `parse_arg` convention)."""
-    parsed = {"tiny": False, "long": False, "method": "ab_simclr"}
+    parsed = {"tiny": False, "long": False, "method": "ab_simclr", "evals": ""}
     for item in filter(None, (arg or "").split(",")):
         key, _, value = item.partition("=")
         if key not in parsed or (key in ("tiny", "long")) == bool(value):
-            raise ValueError(f"configs/demo.py: unknown argument {item!r}; use 'tiny' or 'long', and 'method=NAME'")
+            raise ValueError(f"configs/demo.py: unknown argument {item!r}; use 'tiny' or 'long', 'method=NAME' "
+                             f"and 'evals=PRESET'")
         parsed[key] = value or True
     if parsed["method"] not in methods.NAMES:
         raise ValueError(f"configs/demo.py: method={parsed['method']!r} is not one of {methods.NAMES}")
+    if parsed["evals"] and parsed["evals"] not in presets.PRESETS:
+        raise ValueError(f"configs/demo.py: evals={parsed['evals']!r} is not one of {sorted(presets.PRESETS)}")
     return parsed
 
 
@@ -278,4 +283,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         c.evals.foresight.every = 0  # foresight is scored once, in the final evaluation: a faster test loop
         c.eval.probe_steps = 50
         c.eval.knn_k = 5
+    if args["evals"]:
+        presets.apply(c, args["evals"])
     return c

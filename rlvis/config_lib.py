@@ -179,6 +179,9 @@ def validate(config: ml_collections.ConfigDict, device_count: int, check_data_pa
         _require(error is None, error)
         _require(entry.type != "tfds_tasks" or not (entry.final or entry.every) or bool(entry.get("name")),
                  f"config.evals.{name}.name must name the TFDS dataset when the evaluator runs")
+        _require(entry.type != "detection" or not (entry.final or entry.every) or bool(entry.get("root")),
+                 f"config.evals.{name}.root must name the dataset's folder when the evaluator runs "
+                 f"(--config.evals.{name}.root=...)")
 
 
 def _validate_data(c: ml_collections.ConfigDict, check_paths: bool) -> None:

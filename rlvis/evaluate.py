@@ -1,12 +1,15 @@
 """Evaluate a workdir's checkpoints with one command, during or after training.
 
     python -m rlvis.evaluate --workdir=DIR [--step=S] [--watch] [--encoder=ema|online] [--poll_seconds=60]
+        [--evals=table1|coco|epic_kitchens --evals_root=PATH]
 
 The run's config comes from the checkpoint's metadata, so the workdir is all it needs; it runs the evaluators of
 `config.evals` marked `final` (the trainer's own final evaluation, hence the same numbers on the same checkpoint). Each
 evaluated step is written to `DIR/eval/step_<S>.json`, appended to `DIR/eval_metrics.jsonl` and TensorBoard
 (`DIR/tensorboard/eval_metrics`), and drawn as curves in `DIR/plots/eval.png`. `--watch` polls for checkpoints
-not yet evaluated and stops after the run's last step; a step already evaluated is skipped.
+not yet evaluated and stops after the run's last step; a step already evaluated is skipped. `--evals` adds a paper
+table's evaluators (rlvis/evaluators/presets.py) to the run's own, with their data under `--evals_root` (TFDS's
+data dir for table1, the COCO or VISOR folder for the others).
 """
 
 import time
@@ -23,16 +26,27 @@ def define_flags(flag_values: flags.FlagValues) -> None:
                       flag_values=flag_values)
     flags.DEFINE_enum("encoder", None, ["ema", "online"], "Override config.eval.encoder.", flag_values=flag_values)
     flags.DEFINE_float("poll_seconds", 60.0, "How often --watch looks for new checkpoints.", flag_values=flag_values)
+    flags.DEFINE_string("evals", "", "A paper table's evaluators to add: table1, coco or epic_kitchens.",
+                        flag_values=flag_values)
+    flags.DEFINE_string("evals_root", "", "Where the preset's data are (TFDS data dir, COCO or VISOR folder).",
+                        flag_values=flag_values)
 
 
-def evaluate_step(workdir: str, step: int | None = None, encoder: str | None = None) -> tuple[int, dict]:
+def evaluate_step(workdir: str, step: int | None = None, encoder: str | None = None, evals: str = "",
+                  evals_root: str = "") -> tuple[int, dict]:
     """(step, {task: score}) for one checkpoint, written to eval/step_<S>.json, eval_metrics.jsonl, TensorBoard."""
     from rlvis import checkpoints, config_lib, methods, metrics
     from rlvis.data import pipeline
-    from rlvis.evaluators import suite
+    from rlvis.evaluators import presets, suite
     from rlvis.models import ab_model
 
     config, state, step = checkpoints.load_run(workdir, step)
+    if evals:
+        presets.apply(config, evals, evals_root)
+        for name, entry in config.evals.items():
+            error = suite.check_entry(name, entry)
+            if error:
+                raise ValueError(error)
     encoder = config_lib.eval_encoder(config, encoder)
     model = methods.build_model(config)
     encode = lambda params, views: model.apply(params, views, method=ab_model.ABModel.encode)  # noqa: E731
@@ -58,7 +72,8 @@ def _print(step: int, scores: dict) -> None:
     print(f"step {step}: " + "  ".join(f"{task} {score:.3f}" for task, score in scores.items()), flush=True)
 
 
-def watch(workdir: str, encoder: str | None = None, poll_seconds: float = 60.0) -> None:
+def watch(workdir: str, encoder: str | None = None, poll_seconds: float = 60.0, evals: str = "",
+          evals_root: str = "") -> None:
     """Evaluate every checkpoint not yet evaluated, as they appear, until the run's last step is evaluated."""
     from rlvis import checkpoints
 
@@ -66,7 +81,7 @@ def watch(workdir: str, encoder: str | None = None, poll_seconds: float = 60.0) 
         steps = checkpoints.checkpoint_steps(workdir)
         for step in sorted(set(steps) - _evaluated(workdir)):
             try:
-                _print(*evaluate_step(workdir, step, encoder))
+                _print(*evaluate_step(workdir, step, encoder, evals, evals_root))
             except FileNotFoundError:
                 if step in checkpoints.checkpoint_steps(workdir):
                     raise  # not a checkpoint that keep_checkpoints removed: a real missing file
@@ -78,12 +93,18 @@ def watch(workdir: str, encoder: str | None = None, poll_seconds: float = 60.0) 
 
 def main(argv: list[str] | None = None) -> None:
     args = cli.parse(define_flags, argv, __doc__)
+    if args.evals:
+        from rlvis.evaluators import presets
+        if args.evals not in presets.PRESETS:
+            cli.fail(f"--evals={args.evals!r} is not one of {sorted(presets.PRESETS)}")
+        if args.evals != "table1" and not args.evals_root:
+            cli.fail(f"--evals={args.evals} needs --evals_root, the dataset's folder")
     if args.watch:
-        watch(args.workdir, args.encoder, args.poll_seconds)
+        watch(args.workdir, args.encoder, args.poll_seconds, args.evals, args.evals_root)
         return
     try:
-        _print(*evaluate_step(args.workdir, args.step, args.encoder))
-    except FileNotFoundError as error:
+        _print(*evaluate_step(args.workdir, args.step, args.encoder, args.evals, args.evals_root))
+    except (FileNotFoundError, ValueError) as error:
         cli.fail(str(error))
 
 

@@ -28,7 +28,8 @@ def _load_json(path: str) -> dict:
 class COCOSource:
     """`source[i]` → dict(image=<file bytes or b"">, caption, captions, key, boxes, box_labels).
 
-    One record per image of the captions file, sorted by file name. `captions` lists all the image's captions
+    One record per image of the captions file (of the instances file with `captions=False`, for detection
+    evaluation, which needs no captions), sorted by file name. `captions` lists all the image's captions
     (annotation-id order, whitespace stripped) and `caption` is the first (None for an image without captions,
     which decode skips as "no_caption"). `key` is the path relative to root, e.g. "train2017/000000000009.jpg".
     `boxes` float32 [N, 4] are (y0, x0, h, w) as fractions of the image height/width from the JSON `images`
@@ -36,7 +37,7 @@ class COCOSource:
     area are left out, as detection training does. Without an instances file both arrays are empty.
     """
 
-    def __init__(self, root: str | os.PathLike, split: str = "train2017"):
+    def __init__(self, root: str | os.PathLike, split: str = "train2017", captions: bool = True):
         if not os.fspath(root):  # abspath("") would silently read the working directory
             raise FileNotFoundError("COCO root path is empty")
         self.root = os.path.abspath(os.fspath(root))  # absolute: worker processes may run from another directory
@@ -44,31 +45,34 @@ class COCOSource:
         image_dir = os.path.join(self.root, split)
         captions_path = os.path.join(self.root, "annotations", f"captions_{split}.json")
         instances_path = os.path.join(self.root, "annotations", f"instances_{split}.json")
-        for path in (image_dir, captions_path):
+        listing_path = captions_path if captions else instances_path
+        for path in (image_dir, listing_path):
             if not os.path.exists(path):
                 raise FileNotFoundError(f"COCO {split}: not found: {path}")
 
-        captions_json = _load_json(captions_path)
+        # Without captions the instances file lists the images; it is parsed once, kept for the boxes below.
+        instances_json = None if captions else _load_json(instances_path)
+        captions_json = _load_json(captions_path) if captions else dict(annotations=[], images=instances_json["images"])
         images = sorted(captions_json["images"], key=lambda image: image["file_name"])
         if not images:
-            raise FileNotFoundError(f"COCO {split}: no images listed in {captions_path}")
+            raise FileNotFoundError(f"COCO {split}: no images listed in {listing_path}")
         row = {image["id"]: i for i, image in enumerate(images)}
         self.file_names = [image["file_name"] for image in images]
         self.image_ids = np.array([image["id"] for image in images], np.int64)
         self.sizes = np.array([(image["height"], image["width"]) for image in images], np.int32)  # (h, w)
 
-        captions: list[list[str]] = [[] for _ in images]
+        texts: list[list[str]] = [[] for _ in images]
         for annotation in sorted(captions_json["annotations"], key=lambda annotation: annotation["id"]):
             if annotation["image_id"] in row:
-                captions[row[annotation["image_id"]]].append(annotation["caption"].strip())
-        self.captions = [tuple(texts) for texts in captions]
+                texts[row[annotation["image_id"]]].append(annotation["caption"].strip())
+        self.captions = [tuple(image_texts) for image_texts in texts]
         del captions_json
 
         self.has_instances = os.path.exists(instances_path)
         self.categories: dict[int, str] = {}
         per_image: list[list[tuple[float, float, float, float, int]]] = [[] for _ in images]
         if self.has_instances:
-            instances_json = _load_json(instances_path)
+            instances_json = instances_json or _load_json(instances_path)
             self.categories = {category["id"]: category["name"] for category in instances_json["categories"]}
             for annotation in sorted(instances_json["annotations"], key=lambda annotation: annotation["id"]):
                 i = row.get(annotation["image_id"])

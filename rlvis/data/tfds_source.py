@@ -102,11 +102,15 @@ class TFDSSource:
         return self._len
 
     def __getitem__(self, index: int) -> dict:
+        return self._element(int(index) % max(self._len, 1), self.example(index))
+
+    def example(self, index: int) -> dict[str, Any]:
+        """The whole TFDS example (every feature, the image still encoded): for labels that other features define,
+        such as VTAB's CLEVR counts and distances."""
         index = int(index)
         if not -self._len <= index < self._len:
             raise IndexError(f"index {index} out of range for {self!r}")
-        index %= self._len
-        return self._element(index, self._reader()[index])
+        return self._reader()[index % self._len]
 
     def __getitems__(self, indices: Sequence[int]) -> list[dict]:
         """Batched read (array_record reads the records in parallel); Grain calls it `_getitems`."""

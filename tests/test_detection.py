@@ -1,0 +1,227 @@
+"""The paper's scene-level probes: the autoregressive decoder (sequence_probe), COCO mAP by pycocotools, the
+COCO-instances and VISOR readers, and the detection evaluator on a COCO-format folder the test writes."""
+
+import io
+import json
+import pickle
+import zipfile
+
+import jax
+import numpy as np
+import pytest
+from PIL import Image
+
+from configs import cc12m, demo
+from rlvis import config_lib, evaluate, methods
+from rlvis.data.coco import COCOSource
+from rlvis.data.visor import VISORSource
+from rlvis.evaluators import detection, detection_metrics, presets, sequence_probe, suite
+from rlvis.models import ab_model
+
+SIZE = np.array([[100, 100]])
+BOX = np.array([[0.1, 0.1, 0.4, 0.4]])  # 40 × 40 px: a "medium" COCO object
+
+
+def _map(predicted_boxes, labels, scores, truth_boxes=BOX, truth_labels=(1,)) -> dict:
+    truth = [dict(boxes=np.asarray(truth_boxes), labels=np.asarray(truth_labels))]
+    return detection_metrics.coco_map(truth, [dict(boxes=np.asarray(predicted_boxes), labels=np.asarray(labels),
+                                                   scores=np.asarray(scores))], SIZE)
+
+
+def test_coco_map_on_hand_computed_cases():
+    assert _map(BOX, [1], [0.9])["map"] == pytest.approx(1.0)
+    # Shifted 10 px right: IoU = 40·30 / (40·50) = 0.6, a match at thresholds 0.50, 0.55, 0.60 of the ten.
+    shifted = _map([[0.1, 0.2, 0.4, 0.4]], [1], [0.9])
+    assert shifted["map50"] == pytest.approx(1.0) and shifted["map75"] == 0.0
+    assert shifted["map"] == pytest.approx(0.3)
+    # A better-scored false positive (same size class) first: precision 1/2 at recall 1.
+    assert _map([[0.5, 0.5, 0.4, 0.4], BOX[0]], [1, 1], [0.9, 0.5])["map"] == pytest.approx(0.5)
+    # The right box with the wrong class finds nothing; the same false positive ranked last costs nothing.
+    assert _map(BOX, [2], [0.9])["map"] == 0.0
+    assert _map([BOX[0], [0.5, 0.5, 0.4, 0.4]], [1, 1], [0.9, 0.5])["map"] == pytest.approx(1.0)
+    # One of two objects found: precision 1 up to recall 0.5 on COCO's 101-point recall grid.
+    two = _map(BOX, [1], [0.9], truth_boxes=[BOX[0], [0.55, 0.55, 0.4, 0.4]], truth_labels=[1, 1])
+    assert two["map"] == pytest.approx(51 / 101)
+
+
+def test_box_tokens_round_trip_and_detection_targets():
+    vocab = sequence_probe.Vocabulary(bins=101, num_classes=3)
+    boxes = np.array([[0.1, 0.2, 0.3, 0.5], [0.0, 0.0, 1.0, 1.0]], np.float32)
+    tokens = vocab.box_tokens(boxes)
+    assert tokens.min() >= sequence_probe.FIRST_BIN and tokens.max() < vocab.first_class
+    np.testing.assert_allclose(vocab.boxes(tokens), boxes, atol=0.5 / 100 + 1e-6)
+    target = sequence_probe.detection_targets(vocab, boxes, np.array([2, 0]), max_objects=3)
+    assert target.shape == (16,)
+    np.testing.assert_array_equal(target[:10], np.concatenate([tokens[0], [vocab.first_class + 2],
+                                                               tokens[1], [vocab.first_class]]))
+    assert target[10] == sequence_probe.EOS and (target[11:] == sequence_probe.PAD).all()
+    shuffled = sequence_probe.detection_targets(vocab, boxes, np.array([2, 0]), 3, np.random.default_rng(1))
+    assert sorted(map(tuple, shuffled[:10].reshape(2, 5))) == sorted(map(tuple, target[:10].reshape(2, 5)))
+    capped = sequence_probe.detection_targets(vocab, boxes, np.array([2, 0]), max_objects=1)
+    assert capped.shape == (6,) and capped[5] == sequence_probe.EOS
+
+
+def test_decoder_is_causal():
+    model = sequence_probe.SequenceDecoder(vocab_size=20, width=16, depth=2, heads=2, max_length=8)
+    memory = np.random.default_rng(0).normal(size=(2, 5, 8)).astype(np.float32)
+    ids = np.array([[1, 5, 6, 7, 8, 9], [1, 4, 4, 4, 4, 4]], np.int32)
+    params = model.init(jax.random.PRNGKey(0), memory, ids)
+    changed = ids.copy()
+    changed[:, 4:] = 11
+    before, after = model.apply(params, memory, ids), model.apply(params, memory, changed)
+    np.testing.assert_allclose(before[:, :4], after[:, :4], atol=1e-5)  # a position never sees later tokens
+    assert np.abs(before[:, 4:] - after[:, 4:]).max() > 1e-3
+
+
+def test_decoder_probe_classifies_from_tokens():
+    """Classification as a one-token sequence: the class is written into one frozen token."""
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 4, 400)
+    tokens = rng.normal(size=(400, 6, 16)).astype(np.float32)
+    tokens[np.arange(400), 2, :4] += 3 * np.eye(4)[labels]
+    vocab = sequence_probe.Vocabulary(bins=2, num_classes=4)
+    settings = sequence_probe.ProbeSettings(depth=1, width=32, heads=2, steps=150, batch_size=64,
+                                            learning_rate=3e-3)
+    probe = sequence_probe.train(tokens[:300], np.zeros((300, 0), np.int32),
+                                 lambda i, _: vocab.class_tokens(labels[i])[:, None], vocab, settings)
+    predicted = sequence_probe.classify(probe, tokens[300:], np.zeros((100, 0), np.int32))
+    assert np.mean(predicted == labels[300:]) > 0.7  # chance 0.25
+    assert probe.losses[-1] < probe.losses[0]
+
+
+COLOURS = {1: (230, 40, 40), 3: (40, 220, 60)}  # COCO-style sparse category ids
+
+
+def _write_coco(root, split: str, count: int, seed: int) -> None:
+    """`count` 64 × 64 JPEGs on grey, each with 1–2 coloured squares, and an instances file in COCO's format."""
+    rng = np.random.default_rng(seed)
+    (root / split).mkdir(parents=True)
+    (root / "annotations").mkdir(exist_ok=True)
+    images, annotations = [], []
+    for i in range(count):
+        pixels = np.full((64, 64, 3), 90, np.uint8)
+        for _ in range(rng.integers(1, 3)):
+            side = int(rng.integers(18, 30))
+            x, y = (int(v) for v in rng.integers(0, 64 - side, 2))
+            category = int(rng.choice(list(COLOURS)))
+            pixels[y:y + side, x:x + side] = COLOURS[category]
+            annotations.append(dict(id=len(annotations) + 1, image_id=i + 1, category_id=category, iscrowd=0,
+                                    bbox=[x, y, side, side], area=side * side))
+        name = f"{i + 1:012d}.jpg"
+        Image.fromarray(pixels).save(root / split / name, quality=95)
+        images.append(dict(id=i + 1, file_name=name, height=64, width=64))
+    categories = [dict(id=c, name=f"class{c}") for c in COLOURS]
+    (root / "annotations" / f"instances_{split}.json").write_text(
+        json.dumps(dict(images=images, annotations=annotations, categories=categories)))
+
+
+def test_coco_instances_without_captions(tmp_path):
+    _write_coco(tmp_path, "val2017", 3, seed=0)
+    source = COCOSource(tmp_path, "val2017", captions=False)
+    assert len(source) == 3 and source[0]["caption"] is None and len(source[0]["boxes"]) >= 1
+    with pytest.raises(FileNotFoundError, match="captions_val2017.json"):
+        COCOSource(tmp_path, "val2017")  # the default still reads captions
+
+
+def test_detection_probe_beats_a_shuffled_box_control(tmp_path):
+    _write_coco(tmp_path, "train2017", 160, seed=0)
+    _write_coco(tmp_path, "val2017", 60, seed=1)
+    config = demo.get_config("tiny")
+    config.data.format, config.data.canvas = "coco", 64
+    config.evals = dict(coco=dict(type="detection", final=True, every=0, format="coco", root=str(tmp_path),
+                                  max_objects=2, bins=33, view_size=32,
+                                  decoder=dict(depth=2, width=64, heads=4, steps=300, batch_size=64,
+                                               learning_rate=3e-3)))
+    model = methods.build_model(config)
+    params = model.init(jax.random.PRNGKey(0), np.zeros((1, 32, 32, 3), np.float32),
+                        np.zeros((1, config.env.views - 1, 4), np.float32),
+                        np.zeros((1, config.clip.caption_length), np.int32))
+    encode = lambda p, views: model.apply(p, views, method=ab_model.ABModel.encode)  # noqa: E731
+    evaluator = suite.build(config, encode, 3, "final")["coco"]
+    assert evaluator.tasks == ("det_map/coco", "det_map50/coco", "box_class/coco")
+    tokens = {split: evaluator.features(params, images, valid) for split, (images, valid, *_) in
+              evaluator.data.items()}
+    train, test = evaluator.data["train"][2], evaluator.data["test"][2]
+    scores = evaluator.score(tokens["train"], train, tokens["test"], test)
+    shuffled = [train[i] for i in np.random.default_rng(0).permutation(len(train))]  # boxes of other images
+    control = evaluator.score(tokens["train"], shuffled, tokens["test"], test)
+    assert scores["det_map50/coco"] > control["det_map50/coco"] + 0.1, (scores, control)
+    assert scores["box_class/coco"] > control["box_class/coco"] + 0.2, (scores, control)
+
+
+def _write_visor(root, zipped: bool) -> None:
+    frames = {"P01_01_frame_0000000010.jpg": [dict(name="left hand", class_id=300,
+                                                   segments=[[[960, 540], [1920, 540], [1440, 1080]]]),
+                                              dict(name="knife", class_id=4, segments=[[[0, 0], [192, 108]],
+                                                                                       [[96, 216]]]),
+                                              dict(name="nothing", class_id=7, segments=[])],
+              "P01_01_frame_0000000001.jpg": []}
+    video = [dict(image=dict(name=name, video="P01_01", image_path=f"P01_01/{name}"), annotations=objects)
+             for name, objects in frames.items()]
+    (root / "annotations/train").mkdir(parents=True)
+    (root / "annotations/train/P01_01.json").write_text(json.dumps(dict(video_annotations=video)))
+    folder = root / "rgb_frames/train/P01"
+    folder.mkdir(parents=True)
+    jpeg = io.BytesIO()
+    Image.new("RGB", (854, 480), (10, 20, 30)).save(jpeg, "JPEG")
+    if zipped:
+        with zipfile.ZipFile(folder / "P01_01.zip", "w") as archive:
+            archive.writestr("P01_01_frame_0000000010.jpg", jpeg.getvalue())  # frame 1 missing from the zip
+    else:
+        (folder / "P01_01").mkdir()
+        (folder / "P01_01/P01_01_frame_0000000010.jpg").write_bytes(jpeg.getvalue())
+
+
+@pytest.mark.parametrize("zipped", [True, False])
+def test_visor_reader_boxes_from_polygons(tmp_path, zipped):
+    _write_visor(tmp_path, zipped)
+    source = VISORSource(tmp_path, "train")
+    assert len(source) == 2 and source.categories == {300: "left hand", 4: "knife"}
+    first, second = source[0], source[1]  # frames in name order
+    assert first["image"] == b"" and len(first["boxes"]) == 0  # not on disk: decode skips it as "empty"
+    assert second["image"][:2] == b"\xff\xd8" and second["key"] == "train/P01_01/P01_01_frame_0000000010.jpg"
+    # The tight box of every polygon point, as fractions of 1920 × 1080; an object with no point is left out.
+    np.testing.assert_allclose(second["boxes"], [[0.5, 0.5, 0.5, 0.5], [0.0, 0.0, 0.2, 0.1]], atol=1e-6)
+    np.testing.assert_array_equal(second["box_labels"], [300, 4])
+    restored = pickle.loads(pickle.dumps(source))
+    assert restored[1]["image"] == second["image"]
+
+
+def test_detection_evaluator_reads_visor_and_refuses_bad_entries(tmp_path):
+    _write_visor(tmp_path, zipped=True)
+    config = demo.get_config("tiny")
+    config.data.format, config.data.canvas = "coco", 64
+    encode = lambda p, views: views[:, :4, :4].reshape(len(views), 4, -1)  # noqa: E731
+    evaluator = detection.Evaluator(encode, config, 3, format="visor", root=str(tmp_path), train_split="train",
+                                    test_split="train", max_objects=3, bins=11)
+    assert evaluator.skipped == {"empty": 2}  # the missing frame, once per split
+    assert evaluator.vocab.num_classes == 2  # class ids 4 and 300, renumbered
+    with pytest.raises(ValueError, match="format='kitti'"):
+        detection.Evaluator(encode, config, 3, format="kitti", root=str(tmp_path))
+
+
+@pytest.mark.parametrize("preset", sorted(presets.PRESETS))
+def test_paper_table_presets_are_valid_config_entries(preset):
+    config = demo.get_config(f"tiny,evals={preset}")
+    added = set(presets.PRESETS[preset]("/data"))
+    assert added <= set(config.evals) and {"demo", "digits"} <= set(config.evals)  # the run's own entries stay
+    for name in added:
+        assert suite.check_entry(name, config.evals[name]) is None  # every field is one its evaluator takes
+    if preset == "table1":
+        assert {config.evals[n].task for n in added} == {"label", "clevr_count", "clevr_distance"}
+        config_lib.validate(config, 1)  # TFDS's default data dir: nothing more to name
+    else:
+        with pytest.raises(config_lib.ConfigError, match=r"root must name the dataset's folder"):
+            config_lib.validate(config, 1)
+        config.evals[next(iter(added))].root = "/data"
+        config_lib.validate(config, 1)
+    assert set(cc12m.get_config(f"method=ab_clip,evals={preset}").evals) >= added
+
+
+def test_evaluate_refuses_an_unknown_preset_or_a_missing_root(capsys):
+    for argv, message in ((["--evals=table9"], "not one of"), (["--evals=coco"], "needs --evals_root")):
+        with pytest.raises(SystemExit) as error:
+            evaluate.main(["--workdir=/nonexistent", *argv])
+        assert error.value.code == 2 and message in capsys.readouterr().err
+    with pytest.raises(ValueError, match="evals='table9'"):
+        demo.get_config("tiny,evals=table9")
