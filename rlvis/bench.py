@@ -13,10 +13,18 @@ object:
   * `base` — the base method alone at the same number of encoded views per step (`rlvis.compare`'s rule), and
     `ab_cost_per_view` = AB's seconds per encoded view / the base method's;
   * `scaling` (with `--scaling`) — step time at 1×, 2×, 4× the batch and at 2, 4, 8 views per bootstrap image.
+
+    python -m rlvis.bench --config=configs/cc12m.py --evaluators [--eval_batch=256] [--probe_batch=512]
+
+`--evaluators` times what a paper-scale evaluation costs instead (`evaluators`): encoding whole images at
+`env.view_size` (features for every probe), one training step of the decoder probe per task shape
+(classification, box-conditioned classification, Pix2Seq detection with `--max_objects`), and greedy detection
+decoding; each with XLA's FLOPs, so that a GPU or TPU estimate follows from its FLOP/s.
 Never run inside a test: speed is measured here, asserted nowhere.
 """
 
 import copy
+import functools
 import json
 import statistics
 import time
@@ -37,6 +45,14 @@ def define_flags(flag_values: flags.FlagValues) -> None:
     flags.DEFINE_bool("scaling", False, "Also time 1/2/4x the batch and 2/4/8 views per image.",
                       flag_values=flag_values)
     flags.DEFINE_integer("matmul_size", 2048, "Side of the square f32 matmul that measures the peak.",
+                         flag_values=flag_values)
+    flags.DEFINE_bool("evaluators", False, "Time feature extraction and the decoder probe instead of a train step.",
+                      flag_values=flag_values)
+    flags.DEFINE_integer("eval_batch", 256, "Images per feature-extraction batch (--evaluators).",
+                         flag_values=flag_values)
+    flags.DEFINE_integer("probe_batch", 512, "Decoder-probe batch (--evaluators); its size and depth are "
+                         "sequence_probe.ProbeSettings' paper-scale defaults.", flag_values=flag_values)
+    flags.DEFINE_integer("max_objects", 100, "Objects per detection sequence (--evaluators).",
                          flag_values=flag_values)
 
 
@@ -124,6 +140,65 @@ def measure(config: ml_collections.ConfigDict, steps: int, warmup: int, peak: fl
                 flops_per_step=flops, achieved_flops_per_s=flops / seconds, mfu=round(flops / seconds / peak, 4))
 
 
+def _time(fn, args: tuple, steps: int, warmup: int) -> tuple[float, float]:
+    """(median seconds per call, XLA FLOPs per call) of a jitted function."""
+    flops = _flops(fn.lower(*args).compile()) / jax.device_count()  # not sharded: one device's program
+    for _ in range(warmup):
+        jax.block_until_ready(fn(*args))
+    times = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        jax.block_until_ready(fn(*args))
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), flops
+
+
+def evaluator_costs(config: ml_collections.ConfigDict, eval_batch: int, probe_batch: int, max_objects: int,
+                    steps: int, warmup: int, probe_size: dict | None = None) -> dict:
+    """Feature extraction and decoder-probe costs on synthetic inputs, one device. `probe_size` overrides the
+    paper-scale probe's fields (`sequence_probe.ProbeSettings`)."""
+    from rlvis.evaluators import sequence_probe
+    from rlvis.models import vit
+
+    size, channels = config.env.view_size, pipeline.image_channels(config)
+    encoder = vit.ViT(config.model.variant, size, config.model.compute_dtype)
+    images = jnp.zeros((eval_batch, size, size, channels), jnp.float32)
+    params = encoder.init(jax.random.PRNGKey(0), images[:1])
+    encode = jax.jit(encoder.apply)
+    seconds, flops = _time(encode, (params, images), steps, warmup)
+    report = dict(features=dict(batch=eval_batch, images_per_s=round(eval_batch / seconds, 1),
+                                flops_per_image=flops / eval_batch))
+    tokens = jax.eval_shape(encoder.apply, params, images[:1]).shape[1:]  # (T, D)
+    settings = sequence_probe.ProbeSettings(**{**(probe_size or {}), "batch_size": probe_batch})
+    vocab = sequence_probe.Vocabulary(bins=1000, num_classes=1000)
+    memory = jnp.zeros((probe_batch, *tokens), jnp.float32)
+    shapes = dict(classification=(0, 1), box_class=(4, 1),
+                  detection=(0, sequence_probe.TOKENS_PER_OBJECT * max_objects + 1))
+    for task, (prompt, target) in shapes.items():
+        length = 1 + prompt + target
+        model = sequence_probe.SequenceDecoder(vocab.size, settings.width, settings.depth, settings.heads, length)
+        sequences = jnp.full((probe_batch, length), sequence_probe.FIRST_BIN, jnp.int32)
+        probe_params = model.init(jax.random.PRNGKey(0), memory[:1], sequences[:1, :-1])
+        opt_state = sequence_probe._optimizer(settings).init(probe_params)
+        step = jax.jit(functools.partial(sequence_probe._train_step, model=model, settings=settings,
+                                         prompt_length=prompt))
+        seconds, flops = _time(step, (probe_params, opt_state, memory, sequences), steps, warmup)
+        report[f"decoder_probe/{task}"] = dict(sequence_length=length, items_per_s=round(probe_batch / seconds, 1),
+                                               flops_per_item=flops / probe_batch)
+        if task == "detection":
+            is_class = ((False,) * (sequence_probe.TOKENS_PER_OBJECT - 1) + (True,)) * max_objects
+            decode = jax.jit(functools.partial(sequence_probe._greedy, model=model, vocab=vocab, is_class=is_class))
+            decode_batch = min(probe_batch, 64)
+            seconds, flops = _time(decode, (probe_params, memory[:decode_batch],
+                                            jnp.zeros((decode_batch, 0), jnp.int32)), max(1, steps // 2), 1)
+            # XLA counts a loop's body once: one decoding step, rerun for each of the sequence's tokens.
+            report["detection_decode"] = dict(images_per_s=round(decode_batch / seconds, 2),
+                                              flops_per_image=flops * len(is_class) / decode_batch)
+    report["decoder_probe_settings"] = dict(depth=settings.depth, width=settings.width, heads=settings.heads,
+                                            tokens=list(tokens))
+    return report
+
+
 def scaled(config: ml_collections.ConfigDict, batch_factor: int = 1, views: int | None = None):
     config = copy.deepcopy(config)
     config.batch.annotation *= batch_factor
@@ -136,6 +211,12 @@ def scaled(config: ml_collections.ConfigDict, batch_factor: int = 1, views: int 
 def main(argv: list[str] | None = None) -> None:
     args = cli.parse(define_flags, argv, __doc__)
     config = args.config
+    if args.evaluators:
+        report = dict(device=jax.devices()[0].device_kind, model=config.model.variant, view_size=config.env.view_size)
+        report.update(evaluator_costs(config, args.eval_batch, args.probe_batch, args.max_objects, args.steps,
+                                      args.warmup))
+        print(json.dumps(report, indent=1), flush=True)
+        return
     peak = matmul_peak(args.matmul_size)
     report = dict(device=jax.devices()[0].device_kind, devices=jax.device_count(), model=config.model.variant,
                   view_size=config.env.view_size, compute_dtype=config.model.compute_dtype,

@@ -225,3 +225,14 @@ def test_evaluate_refuses_an_unknown_preset_or_a_missing_root(capsys):
         assert error.value.code == 2 and message in capsys.readouterr().err
     with pytest.raises(ValueError, match="evals='table9'"):
         demo.get_config("tiny,evals=table9")
+    with pytest.raises(SystemExit):
+        evaluate.main(["--workdir=/nonexistent", "--evals=table1", "--probe=depht=2"])
+    assert "depht=2" in capsys.readouterr().err
+
+
+def test_a_smaller_probe_overrides_every_preset_entry():
+    assert presets.parse_probe("depth=2,width=64,learning_rate=0.003") == dict(depth=2, width=64, learning_rate=0.003)
+    config = demo.get_config("tiny")
+    presets.apply(config, "table1", "/data", presets.parse_probe("steps=300"))
+    assert {config.evals[name].decoder.steps for name in presets.TABLE1} == {300}
+    assert config.evals.imagenet.decoder.depth == 4  # the rest stays the paper's

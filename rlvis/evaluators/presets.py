@@ -1,7 +1,7 @@
 """`config.evals` entries for each of the paper's evaluation tables, so one argument scores a paper-scale run.
 
     python -m rlvis.main --config=configs/cc12m.py:method=ab_clip,evals=table1 ...
-    python -m rlvis.evaluate --workdir=runs/cc12m --evals=table1 [--evals_root=/data/tfds]
+    python -m rlvis.evaluate --workdir=runs/cc12m --evals=table1 [--evals_root=/data/tfds] [--probe=steps=2000]
 
   * `table1` — CC12M / ImageNet pre-training: ImageNet-1k, Food101, Oxford-IIIT Pets, RESISC45, SUN397 (their mean
     without ImageNet is the paper's "Avg Cls"), VTAB's CLEVR/Count and CLEVR/Distance; linear and decoder probes.
@@ -12,6 +12,9 @@ Splits follow VTAB where it defines them (RESISC45: train = first 60 %, test = l
 the test split has no labels). Each dataset is capped at `max_train` / `max_test` images because the probes train
 on tokens cached in host memory (ViT-S/16 at 224 px: 0.3 MB per image); docs/evaluation.md gives the cost.
 """
+
+import ast
+import dataclasses
 
 import ml_collections
 
@@ -57,10 +60,24 @@ def epic_kitchens(root: str = "") -> dict:
 PRESETS = {"table1": table1, "coco": coco, "epic_kitchens": epic_kitchens}
 
 
-def apply(config: ml_collections.ConfigDict, name: str, root: str = "") -> None:
-    """Add preset `name`'s entries to `config.evals` (the run's own entries stay, e.g. its digit sanity checks)."""
+def parse_probe(text: str) -> dict:
+    """"depth=2,width=64,steps=300" → the decoder probe fields it sets (a smaller probe for a quick look)."""
+    fields = {field.name for field in dataclasses.fields(sequence_probe.ProbeSettings)}
+    probe = {}
+    for item in filter(None, text.split(",")):
+        key, _, value = item.partition("=")
+        if key not in fields or not value:
+            raise ValueError(f"probe setting {item!r}: use KEY=VALUE with KEY one of {sorted(fields)}")
+        probe[key] = ast.literal_eval(value)
+    return probe
+
+
+def apply(config: ml_collections.ConfigDict, name: str, root: str = "", probe: dict | None = None) -> None:
+    """Add preset `name`'s entries to `config.evals` (the run's own entries stay, e.g. its digit sanity checks);
+    `probe` overrides fields of their decoder probe."""
     if name not in PRESETS:
         raise ValueError(f"evals={name!r} is not a preset; presets are {sorted(PRESETS)}")
     with config.unlocked():
         for entry_name, entry in PRESETS[name](root).items():
+            entry["decoder"].update(probe or {})
             config.evals[entry_name] = entry
