@@ -106,7 +106,9 @@ CLAIMS = (
           "−2.2 ImageNet with mask tokens", "ab_simclr", "ab_simclr+ab.action_tokens=False",
           SCENE_TASKS + FORESIGHT[:1], ABLATIONS, ABLATION_FLAGS, "mask_tokens"),
     Claim("photometric", "Keeping photometric augmentation off the bootstrap views helps a little.",
-          "−0.5 ImageNet with it", "ab_simclr", "ab_simclr+ab.photometric_bootstrap=True", SCENE_TASKS),
+          "−0.5 ImageNet with it", "ab_simclr", "ab_simclr+ab.photometric_bootstrap=True",
+          SCENE_TASKS + FORESIGHT[:1], ("ab_simclr+ab.photometric_bootstrap=True",), ABLATION_FLAGS,
+          merge=("ablations",)),
 )
 FORESIGHT_CLAIM = ("The value head predicts the annotations of the view a move reaches; its prediction accuracy "
                    "rises with source/destination overlap and keeps improving for far crops.",
