@@ -239,7 +239,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.evals.foresight = dict(type="foresight", final=True, every=600)
     c.evals.digits = dict(type="digit_monitor", final=False, every=600)
     c.evals.tfds = dict(type="tfds_tasks", final=False, every=0, name="", data_dir="", train_split="train",
-                        test_split="test", label_key="label", max_train=10_000, max_test=5_000)  # on: final=True and a name
+                        test_split="test", label_key="label", task="label", probes=("linear", "knn", "fewshot"),
+                        decoder=presets.decoder_settings(), max_train=10_000,
+                        max_test=5_000)  # on: final=True and a name; `probes` may add "decoder"
 
     c.eval = ml_collections.ConfigDict()  # settings the evaluators share
     c.eval.encoder = "auto"  # encoder the evaluations score: "ema", "online", or "auto" (config_lib.eval_encoder)

@@ -33,7 +33,8 @@ TABLE1 = {
 }
 
 
-def _decoder() -> dict:
+def decoder_settings() -> dict:
+    """The paper-scale decoder probe's fields, as a config entry's `decoder`."""
     settings = sequence_probe.ProbeSettings()
     return {field: getattr(settings, field) for field in settings.__dataclass_fields__}
 
@@ -41,20 +42,20 @@ def _decoder() -> dict:
 def table1(root: str = "") -> dict:
     return {name: dict(type="tfds_tasks", final=True, every=0, name=tfds_name, data_dir=root, train_split=train,
                        test_split=test, label_key="label", task=task, probes=("linear", "decoder"),
-                       decoder=_decoder(), max_train=MAX_TRAIN, max_test=MAX_TEST)
+                       decoder=decoder_settings(), max_train=MAX_TRAIN, max_test=MAX_TEST)
             for name, (tfds_name, train, test, task) in TABLE1.items()}
 
 
 def coco(root: str = "") -> dict:
     return dict(coco=dict(type="detection", final=True, every=0, format="coco", root=root, name="coco",
                           train_split="train2017", test_split="val2017", max_objects=100, bins=1000,
-                          decoder=_decoder(), max_train=MAX_TRAIN, max_test=5_000))
+                          decoder=decoder_settings(), max_train=MAX_TRAIN, max_test=5_000))
 
 
 def epic_kitchens(root: str = "") -> dict:
     return dict(visor=dict(type="detection", final=True, every=0, format="visor", root=root, name="visor",
                            train_split="train", test_split="val", max_objects=100, bins=1000,
-                           decoder=_decoder(), max_train=MAX_TRAIN, max_test=MAX_TEST))
+                           decoder=decoder_settings(), max_train=MAX_TRAIN, max_test=MAX_TEST))
 
 
 PRESETS = {"table1": table1, "coco": coco, "epic_kitchens": epic_kitchens}
