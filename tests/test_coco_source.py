@@ -49,7 +49,7 @@ def coco(tmp_path):
     instances = [
         dict(id=7, image_id=2, category_id=18, iscrowd=0, bbox=[50, 10, 100, 40]),   # → (.1, .25, .4, .5)
         dict(id=5, image_id=2, category_id=1, iscrowd=0, bbox=[180, 90, 40, 20]),    # spills over: clipped
-        dict(id=6, image_id=2, category_id=1, iscrowd=1, bbox=[0, 0, 200, 100]),     # crowd: left out
+        dict(id=6, image_id=2, category_id=1, iscrowd=1, bbox=[0, 0, 200, 100]),     # crowd: kept apart
         dict(id=8, image_id=2, category_id=3, iscrowd=0, bbox=[5, 5, 0, 10]),        # no area: left out
         dict(id=9, image_id=3, category_id=44, iscrowd=0, bbox=[0, 0, 10, 5]),       # → (0, 0, .5, 1)
     ]
@@ -68,7 +68,8 @@ def test_records_bytes_captions_and_boxes(coco):
 
     first, second, empty, missing = (source[i] for i in range(4))
     for record in (first, second, empty, missing):
-        assert set(record) == {"image", "caption", "captions", "key", "boxes", "box_labels"}
+        assert set(record) == {"image", "caption", "captions", "key", "boxes", "box_labels", "crowd_boxes",
+                               "crowd_labels"}
         assert record["boxes"].dtype == np.float32 and record["boxes"].shape[1:] == (4,)
         assert record["box_labels"].dtype == np.int32
     assert first["image"] == written["000000000001.jpg"]  # exact bytes, not decoded
@@ -87,6 +88,10 @@ def test_records_bytes_captions_and_boxes(coco):
     np.testing.assert_allclose(empty["boxes"], [[0.0, 0.0, 0.5, 1.0]])
     np.testing.assert_array_equal(empty["box_labels"], [44])
     assert first["boxes"].shape == (0, 4) and first["box_labels"].shape == (0,)
+    # The crowd region, apart from the boxes: COCO's AP ignores detections on it.
+    np.testing.assert_allclose(second["crowd_boxes"], [[0.0, 0.0, 1.0, 1.0]])
+    np.testing.assert_array_equal(second["crowd_labels"], [1])
+    assert first["crowd_boxes"].shape == (0, 4) and first["crowd_labels"].dtype == np.int32
     assert source.categories[18] == "dog"
 
 

@@ -44,6 +44,54 @@ def test_coco_map_on_hand_computed_cases():
     assert two["map"] == pytest.approx(51 / 101)
 
 
+def test_coco_map_geometry_on_a_wide_image_and_crowd_regions():
+    """Fractions (y0, x0, h, w) of a 100 × 300 image: a tall box and its transpose are different boxes."""
+    tall = np.array([[0.1, 0.1, 0.8, 0.1]])  # 80 px high, 30 px wide
+    truth = [dict(boxes=tall, labels=np.array([1]))]
+    def score(boxes, scores=(0.9,), crowd=None):
+        image = dict(truth[0], **(crowd or {}))
+        return detection_metrics.coco_map([image], [dict(boxes=np.asarray(boxes), labels=np.ones(len(scores)),
+                                                         scores=np.asarray(scores))], np.array([[100, 300]]))["map"]
+    assert score(tall) == pytest.approx(1.0)
+    assert score([[0.1, 0.1, 0.1, 0.8]]) == 0.0  # h and w swapped: 10 × 240 px, no overlap worth a match
+    # A better-scored detection on a crowd region is ignored, not a false positive.
+    on_crowd = [[0.0, 0.6, 1.0, 0.4], tall[0]]
+    crowd = dict(crowd_boxes=np.array([[0.0, 0.5, 1.0, 0.5]]), crowd_labels=np.array([1]))
+    assert score(on_crowd, (0.9, 0.5)) == pytest.approx(0.5)
+    assert score(on_crowd, (0.9, 0.5), crowd) == pytest.approx(1.0)
+
+
+def test_the_loss_never_trains_the_prompt_or_padding():
+    outputs = np.array([[7, 8, 9, 10, 3, sequence_probe.EOS, sequence_probe.PAD]])  # prompt of 4, class, EOS, PAD
+    np.testing.assert_array_equal(sequence_probe.loss_weights(outputs, 4), [[0, 0, 0, 0, 1, 1, 0]])
+    np.testing.assert_array_equal(sequence_probe.loss_weights(outputs, 0), [[1, 1, 1, 1, 1, 1, 0]])
+
+
+def test_greedy_decoding_after_a_prompt_is_the_masked_argmax_of_the_teacher_forced_logits():
+    vocab = sequence_probe.Vocabulary(bins=8, num_classes=3)
+    model = sequence_probe.SequenceDecoder(vocab.size, width=16, depth=2, heads=2, max_length=12)
+    rng = np.random.default_rng(0)
+    memory = rng.normal(size=(3, 5, 8)).astype(np.float32)
+    prompts = vocab.box_tokens(rng.uniform(0, 0.5, (3, 4)))
+    params = model.init(jax.random.PRNGKey(1), memory, np.ones((3, 11), np.int32))
+    probe = sequence_probe.TrainedProbe(model, params, vocab, [])
+    is_class = (False, True, False, False, True)
+    tokens, probs, eos = sequence_probe.decode(probe, memory, prompts, is_class)
+    sequence = np.concatenate([np.full((3, 1), sequence_probe.BOS), prompts, tokens], axis=1)
+    logits = np.asarray(model.apply(params, memory, sequence[:, :-1]))[:, 4:]  # the predictions of the 5 tokens
+    allowed = sequence_probe._allowed(vocab, is_class)
+    masked = np.where(allowed[None], logits, -np.inf)
+    np.testing.assert_array_equal(tokens, masked.argmax(-1))
+    expected = np.exp(masked - masked.max(-1, keepdims=True))
+    expected /= expected.sum(-1, keepdims=True)
+    np.testing.assert_allclose(probs, np.take_along_axis(expected, tokens[..., None], -1)[..., 0], rtol=1e-4)
+    assert np.all(tokens[:, [1, 4]] >= vocab.first_class) and np.all(tokens[:, [0, 2, 3]] < vocab.first_class)
+    found = sequence_probe.detections(probe, memory, max_objects=2)
+    for image in found:
+        assert image["boxes"].shape == (2, 4) and np.all((image["scores"] >= 0) & (image["scores"] <= 1))
+        assert np.all(image["boxes"][:, 2:] >= 0) and np.all(image["labels"] >= 0)
+
+
 def test_box_tokens_round_trip_and_detection_targets():
     vocab = sequence_probe.Vocabulary(bins=101, num_classes=3)
     boxes = np.array([[0.1, 0.2, 0.3, 0.5], [0.0, 0.0, 1.0, 1.0]], np.float32)
@@ -236,3 +284,15 @@ def test_a_smaller_probe_overrides_every_preset_entry():
     presets.apply(config, "table1", "/data", presets.parse_probe("steps=300"))
     assert {config.evals[name].decoder.steps for name in presets.TABLE1} == {300}
     assert config.evals.imagenet.decoder.depth == 4  # the rest stays the paper's
+
+
+def test_evaluate_scores_a_checkpoint_with_a_paper_table_preset(tiny_copy, tmp_path):
+    """`rlvis.evaluate --evals=coco` on a trained run: the preset's tasks join the run's own in eval/step_<S>.json."""
+    _write_coco(tmp_path / "coco", "train2017", 16, seed=0)
+    _write_coco(tmp_path / "coco", "val2017", 8, seed=1)
+    probe = presets.parse_probe("depth=1,width=32,heads=2,steps=5,batch_size=8")
+    step, scores = evaluate.evaluate_step(str(tiny_copy), evals="coco", evals_root=str(tmp_path / "coco"),
+                                          probe=probe)
+    written = json.loads((tiny_copy / "eval" / f"step_{step}.json").read_text())["scores"]
+    assert written == scores and {"det_map/coco", "det_map50/coco", "box_class/coco", "linear/digit"} <= set(scores)
+    assert 0 <= scores["det_map/coco"] <= scores["det_map50/coco"] <= 1 and 0 <= scores["box_class/coco"] <= 1

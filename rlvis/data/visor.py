@@ -9,9 +9,8 @@ as released (GroundTruth-SparseAnnotations):
 A video's JSON holds `video_annotations`, one entry per frame: `image` (its `name`, e.g.
 "P01_01_frame_0000000140.jpg", and `video`) and `annotations`, each object with `class_id` (an EPIC-KITCHENS-100
 noun class, hands included), `name` and `segments` (polygons of [x, y] points). Polygons are drawn at the
-annotation resolution (1920 × 1080) while the released frames are 854 × 480, so boxes are taken as fractions of
-the annotation resolution: the tight box of all of an object's polygons, clipped to the frame. Objects without a
-polygon point are left out.
+annotation resolution (1920 × 1080), whatever size the frame files are, so boxes are taken as fractions of it:
+the tight box of all of an object's polygons, clipped to the frame. Objects without area are left out.
 """
 
 import glob
@@ -29,7 +28,8 @@ class VISORSource:
     """`source[i]` → dict(image=<JPEG bytes or b"">, caption=None, key, boxes [N, 4], box_labels [N]).
 
     One record per annotated frame, ordered by video then frame name; `boxes` are (y0, x0, h, w) fractions and
-    `box_labels` the objects' `class_id`s; `categories` maps class id → name. A frame missing from its zip or folder
+    `box_labels` the objects' `class_id`s; `categories` maps class id → name; `sizes` [N, 2] is the annotation
+    resolution of every frame. A frame missing from its zip or folder
     reads as b"", which decode skips as "empty". Picklable (open zips are dropped and reopened).
     """
 
@@ -58,6 +58,8 @@ class VISORSource:
                     (x0, y0), (x1, y1) = points.min(0), points.max(0)
                     y0, x0 = np.clip(y0 / height, 0, 1), np.clip(x0 / width, 0, 1)
                     y1, x1 = np.clip(y1 / height, 0, 1), np.clip(x1 / width, 0, 1)
+                    if y1 <= y0 or x1 <= x0:
+                        continue  # a point or a line: no area (COCO's reader drops these too)
                     boxes.append((y0, x0, y1 - y0, x1 - x0)), labels.append(int(obj["class_id"]))
                     self.categories.setdefault(int(obj["class_id"]), obj.get("name", str(obj["class_id"])))
                     count += 1
@@ -65,6 +67,8 @@ class VISORSource:
         self.box_offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
         self.boxes = np.array(boxes, np.float32).reshape(-1, 4)
         self.box_labels = np.array(labels, np.int32)
+        # (h, w) in pixels of every frame as the boxes are drawn, for COCO's area ranges
+        self.sizes = np.tile(np.array(annotation_size, np.int64), (len(self.names), 1))
         self._zips: dict[str, zipfile.ZipFile | None] = {}
         self._lock = threading.Lock()
 

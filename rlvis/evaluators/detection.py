@@ -52,12 +52,18 @@ class Evaluator:
         for split, limit in (("train", max_train), ("test", max_test)):
             source = open_source(format, root, train_split if split == "train" else test_split)
             raw[split] = self._load(source, min(len(source), limit), config.data.canvas, channels)
-        classes = sorted({int(c) for _, _, annotations, _ in raw.values() for _, labels in annotations for c in labels})
+        classes = sorted({int(c) for _, _, annotations, _ in raw.values() for _, labels, *_ in annotations
+                          for c in labels})
         self.vocab = sequence_probe.Vocabulary(bins, len(classes))
         index = {c: i for i, c in enumerate(classes)}
         self.data = {split: (images, valid, [(boxes, np.array([index[int(c)] for c in labels], np.int32))
-                                             for boxes, labels in annotations], sizes)
+                                             for boxes, labels, _, _ in annotations], sizes)
                      for split, (images, valid, annotations, sizes) in raw.items()}
+        # Crowd regions of the test images (COCO's `iscrowd`), for the AP only; a class never seen as an object
+        # cannot be detected, so its crowd regions are left out.
+        self.test_crowds = [(crowd_boxes[[int(c) in index for c in crowd_labels]],
+                             np.array([index[int(c)] for c in crowd_labels if int(c) in index], np.int32))
+                            for _, _, crowd_boxes, crowd_labels in raw["test"][2]]
         self.features = common.token_features(encode_fn, view_size or config.env.view_size, channels)
         self.tasks = (f"det_map/{self.name}", f"det_map50/{self.name}", f"box_class/{self.name}")
 
@@ -76,7 +82,9 @@ class Evaluator:
             images.append(image), valid.append(hw)
             sizes.append(source.sizes[i] if hasattr(source, "sizes") else decoded.shape[:2])
             annotations.append((np.asarray(record["boxes"], np.float32).reshape(-1, 4),
-                                np.asarray(record["box_labels"], np.int32)))
+                                np.asarray(record["box_labels"], np.int32),
+                                np.asarray(record.get("crowd_boxes", np.zeros((0, 4))), np.float32).reshape(-1, 4),
+                                np.asarray(record.get("crowd_labels", []), np.int32)))
         if not images:
             raise ValueError(f"{source!r}: no readable image among the first {count} ({self.skipped})")
         return np.stack(images), np.stack(valid), annotations, np.array(sizes, np.int64)
@@ -91,7 +99,8 @@ class Evaluator:
         """Train both decoders on (tokens, [(boxes, labels)] per image) and score them on the test images."""
         test_sizes = self.data["test"][3]
         detected = self.detect(train_tokens, train_annotations, test_tokens)
-        truth = [dict(boxes=boxes, labels=labels) for boxes, labels in test_annotations]
+        truth = [dict(boxes=boxes, labels=labels, crowd_boxes=crowd_boxes, crowd_labels=crowd_labels)
+                 for (boxes, labels), (crowd_boxes, crowd_labels) in zip(test_annotations, self.test_crowds)]
         ap = detection_metrics.coco_map(truth, detected, test_sizes)
         return {f"det_map/{self.name}": ap["map"], f"det_map50/{self.name}": ap["map50"],
                 f"box_class/{self.name}": self.box_accuracy(train_tokens, train_annotations, test_tokens,

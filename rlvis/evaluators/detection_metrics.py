@@ -21,8 +21,10 @@ def _pixel_xywh(boxes: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 def coco_map(ground_truth: list[dict], predictions: list[dict], sizes: np.ndarray) -> dict[str, float]:
     """Average precision over IoU 0.50:0.95 (`map`), at 0.5 and 0.75, and by object size.
 
-    `ground_truth[i]` = dict(boxes [N, 4], labels [N]) and `predictions[i]` = dict(boxes [K, 4], labels [K],
-    scores [K]) for image i of size `sizes[i]` (h, w). pycocotools keeps the 100 best-scoring detections per image.
+    `ground_truth[i]` = dict(boxes [N, 4], labels [N], optionally crowd_boxes [C, 4] and crowd_labels [C]) and
+    `predictions[i]` = dict(boxes [K, 4], labels [K], scores [K]) for image i of size `sizes[i]` (h, w). Crowd
+    regions are COCO's `iscrowd` annotations: a detection on one is neither a hit nor a false positive.
+    pycocotools keeps the 100 best-scoring detections per image. Areas (for the size ranges) are box areas.
     A category with no ground truth in any image is not averaged (COCO's rule); -1 marks a size range that has none.
     """
     from pycocotools.coco import COCO
@@ -34,10 +36,12 @@ def coco_map(ground_truth: list[dict], predictions: list[dict], sizes: np.ndarra
     labels = set()
     for image_id, (truth, predicted, size) in enumerate(zip(ground_truth, predictions, sizes), start=1):
         images.append(dict(id=image_id, height=int(size[0]), width=int(size[1])))
-        for box, label in zip(_pixel_xywh(truth["boxes"], size), np.asarray(truth["labels"]).reshape(-1)):
-            annotations.append(dict(id=len(annotations) + 1, image_id=image_id, category_id=int(label),
-                                    bbox=[float(v) for v in box], area=float(box[2] * box[3]), iscrowd=0))
-            labels.add(int(label))
+        for crowd, boxes_key, labels_key in ((0, "boxes", "labels"), (1, "crowd_boxes", "crowd_labels")):
+            boxes = truth.get(boxes_key, np.zeros((0, 4)))
+            for box, label in zip(_pixel_xywh(boxes, size), np.asarray(truth.get(labels_key, [])).reshape(-1)):
+                annotations.append(dict(id=len(annotations) + 1, image_id=image_id, category_id=int(label),
+                                        bbox=[float(v) for v in box], area=float(box[2] * box[3]), iscrowd=crowd))
+                labels.add(int(label))
         for box, label, score in zip(_pixel_xywh(predicted["boxes"], size), np.asarray(predicted["labels"]).reshape(-1),
                                      np.asarray(predicted["scores"]).reshape(-1)):
             results.append(dict(image_id=image_id, category_id=int(label), bbox=[float(v) for v in box],

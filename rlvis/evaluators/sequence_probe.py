@@ -124,12 +124,18 @@ def _optimizer(settings: ProbeSettings) -> optax.GradientTransformation:
     return optax.adamw(schedule, weight_decay=settings.weight_decay)
 
 
+def loss_weights(outputs: jax.Array, prompt_length: int) -> jax.Array:
+    """Which next-token predictions are trained: the task's tokens (EOS included), never the given prompt (outputs
+    [:, :P] are prompt tokens) or padding."""
+    return (jnp.arange(outputs.shape[1]) >= prompt_length) & (outputs != PAD)
+
+
 @functools.partial(jax.jit, static_argnames=("model", "settings", "prompt_length"))
 def _train_step(params, opt_state, memory: jax.Array, sequences: jax.Array, *, model: SequenceDecoder,
                 settings: ProbeSettings, prompt_length: int):
     """One teacher-forced step on full sequences [B, 1 + P + L] (BOS, prompt, target)."""
     inputs, outputs = sequences[:, :-1], sequences[:, 1:]
-    weights = (jnp.arange(outputs.shape[1]) >= prompt_length) & (outputs != PAD)
+    weights = loss_weights(outputs, prompt_length)
 
     def loss_fn(params):
         logits = model.apply(params, memory, inputs)
