@@ -187,9 +187,8 @@ def test_detection_probe_beats_a_shuffled_box_control(tmp_path):
     encode = lambda p, views: model.apply(p, views, method=ab_model.ABModel.encode)  # noqa: E731
     evaluator = suite.build(config, encode, 3, "final")["coco"]
     assert evaluator.tasks == ("det_map/coco", "det_map50/coco", "box_class/coco")
-    tokens = {split: evaluator.features(params, images, valid) for split, (images, valid, *_) in
-              evaluator.data.items()}
-    train, test = evaluator.data["train"][2], evaluator.data["test"][2]
+    tokens = evaluator.encode(params)
+    train, test = evaluator.data["train"][1], evaluator.data["test"][1]
     scores = evaluator.score(tokens["train"], train, tokens["test"], test)
     shuffled = [train[i] for i in np.random.default_rng(0).permutation(len(train))]  # boxes of other images
     control = evaluator.score(tokens["train"], shuffled, tokens["test"], test)

@@ -151,8 +151,8 @@ def test_tfds_evaluator_reads_clevr_labels_from_objects(tmp_path, task):
     generated = list(ClevrLike(data_dir=str(tmp_path))._generate_examples(24, seed=0))
     expected = [tfds_tasks.clevr_labels(task, example["objects"]) for _, example in generated]
     # TFDS stores a split in its own (key-hashed) order: compare the labels as multisets.
-    np.testing.assert_array_equal(np.sort(evaluator.data["train"][2]), np.sort(expected))
+    np.testing.assert_array_equal(np.sort(evaluator.data["train"][1]), np.sort(expected))
     if task == "clevr_count":
-        np.testing.assert_array_equal(np.bincount(evaluator.data["train"][2]), [3] * 8)
+        np.testing.assert_array_equal(np.bincount(evaluator.data["train"][1]), [3] * 8)
     with pytest.raises(ValueError, match="task='depth'"):
         tfds_tasks.Evaluator(lambda p, v: v, config, 3, name="clevr_like", data_dir=str(tmp_path), task="depth")

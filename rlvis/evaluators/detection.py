@@ -20,7 +20,6 @@ from collections.abc import Iterator
 import ml_collections
 import numpy as np
 
-from rlvis.data import decode
 from rlvis.evaluators import common, detection_metrics, sequence_probe
 
 FORMATS = ("coco", "visor")
@@ -52,52 +51,53 @@ class Evaluator:
         for split, limit in (("train", max_train), ("test", max_test)):
             source = open_source(format, root, train_split if split == "train" else test_split)
             raw[split] = self._load(source, min(len(source), limit), config.data.canvas, channels)
-        classes = sorted({int(c) for _, _, annotations, _ in raw.values() for _, labels, *_ in annotations
+        classes = sorted({int(c) for _, annotations, _ in raw.values() for _, labels, *_ in annotations
                           for c in labels})
         self.vocab = sequence_probe.Vocabulary(bins, len(classes))
         index = {c: i for i, c in enumerate(classes)}
-        self.data = {split: (images, valid, [(boxes, np.array([index[int(c)] for c in labels], np.int32))
-                                             for boxes, labels, _, _ in annotations], sizes)
-                     for split, (images, valid, annotations, sizes) in raw.items()}
+        self.data = {split: (images, [(boxes, np.array([index[int(c)] for c in labels], np.int32))
+                                      for boxes, labels, _, _ in annotations], sizes)
+                     for split, (images, annotations, sizes) in raw.items()}
         # Crowd regions of the test images (COCO's `iscrowd`), for the AP only; a class never seen as an object
         # cannot be detected, so its crowd regions are left out.
         self.test_crowds = [(crowd_boxes[[int(c) in index for c in crowd_labels]],
                              np.array([index[int(c)] for c in crowd_labels if int(c) in index], np.int32))
-                            for _, _, crowd_boxes, crowd_labels in raw["test"][2]]
+                            for _, _, crowd_boxes, crowd_labels in raw["test"][1]]
         self.features = common.token_features(encode_fn, view_size or config.env.view_size, channels)
         self.tasks = (f"det_map/{self.name}", f"det_map50/{self.name}", f"box_class/{self.name}")
 
     def _load(self, source, count: int, canvas: int, channels: int):
-        """The first `count` readable images on the canvas, with their (valid region, boxes and labels, size in
-        pixels: the source's own where it lists sizes, as COCO does, so COCO's small/medium/large mean the same)."""
-        images, valid, annotations, sizes = [], [], [], []
+        """The first `count` readable images, with their (boxes, labels, crowd boxes, crowd labels) and size in
+        pixels: the source's own where it lists sizes, as COCO does, so COCO's small/medium/large mean the same."""
+        images, annotations, sizes = common.EncodedImages(canvas, channels), [], []
         for i in range(count):
             record = source[i]
-            try:
-                decoded = decode.decode(record["image"], canvas, channels)
-                image, hw = decode.fit_to_canvas(decoded, canvas, min_side=1)
-            except decode.BadRecord as error:
-                self.skipped[error.reason] = self.skipped.get(error.reason, 0) + 1
+            decoded_size = images.add(record["image"])
+            if decoded_size is None:
                 continue
-            images.append(image), valid.append(hw)
-            sizes.append(source.sizes[i] if hasattr(source, "sizes") else decoded.shape[:2])
+            sizes.append(source.sizes[i] if hasattr(source, "sizes") else decoded_size)
             annotations.append((np.asarray(record["boxes"], np.float32).reshape(-1, 4),
                                 np.asarray(record["box_labels"], np.int32),
                                 np.asarray(record.get("crowd_boxes", np.zeros((0, 4))), np.float32).reshape(-1, 4),
                                 np.asarray(record.get("crowd_labels", []), np.int32)))
-        if not images:
+        for reason, skipped in images.skipped.items():
+            self.skipped[reason] = self.skipped.get(reason, 0) + skipped
+        if not len(images):
             raise ValueError(f"{source!r}: no readable image among the first {count} ({self.skipped})")
-        return np.stack(images), np.stack(valid), annotations, np.array(sizes, np.int64)
+        return images, annotations, np.array(sizes, np.int64)
+
+    def encode(self, params) -> dict[str, np.ndarray]:
+        """split → encoder tokens of its images."""
+        return {split: images.encode(self.features, params) for split, (images, *_) in self.data.items()}
 
     def run(self, params) -> Iterator[tuple[str, float]]:
-        tokens = {split: common.encode_in_batches(self.features, params, images, valid)
-                  for split, (images, valid, *_) in self.data.items()}
-        yield from self.score(tokens["train"], self.data["train"][2], tokens["test"], self.data["test"][2]).items()
+        tokens = self.encode(params)
+        yield from self.score(tokens["train"], self.data["train"][1], tokens["test"], self.data["test"][1]).items()
 
     def score(self, train_tokens: np.ndarray, train_annotations: list, test_tokens: np.ndarray,
               test_annotations: list) -> dict[str, float]:
         """Train both decoders on (tokens, [(boxes, labels)] per image) and score them on the test images."""
-        test_sizes = self.data["test"][3]
+        test_sizes = self.data["test"][2]
         detected = self.detect(train_tokens, train_annotations, test_tokens)
         truth = [dict(boxes=boxes, labels=labels, crowd_boxes=crowd_boxes, crowd_labels=crowd_labels)
                  for (boxes, labels), (crowd_boxes, crowd_labels) in zip(test_annotations, self.test_crowds)]

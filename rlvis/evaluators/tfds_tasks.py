@@ -18,7 +18,6 @@ from collections.abc import Iterator
 import ml_collections
 import numpy as np
 
-from rlvis.data import decode
 from rlvis.data.tfds_source import TFDSSource
 from rlvis.evaluators import common, probes, sequence_probe
 
@@ -64,22 +63,17 @@ class Evaluator:
             source = TFDSSource(name, split, data_dir or None, caption_key=label_key if task == "label" else None)
             if task == "label" and source.label_names is None:
                 raise ValueError(f"label_key={label_key!r} is not a ClassLabel of {name}")
-            images, valid, labels = [], [], []
+            images, labels = common.EncodedImages(config.data.canvas, channels), []
             for index in range(min(len(source), limit)):
                 example = source.example(index)
-                try:
-                    image, hw = decode.fit_to_canvas(decode.decode(example[source.image_key], config.data.canvas,
-                                                                   channels), config.data.canvas, min_side=1)
-                except decode.BadRecord:
-                    continue  # an evaluation set with a broken image: probe the rest
-                images.append(image), valid.append(hw)
+                if images.add(example[source.image_key]) is None:
+                    continue  # an evaluation set with a broken image: probe the rest (counted in `skipped`)
                 labels.append(int(example[label_key]) if task == "label" else clevr_labels(task, example["objects"]))
-            self.data["train" if split == train_split else "test"] = (
-                np.stack(images), np.stack(valid), np.asarray(labels, np.int32))
+            self.data["train" if split == train_split else "test"] = (images, np.asarray(labels, np.int32))
         self.num_classes = len(source.label_names) if task == "label" else CLASS_COUNTS[task]
         self.features = common.token_features(encode_fn, config.env.view_size, channels)
         self.probe_steps = config.eval.probe_steps
-        fewest = int(np.bincount(self.data["train"][2], minlength=self.num_classes).min())
+        fewest = int(np.bincount(self.data["train"][1], minlength=self.num_classes).min())
         self.shots = tuple(s for s in (1, 5, 10, 25) if s <= fewest)
         name = self.name
         tasks = [f"linear/{name}"] if "linear" in probes else []
@@ -89,8 +83,7 @@ class Evaluator:
         self.tasks = tuple(tasks)
 
     def run(self, params) -> Iterator[tuple[str, float]]:
-        tokens = {split: (common.encode_in_batches(self.features, params, images, valid), labels)
-                  for split, (images, valid, labels) in self.data.items()}
+        tokens = {split: (images.encode(self.features, params), labels) for split, (images, labels) in self.data.items()}
         (train_t, train_y), (test_t, test_y) = tokens["train"], tokens["test"]
         if "linear" in self.probes:
             grid = probes.linear_probe_grid(train_t, train_y, test_t, test_y, self.num_classes,
