@@ -243,6 +243,7 @@ def test_detection_evaluator_reads_visor_and_refuses_bad_entries(tmp_path):
                                     test_split="train", max_objects=3, bins=11)
     assert evaluator.skipped == {"empty": 2}  # the missing frame, once per split
     assert evaluator.vocab.num_classes == 2  # class ids 4 and 300, renumbered
+    assert evaluator.max_objects == 2  # no frame has more objects: sequences no longer than that
     with pytest.raises(ValueError, match="format='kitti'"):
         detection.Evaluator(encode, config, 3, format="kitti", root=str(tmp_path))
 

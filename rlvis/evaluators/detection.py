@@ -12,7 +12,8 @@ probes for COCO and EpicKitchens pre-training, both read by the autoregressive d
 Both decoders are trained on the train split's first `max_train` images and scored on the test split's first
 `max_test`. Images go through the training data's decode and canvas and are encoded whole at `view_size` (default
 `env.view_size`); boxes are fractions of the image, so they stay put. A broken image is skipped and counted.
-Categories are renumbered contiguously (COCO's ids run to 90 with gaps; VISOR's are EPIC-KITCHENS noun ids).
+Categories are renumbered contiguously (COCO's ids run to 90 with gaps; VISOR's are EPIC-KITCHENS noun ids); a
+detection sequence holds at most `max_objects`, or as many as the most crowded image has if that is fewer.
 """
 
 from collections.abc import Iterator
@@ -44,7 +45,6 @@ class Evaluator:
         if not root:
             raise ValueError("the detection evaluator needs the dataset's root folder (`root`)")
         self.name = name or format
-        self.max_objects = max_objects
         self.decoder = sequence_probe.ProbeSettings(**(decoder or {}))
         self.skipped: dict[str, int] = {}
         raw = {}
@@ -54,6 +54,9 @@ class Evaluator:
         classes = sorted({int(c) for _, annotations, _ in raw.values() for _, labels, *_ in annotations
                           for c in labels})
         self.vocab = sequence_probe.Vocabulary(bins, len(classes))
+        # Sequences no longer than the most crowded image needs (COCO: up to ~90 objects; a demo scene: 4).
+        self.max_objects = max(1, min(max_objects, max(len(labels) for _, annotations, _ in raw.values()
+                                                       for _, labels, *_ in annotations)))
         index = {c: i for i, c in enumerate(classes)}
         self.data = {split: (images, [(boxes, np.array([index[int(c)] for c in labels], np.int32))
                                       for boxes, labels, _, _ in annotations], sizes)
