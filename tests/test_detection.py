@@ -177,8 +177,8 @@ def test_detection_probe_beats_a_shuffled_box_control(tmp_path):
     config = demo.get_config("tiny")
     config.data.format, config.data.canvas = "coco", 64
     config.evals = dict(coco=dict(type="detection", final=True, every=0, format="coco", root=str(tmp_path),
-                                  max_objects=2, bins=33, view_size=32,
-                                  decoder=dict(depth=2, width=64, heads=4, steps=300, batch_size=64,
+                                  max_objects=2, view_size=32,
+                                  decoder=dict(depth=2, width=64, heads=4, steps=300, batch_size=64, bins=33,
                                                learning_rate=3e-3)))
     model = methods.build_model(config)
     params = model.init(jax.random.PRNGKey(0), np.zeros((1, 32, 32, 3), np.float32),
@@ -240,7 +240,7 @@ def test_detection_evaluator_reads_visor_and_refuses_bad_entries(tmp_path):
     config.data.format, config.data.canvas = "coco", 64
     encode = lambda p, views: views[:, :4, :4].reshape(len(views), 4, -1)  # noqa: E731
     evaluator = detection.Evaluator(encode, config, 3, format="visor", root=str(tmp_path), train_split="train",
-                                    test_split="train", max_objects=3, bins=11)
+                                    test_split="train", max_objects=3, decoder=dict(bins=11))
     assert evaluator.skipped == {"empty": 2}  # the missing frame, once per split
     assert evaluator.vocab.num_classes == 2  # class ids 4 and 300, renumbered
     assert evaluator.max_objects == 2  # no frame has more objects: sequences no longer than that

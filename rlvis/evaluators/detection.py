@@ -40,7 +40,7 @@ def open_source(format: str, root: str, split: str):
 class Evaluator:
     def __init__(self, encode_fn: common.EncodeFn, config: ml_collections.ConfigDict, channels: int, *,
                  format: str, root: str, name: str = "", train_split: str = "train2017", test_split: str = "val2017",
-                 max_train: int = 10_000, max_test: int = 5_000, max_objects: int = 100, bins: int = 1000,
+                 max_train: int = 10_000, max_test: int = 5_000, max_objects: int = 100,
                  view_size: int = 0, decoder: dict | None = None):
         if not root:
             raise ValueError("the detection evaluator needs the dataset's root folder (`root`)")
@@ -53,7 +53,7 @@ class Evaluator:
             raw[split] = self._load(source, min(len(source), limit), config.data.canvas, channels)
         classes = sorted({int(c) for _, annotations, _ in raw.values() for _, labels, *_ in annotations
                           for c in labels})
-        self.vocab = sequence_probe.Vocabulary(bins, len(classes))
+        self.vocab = sequence_probe.Vocabulary(self.decoder.bins, len(classes))
         # Sequences no longer than the most crowded image needs (COCO: up to ~90 objects; a demo scene: 4).
         self.max_objects = max(1, min(max_objects, max(len(labels) for _, annotations, _ in raw.values()
                                                        for _, labels, *_ in annotations)))

@@ -48,13 +48,13 @@ def table1(root: str = "") -> dict:
 
 def coco(root: str = "") -> dict:
     return dict(coco=dict(type="detection", final=True, every=0, format="coco", root=root, name="coco",
-                          train_split="train2017", test_split="val2017", max_objects=100, bins=1000,
+                          train_split="train2017", test_split="val2017", max_objects=100,
                           decoder=decoder_settings(), max_train=MAX_TRAIN, max_test=5_000))
 
 
 def epic_kitchens(root: str = "") -> dict:
     return dict(visor=dict(type="detection", final=True, every=0, format="visor", root=root, name="visor",
-                           train_split="train", test_split="val", max_objects=100, bins=1000,
+                           train_split="train", test_split="val", max_objects=100,
                            decoder=decoder_settings(), max_train=MAX_TRAIN, max_test=MAX_TEST))
 
 

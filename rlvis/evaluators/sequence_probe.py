@@ -107,7 +107,9 @@ class SequenceDecoder(nn.Module):
 @dataclasses.dataclass(frozen=True)
 class ProbeSettings:
     """The probe's size and training. Paper-scale defaults: 4 layers (the paper's probe); width, heads, steps,
-    batch and learning rate are [INF] (Beyer et al.'s exact values are not restated in the AB paper)."""
+    batch and learning rate are [INF] (Beyer et al.'s exact values are not restated in the AB paper). `bins`
+    quantises box coordinates (Pix2Seq's order of magnitude, [INF]); each bin is a token the probe learns, so a
+    small dataset needs few."""
     depth: int = 4
     width: int = 384
     heads: int = 6
@@ -115,6 +117,7 @@ class ProbeSettings:
     batch_size: int = 512
     learning_rate: float = 1e-3
     weight_decay: float = 1e-4
+    bins: int = 1000
     seed: int = 0
 
 

@@ -83,7 +83,8 @@ class Evaluator:
         self.tasks = tuple(tasks)
 
     def run(self, params) -> Iterator[tuple[str, float]]:
-        tokens = {split: (images.encode(self.features, params), labels) for split, (images, labels) in self.data.items()}
+        tokens = {split: (images.encode(self.features, params), labels)
+                  for split, (images, labels) in self.data.items()}
         (train_t, train_y), (test_t, test_y) = tokens["train"], tokens["test"]
         if "linear" in self.probes:
             grid = probes.linear_probe_grid(train_t, train_y, test_t, test_y, self.num_classes,
