@@ -296,3 +296,14 @@ def test_evaluate_scores_a_checkpoint_with_a_paper_table_preset(tiny_copy, tmp_p
     written = json.loads((tiny_copy / "eval" / f"step_{step}.json").read_text())["scores"]
     assert written == scores and {"det_map/coco", "det_map50/coco", "box_class/coco", "linear/digit"} <= set(scores)
     assert 0 <= scores["det_map/coco"] <= scores["det_map50/coco"] <= 1 and 0 <= scores["box_class/coco"] <= 1
+
+
+def test_a_dataset_without_boxes_is_refused_in_one_line(tmp_path):
+    _write_coco(tmp_path, "val2017", 2, seed=0)
+    listing = tmp_path / "annotations" / "instances_val2017.json"
+    listing.write_text(json.dumps(dict(json.loads(listing.read_text()), annotations=[])))
+    config = demo.get_config("tiny")
+    config.data.canvas = 64
+    with pytest.raises(ValueError, match="no object boxes") as error:
+        detection.Evaluator(lambda p, v: v, config, 3, format="coco", root=str(tmp_path), train_split="val2017")
+    assert "\n" not in str(error.value)

@@ -53,6 +53,8 @@ class Evaluator:
             raw[split] = self._load(source, min(len(source), limit), config.data.canvas, channels)
         classes = sorted({int(c) for _, annotations, _ in raw.values() for _, labels, *_ in annotations
                           for c in labels})
+        if not classes:
+            raise ValueError(f"{format} at {root}: no object boxes in the images read; nothing to detect")
         self.vocab = sequence_probe.Vocabulary(self.decoder.bins, len(classes))
         # Sequences no longer than the most crowded image needs (COCO: up to ~90 objects; a demo scene: 4).
         self.max_objects = max(1, min(max_objects, max(len(labels) for _, annotations, _ in raw.values()
