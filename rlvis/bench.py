@@ -170,7 +170,7 @@ def evaluator_costs(config: ml_collections.ConfigDict, eval_batch: int, probe_ba
                                 flops_per_image=flops / eval_batch))
     tokens = jax.eval_shape(encoder.apply, params, images[:1]).shape[1:]  # (T, D)
     settings = sequence_probe.ProbeSettings(**{**(probe_size or {}), "batch_size": probe_batch})
-    vocab = sequence_probe.Vocabulary(bins=1000, num_classes=1000)
+    vocab = sequence_probe.Vocabulary(bins=settings.bins, num_classes=1000)  # ImageNet's classes
     memory = jnp.zeros((probe_batch, *tokens), jnp.float32)
     shapes = dict(classification=(0, 1), box_class=(4, 1),
                   detection=(0, sequence_probe.TOKENS_PER_OBJECT * max_objects + 1))

@@ -132,8 +132,6 @@ class Evaluator:
 
         train_image, train_prompts, train_labels = items(train_annotations)
         test_image, test_prompts, test_labels = items(test_annotations)
-        probe = sequence_probe.train(train_tokens, train_prompts,
-                                     lambda i, _: self.vocab.class_tokens(train_labels[i])[:, None], self.vocab,
-                                     self.decoder, image_index=train_image, progress=True)
-        predicted = sequence_probe.classify(probe, test_tokens, test_prompts, image_index=test_image)
-        return float(np.mean(predicted == test_labels))
+        return sequence_probe.class_accuracy(train_tokens, train_prompts, train_labels, test_tokens, test_prompts,
+                                             test_labels, self.vocab, self.decoder, train_image=train_image,
+                                             test_image=test_image, progress=True)

@@ -49,14 +49,14 @@ def coco_map(ground_truth: list[dict], predictions: list[dict], sizes: np.ndarra
             labels.add(int(label))
     if not annotations:
         raise ValueError("coco_map: no ground-truth boxes to score against")
+    if not results:
+        return {name: 0.0 for name in STATS}  # nothing detected: no precision at any recall
     with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints its progress and the summary table
         truth = COCO()
         truth.dataset = dict(images=images, annotations=annotations,
                              categories=[dict(id=label) for label in sorted(labels)])
         truth.createIndex()
-        detected = truth.loadRes(results) if results else COCO()
-        if not results:
-            return {name: 0.0 for name in STATS}
+        detected = truth.loadRes(results)
         evaluation = COCOeval(truth, detected, "bbox")
         evaluation.evaluate()
         evaluation.accumulate()

@@ -35,8 +35,7 @@ TABLE1 = {
 
 def decoder_settings() -> dict:
     """The paper-scale decoder probe's fields, as a config entry's `decoder`."""
-    settings = sequence_probe.ProbeSettings()
-    return {field: getattr(settings, field) for field in settings.__dataclass_fields__}
+    return dataclasses.asdict(sequence_probe.ProbeSettings())
 
 
 def table1(root: str = "") -> dict:

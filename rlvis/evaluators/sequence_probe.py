@@ -170,9 +170,6 @@ def train(tokens: np.ndarray, prompts: np.ndarray, make_targets, vocab: Vocabula
     image_index = np.arange(items) if image_index is None else np.asarray(image_index)
     rng = np.random.default_rng(settings.seed)
     batch = min(settings.batch_size, items)
-    probe_targets = make_targets(np.arange(min(batch, items)), rng)
-    length = 1 + prompts.shape[1] + probe_targets.shape[1]
-    model = SequenceDecoder(vocab.size, settings.width, settings.depth, settings.heads, length)
     tokens = jnp.asarray(tokens)
 
     def sequences(index: np.ndarray) -> jax.Array:
@@ -180,7 +177,9 @@ def train(tokens: np.ndarray, prompts: np.ndarray, make_targets, vocab: Vocabula
                                            make_targets(index, rng)], axis=1))
 
     first = np.arange(batch)
-    params = model.init(jax.random.PRNGKey(settings.seed), tokens[image_index[first]], sequences(first)[:, :-1])
+    first_sequences = sequences(first)  # its length sizes the model's position table
+    model = SequenceDecoder(vocab.size, settings.width, settings.depth, settings.heads, first_sequences.shape[1])
+    params = model.init(jax.random.PRNGKey(settings.seed), tokens[image_index[first]], first_sequences[:, :-1])
     opt_state = _optimizer(settings).init(params)
     losses = []
     for _ in tqdm.trange(settings.steps, desc="decoder probe", unit="step", leave=False,
@@ -244,6 +243,17 @@ def classify(probe: TrainedProbe, tokens: np.ndarray, prompts: np.ndarray, *,
     """Predicted class per item (one decoded token, restricted to classes)."""
     predicted, _, _ = decode(probe, tokens, prompts, (True,), image_index=image_index)
     return predicted[:, 0] - probe.vocab.first_class
+
+
+def class_accuracy(train_tokens: np.ndarray, train_prompts: np.ndarray, train_labels: np.ndarray,
+                   test_tokens: np.ndarray, test_prompts: np.ndarray, test_labels: np.ndarray, vocab: Vocabulary,
+                   settings: ProbeSettings, *, train_image: np.ndarray | None = None,
+                   test_image: np.ndarray | None = None, progress: bool = False) -> float:
+    """Train a probe to write each item's class after its prompt ([M, P], P may be 0), then its test accuracy."""
+    probe = train(train_tokens, train_prompts, lambda i, _: vocab.class_tokens(train_labels[i])[:, None], vocab,
+                  settings, image_index=train_image, progress=progress)
+    predicted = classify(probe, test_tokens, test_prompts, image_index=test_image)
+    return float(np.mean(predicted == test_labels))
 
 
 def detections(probe: TrainedProbe, tokens: np.ndarray, max_objects: int) -> list[dict]:

@@ -106,8 +106,6 @@ class Evaluator:
                          test_y: np.ndarray) -> float:
         """Classification as a one-token sequence (no prompt): the decoder names the class."""
         vocab = sequence_probe.Vocabulary(bins=2, num_classes=self.num_classes)  # no boxes here: 2 unused bins
-        no_prompt = np.zeros((len(train_y), 0), np.int32)
-        probe = sequence_probe.train(train_t, no_prompt, lambda i, _: vocab.class_tokens(train_y[i])[:, None], vocab,
-                                     self.decoder, progress=True)
-        predicted = sequence_probe.classify(probe, test_t, np.zeros((len(test_y), 0), np.int32))
-        return float(np.mean(predicted == test_y))
+        no_prompt = lambda n: np.zeros((n, 0), np.int32)  # noqa: E731
+        return sequence_probe.class_accuracy(train_t, no_prompt(len(train_y)), train_y, test_t,
+                                             no_prompt(len(test_y)), test_y, vocab, self.decoder, progress=True)
