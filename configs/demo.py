@@ -103,6 +103,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.env.views = 4  # views per bootstrap image; all n(n-1) ordered pairs are transitions
     c.env.scale = (0.05, 1.0)  # RandomResizedCrop area range for bootstrap views (paper)
     c.env.ratio = (3 / 4, 4 / 3)
+    c.env.local_views = 0  # of the `views`, this many are a small move from another view (crop_env.rollout_views)
+    c.env.local_pan = 0.25  # a local view's centre moves up to this many box sides per axis
+    c.env.local_zoom = (0.7, 1.0)  # and its sides scale by a factor in this range
     c.env.annotation_scale = (0.25, 1.0)  # SimCLR crops of a centred digit; 0.08 leaves too little digit
     c.env.action_bins = 33  # bins per action coordinate → 4 tokens per action; odd: "stay" has its own bin
 

@@ -57,6 +57,12 @@ def validate(config: ml_collections.ConfigDict, device_count: int, check_data_pa
     _require(c.env.views >= 2, f"config.env.views={c.env.views} must be at least 2 (a transition needs two views)")
     lo, hi = c.env.scale
     _require(0 < lo <= hi <= 1, f"config.env.scale={tuple(c.env.scale)} must satisfy 0 < min <= max <= 1")
+    _require(0 <= c.env.local_views < c.env.views,
+             f"config.env.local_views={c.env.local_views} must be in [0, env.views={c.env.views}): a local view moves "
+             "from an independent one")
+    lo, hi = c.env.local_zoom
+    _require(0 < lo <= hi and c.env.local_pan >= 0,
+             f"config.env.local_zoom={tuple(c.env.local_zoom)} must satisfy 0 < min <= max, local_pan >= 0")
     lo, hi = c.env.annotation_scale  # max > 1: zoom-out crops (crop_env.reset)
     _require(0 < lo <= hi, f"config.env.annotation_scale={tuple(c.env.annotation_scale)} must satisfy 0 < min <= max")
     lo, hi = c.env.ratio

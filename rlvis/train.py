@@ -81,7 +81,9 @@ def make_views(key: jax.Array, batch: dict, config: ml_collections.ConfigDict) -
     if methods.bootstraps(config):
         bootstrap = crop_env.batch_rollout(keys[1], batch["bootstrap"]["image"], batch["bootstrap"]["valid"],
                                            num_views=config.env.views, scale=tuple(config.env.scale),
-                                           size=config.env.view_size, ratio=tuple(config.env.ratio))
+                                           size=config.env.view_size, ratio=tuple(config.env.ratio),
+                                           local_views=config.env.local_views, local_pan=config.env.local_pan,
+                                           local_zoom=tuple(config.env.local_zoom))
         views.update(views=bootstrap["views"], actions=bootstrap["actions"], boxes=bootstrap["boxes"])
         if config.ab.reward == "oracle":
             bootstrap_batch = batch["bootstrap"]

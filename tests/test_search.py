@@ -20,13 +20,13 @@ def test_destinations_pan_by_box_fractions_zoom_about_the_centre_and_stay_inside
     moves = jnp.asarray(search.move_grid(pans=(-0.5, 0.0, 0.5), zooms=(1.0, 0.5)))
     assert moves.shape == (18, 3)
     box = jnp.array([0.25, 0.25, 0.5, 0.5])
-    out = np.asarray(search.destinations(box, moves, min_side=0.2))
+    out = np.asarray(crop_env.pan_zoom(box, moves, min_side=0.2))
     stay = out[4]  # zoom 1, (0, 0)
     np.testing.assert_allclose(stay, box)
     np.testing.assert_allclose(out[5], [0.25, 0.5, 0.5, 0.5])  # right by half a box side
     np.testing.assert_allclose(out[9 + 4], [0.375, 0.375, 0.25, 0.25])  # zoom 0.5 keeps the centre
     assert np.all(out[:, :2] >= 0) and np.all(out[:, :2] + out[:, 2:] <= 1 + 1e-6)
-    corner = np.asarray(search.destinations(jnp.array([0.0, 0.0, 1.0, 1.0]), moves, min_side=0.6))
+    corner = np.asarray(crop_env.pan_zoom(jnp.array([0.0, 0.0, 1.0, 1.0]), moves, min_side=0.6))
     np.testing.assert_allclose(corner[9:, 2:], 0.6)  # zoom 0.5 clipped to min_side
     np.testing.assert_allclose(corner[9], [0.0, 0.0, 0.6, 0.6])  # up-left from the full view: pushed inside
 
@@ -47,7 +47,7 @@ def test_greedy_policy_takes_the_best_action_of_a_hand_made_value_function():
     boxes, scores = np.asarray(result["boxes"]), np.asarray(result["scores"])
     moves = jnp.asarray(search.move_grid((-0.25, 0.0, 0.25), (1.0, 0.7)))
     for k in range(6):
-        candidates = search.destinations(jnp.asarray(boxes[k]), moves, 0.25)
+        candidates = crop_env.pan_zoom(jnp.asarray(boxes[k]), moves, 0.25)
         values = np.asarray(closeness(None, None, None, None, None, candidates, 0))
         np.testing.assert_allclose(boxes[k + 1], np.asarray(candidates)[np.argmax(values)])
         np.testing.assert_allclose(scores[k], values.max(), rtol=1e-6)
@@ -118,6 +118,9 @@ def test_success_criteria_and_unknown_policy():
     final = np.array([[0.6, 0.6, 0.3, 0.3], [0.6, 0.6, 0.3, 0.3]])
     hit = search.found(final, boxes, labels, np.array([7, 7]))
     assert hit["centre"].tolist() == [True, False] and hit["iou50"].tolist() == [True, False]
+    assert hit["any_digit"].tolist() == [True, True]  # the second final box is centred on the 3
+    missed = search.found(np.array([[0.35, 0.35, 0.1, 0.1]] * 2), boxes, np.array([[7, -1], [7, 3]]), np.array([7, 7]))
+    assert missed["any_digit"].tolist() == [False, False]
     with pytest.raises(ValueError, match="unknown policy"):
         search.make_search(None, demo.get_config("tiny"), policy="teleport")
 
@@ -137,7 +140,7 @@ def test_built_in_scorers_read_the_target_as_weights_over_the_vocabulary():
     vocabulary, classes = foresight.digit_vocabulary(model, params, config, 1, exemplars)
     scene = _one_digit_scene(0)
     box = jnp.asarray(crop_env.FULL_BOX)
-    candidates = search.destinations(box, jnp.asarray(search.move_grid(search.PANS, search.ZOOMS)), search.MIN_SIDE)
+    candidates = crop_env.pan_zoom(box, jnp.asarray(search.move_grid(search.PANS, search.ZOOMS)), search.MIN_SIDE)
     for policy in ("value", "brute_force"):
         score = jax.jit(jax.vmap(functools.partial(search._scorer(model, config, policy), params, vocabulary,
                                                    jnp.asarray(scene["image"]), jnp.asarray(scene["valid"]), box,
