@@ -30,6 +30,12 @@ def test_a_value_that_reads_the_destination_scores_as_brute_force_and_one_that_i
     with_crop = foresight.foresight_scores(source, source, destination, truth, iou, contained, destination)
     assert with_crop["foresight/source_crop/all"] == with_crop["foresight/brute_force/all"]
     assert not any("source_crop" in key for key in reads_destination)  # not given: not scored
+    # the head's answer for another move, scored against this destination: equal to value when it ignores moves
+    shuffled = foresight.foresight_scores(destination, source, destination, truth, iou, contained,
+                                          other_move=np.roll(destination, 1, axis=0))
+    assert shuffled["foresight/other_move/all"] < shuffled["foresight/value/all"] - 0.2
+    same = foresight.foresight_scores(source, source, destination, truth, iou, contained, other_move=source)
+    assert same["foresight/other_move/all"] == same["foresight/value/all"]
     scores = reads_destination
     assert scores["foresight/brute_force/all"] > scores["foresight/invariance/all"] > scores["foresight/chance/all"]
     np.testing.assert_allclose(scores["foresight/chance/all"], truth.sum(-1).mean() / 10, rtol=1e-6)

@@ -149,12 +149,12 @@ def rollout_views(key: jax.Array, image: jax.Array, valid_hw: jax.Array, *, num_
     actions, read from view j, are the candidate next actions a' of the γ > 0 target, so the target needs no
     extra rendering.
     """
-    k_reset, k_local = jax.random.split(key)
     independent = num_views - local_views
-    boxes = jax.vmap(lambda k: reset(k, valid_hw, scale, ratio))(jax.random.split(k_reset, independent))
+    boxes = jax.vmap(lambda k: reset(k, valid_hw, scale, ratio))(jax.random.split(key, independent))
     if local_views:
         origins = boxes[np.arange(local_views) % independent]
-        nearby = local_moves(k_local, origins, local_pan, local_zoom, min_side=math.sqrt(scale[0]) / 2)
+        nearby = local_moves(jax.random.fold_in(key, num_views), origins, local_pan, local_zoom,
+                             min_side=math.sqrt(scale[0]) / 2)
         boxes = jnp.concatenate([boxes, nearby])
     views = jax.vmap(lambda b: observe(image, valid_hw, b, size))(boxes)
     targets = boxes[pair_indices(num_views)]  # [n, n-1, 4]

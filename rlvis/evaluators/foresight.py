@@ -14,6 +14,11 @@ pair of views (x_i → x_j) of each scene, sampled as in training (`env.views` R
                 overlap). It tells whether the source view holds what the value head should foresee: on zoom-ins
                 it is the value head's ceiling given its input, so a value head far below it failed to learn,
                 not to see.
+  * other_move  the value head's answer for *another* of the source's moves (the next destination's action)
+                scored against this destination: what the head says when given the wrong move. Value above it
+                means the head uses where the view moves; value equal to it means it predicts the source's scene
+                whatever the action (as a scene-level reader better than invariance can still do). Needs
+                `env.views` ≥ 3.
 A prediction is right when it names a digit with at least half its box inside the destination box; pairs whose
 destination holds no such digit are left out, and `chance` is the expected score of a uniform guess.
 Scores are given for all pairs, for zoom-ins (destination ≥ 90 % inside the source: everything needed is visible)
@@ -44,7 +49,7 @@ from rlvis.evaluators import value_maps
 from rlvis.models.ab_model import ABModel
 from rlvis.objectives import td
 
-PREDICTORS = ("value", "invariance", "brute_force", "source_crop", "chance")
+PREDICTORS = ("value", "other_move", "invariance", "brute_force", "source_crop", "chance")
 BUCKETS = ("all", "zoom_in", *td.IOU_BUCKETS)
 _SCENE_SEED, _VIEW_SEED = 2025, 11
 ZOOM_IN = 0.9  # destination at least this fraction inside the source
@@ -74,16 +79,17 @@ def digits_in_views(view_boxes: np.ndarray, digit_boxes: np.ndarray, labels: np.
 
 
 def foresight_scores(value: np.ndarray, source: np.ndarray, destination: np.ndarray, truth: np.ndarray,
-                     iou: np.ndarray, contained: np.ndarray, source_crop: np.ndarray | None = None
-                     ) -> dict[str, float]:
+                     iou: np.ndarray, contained: np.ndarray, source_crop: np.ndarray | None = None,
+                     other_move: np.ndarray | None = None) -> dict[str, float]:
     """Class scores per pair [P, C] of the predictors, the destination's classes truth [P, C] (bool), and the
     pairs' geometry [P] → {"foresight/<predictor>/<bucket>": accuracy}. A bucket with no pair is left out, and
-    so is `source_crop` when it is not given."""
+    so are `source_crop` and `other_move` when they are not given."""
     keep = truth.any(-1)
     masks = {"all": keep, "zoom_in": keep & (contained >= ZOOM_IN)}
     masks.update({name: keep & mask for name, mask in td.iou_bucket_masks(iou).items()})
     rows = np.arange(len(truth))
-    predictions = dict(value=value, invariance=source, brute_force=destination, source_crop=source_crop)
+    predictions = dict(value=value, other_move=other_move, invariance=source, brute_force=destination,
+                       source_crop=source_crop)
     hits = {name: truth[rows, np.argmax(scores, -1)] for name, scores in predictions.items() if scores is not None}
     hits["chance"] = truth.mean(-1)
     return {f"foresight/{predictor}/{bucket}": float(hits[predictor][mask].mean())
@@ -161,8 +167,8 @@ class Evaluator:
         self._predict = jax.jit(self._class_scores)
 
     def _class_scores(self, params, annotations: methods.Annotations, class_of_annotation: jax.Array):
-        """(value, source, destination, source_crop) class probabilities [P, C] for every ordered pair:
-        distributions over the annotation vocabulary, summed per class."""
+        """(value, source, destination, source_crop, other_move) class probabilities [P, C] for every ordered pair
+        (other_move: None with 2 views): distributions over the annotation vocabulary, summed per class."""
         model, (s, n) = self.model, self.views.shape[:2]
         tokens = model.apply(params, self.views, method=ABModel.encode)  # [S, n, T, D]
         p_views = value_maps.base_distribution(model, params, annotations, tokens)  # [S, n, V]
@@ -174,17 +180,19 @@ class Evaluator:
         destination = base[:, self.pairs]
         crop_tokens = model.apply(params, self.source_crops, method=ABModel.encode)
         source_crop = value_maps.base_distribution(model, params, annotations, crop_tokens) @ class_of_annotation
-        return tuple(x.reshape(-1, x.shape[-1]) for x in (q, source, destination, source_crop))
+        other_move = jnp.roll(q, 1, axis=2) if n > 2 else None  # each destination gets another move's answer
+        return tuple(x if x is None else x.reshape(-1, x.shape[-1])
+                     for x in (q, source, destination, source_crop, other_move))
 
     def _annotations(self, params) -> tuple[methods.Annotations, jax.Array]:
         return digit_vocabulary(self.model, params, self.config, self.channels, self.exemplars)
 
     def run(self, params) -> Iterator[tuple[str, float]]:
         annotations, class_of_annotation = self._annotations(params)
-        value, source, destination, source_crop = (
-            np.asarray(x) for x in self._predict(params, annotations, class_of_annotation))
+        value, source, destination, source_crop, other_move = (
+            None if x is None else np.asarray(x) for x in self._predict(params, annotations, class_of_annotation))
         yield from foresight_scores(value, source, destination, self.truth, self.iou, self.contained,
-                                    source_crop).items()
+                                    source_crop, other_move).items()
 
 
 def plot(scores: dict[str, float], path: str, title: str = "") -> str:
@@ -194,7 +202,7 @@ def plot(scores: dict[str, float], path: str, title: str = "") -> str:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    colours = {"value": "tab:red", "invariance": "tab:blue", "brute_force": "tab:green", "source_crop": "tab:olive",
+    colours = {"value": "tab:red", "other_move": "salmon", "invariance": "tab:blue", "brute_force": "tab:green", "source_crop": "tab:olive",
                "chance": "0.6"}
     figure, axis = plt.subplots(figsize=(8, 3.4))
     width = 0.8 / len(PREDICTORS)

@@ -23,7 +23,7 @@ def report(workdir: str) -> None:
     evaluator = foresight.Evaluator(None, config, 1)
     params = state[config_lib.params_key(config_lib.eval_encoder(config))]
     annotations, class_of_annotation = evaluator._annotations(params)
-    value, source, destination, source_crop = (
+    value, source, destination, source_crop, _ = (
         np.asarray(x) for x in evaluator._predict(params, annotations, class_of_annotation))
     truth = evaluator.truth
     has = truth.any(1)
