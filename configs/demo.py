@@ -3,8 +3,8 @@
     python -m rlvis.main --config=configs/demo.py --workdir=runs/demo
 
 Arguments after the colon, comma-separated: `tiny` (seconds, used by the tests), `long` (the regime where the value
-head foresees best so far: 4,800 steps with a centred target, about 17 minutes on 2 cores; see
-docs/repro/levers/README.md), `method=NAME` and `evals=PRESET` (adds a paper table's evaluators:
+head foresees and searches best so far: 9,600 steps, four times the default, with a centred target, about 20
+minutes alone on 2 cores; see docs/repro/levers/README.md), `method=NAME` and `evals=PRESET` (adds a paper table's evaluators:
 rlvis/evaluators/presets.py), e.g.
 `--config=configs/demo.py:method=simclr` or `--config=configs/demo.py:tiny,method=simclr`. Methods:
   * `ab_simclr` (default) — SimCLR base loss + annotation bootstrapping;
@@ -261,7 +261,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     if args["tiny"] and args["long"]:
         raise ValueError("configs/demo.py: 'tiny' and 'long' are two sizes; pick one")
     if args["long"]:
-        c.total_steps = 4800
+        c.total_steps = 9600
         c.ab.center_target = c.method == "ab_simclr"  # a switch of AB_SimCLR's target
     if args["tiny"]:
         c.total_steps = 6

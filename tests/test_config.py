@@ -56,7 +56,7 @@ def test_config_argument_picks_size_and_method():
     with pytest.raises(ValueError, match="unknown argument 'huge'"):
         demo.get_config("huge")
     long = demo.get_config("long")
-    assert (long.total_steps, long.ab.center_target) == (4800, True) and long.method == "ab_simclr"
+    assert (long.total_steps, long.ab.center_target) == (9600, True) and long.method == "ab_simclr"
     config_lib.validate(long, device_count=1)
     assert not demo.get_config("long,method=ab_dino").ab.center_target  # the centred target is SimCLR's
     with pytest.raises(ValueError, match="'tiny' and 'long' are two sizes"):
