@@ -61,8 +61,8 @@ def validate(config: ml_collections.ConfigDict, device_count: int, check_data_pa
              f"config.env.local_views={c.env.local_views} must be in [0, env.views={c.env.views}): a local view moves "
              "from an independent one")
     lo, hi = c.env.local_zoom
-    _require(0 < lo <= hi and c.env.local_pan >= 0,
-             f"config.env.local_zoom={tuple(c.env.local_zoom)} must satisfy 0 < min <= max, local_pan >= 0")
+    _require(0 < lo <= hi, f"config.env.local_zoom={tuple(c.env.local_zoom)} must satisfy 0 < min <= max")
+    _require(c.env.local_pan >= 0, f"config.env.local_pan={c.env.local_pan} must be at least 0")
     lo, hi = c.env.annotation_scale  # max > 1: zoom-out crops (crop_env.reset)
     _require(0 < lo <= hi, f"config.env.annotation_scale={tuple(c.env.annotation_scale)} must satisfy 0 < min <= max")
     lo, hi = c.env.ratio

@@ -16,6 +16,7 @@ def test_demo_configs_are_valid():
     ("env.scale", (0.5, 2.0), r"config.env.scale=\(0.5, 2.0\) must satisfy 0 < min <= max <= 1"),
     ("env.local_views", 3, r"config.env.local_views=3 must be in \[0, env.views=3\)"),
     ("env.local_zoom", (0.9, 0.7), r"config.env.local_zoom=\(0.9, 0.7\) must satisfy 0 < min <= max"),
+    ("env.local_pan", -0.1, r"config.env.local_pan=-0.1 must be at least 0"),
     ("env.annotation_scale", (0.0, 2.0), r"config.env.annotation_scale=\(0.0, 2.0\) must satisfy 0 < min <= max"),
     ("ab.gamma", 1.0, r"config.ab.gamma=1.0 must be in \[0, 1\)"),
     ("model.variant", "Q/8", r"config.model.variant: unknown ViT variant 'Q/8'"),

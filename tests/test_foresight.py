@@ -53,6 +53,13 @@ def test_buckets_select_pairs_by_overlap_and_leave_out_empty_destinations():
     assert scores["foresight/value/zoom_in"] == 0.5  # the two pairs at least 90 % inside their source
 
 
+def test_other_move_gives_each_destination_another_destination_of_the_same_source():
+    q = np.arange(2 * 3 * 2 * 1, dtype=np.float32).reshape(2, 3, 2, 1)  # [S, n, n-1, C]: 3 views, 2 moves each
+    other = np.asarray(foresight.other_move_scores(q))
+    np.testing.assert_array_equal(other[:, :, 0], q[:, :, 1])
+    np.testing.assert_array_equal(other[:, :, 1], q[:, :, 0])
+
+
 def test_source_crop_boxes_cut_the_destinations_part_of_the_source_and_fall_back_to_the_whole_view():
     actions = np.float32([[0.25, 0.5, 0.25, 0.25],  # a zoom-in: the destination is its own crop
                           [0.5, -0.5, 1.0, 1.0],  # half out on two sides: the overlapping quarter

@@ -119,8 +119,9 @@ def test_success_criteria_and_unknown_policy():
     hit = search.found(final, boxes, labels, np.array([7, 7]))
     assert hit["centre"].tolist() == [True, False] and hit["iou50"].tolist() == [True, False]
     assert hit["any_digit"].tolist() == [True, True]  # the second final box is centred on the 3
-    missed = search.found(np.array([[0.35, 0.35, 0.1, 0.1]] * 2), boxes, np.array([[7, -1], [7, 3]]), np.array([7, 7]))
-    assert missed["any_digit"].tolist() == [False, False]
+    # a padding slot (label -1) is no digit, even where the final box is centred on its box
+    padded = search.found(final, boxes, np.array([[7, -1], [7, 3]]), np.array([7, 7]))
+    assert padded["any_digit"].tolist() == [False, True]
     with pytest.raises(ValueError, match="unknown policy"):
         search.make_search(None, demo.get_config("tiny"), policy="teleport")
 

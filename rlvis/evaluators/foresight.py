@@ -3,7 +3,8 @@
 The value head is trained to answer "which annotations will I see if I move the view like this?". On held-out
 scenes (digits never seen in pre-training, boxes known) this evaluator asks it that question for every ordered
 pair of views (x_i → x_j) of each scene, sampled as in training (`env.views` RandomResizedCrops with
-`env.scale`), and scores three predictors of "which digit class is at the destination":
+`env.scale`; always independent crops, whatever `env.local_views`, so runs with and without local views are
+scored on the same views), and scores three predictors of "which digit class is at the destination":
   * value       argmax_c Q(c | x_i, a_{i→j}): the value head, which never sees x_j;
   * invariance  argmax_c p(c | x_i): the base model on the *source* view ("what I see here"), the answer of a
                 model that ignores the move;
@@ -14,8 +15,8 @@ pair of views (x_i → x_j) of each scene, sampled as in training (`env.views` R
                 overlap). It tells whether the source view holds what the value head should foresee: on zoom-ins
                 it is the value head's ceiling given its input, so a value head far below it failed to learn,
                 not to see.
-  * other_move  the value head's answer for *another* of the source's moves (the next destination's action)
-                scored against this destination: what the head says when given the wrong move. Value above it
+  * other_move  the value head's answer for *another* of the source's moves (the previous destination's, cyclically;
+                `other_move_scores`) scored against this destination: what the head says when given the wrong move. Value above it
                 means the head uses where the view moves; value equal to it means it predicts the source's scene
                 whatever the action (as a scene-level reader better than invariance can still do). Needs
                 `env.views` ≥ 3.
@@ -94,6 +95,13 @@ def foresight_scores(value: np.ndarray, source: np.ndarray, destination: np.ndar
     hits["chance"] = truth.mean(-1)
     return {f"foresight/{predictor}/{bucket}": float(hits[predictor][mask].mean())
             for predictor in PREDICTORS if predictor in hits for bucket, mask in masks.items() if mask.any()}
+
+
+def other_move_scores(q: jax.Array) -> jax.Array:
+    """Value scores [S, n, n-1, C] (source, destination k of `crop_env.pair_indices`, class) → the same, each
+    destination given the answer for the source's previous destination (cyclically): the value head's prediction
+    with the wrong move. Needs n - 1 ≥ 2 destinations per source."""
+    return jnp.roll(q, 1, axis=2)
 
 
 def source_crop_boxes(actions: np.ndarray) -> np.ndarray:
@@ -180,7 +188,7 @@ class Evaluator:
         destination = base[:, self.pairs]
         crop_tokens = model.apply(params, self.source_crops, method=ABModel.encode)
         source_crop = value_maps.base_distribution(model, params, annotations, crop_tokens) @ class_of_annotation
-        other_move = jnp.roll(q, 1, axis=2) if n > 2 else None  # each destination gets another move's answer
+        other_move = other_move_scores(q) if n > 2 else None
         return tuple(x if x is None else x.reshape(-1, x.shape[-1])
                      for x in (q, source, destination, source_crop, other_move))
 
