@@ -3,8 +3,8 @@
     python -m rlvis.main --config=configs/demo.py --workdir=runs/demo
 
 Arguments after the colon, comma-separated: `tiny` (seconds, used by the tests), `long` (the regime where the value
-head foresees and searches best so far: 9,600 steps, four times the default, with a centred target, about 20
-minutes alone on 2 cores; see docs/repro/levers/README.md), `method=NAME` and `evals=PRESET` (adds a paper table's evaluators:
+head foresees and searches best so far: 9,600 steps, twice the default, about 20 minutes alone on 2 cores; see
+docs/repro/levers/README.md), `method=NAME` and `evals=PRESET` (adds a paper table's evaluators:
 rlvis/evaluators/presets.py), e.g.
 `--config=configs/demo.py:method=simclr` or `--config=configs/demo.py:tiny,method=simclr`. Methods:
   * `ab_simclr` (default) — SimCLR base loss + annotation bootstrapping;
@@ -78,7 +78,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.method = args["method"]
     c.seed = 0
-    c.total_steps = 2400
+    c.total_steps = 4800
     c.log_every = 50
     c.checkpoint_every = 300
     c.keep_checkpoints = 2
@@ -190,13 +190,15 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.ab = ml_collections.ConfigDict()
     c.ab.gamma = 0.0  # 0 = ICML objective; > 0 adds γ·max_a' Q_ema(ℓ|x',a') (project-page form)
     c.ab.target_temperature = 0.0  # AB_SimCLR: temperature of p_ema(ℓ | x') in the TD target; 0 = simclr.temperature
-    c.ab.center_target = False  # AB_SimCLR: remove each annotation's mean target logit over the bootstrap batch
+    # AB_SimCLR: remove each annotation's mean target logit over the bootstrap batch (on by default: the lever that
+    # made the value head foresee, docs/repro/levers/README.md; the other bases' annotations are not images)
+    c.ab.center_target = c.method == "ab_simclr"
     c.ab.target_walk = False  # AB_SimCLR: target Σ_m p(m | x') p(ℓ | m), one more step on the annotation graph
     c.ab.source_prior = False  # Q logits = decoder logits + log p(ℓ | x) of the source view (objectives/bootstrap.py)
     c.ab.shared_vocabulary = False  # SimCLR/CLIP: ψ_AB = the base head's annotation embedding (stop-gradient)
     c.ab.exclude_source = False  # γ > 0: leave the move back to the source view out of max_a' (objectives/td.py)
     c.ab.loss_weight = 1.0  # paper Table 7 "loss ratio"
-    c.ab.ema_start = 0.99  # target momentum, cosine to ema_end; paper 0.996 is for ~100k steps, 0.99 suits 2,400
+    c.ab.ema_start = 0.99  # target momentum, cosine to ema_end; paper 0.996 is for ~100k steps, 0.99 for thousands
     c.ab.ema_end = 1.0
     c.ab.use_ema_target = True  # ablation: False = the online network (stop-gradient) makes the AB targets
     c.ab.base_loss_weight = 1.0  # ablation: 0 = no annotation (base) loss
@@ -262,7 +264,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         raise ValueError("configs/demo.py: 'tiny' and 'long' are two sizes; pick one")
     if args["long"]:
         c.total_steps = 9600
-        c.ab.center_target = c.method == "ab_simclr"  # a switch of AB_SimCLR's target
     if args["tiny"]:
         c.total_steps = 6
         c.log_every = 1

@@ -96,11 +96,17 @@ def saved_config(workdir: str, step: int) -> ml_collections.ConfigDict:
     return with_current_defaults(meta["config"])
 
 
+# Fields whose default changed after they were added: a config saved before the field existed ran with this value,
+# not today's default.
+BEFORE_THE_FIELD = {("ab", "center_target"): False}
+
+
 def with_current_defaults(saved: dict) -> ml_collections.ConfigDict:
     """A config saved by an older rlvis lacks the fields added since; they take the defaults of configs/demo.py
-    (the base every preset builds on), which is how such runs behaved. Saved values are never changed, so old
-    checkpoints stay loadable by evaluation, export and search. Without the repository's configs/ (a bare
-    package install) the saved config is returned as it is."""
+    (the base every preset builds on), which is how such runs behaved, or the value of BEFORE_THE_FIELD where the
+    default has changed since. Saved values are never changed, so old checkpoints stay loadable by evaluation,
+    export and search. Without the repository's configs/ (a bare package install) the saved config is returned as
+    it is."""
     path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "demo.py")
     if not os.path.exists(path):
         return ml_collections.ConfigDict(saved)
@@ -111,6 +117,8 @@ def with_current_defaults(saved: dict) -> ml_collections.ConfigDict:
         defaults = module.get_config(f"method={saved['method']}").to_dict()
     except (KeyError, ValueError):  # a method today's configs do not know: use the saved config as it is
         return ml_collections.ConfigDict(saved)
+    for (section, field), value in BEFORE_THE_FIELD.items():
+        defaults[section][field] = value
 
     def merge(default: dict, ours: dict) -> dict:
         return {**{key: merge(value, ours[key]) if isinstance(value, dict) and isinstance(ours.get(key), dict)

@@ -263,6 +263,8 @@ def apply_variant(config: ml_collections.ConfigDict, variant: str) -> ml_collect
     config.method = method
     if method in methods.NAMES and not methods.get(config).ANNOTATES:  # nothing to foresee with, as configs/demo.py
         config.evals.foresight.final, config.evals.foresight.every = False, 0
+    if method in methods.NAMES and not (methods.get(config).IMAGE_ANNOTATIONS and methods.bootstraps(config)):
+        config.ab.center_target = False  # AB_SimCLR's default (configs/demo.py): no other method has its target
     for override in overrides:
         field, sep, text = override.partition("=")
         try:

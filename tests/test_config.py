@@ -57,9 +57,19 @@ def test_config_argument_picks_size_and_method():
     with pytest.raises(ValueError, match="unknown argument 'huge'"):
         demo.get_config("huge")
     long = demo.get_config("long")
-    assert (long.total_steps, long.ab.center_target) == (9600, True) and long.method == "ab_simclr"
+    assert long.total_steps == 2 * demo.get_config().total_steps and long.method == "ab_simclr"
     config_lib.validate(long, device_count=1)
-    assert not demo.get_config("long,method=ab_dino").ab.center_target  # the centred target is SimCLR's
+    assert demo.get_config().ab.center_target and long.ab.center_target
+    for method in ("ab_dino", "ab_clip"):  # the centred target is SimCLR's: other bases would refuse it
+        assert not demo.get_config(f"long,method={method}").ab.center_target
+        config_lib.validate(demo.get_config(f"method={method}"), device_count=1)
+
+
+def test_a_compared_method_drops_the_simclr_only_target_default():
+    base = demo.get_config()
+    configs = config_lib.method_configs(base, ["simclr", "ab_simclr", "dino", "ab_dino"], 1, check_data_paths=False)
+    assert configs["ab_simclr"].ab.center_target and not configs["ab_dino"].ab.center_target
+    assert not configs["dino"].ab.center_target and not configs["simclr"].ab.center_target  # they have no AB target
     with pytest.raises(ValueError, match="'tiny' and 'long' are two sizes"):
         demo.get_config("tiny,long")
 

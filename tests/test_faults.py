@@ -228,11 +228,14 @@ def test_a_checkpoint_from_before_a_config_field_existed_resumes_with_its_defaul
     shutil.rmtree(workdir / "checkpoints" / str(TINY_STEPS))
     metadata = workdir / "checkpoints" / "3" / "meta" / "metadata"
     meta = json.loads(metadata.read_text())
-    del meta["config"]["ab"]["center_target"]  # as an rlvis from before the field would have saved it
+    for section, field in (("env", "local_views"), ("ab", "center_target")):  # as an rlvis before them saved it
+        del meta["config"][section][field]
     metadata.write_text(json.dumps(meta))
-    assert "resumed from step 3" in train(workdir, *NO_EVAL).stdout
-    with pytest.raises(config_lib.ConfigError, match=r"ab.center_target: False -> True"):
-        train(workdir, *NO_EVAL, "ab.center_target=True", "total_steps=8")  # a real change is still refused
+    # local_views takes today's default (0, as before it existed); center_target is on by default now but such a run
+    # trained without it (checkpoints.BEFORE_THE_FIELD): resuming it under today's default is a real change
+    with pytest.raises(config_lib.ConfigError, match=r"different config \(ab.center_target: False -> True\)"):
+        train(workdir, *NO_EVAL)
+    assert "resumed from step 3" in train(workdir, *NO_EVAL, "ab.center_target=False").stdout
 
 
 @pytest.mark.parametrize("overrides, message", [

@@ -57,3 +57,31 @@ def test_a_claim_reads_rows_from_the_experiments_it_merges_when_their_steps_matc
     assert "Not run yet." not in section and f"| {claim.base} | {claim.ab} |" in section
     write("mae_scenes", claim.ab, 1200, views=512)  # another budget: not merged either
     assert "Not run yet." in reproduction.render(str(tmp_path)).split("## ijepa_vs_mae")[1].split("##")[0]
+
+
+def test_each_recorded_comparison_is_rebuilt_by_its_command_with_the_steps_and_target_it_ran(tmp_path):
+    """The page prints a command under every table: run today, it must train what the recorded JSON trained, also
+    after the demo's defaults move (steps, AB_SimCLR's centred target)."""
+    import os
+    import shlex
+
+    from rlvis import checkpoints, cli, compare, config_lib, methods
+
+    checked = 0
+    for claim in reproduction.CLAIMS:
+        path = os.path.join("docs", "repro", claim.experiment, "compare.json")
+        if not os.path.exists(path):
+            continue
+        with open(path) as f:
+            summary = json.load(f)
+        argv = shlex.split(claim.command())[3:]  # after "python -m rlvis.compare"
+        args = cli.parse(compare.define_flags, argv)
+        configs = config_lib.method_configs(args.config, list(args.methods), 1, check_data_paths=False,
+                                            views_per_step=args.views_per_step)
+        recorded = checkpoints.with_current_defaults(summary["config"])
+        for row, config in configs.items():
+            assert config.total_steps == summary["steps"], (claim.experiment, row)
+            if methods.get(config).IMAGE_ANNOTATIONS and row in summary["methods"]:
+                assert config.ab.center_target == recorded.ab.center_target, (claim.experiment, row)
+        checked += 1
+    assert checked >= 8  # docs/repro holds the comparisons the page is written from
