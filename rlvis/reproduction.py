@@ -7,7 +7,8 @@ Each claim names a comparison (`rlvis.compare` writes `<runs>/<experiment>/compa
 committed page is kept in docs/repro/, so `--runs=docs/repro` rewrites it exactly); a claim whose runs are
 missing is listed as "not run" with its command, never filled in by hand. A difference "holds" when it is larger
 than twice its standard error (the two rows' SEs combined), "reverses" when it is that far the other way, and is
-"within noise" otherwise.
+"within noise" otherwise. A last section reads the seeded single-method runs kept in `<runs>/levers/` (`REGIMES`)
+and says, per regime, whether the value head meets the foresight and search targets (`TARGETS`).
 """
 
 import dataclasses
@@ -121,6 +122,97 @@ FORESIGHT_CLAIM = ("The value head predicts the annotations of the view a move r
                    "AB_CLIP's ends at ≈0.26–0.65 by IoU bucket")
 
 
+
+
+@dataclasses.dataclass(frozen=True)
+class Regime:
+    """Seeded single-method runs in `<runs>/levers/`: `<stem>.json` per seed (the run's scores) and, where measured,
+    `<stem>_search.json` (`rlvis.search --measure`)."""
+    name: str
+    stems: tuple[str, ...]  # one per seed
+    command: str
+
+
+REGIMES = (
+    Regime("the demo default: 4,800 steps, centred target", ("center_long_ref", "center_long_s1", "center_long_s2"),
+           "python -m rlvis.main --config=configs/demo.py --workdir=runs/demo [--config.seed=1|2]"),
+    Regime("configs/demo.py:long: 9,600 steps, centred target", ("xlong", "xlong_s1", "xlong_s2"),
+           "python -m rlvis.main --config=configs/demo.py:long --workdir=runs/long [--config.seed=1|2]"),
+    Regime("the oracle reward (the true classes; a diagnostic), 4,800 steps",
+           ("oracle_long", "oracle_long_s1", "oracle_long_s2"),
+           "python -m rlvis.main --config=configs/demo.py --config.ab.reward=oracle --workdir=runs/oracle "
+           "[--config.seed=1|2]"),
+)
+# The targets set for the value head: (label, one seed's score from its foresight scores and search successes,
+# threshold, whether the score is a difference rather than a ratio).
+TARGETS = (
+    ("zoom-in: value / brute force ≥ 0.8",
+     lambda f, s: f["foresight/value/zoom_in"] / f["foresight/brute_force/zoom_in"], 0.8, False),
+    ("all pairs: value − invariance ≥ +0.05",
+     lambda f, s: f["foresight/value/all"] - f["foresight/invariance/all"], 0.05, True),
+    ("IoU (0, 0.2]: value − invariance ≥ +0.10",
+     lambda f, s: f["foresight/value/iou_0-0.2"] - f["foresight/invariance/iou_0-0.2"], 0.10, True),
+    ("search: value policy − random ≥ +0.15 (5 vs 90 encoder passes)",
+     lambda f, s: s["value"] - s["random"] if s else None, 0.15, True),
+)
+
+
+def _regime_seeds(runs: str, regime: Regime) -> list[tuple[dict, dict | None]] | None:
+    """Per seed (foresight scores, {policy: greedy success} or None); None when a seed's JSON is missing."""
+    seeds = []
+    for stem in regime.stems:
+        path = os.path.join(runs, "levers", f"{stem}.json")
+        if not os.path.exists(path):
+            return None
+        with open(path) as f:
+            run = json.load(f)
+        scores = run.get("foresight") or run["trained"]  # rescored with today's evaluator where it was
+        search_path = os.path.join(runs, "levers", f"{stem}_search.json")
+        search = None
+        if os.path.exists(search_path):
+            with open(search_path) as f:
+                search = {row["policy"]: row["success"] for row in json.load(f)  # greedy policies, and random
+                          if row["temperature"] == 0.0 or row["policy"] == "random"}
+        seeds.append((scores, search))
+    return seeds
+
+
+def _mean_se(values: list[float], form: str) -> str:
+    mean = sum(values) / len(values)
+    se = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1) / len(values)) if len(values) > 1 else 0
+    return f"{mean:{form}} ± {se:.3f}"
+
+
+def render_regimes(runs: str) -> list[str]:
+    """The foresight and search targets per seeded regime: mean ± SE, each seed, met or missed."""
+    lines = ["## Foresight and search targets, with seeds", "",
+             "Does the value head foresee (name the digit at a move's destination better than reading the source "
+             "view) and act (find an asked-for digit by search)? Held-out scenes, digits never seen in pre-training; "
+             "docs/evaluation.md defines each predictor and docs/repro/levers/README.md how each regime was found. "
+             "A target is met when the mean over seeds clears it.", "",
+             "| regime | target | mean ± SE | per seed | met |", "|---|---|---|---|---|"]
+    missing = []
+    for regime in REGIMES:
+        seeds = _regime_seeds(runs, regime)
+        if seeds is None:
+            missing.append(regime)
+            continue
+        for label, score, threshold, difference in TARGETS:
+            values = [score(f, s) for f, s in seeds]
+            if any(v is None for v in values):
+                continue
+            mean = sum(values) / len(values)
+            met = "yes" if mean >= threshold else "no"
+            form = "+.3f" if difference else ".3f"
+            lines.append(f"| {regime.name} ({len(values)} seeds) | {label} | {_mean_se(values, form)} | "
+                         f"{', '.join(f'{v:{form}}' for v in values)} | {met} |")
+    lines += ["", "Commands (then `python docs/repro/levers/rescore_foresight.py WORKDIR` and "
+              "`python -m rlvis.search --measure --workdir=WORKDIR --scenes=500`):", ""]
+    lines += [f"    {regime.command}" for regime in REGIMES if regime not in missing]
+    lines += [""] + [f"{regime.name}: not run yet ({regime.command})." for regime in missing]
+    return lines
+
+
 def _cell(summary: dict, row: str, task: str) -> str:
     mean, se = summary["methods"][row].get(task), summary["se"][row].get(task, 0.0)
     return "—" if mean is None else f"{mean:.3f} ± {se:.3f}"
@@ -206,7 +298,7 @@ def render(runs: str) -> str:
             continue
         lines += [f"{experiment} / {row}: " + ", ".join(f"{task.removeprefix('foresight/')} {_cell(summary, row, task)}"
                                                          for task in FORESIGHT), ""]
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + render_regimes(runs)) + "\n"
 
 
 def define_flags(flag_values: flags.FlagValues) -> None:

@@ -85,3 +85,27 @@ def test_each_recorded_comparison_is_rebuilt_by_its_command_with_the_steps_and_t
                 assert config.ab.center_target == recorded.ab.center_target, (claim.experiment, row)
         checked += 1
     assert checked >= 8  # docs/repro holds the comparisons the page is written from
+
+
+def test_regime_targets_are_averaged_over_seeds_and_missing_regimes_are_listed(tmp_path):
+    regime = reproduction.REGIMES[0]
+    (tmp_path / "levers").mkdir()
+    for k, stem in enumerate(regime.stems):
+        value = 0.40 + 0.02 * k  # zoom-in ratios 0.8, 0.84, 0.88; all pairs value − invariance 0.10, 0.12, 0.14
+        scores = {"foresight/value/zoom_in": value, "foresight/brute_force/zoom_in": 0.5,
+                  "foresight/value/all": value, "foresight/invariance/all": 0.3,
+                  "foresight/value/iou_0-0.2": 0.3, "foresight/invariance/iou_0-0.2": 0.3}
+        (tmp_path / "levers" / f"{stem}.json").write_text(json.dumps(dict(trained=scores)))
+    search = [dict(policy="value", temperature=0.0, success=0.3), dict(policy="value", temperature=0.1, success=0.9),
+              dict(policy="random", temperature=1.0, success=0.2)]
+    for stem in regime.stems:
+        (tmp_path / "levers" / f"{stem}_search.json").write_text(json.dumps(search))
+    text = "\n".join(reproduction.render_regimes(str(tmp_path)))
+    assert "| search: value policy − random ≥ +0.15 (5 vs 90 encoder passes) | +0.100 ± 0.000 |" in text  # greedy
+    (tmp_path / "levers" / f"{regime.stems[1]}_search.json").unlink()
+    text = "\n".join(reproduction.render_regimes(str(tmp_path)))
+    assert "| zoom-in: value / brute force ≥ 0.8 | 0.840 ± 0.023 | 0.800, 0.840, 0.880 | yes |" in text
+    assert "| all pairs: value − invariance ≥ +0.05 | +0.120 ± 0.012 | +0.100, +0.120, +0.140 | yes |" in text
+    assert "| IoU (0, 0.2]: value − invariance ≥ +0.10 | +0.000 ± 0.000 | +0.000, +0.000, +0.000 | no |" in text
+    assert "search:" not in text  # a seed without search: no row rather than a partial mean
+    assert all(f"{r.name}: not run yet" in text for r in reproduction.REGIMES[1:])
