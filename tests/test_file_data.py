@@ -213,6 +213,7 @@ def test_cc12m_preset_carries_table_7_and_validates_for_every_method(method, web
     captioned = base in ("clip", "slip", "silc", "clip_aug")
     assert config.optim.b2 == (0.98 if captioned else 0.95 if base == "mae" else 0.999)
     assert config.optim.grad_clip == (1.0 if base == "dino" else 0.0)
+    assert not config.ab.center_target  # the paper's AB target, whatever the demo's default
     annotation_views = {"simclr": 2 * config.batch.annotation,
                         "dino": (2 + config.dino.local_views) * config.batch.annotation,
                         "slip": config.batch.annotation + 2 * config.batch.annotation // 2,

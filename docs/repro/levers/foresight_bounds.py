@@ -1,0 +1,61 @@
+"""What the geometry of the foresight pairs allows a predictor that reads only the source view.
+
+    python docs/repro/levers/foresight_bounds.py
+
+On the foresight evaluator's own held-out scenes and views (the same pairs every run is scored on), with perfect
+digit recognition and no model at all:
+  * visible      the destination holds a digit that is at least half inside the source view;
+  * foresight    a perfect source reader that also knows where each visible digit is: right whenever a visible digit
+                 is at the destination, else a uniform guess among the classes it does not see;
+  * invariance   a perfect source reader that ignores the move: a uniform pick among the classes it sees.
+Their difference is the most a value head can gain over reading the source when both recognise digits perfectly;
+the real predictors recognise far less (the base model names the digit on a rendered destination about half the
+time), so a target on value − invariance has to be read against this scale.
+"""
+
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+sys.path.insert(0, ".")
+from configs import demo  # noqa: E402
+from rlvis.data import digits as digits_lib  # noqa: E402
+from rlvis.envs import crop_env  # noqa: E402
+from rlvis.evaluators import foresight  # noqa: E402
+from rlvis.objectives import td  # noqa: E402
+
+
+def main() -> None:
+    config = demo.get_config()
+    _, scene_digits, scene_labels = foresight._validation_digits(config)
+    scenes = digits_lib.compose_scenes(np.random.default_rng(foresight._SCENE_SEED), scene_digits, scene_labels,
+                                       config.eval.foresight_scenes, config.data)
+    rollout = crop_env.batch_rollout(jax.random.PRNGKey(foresight._VIEW_SEED), jnp.asarray(scenes["image"]),
+                                     jnp.asarray(scenes["valid"]), num_views=config.env.views,
+                                     size=config.env.view_size, scale=tuple(config.env.scale),
+                                     ratio=tuple(config.env.ratio))
+    boxes = np.asarray(rollout["boxes"])
+    s, n = boxes.shape[:2]
+    present = foresight.digits_in_views(boxes, scenes["boxes"], scenes["labels"])  # [S, n, C]
+    pairs = crop_env.pair_indices(n)
+    truth = present[:, pairs].reshape(-1, 10)
+    seen = np.broadcast_to(present[:, :, None], (s, n, n - 1, 10)).reshape(-1, 10)
+    visible = (truth & seen).any(-1)
+    n_seen = seen.sum(-1)
+    foresee = np.where(visible, 1.0, (truth & ~seen).sum(-1) / np.maximum(10 - n_seen, 1))
+    invariance = np.where(n_seen > 0, (truth & seen).sum(-1) / np.maximum(n_seen, 1), truth.mean(-1))
+    geometry = foresight.pair_geometry(boxes)
+    keep = truth.any(-1)
+    masks = {"all": keep, "zoom_in": keep & (geometry["contained"].reshape(-1) >= foresight.ZOOM_IN)}
+    masks.update({name: keep & mask for name, mask in td.iou_bucket_masks(geometry["iou"].reshape(-1)).items()})
+    print(f"{'bucket':12s} {'pairs':>6s} {'visible':>8s} {'foresight':>10s} {'invariance':>11s} {'gap':>7s}")
+    for name, mask in masks.items():
+        gap = foresee[mask].mean() - invariance[mask].mean()
+        print(f"{name:12s} {mask.sum():6d} {visible[mask].mean():8.3f} {foresee[mask].mean():10.3f} "
+              f"{invariance[mask].mean():11.3f} {gap:+7.3f}")
+
+
+if __name__ == "__main__":
+    main()
