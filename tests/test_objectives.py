@@ -1,4 +1,3 @@
-import functools
 
 import jax
 import pytest
@@ -73,8 +72,14 @@ def _setup(gamma):
 
 
 def test_gamma_zero_is_the_icml_objective():
-    """γ = 0: the TD term is CE(Q logits, softmax of the EMA base logits on the reached view), nothing else."""
+    """γ = 0: the TD term is CE(Q logits, softmax of the EMA base logits on the reached view), nothing else; with the
+    demo's centred target, of those logits less each annotation's mean over the batch's views."""
     config, model, params, target, batch = _setup(0.0)
+    assert config.ab.center_target  # the demo default
+    _, (metrics, _) = jit_loss(simclr_method, model, config)(params, target, batch)
+    np.testing.assert_allclose(metrics["td_loss"], _reference(model, params, target, batch, 0.0, False, True),
+                               rtol=1e-5)
+    config.ab.center_target = False  # the paper's target
     _, (metrics, _) = jit_loss(simclr_method, model, config)(params, target, batch)
     np.testing.assert_allclose(metrics["td_loss"], _reference(model, params, target, batch, 0.0), rtol=1e-5)
     # (CE and the paper's KL(p_ema ‖ p_AB) differ by the target's entropy, a constant for the online gradient.)
@@ -85,11 +90,11 @@ def test_gamma_zero_is_the_icml_objective():
     np.testing.assert_allclose(again["td_loss"], metrics["td_loss"], rtol=1e-6)
 
 
-@functools.partial(jax.jit, static_argnums=(0, 4, 5))
-def _reference_td_loss(model, params, target, batch, gamma, exclude_source=False):
+def _reference_td_loss(model, params, target, batch, gamma, exclude_source=False, centred=False):
     """The TD loss rebuilt pair by pair, one view and one action at a time.
 
-    γ = 0 is the ICML loss: mean over ordered pairs (i, j) of CE(p_AB(·|x_i, bb_ij), p_ema(·|x_j)).
+    γ = 0 is the ICML loss: mean over ordered pairs (i, j) of CE(p_AB(·|x_i, bb_ij), p_ema(·|x_j)); `centred`
+    (`ab.center_target`) first removes each annotation's mean logit over every view of the batch.
     """
     A = ab_model.ABModel
     ann_t = model.apply(target, batch["annotation_views"][:, 1], method=A.encode)
@@ -100,9 +105,15 @@ def _reference_td_loss(model, params, target, batch, gamma, exclude_source=False
     b, n = batch["views"].shape[:2]
     pairs = crop_env.pair_indices(n)
 
+    def logits_at(j):
+        tokens_t = model.apply(target, batch["views"][:, j], method=A.encode)
+        return model.apply(target, tokens_t, method=A.base_embed) @ vocab_t.T / 0.1
+
+    centre = jnp.mean(jnp.concatenate([logits_at(j) for j in range(n)]), axis=0) if centred else 0.0
+
     def target_at(i, j):
         tokens_t = model.apply(target, batch["views"][:, j], method=A.encode)
-        p = jax.nn.softmax(model.apply(target, tokens_t, method=A.base_embed) @ vocab_t.T / 0.1, -1)
+        p = jax.nn.softmax(logits_at(j) - centre, -1)
         if gamma == 0.0:
             return p
         q = [jax.nn.softmax(10.0 * model.apply(target, tokens_t, batch["actions"][:, j, k:k + 1],
@@ -122,7 +133,7 @@ def _reference_td_loss(model, params, target, batch, gamma, exclude_source=False
 
 
 # One compiled program: run op by op, the pair-by-pair reference takes about a minute on 2 cores.
-_reference = jax.jit(_reference_td_loss, static_argnums=(0, 4, 5))
+_reference = jax.jit(_reference_td_loss, static_argnums=(0, 4, 5, 6))
 
 
 @pytest.mark.parametrize("exclude_source", [False, True])
@@ -132,8 +143,8 @@ def test_gamma_positive_matches_a_pair_by_pair_reference(exclude_source):
     config, model, params, target, batch = _setup(0.5)
     config.ab.exclude_source = exclude_source
     _, (metrics, _) = jit_loss(simclr_method, model, config)(params, target, batch)
-    np.testing.assert_allclose(metrics["td_loss"],
-                               _reference(model, params, target, batch, 0.5, exclude_source), rtol=1e-5)
+    np.testing.assert_allclose(metrics["td_loss"], _reference(model, params, target, batch, 0.5, exclude_source,
+                                                          config.ab.center_target), rtol=1e-5)
 
 
 def test_gamma_positive_uses_the_target_value_head():
