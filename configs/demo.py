@@ -231,7 +231,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.optim.b2 = 0.999
     c.optim.grad_clip = 1.0  # global norm; 0 = no clipping
     c.optim.rules = ()  # parameter groups: ((regex, dict(lr_mult=, wd_mult=, frozen_steps=)), ...); rlvis/optimizer.py
-    c.optim.grad_accum_steps = 1  # >1: the bootstrap batch in this many micro-batches (train.accumulate_gradients)
+    c.optim.grad_accum_steps = 1  # >1: the bootstrap batch in micro-batches (train.accumulate_gradients); no centring
     c.optim.skip_nonfinite = False  # True: a step with a non-finite loss/gradient is undone and counted, not fatal
 
     c.debug = ml_collections.ConfigDict()

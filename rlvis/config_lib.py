@@ -165,6 +165,9 @@ def validate(config: ml_collections.ConfigDict, device_count: int, check_data_pa
     _require(accum >= 1, f"config.optim.grad_accum_steps={accum} must be >= 1")
     _require(accum == 1 or methods.bootstraps(c),
              "config.optim.grad_accum_steps > 1 splits the bootstrap batch; a base method alone has none")
+    _require(accum == 1 or not c.ab.center_target,  # micro-batches would each centre over their own views only
+             "config.ab.center_target centres the target over the step's bootstrap views, which "
+             "config.optim.grad_accum_steps > 1 splits into micro-batches; set one of them off")
     _require(c.batch.bootstrap % (accum * device_count) == 0,
              f"config.batch.bootstrap={c.batch.bootstrap} must be a multiple of grad_accum_steps × devices "
              f"({accum} × {device_count})")

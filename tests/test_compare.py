@@ -46,7 +46,7 @@ def test_compare_command_writes_a_table_json_and_chart(tmp_path):
 
 def test_a_base_method_drops_gradient_accumulation_which_splits_a_stream_it_does_not_read():
     config = demo.get_config()
-    config.optim.grad_accum_steps = 2
+    config.optim.grad_accum_steps, config.ab.center_target = 2, False  # centring needs the whole step's views
     configs = config_lib.method_configs(config, ["ab_simclr", "simclr"], device_count=1)
     assert configs["ab_simclr"].optim.grad_accum_steps == 2 and configs["simclr"].optim.grad_accum_steps == 1
 

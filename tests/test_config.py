@@ -24,6 +24,8 @@ def test_demo_configs_are_valid():
     ("eval.encoder", "student", r"config.eval.encoder='student'"),
     ("data.digits_per_scene", (1, 6), r"config.data.digits_per_scene=\(1, 6\) must satisfy 1 <= min <= max <= 4"),
     ("ab.reward", "labels", r"config.ab.reward='labels' must be 'base' or 'oracle'"),
+    ("optim.grad_accum_steps", 2, r"config.ab.center_target centres the target over the step's bootstrap views, "
+                                  r"which config.optim.grad_accum_steps > 1 splits into micro-batches"),
     ("data.annotation_scene_fraction", 0.5, None),  # with the oracle reward below: scenes have no single label
 ])
 def test_impossible_values_name_the_field(field, value, message):
