@@ -191,8 +191,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.ab.gamma = 0.0  # 0 = ICML objective; > 0 adds γ·max_a' Q_ema(ℓ|x',a') (project-page form)
     c.ab.target_temperature = 0.0  # AB_SimCLR: temperature of p_ema(ℓ | x') in the TD target; 0 = simclr.temperature
     # AB_SimCLR: remove each annotation's mean target logit over the bootstrap batch (on by default: the lever that
-    # made the value head foresee, docs/repro/levers/README.md; the other bases' annotations are not images)
-    c.ab.center_target = c.method == "ab_simclr"
+    # made the value head foresee, docs/repro/levers/README.md); the other methods have no such target and ignore it
+    c.ab.center_target = True
     c.ab.target_walk = False  # AB_SimCLR: target Σ_m p(m | x') p(ℓ | m), one more step on the annotation graph
     c.ab.source_prior = False  # Q logits = decoder logits + log p(ℓ | x) of the source view (objectives/bootstrap.py)
     c.ab.shared_vocabulary = False  # SimCLR/CLIP: ψ_AB = the base head's annotation embedding (stop-gradient)

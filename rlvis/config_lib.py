@@ -95,9 +95,8 @@ def validate(config: ml_collections.ConfigDict, device_count: int, check_data_pa
     for section, field in (("ab", "shared_vocabulary"), ("model", "value_residual")):  # both need an embedding space
         _require(not c[section][field] or methods.get(c).EMBEDDING_ANNOTATIONS,
                  f"config.{section}.{field} is for SimCLR and CLIP bases (DINO's annotations are its prototypes)")
-    for field in ("target_walk", "center_target"):
-        _require(not c.ab[field] or methods.get(c).IMAGE_ANNOTATIONS,
-                 f"config.ab.{field} is for the SimCLR base (its annotations are images scored by the base head)")
+    _require(not c.ab.target_walk or methods.get(c).IMAGE_ANNOTATIONS,
+             "config.ab.target_walk is for the SimCLR base (its annotations are images scored by the base head)")
     _require(0.0 < c.mae.mask_ratio < 1.0, f"config.mae.mask_ratio={c.mae.mask_ratio} must be in (0, 1)")
     for section, field in (("ijepa", "scale"), ("ijepa", "target_scale"), ("ijepa", "context_scale"),
                            ("slip", "scale"), ("clip_aug", "scale")):
@@ -165,7 +164,8 @@ def validate(config: ml_collections.ConfigDict, device_count: int, check_data_pa
     _require(accum >= 1, f"config.optim.grad_accum_steps={accum} must be >= 1")
     _require(accum == 1 or methods.bootstraps(c),
              "config.optim.grad_accum_steps > 1 splits the bootstrap batch; a base method alone has none")
-    _require(accum == 1 or not c.ab.center_target,  # micro-batches would each centre over their own views only
+    centred = c.ab.center_target and methods.get(c).IMAGE_ANNOTATIONS  # micro-batches would centre on their own
+    _require(accum == 1 or not centred,
              "config.ab.center_target centres the target over the step's bootstrap views, which "
              "config.optim.grad_accum_steps > 1 splits into micro-batches; set one of them off")
     _require(c.batch.bootstrap % (accum * device_count) == 0,
@@ -266,8 +266,6 @@ def apply_variant(config: ml_collections.ConfigDict, variant: str) -> ml_collect
     config.method = method
     if method in methods.NAMES and not methods.get(config).ANNOTATES:  # nothing to foresee with, as configs/demo.py
         config.evals.foresight.final, config.evals.foresight.every = False, 0
-    if method in methods.NAMES and not (methods.get(config).IMAGE_ANNOTATIONS and methods.bootstraps(config)):
-        config.ab.center_target = False  # AB_SimCLR's default (configs/demo.py): no other method has its target
     for override in overrides:
         field, sep, text = override.partition("=")
         try:

@@ -47,30 +47,31 @@ FORESIGHT = ("foresight/value/all", "foresight/invariance/all", "foresight/brute
              "foresight/value/zoom_in", "foresight/brute_force/zoom_in", "foresight/source_crop/zoom_in",
              "foresight/value/iou_0-0.2",
              "foresight/invariance/iou_0-0.2")
-# The paper's Table 5 directions share one comparison (AB_SimCLR trained once per seed), at half the demo's steps so
-# that all four rows fit one session on 2 cores.
+# The paper's Table 5 directions share one comparison (AB_SimCLR trained once per seed), at 1,200 steps so that all
+# four rows fit one session on 2 cores.
 ABLATIONS = ("ab_simclr", "ab_simclr+ab.base_loss_weight=0.0", "ab_simclr+ab.use_ema_target=False",
              "ab_simclr+ab.action_tokens=False")
-# These comparisons ran at the demo of their day: 2,400 steps and AB_SimCLR's uncentred target.
-DEMO_STEPS = " --config.total_steps=2400"
+# Comparisons run before the demo centred AB_SimCLR's target pin it off; those at the demo's length of the day,
+# 2,400 steps, pin that too (OLD_DEMO). Every command then rebuilds what its compare.json recorded.
 UNCENTRED = " --config.ab.center_target=False"
+OLD_DEMO = " --config.total_steps=2400" + UNCENTRED
 ABLATION_FLAGS = " --config.total_steps=1200" + UNCENTRED
 SCENE_BASELINES = ("mae+data.annotation_scene_fraction=1.0", "ijepa+data.annotation_scene_fraction=1.0",
                    "simclr+data.annotation_scene_fraction=1.0")
-BASELINE_FLAGS = " --views_per_step=256 --config.total_steps=1200"
+BASELINE_FLAGS = " --views_per_step=256 --config.total_steps=1200" + UNCENTRED
 CLIP_FAMILY = ("clip", "slip", "silc", "clip_aug", "ab_clip")
-CLIP_FAMILY_FLAGS = " --views_per_step=192 --config.total_steps=1200"
+CLIP_FAMILY_FLAGS = " --views_per_step=192 --config.total_steps=1200" + UNCENTRED
 CLAIMS = (
     Claim("scenes_only", "Trained on scene data alone, AB improves over its crop-consistency base method on "
           "scene-level tasks (the COCO/EpicKitchens table).",
           "COCO: AB_SimCLR vs SimCLR +1.9 object classification, +0.02 detection; +4.0 ImageNet probe",
           "ab_simclr+data.annotation_scene_fraction=1.0", "simclr+data.annotation_scene_fraction=1.0", SCENE_TASKS,
-          flags=DEMO_STEPS + UNCENTRED),
+          flags=OLD_DEMO),
     Claim("mae_scenes", "Trained on scene data alone, pixel reconstruction (MAE) beats crop consistency (SimCLR), "
           "which degrades there.", "COCO: MAE 62.3 vs SimCLR 56.2 ImageNet, 0.31 vs 0.24 detection, 76.5 vs 70.4 "
           "object classification", "mae+data.annotation_scene_fraction=1.0",
           "simclr+data.annotation_scene_fraction=1.0", SCENE_TASKS,
-          flags=" --views_per_step=256 --config.total_steps=1200"),
+          flags=" --views_per_step=256 --config.total_steps=1200" + UNCENTRED),
     Claim("ijepa_scenes", "Trained on scene data alone, latent prediction without grounding (I-JEPA) trails pixel "
           "reconstruction (MAE).", "COCO: I-JEPA 43.0 vs MAE 62.3 ImageNet, 0.21 vs 0.31 detection, 62.5 vs 76.5 "
           "object classification", SCENE_BASELINES[0], SCENE_BASELINES[1], SCENE_TASKS, SCENE_BASELINES,
@@ -95,16 +96,17 @@ CLAIMS = (
     Claim("decoupled", "A curated dataset for the base loss plus bootstrapping on the target data beats training "
           "the base method on a mixture of the two.",
           "AB_{IN1k+COCO} lies beyond the DINO mixture Pareto front (≈62 ImageNet, 0.27 COCO detection)",
-          "ab_simclr", "simclr+data.annotation_scene_fraction=0.5", SCENE_TASKS, flags=DEMO_STEPS + UNCENTRED),
+          "ab_simclr", "simclr+data.annotation_scene_fraction=0.5", SCENE_TASKS, flags=OLD_DEMO),
     Claim("decoupled_centred", "The decoupled claim again at today's demo default: 4,800 steps and AB_SimCLR's "
           "centred target, where the value head foresees on zoom-ins.",
           "AB_{IN1k+COCO} lies beyond the DINO mixture Pareto front (≈62 ImageNet, 0.27 COCO detection)",
-          "ab_simclr", "simclr+data.annotation_scene_fraction=0.5", SCENE_TASKS, name="decoupled_default"),
+          "ab_simclr", "simclr+data.annotation_scene_fraction=0.5", SCENE_TASKS,
+          flags=" --config.total_steps=4800 --config.ab.center_target=True"),
     Claim("dino", "AB_DINO improves over DINO.", "CC12M: +1.8 ImageNet, +1.1 CLEVR depth, +2.4 CLEVR count",
-          "ab_dino", "dino", SCENE_TASKS, flags=DEMO_STEPS),
+          "ab_dino", "dino", SCENE_TASKS, flags=OLD_DEMO),
     Claim("clip", "AB_CLIP improves over CLIP, most on spatial tasks.",
           "CC12M: +4.6 ImageNet, +8.1 CLEVR depth, +7.4 CLEVR count", "ab_clip", "clip", SCENE_TASKS,
-          flags=DEMO_STEPS),
+          flags=OLD_DEMO),
     Claim("ablations", "The grounding base loss is essential: bootstrapping alone collapses.",
           "−24.0 ImageNet without it", "ab_simclr", "ab_simclr+ab.base_loss_weight=0.0", SCENE_TASKS,
           ABLATIONS, ABLATION_FLAGS, "no_base_loss"),
@@ -127,26 +129,28 @@ FORESIGHT_CLAIM = ("The value head predicts the annotations of the view a move r
 
 
 
-
 @dataclasses.dataclass(frozen=True)
 class Regime:
-    """Seeded single-method runs in `<runs>/levers/`: `<stem>.json` per seed (the run's scores) and, where measured,
-    `<stem>_search.json` (`rlvis.search --measure`)."""
+    """Seeded single-method runs kept in `<runs>/levers/`: `<stem>.json` per seed (the run's scores) and, where
+    measured, `<stem>_search.json` (`rlvis.search --measure`); docs/repro/levers/collect.py writes both from a
+    workdir. `train` is the training flags (FLAGS in REGIME_COMMANDS)."""
     name: str
-    stems: tuple[str, ...]  # one per seed
-    command: str
+    stems: tuple[str, ...]  # one per seed, seeds 0, 1, 2
+    train: str
 
 
 REGIMES = (
     Regime("the demo default: 4,800 steps, centred target", ("center_long_ref", "center_long_s1", "center_long_s2"),
-           "python -m rlvis.main --config=configs/demo.py --workdir=runs/demo [--config.seed=1|2]"),
+           "--config=configs/demo.py"),
     Regime("configs/demo.py:long: 9,600 steps, centred target", ("xlong", "xlong_s1", "xlong_s2"),
-           "python -m rlvis.main --config=configs/demo.py:long --workdir=runs/long [--config.seed=1|2]"),
+           "--config=configs/demo.py:long"),
     Regime("the oracle reward (the true classes; a diagnostic), 4,800 steps",
-           ("oracle_long", "oracle_long_s1", "oracle_long_s2"),
-           "python -m rlvis.main --config=configs/demo.py --config.ab.reward=oracle --workdir=runs/oracle "
-           "[--config.seed=1|2]"),
+           ("oracle_long", "oracle_long_s1", "oracle_long_s2"), "--config=configs/demo.py --config.ab.reward=oracle"),
 )
+REGIME_COMMANDS = ("python -m rlvis.main FLAGS --workdir=runs/STEM --config.seed=S",
+                   "python docs/repro/levers/rescore_foresight.py runs/STEM",
+                   "python -m rlvis.search --measure --workdir=runs/STEM --scenes=500",
+                   "python docs/repro/levers/collect.py runs/STEM STEM")
 # The targets set for the value head: (label, one seed's score from its foresight scores and search successes,
 # threshold, whether the score is a difference rather than a ratio).
 TARGETS = (
@@ -156,8 +160,8 @@ TARGETS = (
      lambda f, s: f["foresight/value/all"] - f["foresight/invariance/all"], 0.05, True),
     ("IoU (0, 0.2]: value − invariance ≥ +0.10",
      lambda f, s: f["foresight/value/iou_0-0.2"] - f["foresight/invariance/iou_0-0.2"], 0.10, True),
-    ("search: value policy − random ≥ +0.15 (5 vs 90 encoder passes)",
-     lambda f, s: s["value"] - s["random"] if s else None, 0.15, True),
+    ("search: value policy − random ≥ +0.15 (5 encoder passes; brute force 90)",
+     lambda f, s: s["value"] - s["random"] if s and {"value", "random"} <= s.keys() else None, 0.15, True),
 )
 
 
@@ -193,27 +197,30 @@ def render_regimes(runs: str) -> list[str]:
              "Does the value head foresee (name the digit at a move's destination better than reading the source "
              "view) and act (find an asked-for digit by search)? Held-out scenes, digits never seen in pre-training; "
              "docs/evaluation.md defines each predictor and docs/repro/levers/README.md how each regime was found. "
-             "A target is met when the mean over seeds clears it.", "",
-             "| regime | target | mean ± SE | per seed | met |", "|---|---|---|---|---|"]
-    missing = []
+             "A target is met when the mean over seeds clears it.", ""]
+    rows, notes = [], []
     for regime in REGIMES:
         seeds = _regime_seeds(runs, regime)
         if seeds is None:
-            missing.append(regime)
-            continue
-        for label, score, threshold, difference in TARGETS:
+            notes.append(f"{regime.name}: not run yet.")
+        elif len({round(f.get("foresight/chance/all", -1.0), 6) for f, _ in seeds}) > 1:
+            notes.append(f"{regime.name}: its seeds were scored on different foresight scenes (rlvis versions "
+                         "differ); rescore them before comparing.")
+            seeds = None
+        for label, score, threshold, difference in TARGETS if seeds else ():
             values = [score(f, s) for f, s in seeds]
             if any(v is None for v in values):
                 continue
-            mean = sum(values) / len(values)
-            met = "yes" if mean >= threshold else "no"
+            met = "yes" if sum(values) / len(values) >= threshold else "no"
             form = "+.3f" if difference else ".3f"
-            lines.append(f"| {regime.name} ({len(values)} seeds) | {label} | {_mean_se(values, form)} | "
-                         f"{', '.join(f'{v:{form}}' for v in values)} | {met} |")
-    lines += ["", "Commands (then `python docs/repro/levers/rescore_foresight.py WORKDIR` and "
-              "`python -m rlvis.search --measure --workdir=WORKDIR --scenes=500`):", ""]
-    lines += [f"    {regime.command}" for regime in REGIMES if regime not in missing]
-    lines += [""] + [f"{regime.name}: not run yet ({regime.command})." for regime in missing]
+            rows.append(f"| {regime.name} ({len(values)} seeds) | {label} | {_mean_se(values, form)} | "
+                        f"{', '.join(f'{v:{form}}' for v in values)} | {met} |")
+    if rows:
+        lines += ["| regime | target | mean ± SE | per seed | met |", "|---|---|---|---|---|", *rows, ""]
+    lines += [*notes, ""] if notes else []
+    lines += ["Each seed S (0, 1, 2) of a regime, STEM its file name in docs/repro/levers:", ""]
+    lines += [f"    {command}" for command in REGIME_COMMANDS]
+    lines += ["", "with FLAGS " + "; ".join(f"`{r.train}` for {r.name}" for r in REGIMES) + "."]
     return lines
 
 
