@@ -127,7 +127,8 @@ def write_summary(workdir: str, configs: dict, trained: dict, random_init: dict,
                    encoded_views_per_step={m: methods.encoded_views_per_step(c) for m, c in configs.items()},
                    flops_per_step=flops,
                    steps=next(iter(configs.values())).total_steps,
-                   config=json.loads(next(iter(configs.values())).to_json()))
+                   config=json.loads(next(iter(configs.values())).to_json()),  # the first row's, in full
+                   row_configs={row: json.loads(config.to_json()) for row, config in configs.items()})
     storage.write_json(storage.join(workdir, "compare.json"), summary)
     bar_chart(rows, list(rows["random_init"]["mean"]), storage.join(workdir, "compare.png"))
     return rows
