@@ -18,7 +18,7 @@ import os
 
 from absl import flags
 
-from rlvis import cli
+from rlvis import cli, compare
 
 COMMAND = ("python -m rlvis.compare --config=configs/demo.py --workdir=runs/repro/{experiment} --methods={methods} "
            "--seeds=3{flags}")
@@ -128,7 +128,6 @@ FORESIGHT_CLAIM = ("The value head predicts the annotations of the view a move r
                    "AB_CLIP's ends at ≈0.26–0.65 by IoU bucket")
 
 
-
 @dataclasses.dataclass(frozen=True)
 class Regime:
     """Seeded single-method runs kept in `<runs>/levers/`: `<stem>.json` per seed (the run's scores) and, where
@@ -185,10 +184,9 @@ def _regime_seeds(runs: str, regime: Regime) -> list[tuple[dict, dict | None]] |
     return seeds
 
 
-def _mean_se(values: list[float], form: str) -> str:
-    mean = sum(values) / len(values)
-    se = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1) / len(values)) if len(values) > 1 else 0
-    return f"{mean:{form}} ± {se:.3f}"
+def _one_scene_set(per_seed: list[dict]) -> bool:
+    """Whether every seed's foresight was scored on the same scenes: chance depends on nothing else."""
+    return len({round(scores.get("foresight/chance/all", -1.0), 6) for scores in per_seed}) == 1
 
 
 def render_regimes(runs: str) -> list[str]:
@@ -203,7 +201,7 @@ def render_regimes(runs: str) -> list[str]:
         seeds = _regime_seeds(runs, regime)
         if seeds is None:
             notes.append(f"{regime.name}: not run yet.")
-        elif len({round(f.get("foresight/chance/all", -1.0), 6) for f, _ in seeds}) > 1:
+        elif not _one_scene_set([f for f, _ in seeds]):
             notes.append(f"{regime.name}: its seeds were scored on different foresight scenes (rlvis versions "
                          "differ); rescore them before comparing.")
             seeds = None
@@ -211,10 +209,11 @@ def render_regimes(runs: str) -> list[str]:
             values = [score(f, s) for f, s in seeds]
             if any(v is None for v in values):
                 continue
-            met = "yes" if sum(values) / len(values) >= threshold else "no"
+            stats = compare.summarise([{label: v} for v in values])
+            mean, se = stats["mean"][label], stats["se"][label]
             form = "+.3f" if difference else ".3f"
-            rows.append(f"| {regime.name} ({len(values)} seeds) | {label} | {_mean_se(values, form)} | "
-                        f"{', '.join(f'{v:{form}}' for v in values)} | {met} |")
+            rows.append(f"| {regime.name} ({len(values)} seeds) | {label} | {mean:{form}} ± {se:.3f} | "
+                        f"{', '.join(f'{v:{form}}' for v in values)} | {'yes' if mean >= threshold else 'no'} |")
     if rows:
         lines += ["| regime | target | mean ± SE | per seed | met |", "|---|---|---|---|---|", *rows, ""]
     lines += [*notes, ""] if notes else []
@@ -302,8 +301,7 @@ def render(runs: str) -> str:
     if not found:
         lines += ["Not run yet (every AB row above reports it).", ""]
     for experiment, row, summary in found:
-        chance = {round(scores.get("foresight/chance/all", -1.0), 6) for scores in summary["per_seed"][row]}
-        if len(chance) > 1:  # chance depends only on the scene set: the seeds were scored on different scenes
+        if not _one_scene_set(summary["per_seed"][row]):
             lines += [f"{experiment} / {row}: its seeds were scored on different foresight scene sets (rlvis versions "
                       "differ); re-score them with `rlvis.evaluate` before comparing.", ""]
             continue

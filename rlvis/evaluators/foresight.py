@@ -166,8 +166,8 @@ class Evaluator:
             image, jnp.array([size, size]), box, size)))(sources, crop_boxes)  # [S·n·(n-1), size, size, C]
         boxes = np.asarray(rollout["boxes"])
         pairs = crop_env.pair_indices(config.env.views)
-        present = digits_in_views(boxes, scenes["boxes"], scenes["labels"])
-        self.truth = present[:, pairs].reshape(-1, 10)  # destination of each pair
+        self.view_digits = digits_in_views(boxes, scenes["boxes"], scenes["labels"])  # [S, n, C]
+        self.truth = self.view_digits[:, pairs].reshape(-1, 10)  # destination of each pair
         geometry = pair_geometry(boxes)
         self.iou, self.contained = geometry["iou"].reshape(-1), geometry["contained"].reshape(-1)
         self.pairs = pairs

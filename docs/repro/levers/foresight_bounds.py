@@ -15,41 +15,26 @@ time), so a target on value − invariance has to be read against this scale.
 
 import sys
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, ".")
 from configs import demo  # noqa: E402
-from rlvis.data import digits as digits_lib  # noqa: E402
-from rlvis.envs import crop_env  # noqa: E402
 from rlvis.evaluators import foresight  # noqa: E402
 from rlvis.objectives import td  # noqa: E402
 
 
 def main() -> None:
-    config = demo.get_config()
-    _, scene_digits, scene_labels = foresight._validation_digits(config)
-    scenes = digits_lib.compose_scenes(np.random.default_rng(foresight._SCENE_SEED), scene_digits, scene_labels,
-                                       config.eval.foresight_scenes, config.data)
-    rollout = crop_env.batch_rollout(jax.random.PRNGKey(foresight._VIEW_SEED), jnp.asarray(scenes["image"]),
-                                     jnp.asarray(scenes["valid"]), num_views=config.env.views,
-                                     size=config.env.view_size, scale=tuple(config.env.scale),
-                                     ratio=tuple(config.env.ratio))
-    boxes = np.asarray(rollout["boxes"])
-    s, n = boxes.shape[:2]
-    present = foresight.digits_in_views(boxes, scenes["boxes"], scenes["labels"])  # [S, n, C]
-    pairs = crop_env.pair_indices(n)
-    truth = present[:, pairs].reshape(-1, 10)
-    seen = np.broadcast_to(present[:, :, None], (s, n, n - 1, 10)).reshape(-1, 10)
+    evaluator = foresight.Evaluator(None, demo.get_config())  # its scenes, views and pairs; no model
+    s, n = evaluator.view_digits.shape[:2]
+    truth = evaluator.truth
+    seen = np.broadcast_to(evaluator.view_digits[:, :, None], (s, n, n - 1, 10)).reshape(-1, 10)  # the source's
     visible = (truth & seen).any(-1)
     n_seen = seen.sum(-1)
     foresee = np.where(visible, 1.0, (truth & ~seen).sum(-1) / np.maximum(10 - n_seen, 1))
     invariance = np.where(n_seen > 0, (truth & seen).sum(-1) / np.maximum(n_seen, 1), truth.mean(-1))
-    geometry = foresight.pair_geometry(boxes)
     keep = truth.any(-1)
-    masks = {"all": keep, "zoom_in": keep & (geometry["contained"].reshape(-1) >= foresight.ZOOM_IN)}
-    masks.update({name: keep & mask for name, mask in td.iou_bucket_masks(geometry["iou"].reshape(-1)).items()})
+    masks = {"all": keep, "zoom_in": keep & (evaluator.contained >= foresight.ZOOM_IN)}
+    masks.update({name: keep & mask for name, mask in td.iou_bucket_masks(evaluator.iou).items()})
     print(f"{'bucket':12s} {'pairs':>6s} {'visible':>8s} {'foresight':>10s} {'invariance':>11s} {'gap':>7s}")
     for name, mask in masks.items():
         gap = foresee[mask].mean() - invariance[mask].mean()
