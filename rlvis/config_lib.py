@@ -164,7 +164,7 @@ def validate(config: ml_collections.ConfigDict, device_count: int, check_data_pa
     _require(accum >= 1, f"config.optim.grad_accum_steps={accum} must be >= 1")
     _require(accum == 1 or methods.bootstraps(c),
              "config.optim.grad_accum_steps > 1 splits the bootstrap batch; a base method alone has none")
-    centred = c.ab.center_target and methods.get(c).IMAGE_ANNOTATIONS  # micro-batches would centre on their own
+    centred = c.ab.center_target and reads_center_target(c)  # micro-batches would centre on their own
     _require(accum == 1 or not centred,
              "config.ab.center_target centres the target over the step's bootstrap views, which "
              "config.optim.grad_accum_steps > 1 splits into micro-batches; set one of them off")
@@ -231,6 +231,15 @@ RESUMABLE_CHANGES = ("log_every", "checkpoint_every", "keep_checkpoints", "data.
 RESUMABLE_PREFIXES = ("evals.",)  # which evaluators run, and when
 
 
+def reads_center_target(c: ml_collections.ConfigDict) -> bool:
+    """Only AB_SimCLR's target (image annotations scored by the base head) has logits to centre."""
+    return methods.bootstraps(c) and methods.get(c).IMAGE_ANNOTATIONS
+
+
+# Fields that change nothing unless the run's method reads them: a change elsewhere is no reason to refuse a resume.
+READ_ONLY_WHEN = {"ab.center_target": reads_center_target}
+
+
 def _flatten(tree: dict, prefix: str = "") -> dict:
     flat = {}
     for key, value in tree.items():
@@ -245,12 +254,13 @@ def check_resume(saved: dict, config: ml_collections.ConfigDict, allow_change: b
     """Refuse to resume a checkpoint written under a config that changes the model, schedules or data, naming
     the fields; with `allow_change` return them ("" when none) for the caller to report instead.
 
-    `eval.digits_per_class` is such a field: it moves digits between pre-training and the held-out sets.
+    `eval.digits_per_class` is such a field: it moves digits between pre-training and the held-out sets. A field
+    the method does not read (READ_ONLY_WHEN) may change: the method cannot differ, as `method` is itself checked.
     """
     before, now = (_flatten(json.loads(json.dumps(tree))) for tree in (saved, config.to_dict()))  # tuples → lists
     changed = sorted(k for k in before.keys() | now.keys()
                      if before.get(k) != now.get(k) and k not in RESUMABLE_CHANGES
-                     and not k.startswith(RESUMABLE_PREFIXES))
+                     and not k.startswith(RESUMABLE_PREFIXES) and (k not in READ_ONLY_WHEN or READ_ONLY_WHEN[k](config)))
     detail = ", ".join(f"{k}: {before.get(k)!r} -> {now.get(k)!r}" for k in changed)
     if changed and not allow_change:
         raise ConfigError(f"the checkpoint in this workdir was trained with a different config ({detail}); "

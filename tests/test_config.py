@@ -1,7 +1,7 @@
 import pytest
 
 from configs import demo
-from rlvis import config_lib
+from rlvis import config_lib, methods
 
 
 def test_demo_configs_are_valid():
@@ -50,6 +50,24 @@ def test_resume_refuses_a_config_that_changes_the_model_or_the_data():
         config_lib.check_resume(saved, config)
 
 
+def test_resume_ignores_a_changed_field_the_method_does_not_read():
+    """A DINO run saved before `ab.center_target` existed (read back as False) resumes under today's default; an
+    AB_SimCLR run, whose target it changes, does not."""
+    for method, refused in (("dino", False), ("ab_dino", False), ("ab_clip", False), ("ab_simclr", True)):
+        saved = demo.get_config(f"tiny,method={method}").to_dict()
+        saved["ab"]["center_target"] = False
+        config = demo.get_config(f"tiny,method={method}")
+        if refused:
+            with pytest.raises(config_lib.ConfigError, match=r"ab.center_target: False -> True"):
+                config_lib.check_resume(saved, config)
+        else:
+            assert config_lib.check_resume(saved, config) == ""
+            config.ab.gamma = 0.5  # an AB field every AB method reads still counts
+            if methods.bootstraps(config):
+                with pytest.raises(config_lib.ConfigError, match=r"\(ab.gamma: 0.0 -> 0.5\)"):
+                    config_lib.check_resume(saved, config)
+
+
 def test_config_argument_picks_size_and_method():
     assert demo.get_config("method=simclr").method == "simclr"
     tiny = demo.get_config("tiny,method=simclr")
@@ -81,7 +99,7 @@ def test_the_centred_target_is_one_default_that_only_ab_simclr_reads():
     ("simclr", True, "online"), ("clip", True, "online"), ("dino", True, "ema"), ("ab_simclr", True, "ema"),
     ("ab_clip", True, "ema"), ("ab_dino", False, "ema"), ("ab_simclr", False, "online")])
 def test_auto_encoder_scores_each_method_as_its_paper_does(method, use_ema_target, expected):
-    from rlvis import config_lib
+    from rlvis import config_lib, methods
     config = demo.get_config(f"method={method}")
     config.ab.use_ema_target = use_ema_target
     assert config_lib.eval_encoder(config) == expected
