@@ -196,6 +196,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.ab.target_walk = False  # AB_SimCLR: target Σ_m p(m | x') p(ℓ | m), one more step on the annotation graph
     c.ab.source_prior = False  # Q logits = decoder logits + log p(ℓ | x) of the source view (objectives/bootstrap.py)
     c.ab.shared_vocabulary = False  # SimCLR/CLIP: ψ_AB = the base head's annotation embedding (stop-gradient)
+    c.ab.annotation_queue = 0  # AB_SimCLR: the last this-many annotations (target network) join the vocabulary
     c.ab.exclude_source = False  # γ > 0: leave the move back to the source view out of max_a' (objectives/td.py)
     c.ab.loss_weight = 1.0  # paper Table 7 "loss ratio"
     c.ab.ema_start = 0.99  # target momentum, cosine to ema_end; paper 0.996 is for ~100k steps, 0.99 for thousands

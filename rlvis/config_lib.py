@@ -95,6 +95,15 @@ def validate(config: ml_collections.ConfigDict, device_count: int, check_data_pa
     for section, field in (("ab", "shared_vocabulary"), ("model", "value_residual")):  # both need an embedding space
         _require(not c[section][field] or methods.get(c).EMBEDDING_ANNOTATIONS,
                  f"config.{section}.{field} is for SimCLR and CLIP bases (DINO's annotations are its prototypes)")
+    queue = c.ab.annotation_queue
+    _require(queue >= 0 and queue % c.batch.annotation == 0, f"config.ab.annotation_queue={queue} must be a "
+             f"multiple of config.batch.annotation={c.batch.annotation} (whole steps of annotations), or 0")
+    _require(not queue or image_vocabulary(c), "config.ab.annotation_queue is for AB_SimCLR (annotations that are "
+             "images, kept as the target network embedded them)")
+    for field, clash in (("source_prior", c.ab.source_prior), ("target_walk", c.ab.target_walk),
+                         ("reward", c.ab.reward == "oracle")):
+        _require(not (queue and clash), f"config.ab.annotation_queue cannot be combined with config.ab.{field}="
+                 f"{c.ab[field]!r}: it reads the step's own annotations only")
     _require(not c.ab.target_walk or methods.get(c).IMAGE_ANNOTATIONS,
              "config.ab.target_walk is for the SimCLR base (its annotations are images scored by the base head)")
     _require(0.0 < c.mae.mask_ratio < 1.0, f"config.mae.mask_ratio={c.mae.mask_ratio} must be in (0, 1)")
@@ -164,7 +173,7 @@ def validate(config: ml_collections.ConfigDict, device_count: int, check_data_pa
     _require(accum >= 1, f"config.optim.grad_accum_steps={accum} must be >= 1")
     _require(accum == 1 or methods.bootstraps(c),
              "config.optim.grad_accum_steps > 1 splits the bootstrap batch; a base method alone has none")
-    centred = c.ab.center_target and reads_center_target(c)  # micro-batches would centre on their own
+    centred = c.ab.center_target and image_vocabulary(c)  # micro-batches would centre on their own
     _require(accum == 1 or not centred,
              "config.ab.center_target centres the target over the step's bootstrap views, which "
              "config.optim.grad_accum_steps > 1 splits into micro-batches; set one of them off")
@@ -231,13 +240,14 @@ RESUMABLE_CHANGES = ("log_every", "checkpoint_every", "keep_checkpoints", "data.
 RESUMABLE_PREFIXES = ("evals.",)  # which evaluators run, and when
 
 
-def reads_center_target(c: ml_collections.ConfigDict) -> bool:
-    """Only AB_SimCLR's target (image annotations scored by the base head) has logits to centre."""
+def image_vocabulary(c: ml_collections.ConfigDict) -> bool:
+    """AB with image annotations scored by the base head (AB_SimCLR): only its target has logits to centre and
+    annotation embeddings to keep in a queue."""
     return methods.bootstraps(c) and methods.get(c).IMAGE_ANNOTATIONS
 
 
 # Fields that change nothing unless the run's method reads them: a change elsewhere is no reason to refuse a resume.
-READ_ONLY_WHEN = {"ab.center_target": reads_center_target}
+READ_ONLY_WHEN = {"ab.center_target": image_vocabulary}
 
 
 def _flatten(tree: dict, prefix: str = "") -> dict:

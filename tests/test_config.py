@@ -26,17 +26,29 @@ def test_demo_configs_are_valid():
     ("ab.reward", "labels", r"config.ab.reward='labels' must be 'base' or 'oracle'"),
     ("optim.grad_accum_steps", 2, r"config.ab.center_target centres the target over the step's bootstrap views, "
                                   r"which config.optim.grad_accum_steps > 1 splits into micro-batches"),
+    ("ab.annotation_queue", 24, r"config.ab.annotation_queue=24 must be a multiple of config.batch.annotation=16"),
+    ("ab.source_prior", True, r"config.ab.annotation_queue cannot be combined with config.ab.source_prior=True"),
     ("data.annotation_scene_fraction", 0.5, None),  # with the oracle reward below: scenes have no single label
 ])
 def test_impossible_values_name_the_field(field, value, message):
     config = demo.get_config("tiny")
     section, name = field.split(".")
     config[section][name] = value
+    if field == "ab.source_prior":
+        config.ab.annotation_queue = 32
     if message is None:
         config.ab.reward = "oracle"
         message = r"config.ab.reward='oracle' needs ab_simclr on the embedded demo data with digit annotations"
     with pytest.raises(config_lib.ConfigError, match=message):
         config_lib.validate(config, device_count=8)
+
+
+def test_the_annotation_queue_is_for_ab_simclr_only():
+    for method in ("ab_dino", "ab_clip", "simclr"):
+        config = demo.get_config(f"tiny,method={method}")
+        config.ab.annotation_queue = 32
+        with pytest.raises(config_lib.ConfigError, match=r"config.ab.annotation_queue is for AB_SimCLR"):
+            config_lib.validate(config, device_count=8)
 
 
 def test_resume_refuses_a_config_that_changes_the_model_or_the_data():

@@ -305,3 +305,42 @@ def test_a_centred_target_removes_each_annotations_mean_logit_over_the_views():
     assert int(plain[1].argmax()) == 0 and int(centred[1].argmax()) == 1  # the hub no longer wins view 1
     logits = views @ annotations.T / 0.1
     np.testing.assert_allclose(centred, jax.nn.softmax(logits - logits.mean(0), -1), rtol=1e-6)
+
+
+def _queue_loss(config, model, params, target, batch, state):
+    return jit_loss(simclr_method, model, config)(params, target, batch, method_state=state)
+
+
+@pytest.mark.parametrize("gamma", [0.0, 0.5])
+def test_an_empty_annotation_queue_changes_nothing_and_fills_with_the_target_networks_annotations(gamma):
+    """Empty slots (even holding junk) take no part in the target, the prediction or γ's bootstrap; after the step
+    the queue holds this step's annotations as the target network embedded them, newest first."""
+    config, model, params, target, batch = _setup(gamma)
+    _, (plain, _) = _queue_loss(config, model, params, target, batch, {})
+    config.ab.annotation_queue = 2 * objective_setup.NUM_ANNOTATIONS
+    empty = simclr_method.initial_state(config)
+    assert set(empty) == {"queue_base", "queue_ab", "queue_valid"} and not empty["queue_valid"].any()
+    junk = {**empty, "queue_base": jax.random.normal(jax.random.PRNGKey(5), empty["queue_base"].shape),
+            "queue_ab": jax.random.normal(jax.random.PRNGKey(6), empty["queue_ab"].shape)}
+    _, (queued, state) = _queue_loss(config, model, params, target, batch, junk)
+    np.testing.assert_allclose(queued["td_loss"], plain["td_loss"], rtol=1e-5)
+    k = objective_setup.NUM_ANNOTATIONS
+    np.testing.assert_array_equal(state["queue_valid"], np.arange(2 * k) < k)
+    tokens = model.apply(target, batch["annotation_views"][:, 1], method=ab_model.ABModel.encode)
+    np.testing.assert_allclose(state["queue_base"][:k], model.apply(target, tokens, method=ab_model.ABModel.base_embed),
+                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(state["queue_ab"][:k], model.apply(target, tokens, method=ab_model.ABModel.ab_embed),
+                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(state["queue_base"][k:], junk["queue_base"][:k])  # the older entries move back
+
+
+def test_a_filled_annotation_queue_joins_the_vocabulary_of_target_and_prediction():
+    """With the online network as target, a queue holding the step's own annotations duplicates every annotation:
+    target and prediction each split their mass in two, so the cross-entropy grows by exactly log 2."""
+    config, model, params, _, batch = _setup(0.0)
+    _, (plain, _) = _queue_loss(config, model, params, params, batch, {})
+    config.ab.annotation_queue = objective_setup.NUM_ANNOTATIONS
+    _, (_, state) = _queue_loss(config, model, params, params, batch, simclr_method.initial_state(config))
+    assert state["queue_valid"].all()
+    _, (doubled, _) = _queue_loss(config, model, params, params, batch, state)
+    np.testing.assert_allclose(doubled["td_loss"], plain["td_loss"] + np.log(2.0), rtol=1e-5)

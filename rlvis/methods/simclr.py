@@ -69,7 +69,21 @@ def optimizer_rules(config: ml_collections.ConfigDict) -> list[tuple[str, dict]]
 
 
 def initial_state(config: ml_collections.ConfigDict) -> dict:
-    return {}  # SimCLR keeps nothing between steps
+    """SimCLR keeps nothing between steps; AB_SimCLR with `ab.annotation_queue` = Q keeps the target network's
+    embeddings of the last Q annotations (newest first), which join the next steps' bootstrap vocabulary."""
+    if not (bootstraps(config) and config.ab.annotation_queue):
+        return {}
+    size, dim = config.ab.annotation_queue, config.model.proj_dim
+    return dict(queue_base=jnp.zeros((size, dim)), queue_ab=jnp.zeros((size, dim)),
+                queue_valid=jnp.zeros((size,), bool))
+
+
+def push_annotations(queue: dict, base: jax.Array, ab: jax.Array) -> dict:
+    """The queue with this step's annotations [K, P] in front and the oldest K dropped."""
+    size = queue["queue_valid"].shape[0]
+    push = lambda new, old: jnp.concatenate([new, old])[:size]  # noqa: E731
+    return dict(queue_base=push(base, queue["queue_base"]), queue_ab=push(ab, queue["queue_ab"]),
+                queue_valid=push(jnp.ones(base.shape[:1], bool), queue["queue_valid"]))
 
 
 def loss(model: ABModel, params, ema_params, batch: dict, config: ml_collections.ConfigDict,
@@ -89,31 +103,39 @@ def loss(model: ABModel, params, ema_params, batch: dict, config: ml_collections
     # Target network: the annotations (second views) and every bootstrap view.
     target_annotations = model.apply(target_params, batch["annotation_views"][:, 1], method=ABModel.encode)
     target_views = model.apply(target_params, batch["views"], method=ABModel.encode)  # [B, n, T, D]
+    annotation_z = model.apply(target_params, target_annotations, method=ABModel.base_embed)
+    online_vocabulary = model.apply(params, annotation_tokens[:, 1], method=ABModel.ab_embed)
+    target_vocabulary = valid = None
+    if config.ab.gamma > 0.0 or config.ab.annotation_queue:
+        target_vocabulary = model.apply(target_params, target_annotations, method=ABModel.ab_embed)
+    new_state = {}
+    if config.ab.annotation_queue:  # the vocabulary grows by the last steps' annotations, as the target saw them
+        new_state = push_annotations(method_state, jax.lax.stop_gradient(annotation_z),
+                                     jax.lax.stop_gradient(target_vocabulary))
+        valid = jnp.concatenate([jnp.ones(annotation_z.shape[:1], bool), method_state["queue_valid"]])
+        annotation_z = jnp.concatenate([annotation_z, method_state["queue_base"]])
+        online_vocabulary = jnp.concatenate([online_vocabulary, method_state["queue_ab"]])
+        target_vocabulary = jnp.concatenate([target_vocabulary, method_state["queue_ab"]])
     if config.ab.reward == "oracle":  # the diagnostic: the scenes' true classes instead of the base model
         p_local = bootstrap.oracle_reward(batch["boxes"], batch["digit_boxes"], batch["digit_labels"],
                                           batch["annotation_labels"])
     else:
         temperature = config.ab.target_temperature or config.simclr.temperature
-        annotation_z = model.apply(target_params, target_annotations, method=ABModel.base_embed)
         distribution = (simclr.centred_annotation_distribution if config.ab.center_target
                         else simclr.annotation_distribution)
         p_local = distribution(model.apply(target_params, target_views, method=ABModel.base_embed), annotation_z,
-                               temperature)
+                               temperature, valid)
         if config.ab.target_walk:
             p_local = simclr.annotation_walk(p_local, annotation_z, temperature)
-    target_vocabulary = None
-    if config.ab.gamma > 0.0:
-        target_vocabulary = model.apply(target_params, target_annotations, method=ABModel.ab_embed)
 
     td_loss, td_metrics = bootstrap.td_term(
-        model, params, target_params, batch,
-        online_vocabulary=model.apply(params, annotation_tokens[:, 1], method=ABModel.ab_embed),
+        model, params, target_params, batch, online_vocabulary=online_vocabulary,
         target_vocabulary=target_vocabulary, target_view_tokens=target_views, p_local=p_local, config=config,
         online_log_prior=lambda tokens: jax.nn.log_softmax(
             model.apply(params, tokens, method=ABModel.base_embed) @ z[:, 1].T / config.simclr.temperature, -1),
-        target_log_prior=jnp.log(p_local + 1e-12))
+        target_log_prior=jnp.log(p_local + 1e-12), vocabulary_valid=valid)
     total, metrics = bootstrap.total_loss(model, params, base_loss, td_loss, {**metrics, **td_metrics}, config)
-    return total, (metrics, {})
+    return total, (metrics, new_state)
 
 
 def annotations(model: ABModel, params, config: ml_collections.ConfigDict,

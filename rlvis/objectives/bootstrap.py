@@ -42,22 +42,26 @@ def oracle_reward(view_boxes: jax.Array, digit_boxes: jax.Array, digit_labels: j
 
 
 def value_logits(model: ABModel, params, view_tokens: jax.Array, actions: jax.Array, vocabulary: jax.Array,
-                 log_prior: jax.Array | None = None) -> jax.Array:
+                 log_prior: jax.Array | None = None, valid: jax.Array | None = None) -> jax.Array:
     """view_tokens [B, n, T, D], actions [B, n, n-1, 4], vocabulary [K, P] → Q logits [B, n, n-1, K].
 
     `log_prior` [B, n, K] (the `ab.source_prior` form) is log p(ℓ | x_i), added to every move's logits from x_i:
-    the decoder then predicts how a move changes what the source view already shows."""
+    the decoder then predicts how a move changes what the source view already shows. `valid` [K] masks the
+    vocabulary's empty slots (`ab.annotation_queue`)."""
     b, n = view_tokens.shape[:2]
     logits = model.apply(params, view_tokens.reshape(b * n, *view_tokens.shape[2:]),
                          actions.reshape(b * n, n - 1, -1), vocabulary, method=ABModel.q_logits)
     logits = logits.reshape(b, n, n - 1, -1)
-    return logits if log_prior is None else logits + jax.lax.stop_gradient(log_prior)[:, :, None]
+    if log_prior is not None:
+        logits = logits + jax.lax.stop_gradient(log_prior)[:, :, None]
+    return td.mask_vocabulary(logits, valid)
 
 
 def td_term(model: ABModel, params, target_params, batch: dict, *, online_vocabulary: jax.Array,
             target_vocabulary: jax.Array | None, target_view_tokens: jax.Array, p_local: jax.Array,
             config: ml_collections.ConfigDict, online_log_prior: Callable | None = None,
-            target_log_prior: jax.Array | None = None) -> tuple[jax.Array, dict]:
+            target_log_prior: jax.Array | None = None,
+            vocabulary_valid: jax.Array | None = None) -> tuple[jax.Array, dict]:
     """batch["views"] [B, n, S, S, C], batch["actions"] [B, n, n-1, 4] and, for the per-IoU metrics,
     batch["boxes"] [B, n, 4]; p_local [B, n, K] from the target network on the same views (whose tokens are
     `target_view_tokens`) → (TD loss, metrics).
@@ -68,11 +72,12 @@ def td_term(model: ABModel, params, target_params, batch: dict, *, online_vocabu
     pairs = crop_env.pair_indices(batch["views"].shape[1])
     online_tokens = model.apply(params, batch["views"], method=ABModel.encode)
     q_logits = value_logits(model, params, online_tokens, batch["actions"], online_vocabulary,
-                            online_log_prior(online_tokens) if prior else None)
+                            online_log_prior(online_tokens) if prior else None, vocabulary_valid)
     q_next = None
     if gamma > 0.0:
         q_next = jax.nn.softmax(value_logits(model, target_params, target_view_tokens, batch["actions"],
-                                             target_vocabulary, target_log_prior if prior else None), axis=-1)
+                                             target_vocabulary, target_log_prior if prior else None,
+                                             vocabulary_valid), axis=-1)
     targets = td.td_targets(p_local, q_next, gamma, pairs, config.ab.exclude_source)
     pair_iou = crop_env.iou(batch["boxes"][:, :, None], batch["boxes"][:, pairs]) if "boxes" in batch else None
     return td.td_loss(q_logits, targets, pair_iou, p_local)
