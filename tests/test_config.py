@@ -111,7 +111,6 @@ def test_the_centred_target_is_one_default_that_only_ab_simclr_reads():
     ("simclr", True, "online"), ("clip", True, "online"), ("dino", True, "ema"), ("ab_simclr", True, "ema"),
     ("ab_clip", True, "ema"), ("ab_dino", False, "ema"), ("ab_simclr", False, "online")])
 def test_auto_encoder_scores_each_method_as_its_paper_does(method, use_ema_target, expected):
-    from rlvis import config_lib, methods
     config = demo.get_config(f"method={method}")
     config.ab.use_ema_target = use_ema_target
     assert config_lib.eval_encoder(config) == expected

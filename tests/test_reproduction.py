@@ -4,7 +4,7 @@ import json
 import os
 import shlex
 
-from rlvis import checkpoints, cli, compare, config_lib, methods, reproduction
+from rlvis import checkpoints, cli, compare, config_lib, reproduction
 
 
 def _summary(ab_mean, base_mean, se, seeds=3):
@@ -79,7 +79,7 @@ def test_each_recorded_comparison_is_rebuilt_by_its_command_with_the_steps_and_t
         recorded = summary.get("row_configs", {first: summary["config"]})
         for row, config in configs.items():
             assert config.total_steps == summary["steps"], (claim.experiment, row)
-            reads_target = methods.get(config).IMAGE_ANNOTATIONS and methods.bootstraps(config)
+            reads_target = config_lib.image_vocabulary(config)
             if reads_target and row in recorded:
                 saved = checkpoints.with_current_defaults(recorded[row])
                 assert config.ab.center_target == saved.ab.center_target, (claim.experiment, row)
