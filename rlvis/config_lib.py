@@ -268,9 +268,10 @@ def check_resume(saved: dict, config: ml_collections.ConfigDict, allow_change: b
     the method does not read (READ_ONLY_WHEN) may change: the method cannot differ, as `method` is itself checked.
     """
     before, now = (_flatten(json.loads(json.dumps(tree))) for tree in (saved, config.to_dict()))  # tuples → lists
+    read = lambda k: k not in READ_ONLY_WHEN or READ_ONLY_WHEN[k](config)  # noqa: E731
     changed = sorted(k for k in before.keys() | now.keys()
                      if before.get(k) != now.get(k) and k not in RESUMABLE_CHANGES
-                     and not k.startswith(RESUMABLE_PREFIXES) and (k not in READ_ONLY_WHEN or READ_ONLY_WHEN[k](config)))
+                     and not k.startswith(RESUMABLE_PREFIXES) and read(k))
     detail = ", ".join(f"{k}: {before.get(k)!r} -> {now.get(k)!r}" for k in changed)
     if changed and not allow_change:
         raise ConfigError(f"the checkpoint in this workdir was trained with a different config ({detail}); "
