@@ -72,6 +72,37 @@ def test_fourier_queries_are_smooth_in_the_box_and_positions_tell_patches_apart(
     np.testing.assert_allclose(np.asarray(centres)[[0, 5, 15]], [[0.125, 0.125], [0.375, 0.375], [0.875, 0.875]])
 
 
+def test_box_coverage_is_the_share_of_each_cell_inside_the_destination():
+    from rlvis.models import value_head
+    actions = jnp.array([[0.0, 0.0, 0.5, 0.5],  # the top-left quadrant: four whole cells of a 4×4 grid
+                         [0.125, 0.5, 0.25, 0.125],  # half of cell (0, 2) and half of cell (1, 2) (rows × cols)
+                         [1.5, 0.0, 0.5, 0.5]])  # below the source view: no cell
+    coverage = np.asarray(value_head.box_coverage(actions, 16)).reshape(3, 4, 4)
+    expected = np.zeros((3, 4, 4))
+    expected[0, :2, :2] = 1.0
+    expected[1, 0, 2] = expected[1, 1, 2] = 0.25
+    np.testing.assert_allclose(coverage, expected, atol=1e-6)
+    prior = np.asarray(value_head.box_log_prior(actions, 17))
+    np.testing.assert_allclose(prior[1, [0, 3, 7]], 0.0, atol=1e-6)  # the CLS token and the best-covered cells are open
+    np.testing.assert_allclose(prior[2, 1:], np.log(0.01 / 1.01), rtol=1e-5)  # a miss closes every cell alike
+
+
+def test_box_attention_reads_the_cells_under_the_destination():
+    """With the prior's scale large, a move's output depends on the source tokens under its box (and CLS) only."""
+    head = ValueHead(bins=8, width=32, depth=1, heads=2, out_dim=16, box_attention=True)
+    memory = jax.random.normal(jax.random.PRNGKey(0), (1, 17, 24))
+    actions = jnp.array([[[0.0, 0.0, 0.5, 0.5]]])  # cells 0, 1, 4, 5 of the 4×4 grid (tokens 1, 2, 5, 6)
+    params = head.init(jax.random.PRNGKey(1), actions, memory)
+    sharp = jax.tree_util.tree_map_with_path(
+        lambda path, p: p * 100.0 if "box_scale" in jax.tree_util.keystr(path) else p, params)
+    outside = memory.at[:, [3, 4, 7, 8, 9, 16]].multiply(-3.0)
+    inside = memory.at[:, [1, 6]].multiply(-3.0)
+    out = head.apply(sharp, actions, memory)
+    np.testing.assert_allclose(head.apply(sharp, actions, outside), out, atol=1e-4)
+    assert not np.allclose(head.apply(sharp, actions, inside), out, atol=1e-2)
+    assert not np.allclose(head.apply(params, actions, outside), out, atol=1e-3)  # at scale 1 it still looks around
+
+
 def test_ab_model_parts_have_consistent_shapes():
     config = demo.get_config("tiny")
     model = methods.build_model(config)

@@ -30,6 +30,7 @@ def build_ab_model(config: ml_collections.ConfigDict, base: str, init_logit_scal
                    decoder_heads=config.model.decoder_heads, init_logit_scale=init_logit_scale, base=base,
                    compute_dtype=config.model.compute_dtype, remat=config.model.remat,
                    action_encoding=config.model.action_encoding, source_positions=config.model.source_positions,
+                   box_attention=config.model.box_attention,
                    mask_actions=not config.ab.action_tokens, shared_vocabulary=config.ab.shared_vocabulary,
                    value_residual=config.model.value_residual, normalize_value=config.model.normalize_value,
                    **base_fields)

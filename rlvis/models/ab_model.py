@@ -41,6 +41,7 @@ class ABModel(nn.Module):
     latent_predictor: tuple[int, int, int] = (0, 0, 0)  # I-JEPA only: width, depth, heads
     action_encoding: str = "bins"  # value-head queries: "bins" (the paper's tokens) or "fourier" (value_head.py)
     source_positions: bool = False  # value head: sinusoidal cell positions added to the source tokens
+    box_attention: bool = False  # value head: cross-attention starts on the source cells under the destination
     mask_actions: bool = False  # invariance ablation: every action is one mask query
     shared_vocabulary: bool = False  # ψ_AB = the base head's annotation embedding (stop-gradient), no AB head
     value_residual: bool = False  # φ_AB(x, a) = the source view's own annotation embedding + the decoder's change
@@ -51,6 +52,7 @@ class ABModel(nn.Module):
         _method(self.base).setup_heads(self)
         self.value_head = ValueHead(self.action_bins, self.decoder_width, self.decoder_depth, self.decoder_heads,
                                     self.proj_dim, self.action_encoding, self.source_positions, self.mask_actions,
+                                    box_attention=self.box_attention,
                                     zero_out=not self.normalize_value, name="value_head")
         self.ab_log_scale = self.param("ab_log_scale", nn.initializers.constant(jnp.log(self.init_logit_scale)),
                                        ())

@@ -13,9 +13,15 @@ Two ways to turn them into decoder queries (`action_encoding`):
 at the same frequencies as the destination centre, so "attend to the tokens under the destination box" is a
 query–key match the first cross-attention layer can learn directly (the encoder's learned position embeddings
 are otherwise all the decoder has, several blocks deep).
+`box_attention` adds to every cross-attention logit a learned multiple (per head, starting at 1) of the log share of
+the source cell that the destination box covers, relative to the best-covered cell: from the first step a move's
+queries read the tokens under its destination (the CLS token, the view's summary, is always open). The decoder can
+still learn to look elsewhere; without this it has to discover the geometry from the TD reward alone.
 `mask_actions` is the invariance ablation: every action becomes one learned mask query, so the head cannot tell
 moves apart.
 """
+
+import functools
 
 import flax.linen as nn
 import jax
@@ -55,16 +61,49 @@ def patch_centres(num_patches: int) -> jax.Array:
     return jnp.stack(jnp.meshgrid(centres, centres, indexing="ij"), axis=-1).reshape(-1, 2)
 
 
+_UNCOVERED = 1e-2  # a cell the destination misses keeps this share of the best-covered cell's attention weight
+
+
+def box_coverage(actions: jax.Array, num_patches: int) -> jax.Array:
+    """Relative actions [..., 4] → [..., P]: the share of each source cell (row-major patch grid) that lies inside
+    the destination box (y, x, h, w in the source view's frame)."""
+    grid = int(round(num_patches ** 0.5))
+    edges = jnp.arange(grid + 1, dtype=jnp.float32) / grid
+
+    def overlap(start: jax.Array, extent: jax.Array) -> jax.Array:  # [...] → [..., grid], in cell units
+        return jnp.clip(jnp.minimum(start[..., None] + extent[..., None], edges[1:])
+                        - jnp.maximum(start[..., None], edges[:-1]), 0.0) * grid
+
+    rows, cols = overlap(actions[..., 0], actions[..., 2]), overlap(actions[..., 1], actions[..., 3])
+    return (rows[..., :, None] * cols[..., None, :]).reshape(*actions.shape[:-1], grid * grid)
+
+
+def box_log_prior(actions: jax.Array, num_tokens: int) -> jax.Array:
+    """[..., 4] → [..., T] log attention prior over the memory (CLS first): 0 for CLS and the best-covered cell,
+    log(_UNCOVERED) for cells outside the destination (all cells when it misses the source view)."""
+    coverage = box_coverage(actions, num_tokens - 1)
+    share = coverage / jnp.maximum(coverage.max(axis=-1, keepdims=True), 1e-6)
+    cells = jnp.log(share + _UNCOVERED) - jnp.log1p(_UNCOVERED)
+    return jnp.concatenate([jnp.zeros_like(cells[..., :1]), cells], axis=-1)
+
+
 class DecoderBlock(nn.Module):
     heads: int
     mlp_dim: int
 
     @nn.compact
-    def __call__(self, queries: jax.Array, memory: jax.Array, self_mask: jax.Array) -> jax.Array:
+    def __call__(self, queries: jax.Array, memory: jax.Array, self_mask: jax.Array,
+                 log_prior: jax.Array | None = None) -> jax.Array:
+        """`log_prior` [B, Q, T] (optional): added to every head's cross-attention logits, scaled per head."""
         y = nn.LayerNorm(name="norm1")(queries)
         queries = queries + attention(self.heads, "self_attn")(y, y, mask=self_mask)
         y = nn.LayerNorm(name="norm2")(queries)
-        queries = queries + attention(self.heads, "cross_attn")(y, memory)
+        attention_fn = nn.dot_product_attention
+        if log_prior is not None:
+            scale = self.param("box_scale", nn.initializers.ones, (self.heads,))
+            attention_fn = functools.partial(nn.dot_product_attention,
+                                             bias=scale[None, :, None, None] * log_prior[:, None])
+        queries = queries + attention(self.heads, "cross_attn", attention_fn=attention_fn)(y, memory)
         y = nn.LayerNorm(name="norm3")(queries)
         return queries + MlpBlock(self.mlp_dim, name="mlp")(y)
 
@@ -83,6 +122,7 @@ class ValueHead(nn.Module):
     action_encoding: str = "bins"
     source_positions: bool = False
     mask_actions: bool = False
+    box_attention: bool = False
     zero_out: bool = False  # output layer starts at zero: an unnormalised value starts uniform (or at its residual)
 
     def _queries(self, actions: jax.Array) -> tuple[jax.Array, int]:
@@ -115,8 +155,12 @@ class ValueHead(nn.Module):
             positions = nn.Dense(self.width, name="position_proj")(
                 _sinusoids(patch_centres(memory.shape[1] - 1), _CENTRE_FREQUENCIES))
             memory = memory.at[:, 1:].add(positions)  # the CLS token has no position
+        log_prior = None
+        if self.box_attention:
+            log_prior = jnp.repeat(box_log_prior(actions, memory.shape[1]), per_action, axis=1)  # [B, Q, T]
         for i in range(self.depth):
-            queries = DecoderBlock(self.heads, 4 * self.width, name=f"block{i}")(queries, memory, self_mask)
+            queries = DecoderBlock(self.heads, 4 * self.width, name=f"block{i}")(queries, memory, self_mask,
+                                                                                 log_prior)
         queries = nn.LayerNorm(name="norm")(queries)
         pooled = queries.reshape(batch, num_actions, per_action, self.width).mean(axis=2)
         init = nn.initializers.zeros if self.zero_out else nn.initializers.lecun_normal()

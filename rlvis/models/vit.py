@@ -51,14 +51,16 @@ class MlpBlock(nn.Module):
         return nn.Dense(width, dtype=self.dtype, name="fc2")(x)
 
 
-def attention(heads: int, name: str, dtype: jnp.dtype = jnp.float32) -> nn.MultiHeadDotProductAttention:
+def attention(heads: int, name: str, dtype: jnp.dtype = jnp.float32,
+              attention_fn=nn.dot_product_attention) -> nn.MultiHeadDotProductAttention:
     """Multi-head attention without projection biases (as ViT-22B).
 
     The key bias has an identically zero gradient (softmax is shift-invariant per query), so Adam turns float noise
     into lr-sized steps and a run's parameters would depend on the device layout; the value and output biases only
     add a constant that the residual stream's LayerNorms and MLP biases already provide.
     """
-    return nn.MultiHeadDotProductAttention(num_heads=heads, use_bias=False, dtype=dtype, name=name)
+    return nn.MultiHeadDotProductAttention(num_heads=heads, use_bias=False, dtype=dtype, attention_fn=attention_fn,
+                                           name=name)
 
 
 class EncoderBlock(nn.Module):
