@@ -90,6 +90,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.optim.warmup_steps = CC12M_EPOCH_STEPS if captioned else 10 * IMAGENET_EPOCH_STEPS
     c.ab.ema_start, c.ab.ema_end = (0.996, 0.996) if base == "clip" else (0.996, 1.0)  # SiLC: fixed by its recipe
     c.ab.center_target = False  # the paper's target: the demo's centring was found on the embedded data only
+    c.model.box_attention = False  # the paper's value head, for the same reason
 
     if base == "mae":
         c.env.annotation_scale = (0.2, 1.0)

@@ -118,7 +118,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.model.decoder_heads = 4
     c.model.action_encoding = "bins"  # value-head queries: "bins" (4 quantised tokens) or "fourier" (value_head.py)
     c.model.source_positions = False  # value head: sinusoidal cell positions added to the source view's tokens
-    c.model.box_attention = False  # value head: cross-attention biased toward the cells under the destination box
+    # value head: cross-attention starts on the source cells under the destination box (value_head.py); on by
+    # default, the lever that made the head use the move (docs/repro/levers/README.md)
+    c.model.box_attention = True
     c.model.value_residual = False  # SimCLR/CLIP: φ_AB(x, a) = the source view's annotation embedding + a change
     c.model.normalize_value = True  # False: the value embedding's length is a per-prediction confidence
     c.model.compute_dtype = "float32"  # "bfloat16": encoder compute in bf16, parameters and optimizer in f32

@@ -98,7 +98,7 @@ def saved_config(workdir: str, step: int) -> ml_collections.ConfigDict:
 
 # Fields whose default changed after they were added: a config saved before the field existed ran with this value,
 # not today's default.
-BEFORE_THE_FIELD = {("ab", "center_target"): False}
+BEFORE_THE_FIELD = {("ab", "center_target"): False, ("model", "box_attention"): False}
 
 
 def with_current_defaults(saved: dict) -> ml_collections.ConfigDict:

@@ -51,9 +51,12 @@ FORESIGHT = ("foresight/value/all", "foresight/invariance/all", "foresight/brute
 # four rows fit one session on 2 cores.
 ABLATIONS = ("ab_simclr", "ab_simclr+ab.base_loss_weight=0.0", "ab_simclr+ab.use_ema_target=False",
              "ab_simclr+ab.action_tokens=False")
-# Comparisons run before the demo centred AB_SimCLR's target pin it off; those at the demo's length of the day,
-# 2,400 steps, pin that too (OLD_DEMO). Every command then rebuilds what its compare.json recorded.
-UNCENTRED = " --config.ab.center_target=False"
+# Every comparison so far ran before the value head's box attention became the default, so each pins it off;
+# those run before the demo centred AB_SimCLR's target pin that off too, and those at the demo's length of the day,
+# 2,400 steps, pin the length (OLD_DEMO). Every command then rebuilds what its compare.json recorded.
+NO_BOX = " --config.model.box_attention=False"
+UNCENTRED = " --config.ab.center_target=False" + NO_BOX
+CENTRED = " --config.total_steps=4800 --config.ab.center_target=True" + NO_BOX
 OLD_DEMO = " --config.total_steps=2400" + UNCENTRED
 ABLATION_FLAGS = " --config.total_steps=1200" + UNCENTRED
 SCENE_BASELINES = ("mae+data.annotation_scene_fraction=1.0", "ijepa+data.annotation_scene_fraction=1.0",
@@ -71,7 +74,7 @@ CLAIMS = (
           "centred target.",
           "COCO: AB_SimCLR vs SimCLR +1.9 object classification, +0.02 detection; +4.0 ImageNet probe",
           "ab_simclr+data.annotation_scene_fraction=1.0", "simclr+data.annotation_scene_fraction=1.0", SCENE_TASKS,
-          flags=" --config.total_steps=4800 --config.ab.center_target=True"),
+          flags=CENTRED),
     Claim("mae_scenes", "Trained on scene data alone, pixel reconstruction (MAE) beats crop consistency (SimCLR), "
           "which degrades there.", "COCO: MAE 62.3 vs SimCLR 56.2 ImageNet, 0.31 vs 0.24 detection, 76.5 vs 70.4 "
           "object classification", "mae+data.annotation_scene_fraction=1.0",
@@ -106,7 +109,7 @@ CLAIMS = (
           "centred target, where the value head foresees on zoom-ins.",
           "AB_{IN1k+COCO} lies beyond the DINO mixture Pareto front (≈62 ImageNet, 0.27 COCO detection)",
           "ab_simclr", "simclr+data.annotation_scene_fraction=0.5", SCENE_TASKS,
-          flags=" --config.total_steps=4800 --config.ab.center_target=True"),
+          flags=CENTRED),
     Claim("dino", "AB_DINO improves over DINO.", "CC12M: +1.8 ImageNet, +1.1 CLEVR depth, +2.4 CLEVR count",
           "ab_dino", "dino", SCENE_TASKS, flags=OLD_DEMO),
     Claim("clip", "AB_CLIP improves over CLIP, most on spatial tasks.",
@@ -144,12 +147,15 @@ class Regime:
 
 
 REGIMES = (
-    Regime("the demo default: 4,800 steps, centred target", ("center_long_ref", "center_long_s1", "center_long_s2"),
+    Regime("the demo default: 4,800 steps, centred target, box attention", ("box", "box_s1", "box_s2"),
            "--config=configs/demo.py"),
-    Regime("configs/demo.py:long: 9,600 steps, centred target", ("xlong", "xlong_s1", "xlong_s2"),
-           "--config=configs/demo.py:long"),
-    Regime("the oracle reward (the true classes; a diagnostic), 4,800 steps",
-           ("oracle_long", "oracle_long_s1", "oracle_long_s2"), "--config=configs/demo.py --config.ab.reward=oracle"),
+    Regime("4,800 steps, centred target, no box attention", ("center_long_ref", "center_long_s1", "center_long_s2"),
+           "--config=configs/demo.py" + NO_BOX),
+    Regime("9,600 steps, centred target, no box attention", ("xlong", "xlong_s1", "xlong_s2"),
+           "--config=configs/demo.py:long" + NO_BOX),
+    Regime("the oracle reward (the true classes; a diagnostic), 4,800 steps, no box attention",
+           ("oracle_long", "oracle_long_s1", "oracle_long_s2"),
+           "--config=configs/demo.py --config.ab.reward=oracle" + NO_BOX),
 )
 REGIME_COMMANDS = ("python -m rlvis.main FLAGS --workdir=runs/STEM --config.seed=S",
                    "python docs/repro/levers/rescore_foresight.py runs/STEM",

@@ -181,7 +181,10 @@ def test_masked_action_tokens_make_every_move_predict_the_same_distribution(enco
     masked_model = methods.build_model(config)
     b, n = batch["views"].shape[:2]
     views, actions = batch["views"].reshape(b * n, 32, 32, 1), batch["actions"].reshape(b * n, n - 1, 4)
-    params = masked_model.init(jax.random.PRNGKey(0), views[:1], actions[:1])  # a superset of the unmasked ones
+    def merged(a: dict, b: dict) -> dict:  # the masked head adds a mask token, the unmasked one its box_scale
+        return {k: merged(a[k], b[k]) if isinstance(a.get(k), dict) and isinstance(b.get(k), dict)
+                else a.get(k, b.get(k)) for k in a.keys() | b.keys()}
+    params = merged(*(m.init(jax.random.PRNGKey(0), views[:1], actions[:1]) for m in (masked_model, model)))
     tokens = model.apply(params, views, method=ab_model.ABModel.encode)
     value = masked_model.apply(params, tokens, actions, method=ab_model.ABModel.value_embed)
     np.testing.assert_allclose(value[:, 0], value[:, 1], atol=1e-5)

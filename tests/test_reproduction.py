@@ -63,7 +63,8 @@ def test_a_claim_reads_rows_from_the_experiments_it_merges_when_their_steps_matc
 
 def test_each_recorded_comparison_is_rebuilt_by_its_command_with_the_steps_and_target_it_ran():
     """The page prints a command under every table: run today, it must train what the recorded JSON trained, also
-    after the demo's defaults move (steps, AB_SimCLR's centred target, for the rows that read it)."""
+    after the demo's defaults move (steps, the value head's box attention, AB_SimCLR's centred target for the rows
+    that read it)."""
     checked = set()
     for claim in reproduction.CLAIMS:
         path = os.path.join("docs", "repro", claim.experiment, "compare.json")
@@ -79,9 +80,11 @@ def test_each_recorded_comparison_is_rebuilt_by_its_command_with_the_steps_and_t
         recorded = summary.get("row_configs", {first: summary["config"]})
         for row, config in configs.items():
             assert config.total_steps == summary["steps"], (claim.experiment, row)
-            reads_target = config_lib.image_vocabulary(config)
-            if reads_target and row in recorded:
-                saved = checkpoints.with_current_defaults(recorded[row])
+            if row not in recorded:
+                continue
+            saved = checkpoints.with_current_defaults(recorded[row])
+            assert config.model.box_attention == saved.model.box_attention, (claim.experiment, row)  # every model
+            if config_lib.image_vocabulary(config):
                 assert config.ab.center_target == saved.ab.center_target, (claim.experiment, row)
         checked.add(claim.experiment)
     assert len(checked) >= 9  # docs/repro holds the comparisons the page is written from

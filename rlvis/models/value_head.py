@@ -17,8 +17,8 @@ are otherwise all the decoder has, several blocks deep).
 the source cell that the destination box covers, relative to the best-covered cell: from the first step a move's
 queries read the tokens under its destination (the CLS token, the view's summary, is always open). The decoder can
 still learn to look elsewhere; without this it has to discover the geometry from the TD reward alone.
-`mask_actions` is the invariance ablation: every action becomes one learned mask query, so the head cannot tell
-moves apart.
+`mask_actions` is the invariance ablation: every action becomes one learned mask query and `box_attention` is
+ignored, so the head cannot tell moves apart.
 """
 
 import functools
@@ -156,7 +156,7 @@ class ValueHead(nn.Module):
                 _sinusoids(patch_centres(memory.shape[1] - 1), _CENTRE_FREQUENCIES))
             memory = memory.at[:, 1:].add(positions)  # the CLS token has no position
         log_prior = None
-        if self.box_attention:
+        if self.box_attention and not self.mask_actions:  # the invariance ablation hides the move's box too
             log_prior = jnp.repeat(box_log_prior(actions, memory.shape[1]), per_action, axis=1)  # [B, Q, T]
         for i in range(self.depth):
             queries = DecoderBlock(self.heads, 4 * self.width, name=f"block{i}")(queries, memory, self_mask,
