@@ -80,6 +80,21 @@ def test_resume_ignores_a_changed_field_the_method_does_not_read():
                     config_lib.check_resume(saved, config)
 
 
+def test_a_run_saved_before_box_attention_reads_back_without_it_and_resumes_only_with_it_off():
+    """Every method's model holds the value head, so the field changes the parameters of all of them."""
+    from rlvis import checkpoints
+    for method in ("ab_simclr", "simclr"):
+        saved = demo.get_config(f"tiny,method={method}").to_dict()
+        del saved["model"]["box_attention"]  # as an rlvis before the field saved it
+        read_back = checkpoints.with_current_defaults(saved)
+        assert read_back.model.box_attention is False
+        config = demo.get_config(f"tiny,method={method}")
+        with pytest.raises(config_lib.ConfigError, match=r"model.box_attention: False -> True"):
+            config_lib.check_resume(read_back.to_dict(), config)
+        config.model.box_attention = False
+        assert config_lib.check_resume(read_back.to_dict(), config) == ""
+
+
 def test_config_argument_picks_size_and_method():
     assert demo.get_config("method=simclr").method == "simclr"
     tiny = demo.get_config("tiny,method=simclr")
