@@ -154,6 +154,8 @@ class Regime:
 REGIMES = (
     Regime("the demo default: 4,800 steps, centred target, box attention", ("box", "box_s1", "box_s2"),
            "--config=configs/demo.py"),
+    Regime("configs/demo.py:long: 9,600 steps, centred target, box attention",
+           ("xlong_box", "xlong_box_s1", "xlong_box_s2"), "--config=configs/demo.py:long"),
     Regime("4,800 steps, centred target, no box attention", ("center_long_ref", "center_long_s1", "center_long_s2"),
            "--config=configs/demo.py" + NO_BOX),
     Regime("9,600 steps, centred target, no box attention", ("xlong", "xlong_s1", "xlong_s2"),
