@@ -70,8 +70,8 @@ CLAIMS = (
           "COCO: AB_SimCLR vs SimCLR +1.9 object classification, +0.02 detection; +4.0 ImageNet probe",
           "ab_simclr+data.annotation_scene_fraction=1.0", "simclr+data.annotation_scene_fraction=1.0", SCENE_TASKS,
           flags=OLD_DEMO),
-    Claim("scenes_only_centred", "The scenes-only claim again at today's demo default: 4,800 steps and AB_SimCLR's "
-          "centred target.",
+    Claim("scenes_only_centred", "The scenes-only claim again at 4,800 steps with AB_SimCLR's centred target (before "
+          "box attention).",
           "COCO: AB_SimCLR vs SimCLR +1.9 object classification, +0.02 detection; +4.0 ImageNet probe",
           "ab_simclr+data.annotation_scene_fraction=1.0", "simclr+data.annotation_scene_fraction=1.0", SCENE_TASKS,
           flags=CENTRED),
@@ -105,8 +105,8 @@ CLAIMS = (
           "the base method on a mixture of the two.",
           "AB_{IN1k+COCO} lies beyond the DINO mixture Pareto front (≈62 ImageNet, 0.27 COCO detection)",
           "ab_simclr", "simclr+data.annotation_scene_fraction=0.5", SCENE_TASKS, flags=OLD_DEMO),
-    Claim("decoupled_centred", "The decoupled claim again at today's demo default: 4,800 steps and AB_SimCLR's "
-          "centred target, where the value head foresees on zoom-ins.",
+    Claim("decoupled_centred", "The decoupled claim again at 4,800 steps with AB_SimCLR's centred target (before "
+          "box attention), where the value head foresees on zoom-ins.",
           "AB_{IN1k+COCO} lies beyond the DINO mixture Pareto front (≈62 ImageNet, 0.27 COCO detection)",
           "ab_simclr", "simclr+data.annotation_scene_fraction=0.5", SCENE_TASKS,
           flags=CENTRED),
