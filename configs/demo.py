@@ -3,7 +3,7 @@
     python -m rlvis.main --config=configs/demo.py --workdir=runs/demo
 
 Arguments after the colon, comma-separated: `tiny` (seconds, used by the tests), `long` (the regime where the value
-head foresees and searches best so far: 9,600 steps, twice the default, about 20 minutes alone on 2 cores; see
+head foresees best so far: 9,600 steps, twice the default, about 20 minutes alone on 2 cores; see
 docs/repro/levers/README.md), `method=NAME` and `evals=PRESET` (adds a paper table's evaluators:
 rlvis/evaluators/presets.py), e.g.
 `--config=configs/demo.py:method=simclr` or `--config=configs/demo.py:tiny,method=simclr`. Methods:
