@@ -85,6 +85,8 @@ def test_box_coverage_is_the_share_of_each_cell_inside_the_destination():
     prior = np.asarray(value_head.box_log_prior(actions, 17))
     np.testing.assert_allclose(prior[1, [0, 3, 7]], 0.0, atol=1e-6)  # the CLS token and the best-covered cells are open
     np.testing.assert_allclose(prior[2, 1:], np.log(0.01 / 1.01), rtol=1e-5)  # a miss closes every cell alike
+    with pytest.raises(ValueError, match="whole square patch grid"):
+        value_head.box_coverage(actions, 12)
 
 
 def test_box_attention_reads_the_cells_under_the_destination():

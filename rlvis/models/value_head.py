@@ -68,6 +68,8 @@ def box_coverage(actions: jax.Array, num_patches: int) -> jax.Array:
     """Relative actions [..., 4] → [..., P]: the share of each source cell (row-major patch grid) that lies inside
     the destination box (y, x, h, w in the source view's frame)."""
     grid = int(round(num_patches ** 0.5))
+    if grid * grid != num_patches:
+        raise ValueError(f"box attention needs the source view's whole square patch grid; got {num_patches} tokens")
     edges = jnp.arange(grid + 1, dtype=jnp.float32) / grid
 
     def overlap(start: jax.Array, extent: jax.Array) -> jax.Array:  # [...] → [..., grid], in cell units
