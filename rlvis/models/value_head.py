@@ -70,14 +70,8 @@ def box_coverage(actions: jax.Array, num_patches: int) -> jax.Array:
     grid = int(round(num_patches ** 0.5))
     if grid * grid != num_patches:
         raise ValueError(f"box attention needs the source view's whole square patch grid; got {num_patches} tokens")
-    edges = jnp.arange(grid + 1, dtype=jnp.float32) / grid
-
-    def overlap(start: jax.Array, extent: jax.Array) -> jax.Array:  # [...] → [..., grid], in cell units
-        return jnp.clip(jnp.minimum(start[..., None] + extent[..., None], edges[1:])
-                        - jnp.maximum(start[..., None], edges[:-1]), 0.0) * grid
-
-    rows, cols = overlap(actions[..., 0], actions[..., 2]), overlap(actions[..., 1], actions[..., 3])
-    return (rows[..., :, None] * cols[..., None, :]).reshape(*actions.shape[:-1], grid * grid)
+    cells = jnp.concatenate([patch_centres(num_patches) - 0.5 / grid, jnp.full((num_patches, 2), 1.0 / grid)], -1)
+    return crop_env.intersection(actions[..., None, :], cells) * num_patches  # overlap area / cell area
 
 
 def box_log_prior(actions: jax.Array, num_tokens: int) -> jax.Array:
