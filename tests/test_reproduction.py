@@ -97,7 +97,8 @@ def test_regime_targets_are_averaged_over_seeds_and_missing_regimes_are_listed(t
         value = 0.40 + 0.02 * k  # zoom-in ratios 0.8, 0.84, 0.88; all pairs value − invariance 0.10, 0.12, 0.14
         scores = {"foresight/value/zoom_in": value, "foresight/brute_force/zoom_in": 0.5,
                   "foresight/value/all": value, "foresight/invariance/all": 0.3,
-                  "foresight/value/iou_0-0.2": 0.3, "foresight/invariance/iou_0-0.2": 0.3}
+                  "foresight/value/iou_0-0.2": 0.3, "foresight/invariance/iou_0-0.2": 0.3,
+                  "foresight/brute_force/all": 0.34 + 0.01 * k}
         (tmp_path / "levers" / f"{stem}.json").write_text(json.dumps(dict(trained=scores)))
     search = [dict(policy="value", temperature=0.0, success=0.3), dict(policy="value", temperature=0.1, success=0.9),
               dict(policy="random", temperature=1.0, success=0.2)]
@@ -111,6 +112,9 @@ def test_regime_targets_are_averaged_over_seeds_and_missing_regimes_are_listed(t
     assert "| all pairs: value − invariance ≥ +0.05 | +0.120 ± 0.012 | +0.100, +0.120, +0.140 | yes |" in text
     assert "| IoU (0, 0.2]: value − invariance ≥ +0.10 | +0.000 ± 0.000 | +0.000, +0.000, +0.000 | no |" in text
     assert "search:" not in text  # a seed without search: no row rather than a partial mean
+    assert ("| all pairs: brute force − invariance (a value head as good as rendering) | +0.050 ± 0.006 | "
+            "+0.040, +0.050, +0.060 | reference |") in text
+    assert "IoU (0, 0.2]: brute force" not in text  # its brute force was not scored: no row
     assert all(f"{r.name}: not run yet" in text for r in reproduction.REGIMES[1:])
     for stem in regime.stems[1:]:  # seeds scored on another scene set: no means across them
         (tmp_path / "levers" / f"{stem}.json").write_text(json.dumps(dict(trained={"foresight/chance/all": 0.1})))
