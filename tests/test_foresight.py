@@ -17,13 +17,15 @@ def _pairs(num: int = 2000, seed: int = 0):
     source_truth = np.where(rng.random((num, 1)) < 0.4, truth, rng.random((num, 10)) < 0.15)  # sources overlap
     read = lambda classes: classes * 1.0 + rng.random((num, 10)) * 1.2  # noqa: E731  a noisy reader
     iou = rng.random(num) * (rng.random(num) < 0.8)  # a fifth of the pairs do not overlap
-    return truth, read(source_truth), read(truth), iou, rng.random(num)
+    return truth, read(source_truth), read(truth), iou, rng.random(num), rng.random(num)
 
 
 def test_a_value_that_reads_the_destination_scores_as_brute_force_and_one_that_ignores_the_move_as_invariance():
-    truth, source, destination, iou, contained = _pairs()
-    reads_destination = foresight.foresight_scores(destination + 1e-3, source, destination, truth, iou, contained)
-    ignores_move = foresight.foresight_scores(source * 2.0, source, destination, truth, iou, contained)
+    truth, source, destination, iou, contained, covered = _pairs()
+    reads_destination = foresight.foresight_scores(destination + 1e-3, source, destination, truth, iou, contained,
+                                                   covered=covered)
+    ignores_move = foresight.foresight_scores(source * 2.0, source, destination, truth, iou, contained,
+                                              covered=covered)
     for bucket in foresight.BUCKETS:
         assert reads_destination[f"foresight/value/{bucket}"] == reads_destination[f"foresight/brute_force/{bucket}"]
         assert ignores_move[f"foresight/value/{bucket}"] == ignores_move[f"foresight/invariance/{bucket}"]
@@ -47,10 +49,24 @@ def test_buckets_select_pairs_by_overlap_and_leave_out_empty_destinations():
     value = np.eye(10)[[1, 0, 3, 4]]  # right, wrong, right, (left out)
     iou, contained = np.array([0.0, 0.1, 0.7, 0.0]), np.array([0.0, 0.95, 1.0, 0.0])
     scores = foresight.foresight_scores(value, value, value, truth, iou, contained)
+    assert "foresight/value/zoom_out" not in scores  # no `covered` given: no zoom-out bucket
     assert scores["foresight/value/all"] == 2 / 3
     assert scores["foresight/value/iou_0"] == 1.0 and scores["foresight/value/iou_0-0.2"] == 0.0
     assert scores["foresight/value/iou_0.5-1"] == 1.0 and "foresight/value/iou_0.2-0.5" not in scores  # no pair
     assert scores["foresight/value/zoom_in"] == 0.5  # the two pairs at least 90 % inside their source
+    # the buckets read only the numbers given: pair 0 (right) is the one zoom-out; pairs 1 and 2 are zoom-ins
+    # even though their sources are inside their destinations too; pair 3 has no digit
+    covered = np.array([0.95, 1.0, 1.0, 1.0])
+    scores = foresight.foresight_scores(value, value, value, truth, iou, contained, covered=covered)
+    assert scores["foresight/value/zoom_out"] == 1.0 and scores["foresight/chance/zoom_out"] == 0.1
+
+
+def test_pair_geometry_measures_each_box_inside_the_other():
+    boxes = np.float32([[[0.0, 0.0, 0.5, 0.5], [0.0, 0.0, 1.0, 1.0]]])  # a quarter view and the whole image
+    geometry = foresight.pair_geometry(boxes)  # pairs (0 → 1) and (1 → 0)
+    np.testing.assert_allclose(geometry["iou"].ravel(), [0.25, 0.25])
+    np.testing.assert_allclose(geometry["contained"].ravel(), [0.25, 1.0])  # zoom-out, then zoom-in
+    np.testing.assert_allclose(geometry["covered"].ravel(), [1.0, 0.25])
 
 
 def test_other_move_gives_each_destination_another_destination_of_the_same_source():

@@ -51,21 +51,23 @@ from rlvis.models.ab_model import ABModel
 from rlvis.objectives import td
 
 PREDICTORS = ("value", "other_move", "invariance", "brute_force", "source_crop", "chance")
-BUCKETS = ("all", "zoom_in", *td.IOU_BUCKETS)
+BUCKETS = ("all", "zoom_in", "zoom_out", *td.IOU_BUCKETS)
 _SCENE_SEED, _VIEW_SEED = 2025, 11
 ZOOM_IN = 0.9  # destination at least this fraction inside the source
+ZOOM_OUT = 0.9  # source at least this fraction inside the destination (and not a zoom-in)
 DIGIT_INSIDE = 0.5  # a digit is "at the destination" when at least this fraction of its box is inside
 EXEMPLARS_PER_CLASS = 40
 
 
 def pair_geometry(boxes: np.ndarray) -> dict[str, np.ndarray]:
-    """boxes [S, n, 4] → per ordered pair [S, n, n-1]: `iou` and `contained` (fraction of the destination inside
-    the source)."""
+    """boxes [S, n, 4] → per ordered pair [S, n, n-1]: `iou`, `contained` (fraction of the destination inside
+    the source) and `covered` (fraction of the source inside the destination)."""
     pairs = crop_env.pair_indices(boxes.shape[1])
     source, destination = boxes[:, :, None], boxes[:, pairs]
     overlap = np.asarray(crop_env.intersection(source, destination))
     return dict(iou=np.asarray(crop_env.iou(source, destination)),
-                contained=overlap / (destination[..., 2] * destination[..., 3]))
+                contained=overlap / (destination[..., 2] * destination[..., 3]),
+                covered=overlap / (source[..., 2] * source[..., 3]))
 
 
 def digits_in_views(view_boxes: np.ndarray, digit_boxes: np.ndarray, labels: np.ndarray,
@@ -81,12 +83,17 @@ def digits_in_views(view_boxes: np.ndarray, digit_boxes: np.ndarray, labels: np.
 
 def foresight_scores(value: np.ndarray, source: np.ndarray, destination: np.ndarray, truth: np.ndarray,
                      iou: np.ndarray, contained: np.ndarray, source_crop: np.ndarray | None = None,
-                     other_move: np.ndarray | None = None) -> dict[str, float]:
+                     other_move: np.ndarray | None = None, covered: np.ndarray | None = None) -> dict[str, float]:
     """Class scores per pair [P, C] of the predictors, the destination's classes truth [P, C] (bool), and the
     pairs' geometry [P] → {"foresight/<predictor>/<bucket>": accuracy}. A bucket with no pair is left out, and
-    so are `source_crop` and `other_move` when they are not given."""
+    so are `source_crop` and `other_move` when they are not given, and `zoom_out` without `covered`.
+
+    Zoom-outs are apart because reading the source is nearly the best answer there: every digit of the source is
+    in the destination, and shown larger in the source than in the wide destination view."""
     keep = truth.any(-1)
     masks = {"all": keep, "zoom_in": keep & (contained >= ZOOM_IN)}
+    if covered is not None:
+        masks["zoom_out"] = keep & (covered >= ZOOM_OUT) & (contained < ZOOM_IN)
     masks.update({name: keep & mask for name, mask in td.iou_bucket_masks(iou).items()})
     rows = np.arange(len(truth))
     predictions = dict(value=value, other_move=other_move, invariance=source, brute_force=destination,
@@ -169,7 +176,7 @@ class Evaluator:
         self.view_digits = digits_in_views(boxes, scenes["boxes"], scenes["labels"])  # [S, n, C]
         self.truth = self.view_digits[:, pairs].reshape(-1, 10)  # destination of each pair
         geometry = pair_geometry(boxes)
-        self.iou, self.contained = geometry["iou"].reshape(-1), geometry["contained"].reshape(-1)
+        self.iou, self.contained, self.covered = (geometry[k].reshape(-1) for k in ("iou", "contained", "covered"))
         self.pairs = pairs
         self.tasks = tuple(f"foresight/{p}/{b}" for p in PREDICTORS for b in BUCKETS)
         self._predict = jax.jit(self._class_scores)
@@ -200,7 +207,7 @@ class Evaluator:
         value, source, destination, source_crop, other_move = (
             None if x is None else np.asarray(x) for x in self._predict(params, annotations, class_of_annotation))
         yield from foresight_scores(value, source, destination, self.truth, self.iou, self.contained,
-                                    source_crop, other_move).items()
+                                    source_crop, other_move, self.covered).items()
 
 
 def plot(scores: dict[str, float], path: str, title: str = "") -> str:
