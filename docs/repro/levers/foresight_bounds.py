@@ -33,7 +33,9 @@ def main() -> None:
     foresee = np.where(visible, 1.0, (truth & ~seen).sum(-1) / np.maximum(10 - n_seen, 1))
     invariance = np.where(n_seen > 0, (truth & seen).sum(-1) / np.maximum(n_seen, 1), truth.mean(-1))
     keep = truth.any(-1)
-    masks = {"all": keep, "zoom_in": keep & (evaluator.contained >= foresight.ZOOM_IN)}
+    zoom_in = evaluator.contained >= foresight.ZOOM_IN
+    masks = {"all": keep, "zoom_in": keep & zoom_in,
+             "zoom_out": keep & (evaluator.covered >= foresight.ZOOM_OUT) & ~zoom_in}
     masks.update({name: keep & mask for name, mask in td.iou_bucket_masks(evaluator.iou).items()})
     print(f"{'bucket':12s} {'pairs':>6s} {'visible':>8s} {'foresight':>10s} {'invariance':>11s} {'gap':>7s}")
     for name, mask in masks.items():
