@@ -15,6 +15,7 @@ import dataclasses
 import json
 import math
 import os
+from collections.abc import Callable
 
 from absl import flags
 
@@ -187,7 +188,7 @@ TARGETS = (
 )
 
 
-def _rendering_gain(bucket: str):
+def _rendering_gain(bucket: str) -> Callable[[dict, dict | None], float | None]:
     """brute force − invariance in a bucket: what a value head exactly as good as rendering the destination and
     reading it with the base model would gain over reading the source (the value head learns from that reading)."""
     keys = (f"foresight/brute_force/{bucket}", f"foresight/invariance/{bucket}")
@@ -235,6 +236,7 @@ def render_regimes(runs: str) -> list[str]:
              "the gain of a value head exactly as good as rendering the destination and reading it with the base "
              "model, whose reading is what the value head is trained on.", ""]
     rows, notes = [], []
+    reference = [(label, score, None, True) for label, score in HEADROOM]
     for regime in REGIMES:
         seeds = _regime_seeds(runs, regime)
         if seeds is None:
@@ -243,7 +245,6 @@ def render_regimes(runs: str) -> list[str]:
             notes.append(f"{regime.name}: its seeds were scored on different foresight scenes (rlvis versions "
                          "differ); rescore them before comparing.")
             seeds = None
-        reference = [(label, score, None, True) for label, score in HEADROOM]
         for label, score, threshold, difference in [*TARGETS, *reference] if seeds else ():
             values = [score(f, s) for f, s in seeds]
             if any(v is None for v in values):

@@ -81,6 +81,18 @@ def digits_in_views(view_boxes: np.ndarray, digit_boxes: np.ndarray, labels: np.
     return np.einsum("snd,sdc->snc", present, one_hot) > 0
 
 
+def bucket_masks(keep: np.ndarray, iou: np.ndarray, contained: np.ndarray,
+                 covered: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Pairs to score [P] (bool) and their geometry [P] → {bucket: mask [P]}, in `BUCKETS` order; `zoom_out` only
+    when `covered` is given."""
+    zoom_in = contained >= ZOOM_IN
+    masks = {"all": keep, "zoom_in": keep & zoom_in}
+    if covered is not None:
+        masks["zoom_out"] = keep & (covered >= ZOOM_OUT) & ~zoom_in
+    masks.update({name: keep & mask for name, mask in td.iou_bucket_masks(iou).items()})
+    return masks
+
+
 def foresight_scores(value: np.ndarray, source: np.ndarray, destination: np.ndarray, truth: np.ndarray,
                      iou: np.ndarray, contained: np.ndarray, source_crop: np.ndarray | None = None,
                      other_move: np.ndarray | None = None, covered: np.ndarray | None = None) -> dict[str, float]:
@@ -90,11 +102,7 @@ def foresight_scores(value: np.ndarray, source: np.ndarray, destination: np.ndar
 
     Zoom-outs are apart because reading the source is nearly the best answer there: every digit of the source is
     in the destination, and shown larger in the source than in the wide destination view."""
-    keep = truth.any(-1)
-    masks = {"all": keep, "zoom_in": keep & (contained >= ZOOM_IN)}
-    if covered is not None:
-        masks["zoom_out"] = keep & (covered >= ZOOM_OUT) & (contained < ZOOM_IN)
-    masks.update({name: keep & mask for name, mask in td.iou_bucket_masks(iou).items()})
+    masks = bucket_masks(truth.any(-1), iou, contained, covered)
     rows = np.arange(len(truth))
     predictions = dict(value=value, other_move=other_move, invariance=source, brute_force=destination,
                        source_crop=source_crop)

@@ -28,14 +28,12 @@ def main(workdir: str) -> None:
     truth, rows = evaluator.truth, np.arange(len(evaluator.truth))
     hits = {name: truth[rows, scores.argmax(-1)]
             for name, scores in zip(PREDICTORS, (value, source, destination, source_crop))}
-    keep = truth.any(-1)
-    zoom_in = evaluator.contained >= foresight.ZOOM_IN
-    zoom_out = (evaluator.covered >= foresight.ZOOM_OUT) & ~zoom_in
-    far = (evaluator.iou > 0) & (evaluator.iou <= 0.2)
+    buckets = foresight.bucket_masks(truth.any(-1), evaluator.iou, evaluator.contained, evaluator.covered)
+    zoom_in, zoom_out = buckets["zoom_in"], buckets["zoom_out"]
     print(f"{workdir} (step {step}): " + " / ".join(PREDICTORS))
-    for scope, within in (("all pairs", keep), ("IoU (0, 0.2]", keep & far)):
+    for scope, within in (("all pairs", buckets["all"]), ("IoU (0, 0.2]", buckets["iou_0-0.2"])):
         for name, mask in (("zoom-in", zoom_in), ("zoom-out", zoom_out), ("rest", ~zoom_in & ~zoom_out),
-                           ("all", np.ones_like(keep))):
+                           ("all", within)):
             mask = within & mask
             print(f"  {scope:13s} {name:9s} {mask.sum():5d} pairs  "
                   + " / ".join(f"{hits[p][mask].mean():.3f}" for p in PREDICTORS))

@@ -38,8 +38,8 @@ def report(workdir: str) -> None:
         share = np.bincount(p[has].argmax(1), minlength=10) / has.sum()
         entropy = -(p[has] * np.log(p[has] + 1e-12)).sum(1).mean()
         print(f"  {name:12s} class share {np.round(share, 2)} entropy {entropy:.2f} accuracy {accuracy(p, has):.3f}")
-    buckets = {"all": has, "zoom_in": has & (evaluator.contained >= foresight.ZOOM_IN), "iou_0-0.2": has & (evaluator.iou > 0)
-               & (evaluator.iou <= 0.2), "iou_0.5-1": has & (evaluator.iou > 0.5)}
+    masks = foresight.bucket_masks(has, evaluator.iou, evaluator.contained)
+    buckets = {name: masks[name] for name in ("all", "zoom_in", "iou_0-0.2", "iou_0.5-1")}
     print("  prior-corrected accuracy:")
     for name, p in predictors.items():
         corrected = p / p[has].mean(0)

@@ -20,7 +20,6 @@ import numpy as np
 sys.path.insert(0, ".")
 from configs import demo  # noqa: E402
 from rlvis.evaluators import foresight  # noqa: E402
-from rlvis.objectives import td  # noqa: E402
 
 
 def main() -> None:
@@ -33,10 +32,7 @@ def main() -> None:
     foresee = np.where(visible, 1.0, (truth & ~seen).sum(-1) / np.maximum(10 - n_seen, 1))
     invariance = np.where(n_seen > 0, (truth & seen).sum(-1) / np.maximum(n_seen, 1), truth.mean(-1))
     keep = truth.any(-1)
-    zoom_in = evaluator.contained >= foresight.ZOOM_IN
-    masks = {"all": keep, "zoom_in": keep & zoom_in,
-             "zoom_out": keep & (evaluator.covered >= foresight.ZOOM_OUT) & ~zoom_in}
-    masks.update({name: keep & mask for name, mask in td.iou_bucket_masks(evaluator.iou).items()})
+    masks = foresight.bucket_masks(keep, evaluator.iou, evaluator.contained, evaluator.covered)
     print(f"{'bucket':12s} {'pairs':>6s} {'visible':>8s} {'foresight':>10s} {'invariance':>11s} {'gap':>7s}")
     for name, mask in masks.items():
         gap = foresee[mask].mean() - invariance[mask].mean()
