@@ -209,6 +209,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.ab.action_tokens = True  # ablation: False = a mask token for every action (invariance)
     c.ab.photometric_bootstrap = False  # ablation: True = colour augmentation on bootstrap views too (no flips)
     c.ab.reward = "base"  # "oracle" (AB_SimCLR on demo data): the scenes' true digit classes (objectives/bootstrap.py)
+    c.ab.oracle_fraction = 1.0  # with reward="oracle": the fraction of each batch's scenes given it (the rest: base)
 
     # SimCLR's photometric augmentation of the annotation views, on device (rlvis/envs/photometric.py).
     c.augment = ml_collections.ConfigDict()

@@ -132,6 +132,8 @@ def validate(config: ml_collections.ConfigDict, device_count: int, check_data_pa
                                        and not c.data.bootstrap.format and c.data.annotation_scene_fraction == 0),
              "config.ab.reward='oracle' needs ab_simclr on the embedded demo data with digit annotations "
              "(the only stream whose labels are known)")
+    _require(0.0 <= c.ab.oracle_fraction <= 1.0 and (c.ab.reward == "oracle" or c.ab.oracle_fraction == 1.0),
+             f"config.ab.oracle_fraction={c.ab.oracle_fraction} must be in [0, 1] and needs config.ab.reward='oracle'")
     _require(c.model.action_encoding in ("bins", "fourier"),
              f"config.model.action_encoding={c.model.action_encoding!r} must be 'bins' or 'fourier'")
     _require(0.0 <= c.ab.ema_start <= c.ab.ema_end <= 1.0,

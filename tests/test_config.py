@@ -29,6 +29,7 @@ def test_demo_configs_are_valid():
     ("ab.annotation_queue", 24, r"config.ab.annotation_queue=24 must be a multiple of config.batch.annotation=16"),
     ("ab.source_prior", True, r"config.ab.annotation_queue cannot be combined with config.ab.source_prior=True"),
     ("data.annotation_scene_fraction", 0.5, None),  # with the oracle reward below: scenes have no single label
+    ("ab.oracle_fraction", 0.5, r"config.ab.oracle_fraction=0.5 must be in \[0, 1\] and needs config.ab.reward="),
 ])
 def test_impossible_values_name_the_field(field, value, message):
     config = demo.get_config("tiny")

@@ -283,6 +283,34 @@ def test_the_oracle_reward_replaces_the_base_models_target_in_the_td_loss():
     assert abs(float(metrics["target_entropy"]) - float(jnp.log(jnp.sum(jnp.arange(k) % 3 == 2)))) < 1e-4
 
 
+def test_a_partial_oracle_gives_the_first_scenes_the_oracle_reward_and_the_rest_the_base_models():
+    from rlvis.objectives import bootstrap
+    oracle, base = jnp.zeros((4, 2, 3)), jnp.ones((4, 2, 3))
+    mixed = bootstrap.mix_rewards(oracle, base, 0.5)
+    np.testing.assert_array_equal(mixed[:2], oracle[:2])
+    np.testing.assert_array_equal(mixed[2:], base[2:])
+    np.testing.assert_array_equal(bootstrap.mix_rewards(oracle, base, 0.0), base)
+    np.testing.assert_array_equal(bootstrap.mix_rewards(oracle, base, 1.0), oracle)
+    # In the loss: half the scenes get the oracle's sharper target, so the target entropy lies between the two.
+    config, model, params, _, batch = _setup(0.0)
+    config.ab.reward = "oracle"
+    b, n = batch["views"].shape[:2]
+    k = batch["annotation_views"].shape[0]
+    whole = jnp.array([0.0, 0.0, 1.0, 1.0])
+    labelled = dict(batch, annotation_labels=jnp.arange(k) % 3, boxes=jnp.tile(whole, (b, n, 1)),
+                    digit_boxes=jnp.tile(whole, (b, 4, 1)), digit_labels=jnp.tile(jnp.array([2, -1, -1, -1]), (b, 1)))
+    entropies = {}
+    for fraction in (0.0, 0.5, 1.0):
+        config.ab.oracle_fraction = fraction
+        _, (metrics, _) = simclr_method.loss(model, params, params, labelled, config)
+        entropies[fraction] = float(metrics["target_entropy"])
+    config.ab.reward = "base"
+    config.ab.oracle_fraction = 1.0
+    _, (metrics, _) = simclr_method.loss(model, params, params, labelled, config)
+    assert abs(entropies[0.0] - float(metrics["target_entropy"])) < 1e-5  # no oracle scene: the base model's target
+    assert entropies[1.0] + 1e-2 < entropies[0.5] < entropies[0.0] - 1e-2  # the oracle's half is sharper
+
+
 def test_the_annotation_walk_moves_mass_to_the_annotations_the_nearest_one_resembles():
     # Annotations 0 and 1 are near-duplicates, 2 is far from both: a view matching 0 alone ends on 1.
     annotations = jnp.array([[1.0, 0.0], [0.995, 0.0998], [0.0, 1.0]])

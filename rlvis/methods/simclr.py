@@ -116,17 +116,21 @@ def loss(model: ABModel, params, ema_params, batch: dict, config: ml_collections
         annotation_z = jnp.concatenate([annotation_z, method_state["queue_base"]])
         online_vocabulary = jnp.concatenate([online_vocabulary, method_state["queue_ab"]])
         target_vocabulary = jnp.concatenate([target_vocabulary, method_state["queue_ab"]])
-    if config.ab.reward == "oracle":  # the diagnostic: the scenes' true classes instead of the base model
-        p_local = bootstrap.oracle_reward(batch["boxes"], batch["digit_boxes"], batch["digit_labels"],
-                                          batch["annotation_labels"])
-    else:
+    def base_reward() -> jax.Array:  # p_target(ℓ | x_j): the target network's base head on every bootstrap view
         temperature = config.ab.target_temperature or config.simclr.temperature
         distribution = (simclr.centred_annotation_distribution if config.ab.center_target
                         else simclr.annotation_distribution)
-        p_local = distribution(model.apply(target_params, target_views, method=ABModel.base_embed), annotation_z,
-                               temperature, valid)
-        if config.ab.target_walk:
-            p_local = simclr.annotation_walk(p_local, annotation_z, temperature)
+        p = distribution(model.apply(target_params, target_views, method=ABModel.base_embed), annotation_z,
+                         temperature, valid)
+        return simclr.annotation_walk(p, annotation_z, temperature) if config.ab.target_walk else p
+
+    if config.ab.reward == "oracle":  # the diagnostic: the scenes' true classes instead of the base model
+        p_local = bootstrap.oracle_reward(batch["boxes"], batch["digit_boxes"], batch["digit_labels"],
+                                          batch["annotation_labels"])
+        if config.ab.oracle_fraction < 1.0:
+            p_local = bootstrap.mix_rewards(p_local, base_reward(), config.ab.oracle_fraction)
+    else:
+        p_local = base_reward()
 
     td_loss, td_metrics = bootstrap.td_term(
         model, params, target_params, batch, online_vocabulary=online_vocabulary,

@@ -41,6 +41,15 @@ def oracle_reward(view_boxes: jax.Array, digit_boxes: jax.Array, digit_labels: j
     return mass / jnp.sum(mass, -1, keepdims=True)
 
 
+def mix_rewards(oracle: jax.Array, base: jax.Array, oracle_fraction: float) -> jax.Array:
+    """oracle, base [B, n, K] → the oracle's reward on the first round(oracle_fraction · B) scenes, the base
+    model's on the rest: a reward right on about that fraction of scenes more than the base model's, to measure how
+    foresight grows with the reward's accuracy. Batches are shuffled, so the first scenes are a random sample."""
+    scenes = round(oracle_fraction * oracle.shape[0])
+    use_oracle = (jnp.arange(oracle.shape[0]) < scenes)[:, None, None]
+    return jnp.where(use_oracle, oracle, base)
+
+
 def value_logits(model: ABModel, params, view_tokens: jax.Array, actions: jax.Array, vocabulary: jax.Array,
                  log_prior: jax.Array | None = None, valid: jax.Array | None = None) -> jax.Array:
     """view_tokens [B, n, T, D], actions [B, n, n-1, 4], vocabulary [K, P] → Q logits [B, n, n-1, K].
