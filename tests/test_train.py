@@ -164,7 +164,8 @@ def test_the_oracle_reward_trains_from_the_labelled_streams_on_several_devices(t
 
     oracle_reward = bootstrap.oracle_reward
     monkeypatch.setattr(bootstrap, "oracle_reward", recording)
-    run = train(tmp_path, *NO_EVAL, "total_steps=2", "ab.reward='oracle'", devices=8)
+    # Half the scenes with the oracle's reward, half with the base model's: the batch is split across devices.
+    run = train(tmp_path, *NO_EVAL, "total_steps=2", "ab.reward='oracle'", "ab.oracle_fraction=0.5", devices=8)
     assert "step 2/2 | loss" in run.stdout
     # Traced once: every bootstrap view, each scene's digit boxes and labels, every annotation's label.
     assert seen == [((8, 3, 4), (8, 4, 4), (8, 4), (16,))]  # tiny: 8 scenes × 3 views, 16 annotations
