@@ -16,12 +16,13 @@ from rlvis import main
 from rlvis.objectives import bootstrap
 
 
+mix_rewards = bootstrap.mix_rewards
+
+
 def next_scenes_oracle(oracle, base, oracle_fraction):
     """The first round(F · B) scenes keep their own oracle reward; the others get the next scene's."""
     del base
-    scenes = round(oracle_fraction * oracle.shape[0])
-    use_own = (jnp.arange(oracle.shape[0]) < scenes)[:, None, None]
-    return jnp.where(use_own, oracle, jnp.roll(oracle, -1, axis=0))
+    return mix_rewards(oracle, jnp.roll(oracle, -1, axis=0), oracle_fraction)
 
 
 if __name__ == "__main__":
