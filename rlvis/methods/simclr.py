@@ -116,6 +116,7 @@ def loss(model: ABModel, params, ema_params, batch: dict, config: ml_collections
         annotation_z = jnp.concatenate([annotation_z, method_state["queue_base"]])
         online_vocabulary = jnp.concatenate([online_vocabulary, method_state["queue_ab"]])
         target_vocabulary = jnp.concatenate([target_vocabulary, method_state["queue_ab"]])
+
     def base_reward() -> jax.Array:  # p_target(ℓ | x_j): the target network's base head on every bootstrap view
         temperature = config.ab.target_temperature or config.simclr.temperature
         distribution = (simclr.centred_annotation_distribution if config.ab.center_target

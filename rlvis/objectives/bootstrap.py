@@ -43,8 +43,8 @@ def oracle_reward(view_boxes: jax.Array, digit_boxes: jax.Array, digit_labels: j
 
 def mix_rewards(oracle: jax.Array, base: jax.Array, oracle_fraction: float) -> jax.Array:
     """oracle, base [B, n, K] → the oracle's reward on the first round(oracle_fraction · B) scenes, the base
-    model's on the rest: a reward right on about that fraction of scenes more than the base model's, to measure how
-    foresight grows with the reward's accuracy. Batches are shuffled, so the first scenes are a random sample."""
+    model's on the rest. Raising the fraction makes the reward right more often, which measures how foresight grows
+    with the reward's accuracy. Scenes come in random order, so the first ones are a random sample."""
     scenes = round(oracle_fraction * oracle.shape[0])
     use_oracle = (jnp.arange(oracle.shape[0]) < scenes)[:, None, None]
     return jnp.where(use_oracle, oracle, base)
