@@ -270,7 +270,8 @@ def test_oracle_reward_spreads_over_annotations_of_the_classes_at_least_half_ins
     np.testing.assert_allclose(reward[0, 1], np.full(5, 0.2), atol=1e-6)  # nothing there: no information
 
 
-def test_the_oracle_reward_replaces_the_base_models_target_in_the_td_loss():
+def _oracle_setup():
+    """The oracle reward on a batch whose every view shows one digit, a 2; annotations are labelled 0, 1, 2, 0, …"""
     config, model, params, _, batch = _setup(0.0)
     config.ab.reward = "oracle"
     b, n = batch["views"].shape[:2]
@@ -278,6 +279,12 @@ def test_the_oracle_reward_replaces_the_base_models_target_in_the_td_loss():
     whole = jnp.array([0.0, 0.0, 1.0, 1.0])
     labelled = dict(batch, annotation_labels=jnp.arange(k) % 3, boxes=jnp.tile(whole, (b, n, 1)),
                     digit_boxes=jnp.tile(whole, (b, 4, 1)), digit_labels=jnp.tile(jnp.array([2, -1, -1, -1]), (b, 1)))
+    return config, model, params, labelled
+
+
+def test_the_oracle_reward_replaces_the_base_models_target_in_the_td_loss():
+    config, model, params, labelled = _oracle_setup()
+    k = labelled["annotation_views"].shape[0]
     _, (metrics, _) = simclr_method.loss(model, params, params, labelled, config)
     # Every view shows the 2 → the target is uniform over the annotations labelled 2.
     assert abs(float(metrics["target_entropy"]) - float(jnp.log(jnp.sum(jnp.arange(k) % 3 == 2)))) < 1e-4
@@ -292,13 +299,7 @@ def test_a_partial_oracle_gives_the_first_scenes_the_oracle_reward_and_the_rest_
     np.testing.assert_array_equal(bootstrap.mix_rewards(oracle, base, 0.0), base)
     np.testing.assert_array_equal(bootstrap.mix_rewards(oracle, base, 1.0), oracle)
     # In the loss: half the scenes get the oracle's sharper target, so the target entropy lies between the two.
-    config, model, params, _, batch = _setup(0.0)
-    config.ab.reward = "oracle"
-    b, n = batch["views"].shape[:2]
-    k = batch["annotation_views"].shape[0]
-    whole = jnp.array([0.0, 0.0, 1.0, 1.0])
-    labelled = dict(batch, annotation_labels=jnp.arange(k) % 3, boxes=jnp.tile(whole, (b, n, 1)),
-                    digit_boxes=jnp.tile(whole, (b, 4, 1)), digit_labels=jnp.tile(jnp.array([2, -1, -1, -1]), (b, 1)))
+    config, model, params, labelled = _oracle_setup()
     entropies = {}
     for fraction in (0.0, 0.5, 1.0):
         config.ab.oracle_fraction = fraction
