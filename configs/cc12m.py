@@ -50,12 +50,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     args = demo.parse_arg(arg)
     if args["long"]:
         raise ValueError("configs/cc12m.py: 'long' is a demo size; cc12m's length is config.total_steps")
-    c = demo.get_config(f"method={args['method']}")
+    c = demo.get_config(f"method={args['method']},data={args['data'] if args['data'] != 'demo' else 'webdataset'}")
     base, bootstrapping = methods.base_name(c.method), methods.bootstraps(c)
     c.total_steps = TOTAL_STEPS
     c.log_every, c.checkpoint_every, c.keep_checkpoints = 100, 2000, 3
 
-    c.data.format = "webdataset"  # the demo's scene fields stay: they shape the held-out digit probes
+    # the demo's scene fields stay: they shape the held-out digit probes
     c.data.canvas = 256  # img2dataset --image_size 256 (keep_ratio); the pre-crawled copy is 512 short side
     c.data.min_side = 64
     c.data.read_threads = 32
@@ -69,18 +69,22 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.model.proj_dim = 256
     c.model.proj_hidden = 2048
     c.model.decoder_width, c.model.decoder_heads, c.model.decoder_depth = 384, 6, 2
-    c.augment.flip = 0.5
     c.eval.scene_view_size = 64
-    c.evals.foresight.final, c.evals.foresight.every = False, 0  # digit sanity checks only: foresight is for demo data
+    if "foresight" in c.evals:  # digit sanity checks only: foresight is for demo data
+        del c.evals["foresight"]
 
-    c.dino.prototypes = 65_536
-    c.dino.local_views = 8
-    c.dino.local_size = 96
-    c.dino.warmup_teacher_temp, c.dino.teacher_temp = 0.04, 0.07  # DINO's own
-    c.dino.teacher_temp_warmup_steps = 30 * IMAGENET_EPOCH_STEPS
-    c.dino.freeze_last_layer_steps = IMAGENET_EPOCH_STEPS
-    c.clip.text_variant = "S"
-    c.clip.caption_length = 128  # bytes; CC12M captions are mostly shorter
+    if "dino" in c:
+        c.dino.prototypes = 65_536
+        c.dino.local_views = 8
+        c.dino.local_size = 96
+        c.dino.warmup_teacher_temp, c.dino.teacher_temp = 0.04, 0.07  # DINO's own
+        c.dino.teacher_temp_warmup_steps = 30 * IMAGENET_EPOCH_STEPS
+        c.dino.freeze_last_layer_steps = IMAGENET_EPOCH_STEPS
+    if "clip" in c:
+        c.clip.text_variant = "S"
+        c.clip.caption_length = 128  # bytes; CC12M captions are mostly shorter
+    if "augment" in c:
+        c.augment.flip = 0.5
 
     captioned = methods.get(c).CAPTIONS  # CLIP and the baselines built on it take CLIP's optimiser settings
     c.optim.lr = 1e-3
@@ -88,8 +92,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.optim.grad_clip = 1.0 if base == "dino" else 0.0
     c.optim.weight_decay, c.optim.weight_decay_end = (0.1, 0.1) if captioned else (0.04, 0.4)
     c.optim.warmup_steps = CC12M_EPOCH_STEPS if captioned else 10 * IMAGENET_EPOCH_STEPS
-    c.ab.ema_start, c.ab.ema_end = (0.996, 0.996) if base == "clip" else (0.996, 1.0)  # SiLC: fixed by its recipe
-    c.ab.center_target = False  # the paper's target: the demo's centring was found on the embedded data only
+    c.ema.start, c.ema.end = (0.996, 0.996) if base == "clip" else (0.996, 1.0)  # SiLC: fixed by its recipe
+    if bootstrapping:
+        c.ab.center_target = False  # the paper's target: the demo's centring was found on the embedded data only
     c.model.box_attention = False  # the paper's value head, for the same reason
 
     if base == "mae":
@@ -114,11 +119,15 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         c.env.view_size, c.env.views = 32, 3
         c.model.variant, c.model.proj_dim, c.model.proj_hidden = "tiny/8", 32, 32
         c.model.decoder_width, c.model.decoder_heads, c.model.decoder_depth = 32, 4, 1
-        c.dino.prototypes, c.dino.local_views, c.dino.local_size = 32, 2, 16
-        c.dino.teacher_temp_warmup_steps = c.dino.freeze_last_layer_steps = 2
-        c.clip.text_variant, c.clip.caption_length = "tiny", 48
-        c.mae.decoder_width, c.mae.decoder_depth, c.mae.decoder_heads = 32, 1, 4
-        c.ijepa.predictor_width, c.ijepa.predictor_depth, c.ijepa.predictor_heads = 32, 1, 4
+        if "dino" in c:
+            c.dino.prototypes, c.dino.local_views, c.dino.local_size = 32, 2, 16
+            c.dino.teacher_temp_warmup_steps = c.dino.freeze_last_layer_steps = 2
+        if "clip" in c:
+            c.clip.text_variant, c.clip.caption_length = "tiny", 48
+        if "mae" in c:
+            c.mae.decoder_width, c.mae.decoder_depth, c.mae.decoder_heads = 32, 1, 4
+        if "ijepa" in c:
+            c.ijepa.predictor_width, c.ijepa.predictor_depth, c.ijepa.predictor_heads = 32, 1, 4
         c.optim.warmup_steps = 2
         c.batch.annotation, c.batch.bootstrap = 8, 4
         c.eval.digits_per_class, c.eval.scenes, c.eval.probe_steps, c.eval.knn_k = 20, 200, 50, 5

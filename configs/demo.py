@@ -4,7 +4,7 @@
 
 Arguments after the colon, comma-separated: `tiny` (seconds, used by the tests), `long` (the regime where the value
 head foresees best so far: 9,600 steps, twice the default, about 20 minutes alone on 2 cores; see
-docs/repro/levers/README.md), `method=NAME` and `evals=PRESET` (adds a paper table's evaluators:
+docs/findings.md), `method=NAME` and `evals=PRESET` (adds a paper table's evaluators:
 rlvis/evaluators/presets.py), e.g.
 `--config=configs/demo.py:method=simclr` or `--config=configs/demo.py:tiny,method=simclr`. Methods:
   * `ab_simclr` (default) — SimCLR base loss + annotation bootstrapping;
@@ -19,6 +19,11 @@ rlvis/evaluators/presets.py), e.g.
   * `silc`      — SiLC: CLIP + DINO self-distillation (fixed-momentum EMA teacher), a baseline;
   * `clip_aug`  — CLIP + Aug: CLIP with SimCLR-strength augmentation of its one view, a baseline.
 Any field can be overridden: `--config.total_steps=200 --config.ab.gamma=0.5`.
+
+The config holds only the sections the method reads: `simclr` for (ab_)simclr, `dino` for (ab_)dino and silc, `clip`
+for the captioned methods, `ab` for the AB variants… (each method file's `settings()` in rlvis/methods). The data
+section holds the embedded demo's fields; `data=FORMAT` (e.g. `data=webdataset`) gives it a file format's fields
+instead (paths, canvas, the bootstrap stream's own source), as configs/cc12m.py does.
 
 Table 5 ablations are config fields of `ab`: `use_ema_target=False` (the online network, stop-gradient, makes the
 AB target; DINO's own teacher keeps its EMA), `base_loss_weight=0` (no annotation loss), `action_tokens=False`
@@ -39,22 +44,26 @@ Sizes are measured on a 2-core machine: a width-64 ViT with patch 8 on 32-px vie
 import ml_collections
 
 from rlvis import methods
+from rlvis.data import sources
+from rlvis.envs import photometric
 from rlvis.evaluators import presets
 
 
 def parse_arg(arg: str | None) -> dict:
     """"tiny,method=simclr" → {"tiny": True, "method": "simclr"} (big_vision's `parse_arg` convention)."""
-    parsed = {"tiny": False, "long": False, "method": "ab_simclr", "evals": ""}
+    parsed = {"tiny": False, "long": False, "method": "ab_simclr", "evals": "", "data": "demo"}
     for item in filter(None, (arg or "").split(",")):
         key, _, value = item.partition("=")
         if key not in parsed or (key in ("tiny", "long")) == bool(value):
-            raise ValueError(f"configs/demo.py: unknown argument {item!r}; use 'tiny' or 'long', 'method=NAME' "
-                             f"and 'evals=PRESET'")
+            raise ValueError(f"configs/demo.py: unknown argument {item!r}; use 'tiny' or 'long', 'method=NAME', "
+                             "'evals=PRESET' and 'data=FORMAT'")
         parsed[key] = value or True
     if parsed["method"] not in methods.NAMES:
         raise ValueError(f"configs/demo.py: method={parsed['method']!r} is not one of {methods.NAMES}")
     if parsed["evals"] and parsed["evals"] not in presets.PRESETS:
         raise ValueError(f"configs/demo.py: evals={parsed['evals']!r} is not one of {sorted(presets.PRESETS)}")
+    if parsed["data"] not in sources.FORMATS:
+        raise ValueError(f"configs/demo.py: data={parsed['data']!r} is not one of {sources.FORMATS}")
     return parsed
 
 
@@ -63,13 +72,27 @@ def stream_fields(data_format: str) -> dict:
     return dict(format=data_format, path="", split="", name="", index_dir="", frame_stride=1, caption_key="")
 
 
-def data_config(data_format: str) -> ml_collections.ConfigDict:
-    """`config.data`: the annotation stream's source, the host canvas, and `bootstrap` — the bootstrap stream's own
-    source when its `format` is set (decoupled streams), else the annotation stream's."""
-    data = ml_collections.ConfigDict(stream_fields(data_format))
-    data.bootstrap = ml_collections.ConfigDict(stream_fields(""))
-    data.canvas = 256  # real images: longer side resized to this, aspect kept (img2dataset --image_size 256)
-    data.min_side = 32  # images whose shorter side is smaller are skipped as "too_small"
+def data_config(data_format: str, method: str) -> ml_collections.ConfigDict:
+    """`config.data`. The demo scenes' shape is always there (it shapes the held-out digit probes too); a file
+    format adds the stream's source, the host canvas and `bootstrap` — the bootstrap stream's own source when its
+    `format` is set (decoupled streams), else the annotation stream's."""
+    data = ml_collections.ConfigDict(dict(format=data_format))
+    data.scene_canvas = 64  # fixed canvas; each scene's own size is drawn in [scene_min_size, canvas]
+    data.scene_min_size = 40
+    data.digits_per_scene = (1, 4)
+    data.digit_size = (16, 28)  # digits are rescaled to this many pixels before placement
+    data.num_scenes = 100_000  # distinct scenes per epoch (generated from the seed, never stored)
+    if data_format == "demo" and not methods.FAMILIES[methods.base_name(method)].CAPTIONS:
+        data.annotation_scene_fraction = 0.0  # the annotation stream: this share scenes, the rest centred digits
+    data.read_threads = 2  # Grain host threads; on 2 cores threads beat worker processes
+    data.prefetch = 4
+    if data_format != "demo":
+        data.update(stream_fields(data_format))
+        if methods.bootstraps(ml_collections.ConfigDict(dict(method=method))):
+            data.bootstrap = ml_collections.ConfigDict(stream_fields(""))
+        data.canvas = 256  # real images: longer side resized to this, aspect kept (img2dataset --image_size 256)
+        data.min_side = 32  # images whose shorter side is smaller are skipped as "too_small"
+        data.worker_processes = 0  # Grain worker processes on top of the threads (rlvis.data.throughput)
     return data
 
 
@@ -82,17 +105,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.log_every = 50
     c.checkpoint_every = 300
     c.keep_checkpoints = 2
-
-    c.data = data_config("demo")
-    c.data.scene_canvas = 64  # fixed canvas; each scene's own size is drawn in [scene_min_size, canvas]
-    c.data.scene_min_size = 40
-    c.data.digits_per_scene = (1, 4)
-    c.data.digit_size = (16, 28)  # digits are rescaled to this many pixels before placement
-    c.data.annotation_scene_fraction = 0.0  # SimCLR/DINO annotation stream: this share scenes, the rest digits
-    c.data.num_scenes = 100_000  # distinct scenes per epoch (generated from the seed, never stored)
-    c.data.read_threads = 2  # Grain host threads; on 2 cores threads beat worker processes
-    c.data.prefetch = 4
-    c.data.worker_processes = 0  # files only: Grain worker processes on top of the threads (rlvis.data.throughput)
+    c.data = data_config(args["data"], c.method)
 
     c.batch = ml_collections.ConfigDict()
     c.batch.annotation = 64  # annotation images per step (each gives 2 SimCLR views)
@@ -103,9 +116,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.env.views = 4  # views per bootstrap image; all n(n-1) ordered pairs are transitions
     c.env.scale = (0.05, 1.0)  # RandomResizedCrop area range for bootstrap views (paper)
     c.env.ratio = (3 / 4, 4 / 3)
-    c.env.local_views = 0  # of the `views`, this many are a small move from another view (crop_env.rollout_views)
-    c.env.local_pan = 0.25  # a local view's centre moves up to this many box sides per axis
-    c.env.local_zoom = (0.7, 1.0)  # and its sides scale by a factor in this range
     c.env.annotation_scale = (0.25, 1.0)  # SimCLR crops of a centred digit; 0.08 leaves too little digit
     c.env.action_bins = 33  # bins per action coordinate → 4 tokens per action; odd: "stay" has its own bin
 
@@ -116,112 +126,23 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.model.decoder_depth = 1
     c.model.decoder_width = 64
     c.model.decoder_heads = 4
-    c.model.action_encoding = "bins"  # value-head queries: "bins" (4 quantised tokens) or "fourier" (value_head.py)
-    c.model.source_positions = False  # value head: sinusoidal cell positions added to the source view's tokens
-    # value head: cross-attention starts on the source cells under the destination box (value_head.py); on by
-    # default, the lever that made the head use the move (docs/repro/levers/README.md)
+    # value head: cross-attention starts on the source cells under the destination box (rlvis's departure, on by
+    # default: docs/method.md)
     c.model.box_attention = True
-    c.model.value_residual = False  # SimCLR/CLIP: φ_AB(x, a) = the source view's annotation embedding + a change
-    c.model.normalize_value = True  # False: the value embedding's length is a per-prediction confidence
     c.model.compute_dtype = "float32"  # "bfloat16": encoder compute in bf16, parameters and optimizer in f32
     c.model.remat = False  # recompute encoder activations in the backward pass (less memory, more compute)
 
-    c.simclr = ml_collections.ConfigDict()
-    c.simclr.temperature = 0.1
+    # The method's own sections (rlvis/methods/<method>.py `settings()`; `ab` for the AB variants).
+    for section, fields in methods.sections(c.method).items():
+        c[section] = ml_collections.ConfigDict(fields)
+    if "augment" in c and args["data"] == "demo":  # grayscale digits: the colour-only augmentations never apply
+        for field in photometric.COLOUR_ONLY:
+            del c.augment[field]
 
-    # DINO (Caron et al. 2021), scaled down: K prototypes, multi-crop, centred and sharpened EMA teacher.
-    c.dino = ml_collections.ConfigDict()
-    c.dino.prototypes = 256
-    c.dino.global_scale = (0.4, 1.0)  # paper Table 7
-    c.dino.local_scale = (0.05, 0.4)
-    c.dino.local_views = 4  # paper: 8
-    c.dino.local_size = 16  # paper: 96 px locals for 224 px globals
-    c.dino.student_temp = 0.1
-    c.dino.warmup_teacher_temp = 0.02  # sharper than DINO's 0.04 → 0.07, which collapse at this scale
-    c.dino.teacher_temp = 0.02  # (docs/repro/levers/README.md)
-    c.dino.teacher_temp_warmup_steps = 600
-    c.dino.center_momentum = 0.9
-    c.dino.norm_last_layer = True  # False: learned prototype gains (DINO's choice for ViT-S; see DINOHead)
-    c.dino.freeze_last_layer_steps = 300  # prototypes frozen at first (DINO: 1 epoch); see rlvis/methods/dino.py
-
-    # CLIP (Radford et al. 2021): captioned scenes, byte-level captions, learned temperature.
-    c.clip = ml_collections.ConfigDict()
-    c.clip.text_variant = "mu"  # text tower shape (paper: S); see rlvis/models/text.py
-    c.clip.caption_length = 48  # byte tokens incl. BOS/EOS; the longest demo caption is 42
-    c.clip.scale = (0.5, 1.0)  # RandomResizedCrop of the captioned image (paper Table 7)
-    c.clip.init_temperature = 0.07
-
-    # MAE (He et al. 2022): most patches hidden, the encoder reads the rest, a light decoder paints the hidden ones.
-    c.mae = ml_collections.ConfigDict()
-    c.mae.mask_ratio = 0.75  # paper
-    c.mae.norm_pix = True  # targets: each patch's pixels over its own mean and variance (the paper's choice)
-    c.mae.decoder_width = 64  # the paper's decoder is 512 wide, 8 deep for ViT-L; at demo scale the encoder's width
-    c.mae.decoder_depth = 2
-    c.mae.decoder_heads = 4
-
-    # I-JEPA (Assran et al. 2023): predict target-block features from a context block (rlvis/methods/ijepa.py).
-    c.ijepa = ml_collections.ConfigDict()
-    c.ijepa.scale = (0.3, 1.0)  # RandomResizedCrop (paper Table 7), no other augmentation
-    c.ijepa.targets = 4  # target blocks per image (paper)
-    c.ijepa.target_scale = (0.15, 0.2)  # fraction of the patch grid per target block (paper)
-    c.ijepa.target_aspect = (0.75, 1.5)  # (paper)
-    c.ijepa.context_scale = (0.85, 1.0)  # the context block, aspect 1, before the targets are removed (paper)
-    c.ijepa.context_fraction = 0.3  # patches the context encoder reads, a fixed share of the grid [INF: about what
-    #                                 I-JEPA's context keeps once the targets are cut out; XLA needs a fixed count]
-    c.ijepa.predictor_width = 32  # narrower than the encoder (paper: 384 for ViT-H's 1,280)
-    c.ijepa.predictor_depth = 2  # (paper: 12 at ViT-H; demo scale)
-    c.ijepa.predictor_heads = 4
-
-    # SLIP (Mu et al. 2022): CLIP + SimCLR on the captioned images (rlvis/methods/slip.py).
-    c.slip = ml_collections.ConfigDict()
-    c.slip.ssl_fraction = 0.5  # captioned images that also give SimCLR views (Table 7: CLIP 4,096 + SimCLR 2,048)
-    c.slip.scale = (0.08, 1.0)  # SimCLR's RandomResizedCrop; colour from `augment`
-    c.slip.temperature = 0.1  # (SLIP)
-    c.slip.loss_weight = 1.0  # SimCLR loss per unit CLIP loss (Table 7: ratio 1.0)
-
-    # SiLC (Naeem et al. 2023): CLIP + DINO on the captioned images, EMA teacher fixed at ab.ema_start.
-    c.silc = ml_collections.ConfigDict()
-    c.silc.dino_fraction = 0.125  # captioned images that also give DINO's multi-crop (Table 7: 4,096 + 512)
-    c.silc.loss_weight = 1.0  # (Table 7: ratio 1.0); DINO's own settings come from `dino`
-
-    # CLIP + Aug (Fini et al. 2023): CLIP's one view strongly augmented (rlvis/methods/clip_aug.py).
-    c.clip_aug = ml_collections.ConfigDict()
-    c.clip_aug.scale = (0.08, 1.0)  # SimCLR's crop range instead of CLIP's (0.5, 1); colour from `augment`
-    c.clip_aug.blur = 0.5  # [INF] BYOL-style probabilities; Fini et al.'s code leaves them as flags
-    c.clip_aug.solarize = 0.2
-
-    c.ab = ml_collections.ConfigDict()
-    c.ab.gamma = 0.0  # 0 = ICML objective; > 0 adds γ·max_a' Q_ema(ℓ|x',a') (project-page form)
-    c.ab.target_temperature = 0.0  # AB_SimCLR: temperature of p_ema(ℓ | x') in the TD target; 0 = simclr.temperature
-    # AB_SimCLR: remove each annotation's mean target logit over the bootstrap batch (on by default: the lever that
-    # made the value head foresee, docs/repro/levers/README.md); the other methods have no such target and ignore it
-    c.ab.center_target = True
-    c.ab.target_walk = False  # AB_SimCLR: target Σ_m p(m | x') p(ℓ | m), one more step on the annotation graph
-    c.ab.source_prior = False  # Q logits = decoder logits + log p(ℓ | x) of the source view (objectives/bootstrap.py)
-    c.ab.shared_vocabulary = False  # SimCLR/CLIP: ψ_AB = the base head's annotation embedding (stop-gradient)
-    c.ab.annotation_queue = 0  # AB_SimCLR: the last this-many annotations (target network) join the vocabulary
-    c.ab.exclude_source = False  # γ > 0: leave the move back to the source view out of max_a' (objectives/td.py)
-    c.ab.loss_weight = 1.0  # paper Table 7 "loss ratio"
-    c.ab.ema_start = 0.99  # target momentum, cosine to ema_end; paper 0.996 is for ~100k steps, 0.99 for thousands
-    c.ab.ema_end = 1.0
-    c.ab.use_ema_target = True  # ablation: False = the online network (stop-gradient) makes the AB targets
-    c.ab.base_loss_weight = 1.0  # ablation: 0 = no annotation (base) loss
-    c.ab.action_tokens = True  # ablation: False = a mask token for every action (invariance)
-    c.ab.photometric_bootstrap = False  # ablation: True = colour augmentation on bootstrap views too (no flips)
-    c.ab.reward = "base"  # "oracle" (AB_SimCLR on demo data): the scenes' true digit classes (objectives/bootstrap.py)
-    c.ab.oracle_fraction = 1.0  # with reward="oracle": the fraction of each batch's scenes given it (the rest: base)
-
-    # SimCLR's photometric augmentation of the annotation views, on device (rlvis/envs/photometric.py).
-    c.augment = ml_collections.ConfigDict()
-    c.augment.jitter_prob = 0.8
-    c.augment.brightness = 0.4
-    c.augment.contrast = 0.4
-    c.augment.saturation = 0.4  # RGB only
-    c.augment.hue = 0.1  # RGB only
-    c.augment.grayscale = 0.2  # RGB only
-    c.augment.blur = 0.0  # Gaussian blur probability (SimCLR at 224 px: 0.5; DINO 1.0 / 0.1 and BYOL-style)
-    c.augment.solarize = 0.0  # solarisation probability (BYOL, DINO's second view: 0.2)
-    c.augment.flip = 0.0  # SimCLR uses 0.5; digits are not mirror-symmetric, so the demo does not flip
+    # Every run keeps an EMA of its weights: the AB target network, DINO's and I-JEPA's teachers, `eval.encoder=ema`.
+    c.ema = ml_collections.ConfigDict()
+    c.ema.start = 0.99  # momentum, cosine to `end`; the paper's 0.996 is for ~100k steps, 0.99 for thousands
+    c.ema.end = 1.0
 
     c.sharding = ml_collections.ConfigDict()
     c.sharding.strategy = "replicate"  # or "fsdp": parameters and optimizer state split over devices (sharding.py)
@@ -239,19 +160,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.optim.grad_accum_steps = 1  # >1: the bootstrap batch in micro-batches (train.accumulate_gradients); no centring
     c.optim.skip_nonfinite = False  # True: a step with a non-finite loss/gradient is undone and counted, not fatal
 
-    c.debug = ml_collections.ConfigDict()
-    c.debug.nan_loss_at_step = -1  # fault injection (tests): the loss and gradients of this step become NaN
-
     # Evaluators by name (rlvis/evaluators/suite.py): `type` is a module of rlvis/evaluators, `final` runs it at the
     # end and in `rlvis.evaluate`, `every` > 0 also at the start, every that many steps and at the end (monitor.jsonl).
+    # `evals=PRESET` adds a paper table's (a TFDS dataset, COCO, EpicKitchens: rlvis/evaluators/presets.py).
     c.evals = ml_collections.ConfigDict()
     c.evals.demo = dict(type="demo_tasks", final=True, every=0)
-    c.evals.foresight = dict(type="foresight", final=True, every=600)
+    if methods.FAMILIES[methods.base_name(c.method)].ANNOTATES:  # else no p(ℓ | x) to foresee with
+        c.evals.foresight = dict(type="foresight", final=True, every=600)
     c.evals.digits = dict(type="digit_monitor", final=False, every=600)
-    c.evals.tfds = dict(type="tfds_tasks", final=False, every=0, name="", data_dir="", train_split="train",
-                        test_split="test", label_key="label", task="label", probes=("linear", "knn", "fewshot"),
-                        decoder=presets.decoder_settings(), max_train=10_000,
-                        max_test=5_000)  # on: final=True and a name; `probes` may add "decoder"
 
     c.eval = ml_collections.ConfigDict()  # settings the evaluators share
     c.eval.encoder = "auto"  # encoder the evaluations score: "ema", "online", or "auto" (config_lib.eval_encoder)
@@ -263,37 +179,45 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.eval.knn_k = 20
     c.eval.knn_temperature = 0.07
 
-    if not methods.FAMILIES[methods.base_name(c.method)].ANNOTATES:  # no p(ℓ | x) to foresee with
-        c.evals.foresight.final, c.evals.foresight.every = False, 0
     if args["tiny"] and args["long"]:
         raise ValueError("configs/demo.py: 'tiny' and 'long' are two sizes; pick one")
     if args["long"]:
         c.total_steps = 9600
     if args["tiny"]:
-        c.total_steps = 6
-        c.log_every = 1
-        c.checkpoint_every = 3
-        c.batch.annotation = 16
-        c.batch.bootstrap = 8
-        c.env.views = 3
-        c.data.num_scenes = 256
-        c.model.variant = "tiny/8"
-        c.model.proj_dim = 32
-        c.model.proj_hidden = 32
-        c.model.decoder_width = 32
-        c.optim.warmup_steps = 2
-        c.dino.prototypes = 32
-        c.dino.local_views = 2
-        c.dino.teacher_temp_warmup_steps = 3
-        c.clip.text_variant = "tiny"
-        c.mae.decoder_width, c.mae.decoder_depth = 32, 1
-        c.ijepa.predictor_width, c.ijepa.predictor_depth = 32, 1
-        c.eval.digits_per_class = 20
-        c.eval.scenes = 200
-        c.eval.foresight_scenes = 40
-        c.evals.foresight.every = 0  # foresight is scored once, in the final evaluation: a faster test loop
-        c.eval.probe_steps = 50
-        c.eval.knn_k = 5
+        shrink(c)
     if args["evals"]:
         presets.apply(c, args["evals"])
     return c
+
+
+def shrink(c: ml_collections.ConfigDict) -> None:
+    """The `tiny` size: seconds on CPU, the same structure (the tests' config)."""
+    c.total_steps = 6
+    c.log_every = 1
+    c.checkpoint_every = 3
+    c.batch.annotation = 16
+    c.batch.bootstrap = 8
+    c.env.views = 3
+    c.data.num_scenes = 256
+    c.model.variant = "tiny/8"
+    c.model.proj_dim = 32
+    c.model.proj_hidden = 32
+    c.model.decoder_width = 32
+    c.optim.warmup_steps = 2
+    if "dino" in c:
+        c.dino.prototypes = 32
+        c.dino.local_views = 2
+        c.dino.teacher_temp_warmup_steps = 3
+    if "clip" in c:
+        c.clip.text_variant = "tiny"
+    if "mae" in c:
+        c.mae.decoder_width, c.mae.decoder_depth = 32, 1
+    if "ijepa" in c:
+        c.ijepa.predictor_width, c.ijepa.predictor_depth = 32, 1
+    c.eval.digits_per_class = 20
+    c.eval.scenes = 200
+    c.eval.foresight_scenes = 40
+    if "foresight" in c.evals:
+        c.evals.foresight.every = 0  # foresight is scored once, in the final evaluation: a faster test loop
+    c.eval.probe_steps = 50
+    c.eval.knn_k = 5

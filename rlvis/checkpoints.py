@@ -6,9 +6,11 @@ keeping it one number rather than per-process iterator states is what lets a run
 processes. Saves
 are asynchronous; Orbax writes into a temporary folder and renames it when complete, so a half-written step is
 never listed by `latest_step` and never restored.
+
+The metadata carries `FORMAT`, the version of the state's layout; a checkpoint of another version is refused in one
+line rather than restored into a network it no longer fits.
 """
 
-import importlib.util
 import os
 
 import jax
@@ -16,11 +18,26 @@ import ml_collections
 import orbax.checkpoint as ocp
 
 from rlvis import storage
+from rlvis.errors import ConfigError
+
+# The train state's layout: 2 = each method's heads handed to the network, its own config sections, the `ema`
+# section. Checkpoints of version 1 (rlvis before that) are refused.
+FORMAT = 2
+
+
+class FormatError(ConfigError):
+    """A checkpoint written in another format version: the message says which."""
+
+
+def check_format(meta: dict, where: str) -> None:
+    version = meta.get("format", 1)
+    if version != FORMAT:
+        raise FormatError(f"{where}: checkpoint format {version}, this rlvis reads format {FORMAT}; train a new run "
+                          "(or evaluate it with the rlvis release that wrote it)")
 
 
 def check_writable(workdir: str) -> None:
     """Create the workdir and write a probe file in it: an unwritable disk is a one-line error before any compute."""
-    from rlvis.config_lib import ConfigError
     if str(workdir).startswith("s3://"):  # tensorstore has an S3 driver, but Orbax builds a malformed path for it
         raise ConfigError(f"--workdir={workdir}: Orbax {ocp.__version__} cannot write checkpoints to s3:// (data can "
                           "be read from S3); use a gs:// or local workdir")
@@ -48,11 +65,13 @@ class Checkpointer:
 
     def save(self, step: int, state, meta: dict) -> None:
         self.manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                                        meta=ocp.args.JsonSave(meta)), force=True)
+                                                        meta=ocp.args.JsonSave(dict(meta, format=FORMAT))), force=True)
 
     def meta(self, step: int) -> dict:
-        """The JSON metadata alone: cheap, and readable whatever the state's shapes."""
-        return self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
+        """The JSON metadata alone: cheap, and readable whatever the state's shapes. Refuses another format."""
+        meta = self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
+        check_format(meta, f"step {step} in {self.manager.directory}")
+        return meta
 
     def restore(self, step: int, abstract_state) -> tuple[object, dict]:
         """Restore into `abstract_state` (ShapeDtypeStructs carrying the *target* shardings, which may be those of
@@ -93,54 +112,8 @@ def saved_config(workdir: str, step: int) -> ml_collections.ConfigDict:
     manager = ocp.CheckpointManager(checkpoint_dir(workdir), item_handlers={"meta": ocp.JsonCheckpointHandler()})
     meta = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
     manager.close()
-    return with_current_defaults(meta["config"])
-
-
-# Fields whose default changed after they were added: a config saved before the field existed ran with this value,
-# not today's default.
-BEFORE_THE_FIELD = {("ab", "center_target"): False, ("model", "box_attention"): False}
-
-
-def with_current_defaults(saved: dict) -> ml_collections.ConfigDict:
-    """A config saved by an older rlvis lacks the fields added since; they take the defaults of configs/demo.py
-    (the base every preset builds on), which is how such runs behaved, or the value of BEFORE_THE_FIELD where the
-    default has changed since. Saved values are never changed, so old checkpoints stay loadable by evaluation,
-    export and search. Without the repository's configs/ (a bare package install) the saved config is returned as
-    it is."""
-    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "demo.py")
-    if not os.path.exists(path):
-        return ml_collections.ConfigDict(saved)
-    spec = importlib.util.spec_from_file_location("rlvis_default_config", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    try:
-        defaults = module.get_config(f"method={saved['method']}").to_dict()
-    except (KeyError, ValueError):  # a method today's configs do not know: use the saved config as it is
-        return ml_collections.ConfigDict(saved)
-    for (section, field), value in BEFORE_THE_FIELD.items():
-        defaults[section][field] = value
-
-    def merge(default: dict, ours: dict) -> dict:
-        return {**{key: merge(value, ours[key]) if isinstance(value, dict) and isinstance(ours.get(key), dict)
-                   else ours.get(key, value) for key, value in default.items()},
-                **{key: value for key, value in ours.items() if key not in default}}
-    if "evals" not in saved and "final" in saved.get("eval", {}):
-        saved = {**saved, "evals": evals_from_lists(saved["eval"], defaults["evals"])}
-    return ml_collections.ConfigDict(merge(defaults, saved))
-
-
-def evals_from_lists(saved_eval: dict, default_evals: dict) -> dict:
-    """`config.evals` for a config that named its evaluators in lists (eval.final, eval.monitor every
-    eval.monitor_every steps, eval.tfds), so that such a run is evaluated with the evaluators it chose."""
-    old_names = {"demo": "demo", "foresight": "foresight", "digits": "digit_monitor", "tfds": "tfds"}
-    evals = {}
-    for name, entry in default_evals.items():
-        old = old_names.get(name, name)
-        evals[name] = {**entry, "final": old in saved_eval.get("final", ()),
-                       "every": saved_eval.get("monitor_every", 0) if old in saved_eval.get("monitor", ()) else 0}
-        if name == "tfds":
-            evals[name].update(saved_eval.get("tfds", {}))
-    return evals
+    check_format(meta, f"step {step} in {workdir}")
+    return ml_collections.ConfigDict(meta["config"])
 
 
 def load_run(workdir: str, step: int | None = None) -> tuple[ml_collections.ConfigDict, dict, int]:
@@ -160,4 +133,5 @@ def load_run(workdir: str, step: int | None = None) -> tuple[ml_collections.Conf
     restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(),
                                                               meta=ocp.args.JsonRestore()))
     manager.close()
-    return with_current_defaults(restored.meta["config"]), restored.state, step
+    check_format(restored.meta, f"step {step} in {workdir}")
+    return ml_collections.ConfigDict(restored.meta["config"]), restored.state, step

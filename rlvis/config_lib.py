@@ -13,10 +13,11 @@ import re
 import ml_collections
 
 from rlvis import methods, optimizer
+from rlvis.errors import ConfigError
 from rlvis.data import digits, sources
+from rlvis.envs import photometric
 from rlvis.evaluators import suite
 from rlvis.models import vit
-
 
 
 def eval_encoder(config: ml_collections.ConfigDict, override: str | None = None) -> str:
@@ -31,10 +32,6 @@ def eval_encoder(config: ml_collections.ConfigDict, override: str | None = None)
 def params_key(encoder: str) -> str:
     """The train-state entry that holds `encoder`'s parameters."""
     return {"ema": "ema_params", "online": "params"}[encoder]
-
-
-class ConfigError(ValueError):
-    """A config value that cannot work; the message names the field."""
 
 
 def _require(ok: bool, message: str) -> None:
@@ -57,12 +54,6 @@ def validate(config: ml_collections.ConfigDict, device_count: int, check_data_pa
     _require(c.env.views >= 2, f"config.env.views={c.env.views} must be at least 2 (a transition needs two views)")
     lo, hi = c.env.scale
     _require(0 < lo <= hi <= 1, f"config.env.scale={tuple(c.env.scale)} must satisfy 0 < min <= max <= 1")
-    _require(0 <= c.env.local_views < c.env.views,
-             f"config.env.local_views={c.env.local_views} must be in [0, env.views={c.env.views}): a local view moves "
-             "from an independent one")
-    lo, hi = c.env.local_zoom
-    _require(0 < lo <= hi, f"config.env.local_zoom={tuple(c.env.local_zoom)} must satisfy 0 < min <= max")
-    _require(c.env.local_pan >= 0, f"config.env.local_pan={c.env.local_pan} must be at least 0")
     lo, hi = c.env.annotation_scale  # max > 1: zoom-out crops (crop_env.reset)
     _require(0 < lo <= hi, f"config.env.annotation_scale={tuple(c.env.annotation_scale)} must satisfy 0 < min <= max")
     lo, hi = c.env.ratio
@@ -82,85 +73,18 @@ def validate(config: ml_collections.ConfigDict, device_count: int, check_data_pa
              f"config.env.view_size={c.env.view_size} exceeds config.data.{canvas_field}={c.data[canvas_field]}")
     _require(c.data.digit_size[1] <= c.data.scene_min_size <= c.data.scene_canvas,
              "config.data: need digit_size max <= scene_min_size <= scene_canvas")
-    _require(0.0 <= c.data.annotation_scene_fraction <= 1.0,
-             f"config.data.annotation_scene_fraction={c.data.annotation_scene_fraction} must be in [0, 1]")
+    _require(0.0 <= c.data.get("annotation_scene_fraction", 0.0) <= 1.0,
+             f"config.data.annotation_scene_fraction={c.data.get('annotation_scene_fraction')} must be in [0, 1]")
     lo, hi = c.data.digits_per_scene
     _require(1 <= lo <= hi <= digits.MAX_DIGITS,
              f"config.data.digits_per_scene={(lo, hi)} must satisfy 1 <= min <= max <= {digits.MAX_DIGITS}")
     _require(c.model.decoder_width % c.model.decoder_heads == 0,
              "config.model.decoder_width must be divisible by config.model.decoder_heads")
-    _require(0.0 <= c.ab.gamma < 1.0, f"config.ab.gamma={c.ab.gamma} must be in [0, 1)")
-    _require(not (c.ab.exclude_source and c.ab.gamma > 0) or c.env.views >= 3,
-             "config.ab.exclude_source with gamma > 0 needs config.env.views >= 3 (a next move other than going back)")
-    for section, field in (("ab", "shared_vocabulary"), ("model", "value_residual")):  # both need an embedding space
-        _require(not c[section][field] or methods.get(c).EMBEDDING_ANNOTATIONS,
-                 f"config.{section}.{field} is for SimCLR and CLIP bases (DINO's annotations are its prototypes)")
-    queue = c.ab.annotation_queue
-    _require(queue >= 0 and queue % c.batch.annotation == 0, f"config.ab.annotation_queue={queue} must be a "
-             f"multiple of config.batch.annotation={c.batch.annotation} (whole steps of annotations), or 0")
-    _require(not queue or image_vocabulary(c), "config.ab.annotation_queue is for AB_SimCLR (annotations that are "
-             "images, kept as the target network embedded them)")
-    for field, clash in (("source_prior", c.ab.source_prior), ("target_walk", c.ab.target_walk),
-                         ("reward", c.ab.reward == "oracle")):
-        _require(not (queue and clash), f"config.ab.annotation_queue cannot be combined with config.ab.{field}="
-                 f"{c.ab[field]!r}: it reads the step's own annotations only")
-    _require(not c.ab.target_walk or methods.get(c).IMAGE_ANNOTATIONS,
-             "config.ab.target_walk is for the SimCLR base (its annotations are images scored by the base head)")
-    _require(0.0 < c.mae.mask_ratio < 1.0, f"config.mae.mask_ratio={c.mae.mask_ratio} must be in (0, 1)")
-    for section, field in (("ijepa", "scale"), ("ijepa", "target_scale"), ("ijepa", "context_scale"),
-                           ("slip", "scale"), ("clip_aug", "scale")):
-        lo, hi = c[section][field]
-        _require(0 < lo <= hi <= 1, f"config.{section}.{field}={tuple(c[section][field])} must satisfy "
-                                    "0 < min <= max <= 1")
-    lo, hi = c.ijepa.target_aspect
-    _require(0 < lo <= hi, f"config.ijepa.target_aspect={(lo, hi)} must satisfy 0 < min <= max")
-    _require(c.ijepa.targets >= 1, "config.ijepa.targets must be at least 1")
-    _require(0 < c.ijepa.context_fraction < 1, "config.ijepa.context_fraction must be in (0, 1)")
-    _require(c.ijepa.predictor_width % c.ijepa.predictor_heads == 0,
-             "config.ijepa.predictor_width must be divisible by config.ijepa.predictor_heads")
-    for section, field in (("slip", "ssl_fraction"), ("silc", "dino_fraction")):
-        _require(0 < c[section][field] <= 1, f"config.{section}.{field}={c[section][field]} must be in (0, 1]")
-    for section, field in (("clip_aug", "blur"), ("clip_aug", "solarize")):
-        _require(0 <= c[section][field] <= 1, f"config.{section}.{field}={c[section][field]} must be in [0, 1]")
-    _require(methods.base_name(c.method) not in ("slip", "silc") or c.batch.annotation >= 2,
-             f"config.batch.annotation={c.batch.annotation}: {c.method}'s self-supervised loss needs 2 images")
-    _require(c.slip.temperature > 0, "config.slip.temperature must be positive")
-    _require(methods.get(c).ANNOTATES or not (c.evals.foresight.final or c.evals.foresight.every),
-             f"config.evals.foresight needs an annotation distribution, which {c.method} has not; turn it off")
-    _require(c.ab.reward in ("base", "oracle"), f"config.ab.reward={c.ab.reward!r} must be 'base' or 'oracle'")
-    _require(c.ab.reward == "base" or (c.method == "ab_simclr" and c.data.format == "demo"
-                                       and not c.data.bootstrap.format and c.data.annotation_scene_fraction == 0),
-             "config.ab.reward='oracle' needs ab_simclr on the embedded demo data with digit annotations "
-             "(the only stream whose labels are known)")
-    _require(0.0 <= c.ab.oracle_fraction <= 1.0 and (c.ab.reward == "oracle" or c.ab.oracle_fraction == 1.0),
-             f"config.ab.oracle_fraction={c.ab.oracle_fraction} must be in [0, 1] and needs config.ab.reward='oracle'")
-    _require(c.model.action_encoding in ("bins", "fourier"),
-             f"config.model.action_encoding={c.model.action_encoding!r} must be 'bins' or 'fourier'")
-    _require(0.0 <= c.ab.ema_start <= c.ab.ema_end <= 1.0,
-             f"config.ab.ema_start={c.ab.ema_start}, ema_end={c.ab.ema_end} must satisfy 0 <= start <= end <= 1")
-    _require(c.simclr.temperature > 0, "config.simclr.temperature must be positive")
-    _require(c.ab.target_temperature >= 0, "config.ab.target_temperature must be >= 0 (0 = the base method's own)")
-    _require(c.ab.base_loss_weight >= 0, "config.ab.base_loss_weight must be >= 0")
-    _require(c.dino.prototypes >= 2, f"config.dino.prototypes={c.dino.prototypes} must be at least 2")
-    _require(c.dino.local_views >= 0, "config.dino.local_views must be >= 0")
-    _require(c.dino.local_size % shape.patch == 0,
-             f"config.dino.local_size={c.dino.local_size} must be a multiple of the patch size {shape.patch}")
-    for name in ("global_scale", "local_scale"):
-        lo, hi = c.dino[name]
-        _require(0 < lo <= hi <= 1, f"config.dino.{name}={tuple(c.dino[name])} must satisfy 0 < min <= max <= 1")
-    _require(0 < c.dino.warmup_teacher_temp and 0 < c.dino.teacher_temp and 0 < c.dino.student_temp,
-             "config.dino temperatures must be positive")
-    _require(0 <= c.dino.center_momentum < 1, "config.dino.center_momentum must be in [0, 1)")
-    try:
-        vit.variant_shape(f"{c.clip.text_variant}/1")
-    except ValueError:
-        raise ConfigError(f"config.clip.text_variant={c.clip.text_variant!r} is not a known shape name") from None
-    _require(c.clip.caption_length >= 3, "config.clip.caption_length must leave room for BOS, a byte and EOS")
-    lo, hi = c.clip.scale
-    _require(0 < lo <= hi <= 1, f"config.clip.scale={tuple(c.clip.scale)} must satisfy 0 < min <= max <= 1")
-    _require(c.clip.init_temperature > 0, "config.clip.init_temperature must be positive")
-    for name in ("jitter_prob", "grayscale", "blur", "solarize", "flip"):
-        _require(0.0 <= c.augment[name] <= 1.0, f"config.augment.{name}={c.augment[name]} must be a probability")
+    _require(methods.get(c).ANNOTATES or "foresight" not in c.evals,
+             f"config.evals.foresight needs an annotation distribution, which {c.method} has not; remove it")
+    _require(0.0 <= c.ema.start <= c.ema.end <= 1.0,
+             f"config.ema.start={c.ema.start}, end={c.ema.end} must satisfy 0 <= start <= end <= 1")
+    methods.validate(c)  # the method's own sections
     _require(c.model.compute_dtype in ("float32", "bfloat16"),
              f"config.model.compute_dtype={c.model.compute_dtype!r} must be 'float32' or 'bfloat16'")
     _require(c.sharding.strategy in ("replicate", "fsdp"),
@@ -175,7 +99,7 @@ def validate(config: ml_collections.ConfigDict, device_count: int, check_data_pa
     _require(accum >= 1, f"config.optim.grad_accum_steps={accum} must be >= 1")
     _require(accum == 1 or methods.bootstraps(c),
              "config.optim.grad_accum_steps > 1 splits the bootstrap batch; a base method alone has none")
-    centred = c.ab.center_target and image_vocabulary(c)  # micro-batches would centre on their own
+    centred = c.ab.center_target and image_vocabulary(c) if methods.bootstraps(c) else False
     _require(accum == 1 or not centred,
              "config.ab.center_target centres the target over the step's bootstrap views, which "
              "config.optim.grad_accum_steps > 1 splits into micro-batches; set one of them off")
@@ -206,8 +130,14 @@ def validate(config: ml_collections.ConfigDict, device_count: int, check_data_pa
 
 def _validate_data(c: ml_collections.ConfigDict, check_paths: bool) -> None:
     """Formats and paths; a path that does not exist is a one-line error here, before any compute."""
-    streams = [("config.data", c.data)] + ([("config.data.bootstrap", c.data.bootstrap)]
-                                           if c.data.bootstrap.format and methods.bootstraps(c) else [])
+    _require(c.data.format == "demo" or "path" in c.data,
+             f"config.data.format={c.data.format!r}: this config holds the embedded demo's data fields only; build it "
+             f"with the file fields (configs/demo.py:data={c.data.format}, or configs/cc12m.py)")
+    _require(c.data.format != "demo" or "path" not in c.data,
+             "config.data.format='demo' in a config built for files; use configs/demo.py without data=")
+    bootstrap = c.data.get("bootstrap")
+    streams = [("config.data", c.data)] + ([("config.data.bootstrap", bootstrap)]
+                                           if bootstrap is not None and bootstrap.format else [])
     for field, spec in streams:
         _require(spec.format in sources.FORMATS, f"{field}.format={spec.format!r} is not one of {sources.FORMATS}")
         if spec.format == "demo":
@@ -233,18 +163,15 @@ def _validate_data(c: ml_collections.ConfigDict, check_paths: bool) -> None:
 
 # Fields a resumed run may change: they affect neither the trained model nor the data it sees.
 RESUMABLE_CHANGES = ("log_every", "checkpoint_every", "keep_checkpoints", "data.read_threads", "data.prefetch",
-                     "data.worker_processes",
-                     "optim.skip_nonfinite", "debug.nan_loss_at_step", "sharding.strategy", "sharding.fsdp_rules",
-                     "sharding.fsdp_min_size",
-                     "data.index_dir", "data.bootstrap.index_dir",
+                     "data.worker_processes", "optim.skip_nonfinite", "sharding.strategy", "sharding.fsdp_rules",
+                     "sharding.fsdp_min_size", "data.index_dir", "data.bootstrap.index_dir",
                      "eval.encoder", "eval.probe_steps", "eval.knn_k", "eval.knn_temperature", "eval.scenes",
                      "eval.foresight_scenes", "eval.scene_view_size")
 RESUMABLE_PREFIXES = ("evals.",)  # which evaluators run, and when
 
 
 def image_vocabulary(c: ml_collections.ConfigDict) -> bool:
-    """AB with image annotations scored by the base head (AB_SimCLR): only its target has logits to centre and
-    annotation embeddings to keep in a queue."""
+    """AB with image annotations scored by the base head (AB_SimCLR): only its target has logits to centre."""
     return methods.bootstraps(c) and methods.get(c).IMAGE_ANNOTATIONS
 
 
@@ -266,6 +193,7 @@ def check_resume(saved: dict, config: ml_collections.ConfigDict, allow_change: b
     """Refuse to resume a checkpoint written under a config that changes the model, schedules or data, naming
     the fields; with `allow_change` return them ("" when none) for the caller to report instead.
 
+    Both configs hold only the fields their method reads, so a field in one and not the other is a change too.
     `eval.digits_per_class` is such a field: it moves digits between pre-training and the held-out sets. A field
     the method does not read (READ_ONLY_WHEN) may change: the method cannot differ, as `method` is itself checked.
     """
@@ -282,13 +210,12 @@ def check_resume(saved: dict, config: ml_collections.ConfigDict, allow_change: b
 
 
 def apply_variant(config: ml_collections.ConfigDict, variant: str) -> ml_collections.ConfigDict:
-    """"ab_simclr+ab.use_ema_target=False+env.views=3" → a copy of `config` with that method and those fields (values
-    read as Python literals, else as strings); an unknown field is a ConfigError naming it."""
+    """"ab_simclr+ab.use_ema_target=False+env.views=3" → a copy of `config` with that method, its sections in place
+    of the other method's (their defaults), and those fields (values read as Python literals, else as strings); an
+    unknown field is a ConfigError naming it."""
     method, *overrides = variant.split("+")
-    config = copy.deepcopy(config)
-    config.method = method
-    if method in methods.NAMES and not methods.get(config).ANNOTATES:  # nothing to foresee with, as configs/demo.py
-        config.evals.foresight.final, config.evals.foresight.every = False, 0
+    _require(method in methods.NAMES, f"variant {variant!r}: method {method!r} is not one of {methods.NAMES}")
+    config = with_method(config, method)
     for override in overrides:
         field, sep, text = override.partition("=")
         try:
@@ -304,6 +231,32 @@ def apply_variant(config: ml_collections.ConfigDict, variant: str) -> ml_collect
             node[leaf] = value
         except (KeyError, AttributeError, TypeError) as e:
             raise ConfigError(f"variant {variant!r}: cannot set {field}={text!r} ({e})") from None
+    return config
+
+
+def with_method(config: ml_collections.ConfigDict, method: str) -> ml_collections.ConfigDict:
+    """A copy of `config` for `method`: the previous method's own sections go, the new one's come with their
+    defaults (a section both read keeps its values), and the foresight evaluator only where there is p(ℓ | x)."""
+    config = copy.deepcopy(config)
+    old, new = methods.sections(config.method), methods.sections(method)
+    with config.unlocked():
+        for section in old.keys() - new.keys():
+            del config[section]
+        for section, fields in new.items():
+            if section not in config:
+                config[section] = ml_collections.ConfigDict(fields)
+                if section == "augment" and config.data.format == "demo":
+                    for field in photometric.COLOUR_ONLY:
+                        del config.augment[field]
+        if config.data.format == "demo":
+            fraction = config.data.get("annotation_scene_fraction")
+            if not methods.FAMILIES[methods.base_name(method)].CAPTIONS:
+                config.data.annotation_scene_fraction = fraction or 0.0
+            elif fraction is not None:
+                del config.data["annotation_scene_fraction"]
+        config.method = method
+        if not methods.FAMILIES[methods.base_name(method)].ANNOTATES and "foresight" in config.evals:
+            del config.evals["foresight"]  # nothing to foresee with
     return config
 
 

@@ -39,10 +39,10 @@ def cosine_ramp(start: float, end: float, total_steps: int) -> optax.Schedule:
 
 
 def ema_momentum_schedule(config: ml_collections.ConfigDict) -> optax.Schedule:
-    """Target momentum rising from ema_start to ema_end (DINO/BYOL; the paper's "0.004 → 0" in 1 − momentum), or
-    fixed at ema_start for a method whose recipe fixes it (SiLC)."""
-    end = config.ab.ema_start if methods.get(config).FIXED_EMA else config.ab.ema_end
-    return cosine_ramp(config.ab.ema_start, end, config.total_steps)
+    """Target momentum rising from `ema.start` to `ema.end` (DINO/BYOL; the paper's "0.004 → 0" in 1 − momentum), or
+    fixed at `ema.start` for a method whose recipe fixes it (SiLC)."""
+    end = config.ema.start if methods.get(config).FIXED_EMA else config.ema.end
+    return cosine_ramp(config.ema.start, end, config.total_steps)
 
 
 def rules(config: ml_collections.ConfigDict) -> list[tuple[tuple[str, ...], dict]]:

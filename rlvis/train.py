@@ -25,8 +25,11 @@ from jax.experimental import multihost_utils
 from rlvis import checkpoints, config_lib, methods, metrics, optimizer, sharding, storage
 from rlvis.data import decode, pipeline
 from rlvis.envs import crop_env, photometric
+from rlvis.errors import ConfigError
 from rlvis.evaluators import foresight, suite
+from rlvis.methods import bootstraps
 from rlvis.models import ab_model
+from rlvis.objectives import rewards
 
 SKIPPED = "data/skipped/"  # + a reason from rlvis/data/decode.py: records dropped since the last log line
 
@@ -69,28 +72,26 @@ def _check_finite(summed: dict | None, step: int) -> dict:
     return averaged
 
 
-def make_views(key: jax.Array, batch: dict, config: ml_collections.ConfigDict) -> dict[str, jax.Array]:
+def make_views(key: jax.Array, batch: dict, config: ml_collections.ConfigDict, method) -> dict[str, jax.Array]:
     """Device side of the data flow: the environment renders every view and the tokens of every transition.
 
     The method renders the annotation views (SimCLR's two augmented crops, DINO's 2 global + N local crops,
     CLIP's single crop with its caption). Bootstrap views stay free of photometric augmentation unless the
-    `ab.photometric_bootstrap` ablation asks otherwise.
+    `ab.photometric_bootstrap` ablation asks otherwise. The demo streams' ground truth rides along for the
+    diagnostic rewards (rlvis/objectives/rewards.py); the base reward never reads it.
     """
-    keys = jax.random.split(key, 6)  # annotation crops, bootstrap crops, their augmentations, extra crops, theirs
-    views = methods.get(config).render_annotation(keys[jnp.array([0, 2, 4, 5])], batch["annotation"], config)
-    if methods.bootstraps(config):
-        bootstrap = crop_env.batch_rollout(keys[1], batch["bootstrap"]["image"], batch["bootstrap"]["valid"],
+    (annotation_crops, bootstrap_crops, annotation_colour, bootstrap_colour, extra_crops,
+     extra_colour) = jax.random.split(key, 6)
+    annotation_keys = jnp.stack([annotation_crops, annotation_colour, extra_crops, extra_colour])
+    views = method.render_annotation(annotation_keys, batch["annotation"], config)
+    if bootstraps(config):
+        bootstrap = crop_env.batch_rollout(bootstrap_crops, batch["bootstrap"]["image"], batch["bootstrap"]["valid"],
                                            num_views=config.env.views, scale=tuple(config.env.scale),
-                                           size=config.env.view_size, ratio=tuple(config.env.ratio),
-                                           local_views=config.env.local_views, local_pan=config.env.local_pan,
-                                           local_zoom=tuple(config.env.local_zoom))
-        views.update(views=bootstrap["views"], actions=bootstrap["actions"], boxes=bootstrap["boxes"])
-        if config.ab.reward == "oracle":
-            bootstrap_batch = batch["bootstrap"]
-            views.update(annotation_labels=batch["annotation"]["label"], digit_boxes=bootstrap_batch["digit_boxes"],
-                         digit_labels=bootstrap_batch["digit_labels"])
+                                           size=config.env.view_size, ratio=tuple(config.env.ratio))
+        views.update(views=bootstrap["views"], actions=bootstrap["actions"], boxes=bootstrap["boxes"],
+                     **rewards.ground_truth(batch))
         if config.ab.photometric_bootstrap:  # colour only: a flip would mirror the view but not its action
-            views["views"] = photometric.augment_views(keys[3], views["views"], without_flip(config.augment))
+            views["views"] = photometric.augment_views(bootstrap_colour, views["views"], without_flip(config.augment))
     return views
 
 
@@ -110,7 +111,7 @@ def _results_table(trained: dict, random_init: dict) -> str:
     return "\n".join(lines)
 
 
-# The bootstrap stream's part of `make_views`' output (the digit fields only with the oracle reward).
+# The bootstrap stream's part of `make_views`' output (the digit fields only on the demo data).
 BOOTSTRAP_KEYS = ("views", "actions", "boxes", "digit_boxes", "digit_labels")
 
 
@@ -147,79 +148,75 @@ class TrainStep(NamedTuple):
     update_fn: Callable  # (state, global batch) → (state, metrics); the state argument is donated
 
 
+class Setup(NamedTuple):
+    """The fixed parts of one update: what `update` closes over."""
+    config: ml_collections.ConfigDict
+    method: object  # the method's file (rlvis/methods), resolved once
+    model: ab_model.ABModel
+    tx: optax.GradientTransformation
+    train_key: jax.Array  # folded with the step: every step's crops are a pure function of (seed, step)
+
+
+def update(setup: Setup, state: dict, batch: dict) -> tuple[dict, dict]:
+    """One training step: render the views, the method's loss and its gradient, AdamW, the EMA network."""
+    config, method, model = setup.config, setup.method, setup.model
+    views = make_views(jax.random.fold_in(setup.train_key, state["step"]), batch, config, method)
+
+    def loss_fn(params, views: dict):
+        return method.loss(model, params, ema_params=state["ema_params"], batch=views, config=config,
+                           method_state=state["method_state"], step=state["step"])
+
+    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+    if config.optim.grad_accum_steps == 1:
+        (loss, (step_metrics, method_state)), grads = grad_fn(state["params"], views)
+    else:
+        loss, (step_metrics, method_state), grads = accumulate_gradients(grad_fn, state["params"], views,
+                                                                         config.optim.grad_accum_steps)
+    updates, opt_state = setup.tx.update(grads, state["opt_state"], state["params"])
+    params = optax.apply_updates(state["params"], updates)
+    momentum = optimizer.ema_momentum_schedule(config)(state["step"])
+    ema_params = ema_update(state["ema_params"], params, momentum)
+    grad_norm = optax.tree.norm(grads)
+    step_metrics.update(grad_norm=grad_norm, learning_rate=optimizer.learning_rate_schedule(config)(state["step"]),
+                        ema_momentum=momentum)
+    skipped = [stream["skipped"].sum(axis=0) for stream in batch.values() if "skipped" in stream]
+    if skipped:  # summed over every host's rows by the sharded reduction
+        step_metrics.update({SKIPPED + reason: count for reason, count in zip(decode.SKIP_REASONS, sum(skipped))})
+    new_state = dict(params=params, ema_params=ema_params, opt_state=opt_state, method_state=method_state)
+    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+    if config.optim.skip_nonfinite:  # undo the step: state and metrics as if it never happened
+        new_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), new_state,
+                                 {k: state[k] for k in new_state})
+        step_metrics = {k: v if k.startswith(SKIPPED) else jnp.where(finite, v, jnp.zeros_like(v))
+                        for k, v in step_metrics.items()}  # the data read in that step is still counted
+        step_metrics["nonfinite_skipped"] = 1.0 - finite.astype(jnp.float32)
+    step_metrics["finite_steps"] = finite.astype(jnp.float32)
+    step_metrics["first_nonfinite_step"] = jnp.where(finite, NO_NONFINITE, state["step"] + 1)
+    return dict(**new_state, step=state["step"] + 1), step_metrics
+
+
 def make_train_step(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh, channels: int) -> TrainStep:
     """Model + optimizer (eval_shape → shardings → jitted init) and the update step, for any device layout."""
-    replicated = sharding.replicated(mesh)
-    model = methods.build_model(config)
-    objective = methods.get(config)
+    method = methods.get(config)
+    model = method.build_model(config)
     tx = optimizer.make_optimizer(config)
     init_key, train_key = jax.random.split(jax.random.PRNGKey(config.seed))
 
     def init(key: jax.Array) -> dict:
         size = config.env.view_size
+        captions = jnp.zeros((1, config.clip.caption_length), jnp.int32) if "clip" in config else None
         params = model.init(key, jnp.zeros((1, size, size, channels)),
-                            jnp.tile(crop_env.FULL_BOX, (1, config.env.views - 1, 1)),  # "stay"
-                            jnp.zeros((1, config.clip.caption_length), jnp.int32))
+                            jnp.tile(crop_env.FULL_BOX, (1, config.env.views - 1, 1)), captions)  # "stay"
         return dict(params=params, ema_params=jax.tree.map(jnp.copy, params), opt_state=tx.init(params),
-                    method_state=objective.initial_state(config), step=jnp.zeros((), jnp.int32))
+                    method_state=method.initial_state(config), step=jnp.zeros((), jnp.int32))
 
     state_shape = jax.eval_shape(init, init_key)
     state_sharding = sharding.state_shardings(state_shape, mesh, config.sharding)
     init_fn = jax.jit(init, out_shardings=state_sharding)  # parameters are born sharded: no host copy first
-    lr_schedule, ema_schedule = optimizer.learning_rate_schedule(config), optimizer.ema_momentum_schedule(config)
-
-    def update(state: dict, batch: dict) -> tuple[dict, dict]:
-        views = make_views(jax.random.fold_in(train_key, state["step"]), batch, config)
-        def loss_fn(params, views: dict):
-            loss, aux = objective.loss(model, params, ema_params=state["ema_params"], batch=views, config=config,
-                                       method_state=state["method_state"], step=state["step"])
-            if config.debug.nan_loss_at_step >= 0:  # fault injection for the tests: this step's loss, grads NaN
-                loss = loss * jnp.where(state["step"] + 1 == config.debug.nan_loss_at_step, jnp.nan, 1.0)
-            return loss, aux
-
-        grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
-        if config.optim.grad_accum_steps == 1:
-            (loss, (step_metrics, method_state)), grads = grad_fn(state["params"], views)
-        else:
-            loss, (step_metrics, method_state), grads = accumulate_gradients(grad_fn, state["params"], views,
-                                                                             config.optim.grad_accum_steps)
-        updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
-        params = optax.apply_updates(state["params"], updates)
-        momentum = ema_schedule(state["step"])
-        ema_params = ema_update(state["ema_params"], params, momentum)
-        grad_norm = optax.tree.norm(grads)
-        step_metrics.update(grad_norm=grad_norm, learning_rate=lr_schedule(state["step"]), ema_momentum=momentum)
-        skipped = [stream["skipped"].sum(axis=0) for stream in batch.values() if "skipped" in stream]
-        if skipped:  # summed over every host's rows by the sharded reduction
-            step_metrics.update({SKIPPED + reason: count for reason, count in zip(decode.SKIP_REASONS, sum(skipped))})
-        new_state = dict(params=params, ema_params=ema_params, opt_state=opt_state, method_state=method_state)
-        finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
-        if config.optim.skip_nonfinite:  # undo the step: state and metrics as if it never happened
-            new_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), new_state,
-                                     {k: state[k] for k in new_state})
-            step_metrics = {k: v if k.startswith(SKIPPED) else jnp.where(finite, v, jnp.zeros_like(v))
-                            for k, v in step_metrics.items()}  # the data read in that step is still counted
-            step_metrics["nonfinite_skipped"] = 1.0 - finite.astype(jnp.float32)
-        step_metrics["finite_steps"] = finite.astype(jnp.float32)
-        step_metrics["first_nonfinite_step"] = jnp.where(finite, NO_NONFINITE, state["step"] + 1)
-        return dict(**new_state, step=state["step"] + 1), step_metrics
-
-    batch_sharding = sharding.batch_sharded(mesh)
-    update_fn = jax.jit(update, in_shardings=(state_sharding, batch_sharding),
-                        out_shardings=(state_sharding, replicated), donate_argnums=(0,))
+    update_fn = jax.jit(functools.partial(update, Setup(config, method, model, tx, train_key)),
+                        in_shardings=(state_sharding, sharding.batch_sharded(mesh)),
+                        out_shardings=(state_sharding, sharding.replicated(mesh)), donate_argnums=(0,))
     return TrainStep(model, init_fn, init_key, state_shape, state_sharding, update_fn)
-
-
-def _saved_position(meta: dict, fresh: dict[str, int], config: ml_collections.ConfigDict) -> dict[str, int]:
-    """Where the checkpoint's data streams stood. A checkpoint written before positions were saved (it kept
-    per-process Grain iterator states instead) resumes at step × batch: the right number of elements, but not
-    the same order as before the stop."""
-    if "data_position" in meta:
-        return {name: int(meta["data_position"].get(name, 0)) for name in fresh}
-    if jax.process_index() == 0:
-        print("rlvis: this checkpoint predates saved data positions; its data resumes at the right count of "
-              "elements, in a new order", flush=True)
-    return {name: int(meta["step"]) * config.batch[name] for name in fresh}
 
 
 def _finished_results(workdir: str, step: int, config: ml_collections.ConfigDict) -> dict | None:
@@ -269,11 +266,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, stop_at_
     position = {name: 0 for name in pipeline.stream_names(config)}
     if latest is not None:
         saved_meta = ckpt.meta(latest)
-        saved = checkpoints.with_current_defaults(saved_meta["config"]).to_dict()  # fields added since: defaults
-        changed = config_lib.check_resume(saved, config, allow_config_change)
+        changed = config_lib.check_resume(saved_meta["config"], config, allow_config_change)
         if changed and is_main:
             print(f"rlvis: resuming despite config changes (--allow_config_change): {changed}", flush=True)
-        position = _saved_position(saved_meta, position, config)
+        position = {name: int(saved_meta["data_position"].get(name, 0)) for name in position}
 
     # ---------------------------------------------------------------- data, from there (bad paths fail here)
     streams = pipeline.training_streams(config, jax.process_index(), jax.process_count(), position)
@@ -317,7 +313,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, stop_at_
         monitors = suite.build(config, encode, channels, "monitor")
         final = suite.build(config, encode, channels, "final")
     except (FileNotFoundError, ValueError) as error:
-        raise config_lib.ConfigError(str(error)) from None
+        raise ConfigError(str(error)) from None
     monitor_writer = metrics.MetricWriter(workdir, "monitor")
     monitor_writer.drop_after(step)
 

@@ -21,10 +21,12 @@ import grain
 import ml_collections
 import numpy as np
 
-from rlvis import config_lib, methods
+from rlvis import methods
+from rlvis.errors import ConfigError
 from rlvis.data import decode
 from rlvis.data import digits as digits_lib
 from rlvis.data import sources, text
+from rlvis.data.sources import image_channels  # noqa: F401 (the trainer and tools read it here)
 
 MAX_CONSECUTIVE_BAD = 1000  # beyond this the path is not image data, and saying so beats spinning forever
 
@@ -32,16 +34,16 @@ MAX_CONSECUTIVE_BAD = 1000  # beyond this the path is not image data, and saying
 class ComposeScene(grain.transforms.RandomMap):
     """Scene index → multi-digit scene on the fixed canvas (the bootstrap stream's "decode")."""
 
-    def __init__(self, images: np.ndarray, labels: np.ndarray, config: ml_collections.ConfigDict,
-                 with_labels: bool = False):
-        self.images, self.labels, self.with_labels = images, labels, with_labels
+    def __init__(self, images: np.ndarray, labels: np.ndarray, config: ml_collections.ConfigDict):
+        self.images, self.labels = images, labels
         self.kwargs = dict(canvas=config.scene_canvas, min_size=config.scene_min_size,
                            digits_per_scene=tuple(config.digits_per_scene), digit_size=tuple(config.digit_size))
 
     def random_map(self, element: int, rng: np.random.Generator) -> dict:
         scene = digits_lib.compose_scene(rng, self.images, self.labels, **self.kwargs)
-        labelled = dict(digit_boxes=scene["boxes"], digit_labels=scene["labels"]) if self.with_labels else {}
-        return dict(image=scene["image"], valid=scene["valid"], **labelled)
+        # the scene's ground truth rides along: the diagnostic rewards (rlvis/objectives/rewards.py) read it
+        return dict(image=scene["image"], valid=scene["valid"], digit_boxes=scene["boxes"],
+                    digit_labels=scene["labels"])
 
 
 class CaptionedScene(ComposeScene):
@@ -70,7 +72,8 @@ class DigitOrScene(ComposeScene):
 
     def random_map(self, element: int, rng: np.random.Generator) -> dict:
         if rng.random() < self.scene_fraction:
-            return super().random_map(element, rng)
+            scene = super().random_map(element, rng)
+            return dict(image=scene["image"], valid=scene["valid"])  # the digits' fields have no ground truth
         digit = digits_lib.centred_digit(self.images[rng.integers(len(self.images))])
         image = np.zeros((self.kwargs["canvas"], self.kwargs["canvas"], 1), np.uint8)
         image[:digit["image"].shape[0], :digit["image"].shape[1]] = digit["image"]
@@ -79,14 +82,13 @@ class DigitOrScene(ComposeScene):
 
 class CentredDigit(grain.transforms.Map):
     """Digit index → the digit centred on a 32-px canvas (the annotation stream's "decode"), with its class as
-    `label` when `labels` is given (the oracle reward)."""
+    `label` (ground truth that only the diagnostic rewards read)."""
 
-    def __init__(self, images: np.ndarray, labels: np.ndarray | None = None):
+    def __init__(self, images: np.ndarray, labels: np.ndarray):
         self.images, self.labels = images, labels
 
     def map(self, element: int) -> dict:
-        digit = digits_lib.centred_digit(self.images[element])
-        return digit if self.labels is None else dict(digit, label=self.labels[element])
+        return dict(digits_lib.centred_digit(self.images[element]), label=self.labels[element])
 
 
 class DecodeRecord:
@@ -224,7 +226,7 @@ def _stream(source_len: int, transform: grain.transforms.Map | grain.transforms.
 def stream_spec(config: ml_collections.ConfigDict, name: str) -> ml_collections.ConfigDict:
     """The data spec of stream `name`: `config.data` itself, or for the bootstrap stream `config.data.bootstrap`
     where its `format` is set (decoupled streams: e.g. captioned CC12M annotations, COCO bootstrap images)."""
-    if name == "bootstrap" and config.data.bootstrap.format:
+    if name == "bootstrap" and config.data.get("bootstrap") and config.data.bootstrap.format:
         return config.data.bootstrap
     return config.data
 
@@ -233,13 +235,13 @@ def file_stream(spec: ml_collections.ConfigDict, config: ml_collections.ConfigDi
                 global_batch: int, process_index: int, process_count: int, start: int = 0) -> grain.IterDataset:
     """A stream over images on disk: open the source, shuffle it globally epoch after epoch, decode (replacing and
     counting bad records), and batch this process's share from global element `start` on."""
-    field = "config.data.bootstrap" if spec is config.data.bootstrap else "config.data"
+    field = "config.data.bootstrap" if spec is config.data.get("bootstrap") else "config.data"
     try:
         source = sources.open_source(spec)
     except FileNotFoundError as error:  # found at start-up, before any compute: one line naming the field
-        raise config_lib.ConfigError(f"{field}: {error}") from None
+        raise ConfigError(f"{field}: {error}") from None
     except PermissionError as error:
-        raise config_lib.ConfigError(f"{field}: cannot write next to the data ({error.strerror}: "
+        raise ConfigError(f"{field}: cannot write next to the data ({error.strerror}: "
                                      f"{error.filename}); set {field}.index_dir to a writable folder") from None
     for shard in getattr(source, "truncated_shards", []):
         print(f"rlvis: {shard} is truncated; its complete samples are used", flush=True)
@@ -279,27 +281,21 @@ def training_streams(config: ml_collections.ConfigDict, process_index: int, proc
             continue
         splits = splits or digits_lib.load_digits(config.eval.digits_per_class)
         images, labels = splits.pretrain_images, splits.pretrain_labels
-        oracle = config.ab.reward == "oracle"  # the streams then carry the digits' classes and boxes
         if name == "bootstrap":
-            streams[name] = _stream(config.data.num_scenes, ComposeScene(images, labels, config.data, oracle),
+            streams[name] = _stream(config.data.num_scenes, ComposeScene(images, labels, config.data),
                                     seed=seed, config=config, **layout)
         elif captions:
             streams[name] = _stream(config.data.num_scenes,
                                     CaptionedScene(images, labels, config.data, config.clip.caption_length),
                                     seed=config.seed + 2, config=config, **layout)
-        elif config.data.annotation_scene_fraction > 0:
+        elif config.data.get("annotation_scene_fraction", 0) > 0:
             streams[name] = _stream(config.data.num_scenes,
                                     DigitOrScene(images, labels, config.data, config.data.annotation_scene_fraction),
                                     seed=seed, config=config, **layout)
         else:
-            streams[name] = _stream(len(images), CentredDigit(images, labels if oracle else None), seed=seed,
+            streams[name] = _stream(len(images), CentredDigit(images, labels), seed=seed,
                                     config=config, **layout)
     return streams
-
-
-def image_channels(config: ml_collections.ConfigDict) -> int:
-    """Grayscale for the embedded digits, RGB for everything read from disk (decode converts every mode)."""
-    return 1 if config.data.format == "demo" else 3
 
 
 def digest(batch: dict[str, np.ndarray]) -> int:

@@ -37,3 +37,8 @@ def open_source(spec: ml_collections.ConfigDict):
         return TFDSSource(spec.name, split=spec.split or "train", data_dir=spec.path or None,
                           caption_key=spec.caption_key or None)
     raise ValueError(f"config.data format {spec.format!r} is not one of {FORMATS}")
+
+
+def image_channels(config: ml_collections.ConfigDict) -> int:
+    """Grayscale for the embedded digits, RGB for everything read from disk (decode converts every mode)."""
+    return 1 if config.data.format == "demo" else 3

@@ -101,20 +101,11 @@ def mask_tokens(tokens: jax.Array, bins: int) -> jax.Array:
 def pan_zoom(box: Box, moves: jax.Array, min_side: float) -> jax.Array:
     """The boxes [A, 4] that moves [A, 3] = (Δy, Δx, zoom) lead to from `box`: the centre panned by Δ (fractions of
     the box side), the sides scaled by zoom about the new centre and clipped to [min_side, 1], then the box shifted
-    (not shrunk) back inside the image. The search policies' moves, and the training's local views."""
+    (not shrunk) back inside the image. The search policies' moves."""
     side = jnp.clip(box[2:] * moves[:, 2:3], min_side, 1.0)
     centre = box[:2] + box[2:] / 2 + moves[:, :2] * box[2:]
     corner = jnp.clip(centre - side / 2, 0.0, 1.0 - side)
     return jnp.concatenate([corner, side], axis=-1)
-
-
-def local_moves(key: jax.Array, boxes: Box, pan: float, zoom: tuple[float, float], min_side: float) -> Box:
-    """One random nearby box per box [k, 4]: a pan of up to ±`pan` box sides per axis and a zoom in `zoom`."""
-    k_pan, k_zoom = jax.random.split(key)
-    pans = jax.random.uniform(k_pan, (boxes.shape[0], 2), minval=-pan, maxval=pan)
-    zooms = jax.random.uniform(k_zoom, (boxes.shape[0], 1), minval=zoom[0], maxval=zoom[1])
-    moves = jnp.concatenate([pans, zooms], axis=-1)
-    return jax.vmap(lambda b, m: pan_zoom(b, m[None], min_side)[0])(boxes, moves)
 
 
 def intersection(a: Box, b: Box) -> jax.Array:
@@ -136,26 +127,15 @@ def pair_indices(num_views: int) -> np.ndarray:
 
 
 def rollout_views(key: jax.Array, image: jax.Array, valid_hw: jax.Array, *, num_views: int, size: int,
-                  scale: tuple[float, float], ratio: tuple[float, float], local_views: int = 0,
-                  local_pan: float = 0.25, local_zoom: tuple[float, float] = (0.7, 1.0)) -> dict[str, jax.Array]:
-    """One image → `num_views` views, and the tokens of every transition between them.
-
-    The first `num_views - local_views` views come from `reset` (independent RandomResizedCrops, whose pairs mostly
-    differ in scale and often do not overlap); each of the last `local_views` is a `local_moves` step from one of
-    them (cycling through them), so some transitions are the small pans and zooms a value-guided search takes.
+                  scale: tuple[float, float], ratio: tuple[float, float]) -> dict[str, jax.Array]:
+    """One image → `num_views` independent RandomResizedCrops (`reset`), and every transition between them.
 
     Returns `views` [n, size, size, C], `boxes` [n, 4], and `actions` float32 [n, n-1, 4] where actions[i, k] is
     the move from view i to view pair_indices(n)[i, k] (the value head turns actions into its queries). The same
     actions, read from view j, are the candidate next actions a' of the γ > 0 target, so the target needs no
     extra rendering.
     """
-    independent = num_views - local_views
-    boxes = jax.vmap(lambda k: reset(k, valid_hw, scale, ratio))(jax.random.split(key, independent))
-    if local_views:
-        origins = boxes[np.arange(local_views) % independent]
-        nearby = local_moves(jax.random.fold_in(key, num_views), origins, local_pan, local_zoom,
-                             min_side=math.sqrt(scale[0]) / 2)
-        boxes = jnp.concatenate([boxes, nearby])
+    boxes = jax.vmap(lambda k: reset(k, valid_hw, scale, ratio))(jax.random.split(key, num_views))
     views = jax.vmap(lambda b: observe(image, valid_hw, b, size))(boxes)
     targets = boxes[pair_indices(num_views)]  # [n, n-1, 4]
     actions = jax.vmap(lambda src, tgts: jax.vmap(lambda t: relative(src, t))(tgts))(boxes, targets)

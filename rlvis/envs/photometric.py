@@ -12,6 +12,31 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from rlvis.errors import ConfigError
+
+COLOUR_ONLY = ("saturation", "hue", "grayscale")  # read for RGB views only: a grayscale run's config leaves them out
+
+
+def default_settings() -> dict:
+    """`config.augment`: SimCLR's colour jitter at demo strength; blur, solarisation and flip off."""
+    return dict(
+        jitter_prob=0.8,
+        brightness=0.4,
+        contrast=0.4,
+        saturation=0.4,  # RGB only
+        hue=0.1,  # RGB only
+        grayscale=0.2,  # RGB only
+        blur=0.0,  # Gaussian blur probability (SimCLR at 224 px: 0.5; DINO 1.0 / 0.1 and BYOL-style)
+        solarize=0.0,  # solarisation probability (BYOL, DINO's second view: 0.2)
+        flip=0.0,  # SimCLR uses 0.5; digits are not mirror-symmetric, so the demo does not flip
+    )
+
+
+def validate(augment: ml_collections.ConfigDict) -> None:
+    for name in ("jitter_prob", "grayscale", "blur", "solarize", "flip"):
+        if name in augment and not 0.0 <= augment[name] <= 1.0:
+            raise ConfigError(f"config.augment.{name}={augment[name]} must be a probability")
+
 
 def augment(key: jax.Array, view: jax.Array, config: ml_collections.ConfigDict) -> jax.Array:
     """view [S, S, C] in [-1, 1] → augmented view, same shape and range. `config` is `config.augment`."""

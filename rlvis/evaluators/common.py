@@ -1,30 +1,11 @@
-"""What several evaluators share: encoding whole images at a view size in batches, and the held-out digits."""
+"""What several evaluators share: encoding images in batches, and the held-out digits."""
 
 from collections.abc import Callable
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
 from rlvis.data import decode
 from rlvis.data import digits as digits_lib
-from rlvis.envs import crop_env
-
-EncodeFn = Callable[[object, jax.Array], jax.Array]  # (params, views [N, S, S, C]) → tokens [N, T, D]
-
-
-def token_features(encode_fn: EncodeFn, view_size: int, channels: int) -> Callable:
-    """A jitted (params, canvas images, valid) → encoder tokens of the whole image rendered at `view_size`.
-
-    Grayscale inputs are tiled to the encoder's channels, so an RGB encoder can be probed on the digits too.
-    """
-    @jax.jit
-    def features(params, images: jax.Array, valid: jax.Array) -> jax.Array:
-        images = jnp.repeat(images, channels // images.shape[-1], axis=-1)
-        full = jnp.asarray(crop_env.FULL_BOX)
-        views = jax.vmap(lambda im, hw: crop_env.observe(im, hw, full, view_size))(images, valid)
-        return encode_fn(params, views)
-    return features
 
 
 def encode_in_batches(features: Callable, params, images: np.ndarray, valid: np.ndarray,

@@ -24,6 +24,7 @@ import numpy as np
 
 from rlvis.data import digits as digits_lib
 from rlvis.evaluators import attention_probes, common, probes
+from rlvis.models import features
 
 _SCENE_SEED = 2024
 
@@ -49,7 +50,7 @@ class Evaluator:
     tasks = ("linear/digit", "knn/digit", "fewshot10/digit", "map/digit", "linear/count", "linear/box_digit",
              "decoder/box_digit")
 
-    def __init__(self, encode_fn: common.EncodeFn, config: ml_collections.ConfigDict, channels: int = 1):
+    def __init__(self, encode_fn: features.EncodeFn, config: ml_collections.ConfigDict, channels: int = 1):
         self.config = config
         splits = digits_lib.load_digits(config.eval.digits_per_class)
         rng = np.random.default_rng(_SCENE_SEED)
@@ -62,7 +63,7 @@ class Evaluator:
             },
         }
         sizes = {config.env.view_size, config.eval.scene_view_size}
-        self._features = {size: common.token_features(encode_fn, size, channels) for size in sizes}
+        self._features = {size: features.token_features(encode_fn, size, channels) for size in sizes}
 
     def _tokens(self, params, images: np.ndarray, valid: np.ndarray, size: int) -> np.ndarray:
         return common.encode_in_batches(self._features[size], params, images, valid)

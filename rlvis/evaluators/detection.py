@@ -22,6 +22,7 @@ import ml_collections
 import numpy as np
 
 from rlvis.evaluators import common, detection_metrics, sequence_probe
+from rlvis.models import features
 
 FORMATS = ("coco", "visor")
 
@@ -38,7 +39,7 @@ def open_source(format: str, root: str, split: str):
 
 
 class Evaluator:
-    def __init__(self, encode_fn: common.EncodeFn, config: ml_collections.ConfigDict, channels: int, *,
+    def __init__(self, encode_fn: features.EncodeFn, config: ml_collections.ConfigDict, channels: int, *,
                  format: str, root: str, name: str = "", train_split: str = "train2017", test_split: str = "val2017",
                  max_train: int = 10_000, max_test: int = 5_000, max_objects: int = 100,
                  view_size: int = 0, decoder: dict | None = None):
@@ -68,7 +69,7 @@ class Evaluator:
         self.test_crowds = [(crowd_boxes[[int(c) in index for c in crowd_labels]],
                              np.array([index[int(c)] for c in crowd_labels if int(c) in index], np.int32))
                             for _, _, crowd_boxes, crowd_labels in raw["test"][1]]
-        self.features = common.token_features(encode_fn, view_size or config.env.view_size, channels)
+        self.features = features.token_features(encode_fn, view_size or config.env.view_size, channels)
         self.tasks = (f"det_map/{self.name}", f"det_map50/{self.name}", f"box_class/{self.name}")
 
     def _load(self, source, count: int, canvas: int, channels: int):

@@ -6,6 +6,7 @@ import ml_collections
 
 from rlvis.data import digits as digits_lib
 from rlvis.evaluators import common, probes
+from rlvis.models import features
 
 
 class Evaluator:
@@ -13,9 +14,9 @@ class Evaluator:
 
     SHOTS = (5, 10)
 
-    def __init__(self, encode_fn: common.EncodeFn, config: ml_collections.ConfigDict, channels: int):
+    def __init__(self, encode_fn: features.EncodeFn, config: ml_collections.ConfigDict, channels: int):
         self.data = common.heldout_digits(digits_lib.load_digits(config.eval.digits_per_class))
-        self.features = common.token_features(encode_fn, config.env.view_size, channels)
+        self.features = features.token_features(encode_fn, config.env.view_size, channels)
         self.k = config.eval.knn_k
         self.tasks = ("knn/digit", *(f"fewshot{shots}/digit" for shots in self.SHOTS))
 

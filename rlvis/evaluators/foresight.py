@@ -3,8 +3,7 @@
 The value head is trained to answer "which annotations will I see if I move the view like this?". On held-out
 scenes (digits never seen in pre-training, boxes known) this evaluator asks it that question for every ordered
 pair of views (x_i → x_j) of each scene, sampled as in training (`env.views` RandomResizedCrops with
-`env.scale`; always independent crops, whatever `env.local_views`, so runs with and without local views are
-scored on the same views), and scores three predictors of "which digit class is at the destination":
+`env.scale`), and scores three predictors of "which digit class is at the destination":
   * value       argmax_c Q(c | x_i, a_{i→j}): the value head, which never sees x_j;
   * invariance  argmax_c p(c | x_i): the base model on the *source* view ("what I see here"), the answer of a
                 model that ignores the move;

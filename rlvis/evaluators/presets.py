@@ -6,6 +6,7 @@
   * `table1` — CC12M / ImageNet pre-training: ImageNet-1k, Food101, Oxford-IIIT Pets, RESISC45, SUN397 (their mean
     without ImageNet is the paper's "Avg Cls"), VTAB's CLEVR/Count and CLEVR/Distance; linear and decoder probes.
     TFDS datasets prepared as ArrayRecord under `root` (empty: TFDS's default data dir).
+  * `tfds` — one TFDS dataset named on the command line (`--config.evals.tfds.name=...`): linear, kNN, few-shot.
   * `coco` — COCO pre-training: detection and box-conditioned classification on COCO 2017 (`root`: the COCO folder).
   * `epic_kitchens` — EpicKitchens pre-training: the same two on VISOR's sparse annotations (`root`: VISOR's folder).
 Splits follow VTAB where it defines them (RESISC45: train = first 60 %, test = last 20 %; CLEVR: test = validation,
@@ -45,6 +46,13 @@ def table1(root: str = "") -> dict:
             for name, (tfds_name, train, test, task) in TABLE1.items()}
 
 
+def tfds(root: str = "") -> dict:
+    """One TFDS dataset of the user's choice: `evals=tfds` plus `--config.evals.tfds.name=NAME`."""
+    return dict(tfds=dict(type="tfds_tasks", final=True, every=0, name="", data_dir=root, train_split="train",
+                          test_split="test", label_key="label", task="label", probes=("linear", "knn", "fewshot"),
+                          decoder=decoder_settings(), max_train=10_000, max_test=5_000))
+
+
 def coco(root: str = "") -> dict:
     return dict(coco=dict(type="detection", final=True, every=0, format="coco", root=root, name="coco",
                           train_split="train2017", test_split="val2017", max_objects=100,
@@ -57,7 +65,7 @@ def epic_kitchens(root: str = "") -> dict:
                            decoder=decoder_settings(), max_train=MAX_TRAIN, max_test=MAX_TEST))
 
 
-PRESETS = {"table1": table1, "coco": coco, "epic_kitchens": epic_kitchens}
+PRESETS = {"table1": table1, "tfds": tfds, "coco": coco, "epic_kitchens": epic_kitchens}
 
 
 def parse_probe(text: str) -> dict:

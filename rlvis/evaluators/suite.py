@@ -26,7 +26,7 @@ import ml_collections
 import tqdm
 
 from rlvis import storage
-from rlvis.evaluators import common
+from rlvis.models import features
 
 ENTRY_FIELDS = ("type", "final", "every")  # the suite's own fields of a config.evals entry; the rest are kwargs
 
@@ -62,7 +62,7 @@ def check_entry(name: str, entry: ml_collections.ConfigDict) -> str | None:
     return None
 
 
-def build(config: ml_collections.ConfigDict, encode_fn: common.EncodeFn, channels: int, when: str) -> dict:
+def build(config: ml_collections.ConfigDict, encode_fn: features.EncodeFn, channels: int, when: str) -> dict:
     """name → evaluator for the entries of `config.evals` that run `when` ("final" or "monitor")."""
     built = {}
     for name, entry in config.evals.items():

@@ -20,6 +20,7 @@ import numpy as np
 
 from rlvis.data.tfds_source import TFDSSource
 from rlvis.evaluators import common, probes, sequence_probe
+from rlvis.models import features
 
 KNN_KS = (10, 20, 100, 200)  # DINO's protocol
 PROBES = ("linear", "knn", "fewshot", "decoder")
@@ -44,7 +45,7 @@ CLASS_COUNTS = {"clevr_count": len(CLEVR_COUNTS), "clevr_distance": len(CLEVR_DI
 
 
 class Evaluator:
-    def __init__(self, encode_fn: common.EncodeFn, config: ml_collections.ConfigDict, channels: int, *, name: str,
+    def __init__(self, encode_fn: features.EncodeFn, config: ml_collections.ConfigDict, channels: int, *, name: str,
                  data_dir: str = "", train_split: str = "train", test_split: str = "test", label_key: str = "label",
                  task: str = "label", probes: tuple[str, ...] = ("linear", "knn", "fewshot"),
                  decoder: dict | None = None, max_train: int = 10_000, max_test: int = 5_000):
@@ -71,7 +72,7 @@ class Evaluator:
                 labels.append(int(example[label_key]) if task == "label" else clevr_labels(task, example["objects"]))
             self.data["train" if split == train_split else "test"] = (images, np.asarray(labels, np.int32))
         self.num_classes = len(source.label_names) if task == "label" else CLASS_COUNTS[task]
-        self.features = common.token_features(encode_fn, config.env.view_size, channels)
+        self.features = features.token_features(encode_fn, config.env.view_size, channels)
         self.probe_steps = config.eval.probe_steps
         fewest = int(np.bincount(self.data["train"][1], minlength=self.num_classes).min())
         self.shots = tuple(s for s in (1, 5, 10, 25) if s <= fewest)

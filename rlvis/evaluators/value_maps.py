@@ -52,11 +52,8 @@ def base_distribution(model: ABModel, params, annotations_: Annotations, view_to
 def q_distribution(model: ABModel, params, config: ml_collections.ConfigDict, view_tokens: jax.Array,
                    actions: jax.Array, annotations_: Annotations) -> jax.Array:
     """Q(ℓ | x, a) for source views' tokens [B, T, D] and relative actions [B, A, 4] → [B, A, V]: the value head
-    against the AB vocabulary at its logit scale, plus log p(ℓ | x) with `ab.source_prior`, as in training."""
-    logits = model.apply(params, view_tokens, actions, annotations_.ab, method=ABModel.q_logits)
-    if config.ab.source_prior:
-        logits = logits + jnp.log(base_distribution(model, params, annotations_, view_tokens) + 1e-12)[:, None]
-    return jax.nn.softmax(logits, axis=-1)
+    against the AB vocabulary at its logit scale, as in training."""
+    return jax.nn.softmax(model.apply(params, view_tokens, actions, annotations_.ab, method=ABModel.q_logits), -1)
 
 
 def value_distribution(model: ABModel, params, config: ml_collections.ConfigDict, view_tokens: jax.Array,

@@ -9,15 +9,13 @@ its annotation-bootstrapped variant (`ab_simclr`). Its interface, as module-leve
                                 value maps and search apply (MAE, I-JEPA: no)
   AB_VARIANT                    whether the registry offers "ab_" + NAME (the paper's three: SimCLR, DINO, CLIP)
   EMA_TEACHER                   whether the base recipe itself keeps an EMA network (DINO's teacher, SiLC's)
-  FIXED_EMA                     whether that EMA keeps momentum `ab.ema_start` throughout (SiLC) instead of rising
-                                to `ab.ema_end`
+  FIXED_EMA                     whether that EMA keeps momentum `ema.start` throughout (SiLC) instead of rising
+                                to `ema.end`
   CAPTIONS                      whether its annotation stream is captioned images (CLIP)
-  EMBEDDING_ANNOTATIONS         whether annotations are embeddings one can share or add to (not DINO's prototypes)
   IMAGE_ANNOTATIONS             whether annotations are images scored by the base head (SimCLR)
-  build_model(config)           the network (ABModel with `base` = NAME): shared encoder and value head
-  setup_heads(model)            its heads and AB annotation embeddings, created in the network's setup
-  init_outputs(model, tokens, actions, captions)  every head once, for the network's init
-  source_annotation_embedding(model, tokens)      a view read as an annotation (model.value_residual)
+  settings()                    the config sections it reads beyond the shared ones, with their defaults
+  validate(config)              its checks (rlvis.errors.ConfigError naming the field)
+  build_model(config)           the network: the shared ABModel with the method's own `Heads` handed in
   annotation_views_per_step(config)     views of annotation images the online encoder encodes per step
   render_annotation(keys, batch, config)  the annotation stream's views for one step (device side)
   optimizer_rules(config)       parameter groups it needs (rlvis/optimizer.py), e.g. DINO's frozen last layer
@@ -31,21 +29,29 @@ A baseline without annotations (MAE, I-JEPA) defines the same names; those that 
 A baseline built on another method (SLIP, SiLC and CLIP + Aug on CLIP) names that method's functions for what it
 shares and defines what differs.
 
-Adding a method is one file here plus its entry in FAMILIES (and its settings in the configs); its heads are
-created by its own `setup_heads`, so the shared network (rlvis/models/ab_model.py) does not change.
+Adding a method is one file here plus its entry in FAMILIES: its settings, checks and heads are its own, so
+neither the shared network (rlvis/models/ab_model.py) nor the config checks (rlvis/config_lib.py) change.
 """
 
 import ml_collections
 
+from rlvis.envs import photometric
 from rlvis.methods import clip, clip_aug, dino, ijepa, mae, silc, simclr, slip
-from rlvis.methods.common import Annotations, bootstraps
+from rlvis.methods.common import Annotations, ab_settings, bootstraps, validate_ab
 
 __all__ = ["Annotations", "FAMILIES", "NAMES", "base_name", "bootstraps", "build_model", "encoded_views_per_step",
-           "get", "has_ema_encoder"]
+           "get", "has_ema_encoder", "register", "sections", "validate"]
 
 FAMILIES = {module.NAME: module for module in (simclr, dino, clip, mae, ijepa, slip, silc, clip_aug)}
 NAMES = tuple(name for base, module in FAMILIES.items()
               for name in ((f"ab_{base}", base) if module.AB_VARIANT else (base,)))
+
+
+def register(module) -> None:
+    """Add a method file to the registry (FAMILIES lists rlvis's own; a user's method registers itself)."""
+    global NAMES
+    FAMILIES[module.NAME] = module
+    NAMES = tuple(name for base, m in FAMILIES.items() for name in ((f"ab_{base}", base) if m.AB_VARIANT else (base,)))
 
 
 def base_name(method: str) -> str:
@@ -76,3 +82,22 @@ def encoded_views_per_step(config: ml_collections.ConfigDict) -> int:
 
 def build_model(config: ml_collections.ConfigDict):
     return get(config).build_model(config)
+
+
+def sections(method: str) -> dict[str, dict]:
+    """The config sections `method` reads beyond the shared ones, with their defaults: its file's, and `ab` for an
+    AB variant (which also reads `augment`, for the photometric-bootstrap ablation)."""
+    if method not in NAMES:
+        raise ValueError(f"method {method!r} is not one of {NAMES}")
+    found = dict(FAMILIES[base_name(method)].settings())
+    if method.startswith("ab_"):
+        found["ab"] = ab_settings()
+        found.setdefault("augment", photometric.default_settings())
+    return found
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+    """The method's own checks, and the AB section's for an AB variant."""
+    get(config).validate(config)
+    if bootstraps(config):
+        validate_ab(config)

@@ -6,18 +6,21 @@ embedded by the separate AB text head on the shared text tower. The target p_ema
 CLIP distribution over those captions on the reached view, with its learned scale.
 """
 
+import dataclasses
+
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import flax.linen as nn
 import ml_collections
 import numpy as np
 
 from rlvis.data import text
 from rlvis.envs import crop_env
-from rlvis.methods.common import Annotations, bootstraps, build_ab_model
+from rlvis.methods.common import Annotations, bootstraps, build_ab_model, check_range, require
 from rlvis.models.ab_model import ABModel
 from rlvis.models.heads import LinearProjection
 from rlvis.models.text import TextTower
+from rlvis.models.vit import variant_shape
 from rlvis.objectives import bootstrap, clip
 
 NAME = "clip"
@@ -26,34 +29,58 @@ AB_VARIANT = True
 EMA_TEACHER = False
 FIXED_EMA = False
 CAPTIONS = True
-EMBEDDING_ANNOTATIONS = True
 IMAGE_ANNOTATIONS = False
 
 
-def build_model(config: ml_collections.ConfigDict) -> ABModel:
-    return build_ab_model(config, "clip", init_logit_scale=1.0 / config.clip.init_temperature,
-                          text_variant=config.clip.text_variant, caption_length=config.clip.caption_length)
+def settings() -> dict[str, dict]:
+    """CLIP (Radford et al. 2021): captioned scenes, byte-level captions, a learned temperature."""
+    return dict(clip=dict(
+        text_variant="mu",  # text tower shape (paper: S); see rlvis/models/text.py
+        caption_length=48,  # byte tokens incl. BOS/EOS; the longest demo caption is 42
+        scale=(0.5, 1.0),  # RandomResizedCrop of the captioned image (paper Table 7)
+        init_temperature=0.07,
+    ))
 
 
-def setup_heads(model: ABModel) -> None:
+def validate(config: ml_collections.ConfigDict) -> None:
+    c = config.clip
+    try:
+        variant_shape(f"{c.text_variant}/1")
+    except ValueError:
+        require(False, f"config.clip.text_variant={c.text_variant!r} is not a known shape name")
+    require(c.caption_length >= 3, "config.clip.caption_length must leave room for BOS, a byte and EOS")
+    check_range(config, "clip", "scale")
+    require(c.init_temperature > 0, "config.clip.init_temperature must be positive")
+
+
+@dataclasses.dataclass(frozen=True)
+class Heads:
     """The image projection with CLIP's learned temperature, the text tower, CLIP's text head ψ and the AB text
     head ψ_AB."""
-    model.base_head = LinearProjection(model.proj_dim, name="base_head")
-    model.text_tower = TextTower(model.text_variant, model.caption_length, name="text_tower")
-    model.text_head = LinearProjection(model.proj_dim, name="text_head")
-    model.ab_text_head = LinearProjection(model.proj_dim, name="ab_text_head")
-    model.clip_log_scale = model.param("clip_log_scale", nn.initializers.constant(jnp.log(model.init_logit_scale)),
-                                       ())
+    dim: int
+    text_variant: str
+    caption_length: int
+    init_scale: float
+
+    def setup(self, model: ABModel) -> None:
+        model.base_head = LinearProjection(self.dim, name="base_head")
+        model.text_tower = TextTower(self.text_variant, self.caption_length, name="text_tower")
+        model.text_head = LinearProjection(self.dim, name="text_head")
+        model.ab_text_head = LinearProjection(self.dim, name="ab_text_head")
+        model.clip_log_scale = model.param("clip_log_scale", nn.initializers.constant(jnp.log(self.init_scale)), ())
+
+    def init_outputs(self, model: ABModel, tokens: jax.Array, actions: jax.Array, captions: jax.Array):
+        clip_text, vocabulary = model.text_embed(captions)
+        return model.q_logits(tokens, actions, vocabulary), model.base_embed(tokens) @ clip_text.T
 
 
-def init_outputs(model: ABModel, tokens: jax.Array, actions: jax.Array, captions: jax.Array):
-    clip_text, vocabulary = model.text_embed(captions)
-    return model.q_logits(tokens, actions, vocabulary), model.base_embed(tokens) @ clip_text.T
+def heads(config: ml_collections.ConfigDict) -> Heads:
+    return Heads(config.model.proj_dim, config.clip.text_variant, config.clip.caption_length,
+                 1.0 / config.clip.init_temperature)
 
 
-def source_annotation_embedding(model: ABModel, tokens: jax.Array) -> jax.Array:
-    """The source view read as an annotation: its image embedding, in the captions' space."""
-    return model.base_embed(tokens)
+def build_model(config: ml_collections.ConfigDict) -> ABModel:
+    return build_ab_model(config, heads(config), init_logit_scale=1.0 / config.clip.init_temperature)
 
 
 def annotation_views_per_step(config: ml_collections.ConfigDict) -> int:
@@ -96,10 +123,7 @@ def loss(model: ABModel, params, ema_params, batch: dict, config: ml_collections
                                         target_captions, model.apply(target_params, method=ABModel.clip_logit_scale))
     td_loss, td_metrics = bootstrap.td_term(
         model, params, target_params, batch, online_vocabulary=ab_captions, target_vocabulary=target_ab_captions,
-        target_view_tokens=target_views, p_local=p_local, config=config,
-        online_log_prior=lambda tokens: jax.nn.log_softmax(
-            scale * model.apply(params, tokens, method=ABModel.base_embed) @ captions.T, -1),
-        target_log_prior=jnp.log(p_local + 1e-12))
+        target_view_tokens=target_views, p_local=p_local, config=config)
     total, metrics = bootstrap.total_loss(model, params, base_loss, td_loss, {**metrics, **td_metrics}, config)
     return total, (metrics, {})
 

@@ -13,6 +13,7 @@ import ml_collections
 
 from rlvis.envs import crop_env, photometric
 from rlvis.methods import clip
+from rlvis.methods.common import require
 
 NAME = "clip_aug"
 ANNOTATES = True
@@ -20,13 +21,9 @@ AB_VARIANT = False
 EMA_TEACHER = False
 FIXED_EMA = False
 CAPTIONS = True
-EMBEDDING_ANNOTATIONS = True
 IMAGE_ANNOTATIONS = False
 
 build_model = clip.build_model  # the same network as CLIP (its heads come from clip.py)
-setup_heads = clip.setup_heads
-init_outputs = clip.init_outputs
-source_annotation_embedding = clip.source_annotation_embedding
 annotation_views_per_step = clip.annotation_views_per_step
 optimizer_rules = clip.optimizer_rules
 initial_state = clip.initial_state
@@ -34,6 +31,24 @@ loss = clip.loss
 annotations = clip.annotations
 digit_annotation = clip.digit_annotation
 digit_vocabulary = clip.digit_vocabulary
+
+
+def settings() -> dict[str, dict]:
+    """CLIP's sections, the colour augmentation, and the strong crop, blur and solarisation of Fini et al."""
+    return dict(clip.settings(), augment=photometric.default_settings(), clip_aug=dict(
+        scale=(0.08, 1.0),  # SimCLR's crop range instead of CLIP's (0.5, 1); colour from `augment`
+        blur=0.5,  # [INF] BYOL-style probabilities; Fini et al.'s code leaves them as flags
+        solarize=0.2,
+    ))
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+    clip.validate(config)
+    photometric.validate(config.augment)
+    lo, hi = config.clip_aug.scale
+    require(0 < lo <= hi <= 1, f"config.clip_aug.scale={(lo, hi)} must satisfy 0 < min <= max <= 1")
+    for field in ("blur", "solarize"):
+        require(0 <= config.clip_aug[field] <= 1, f"config.clip_aug.{field}={config.clip_aug[field]} must be in [0, 1]")
 
 
 def render_annotation(keys: jax.Array, batch: dict, config: ml_collections.ConfigDict) -> dict:

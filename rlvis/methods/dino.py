@@ -10,15 +10,18 @@ so ψ_AB and DINO's prototypes stay comparable. The centre is the running mean o
 crops only, as in DINO.
 """
 
+import dataclasses
+
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import flax.linen as nn
 import ml_collections
 
 from rlvis.envs import crop_env, photometric
-from rlvis.methods.common import Annotations, bootstraps, build_ab_model
+from rlvis.methods.common import Annotations, bootstraps, build_ab_model, check_range, require
 from rlvis.models.ab_model import ABModel
 from rlvis.models.heads import DINOHead
+from rlvis.models.vit import variant_shape
 from rlvis.objectives import bootstrap, dino
 
 NAME = "dino"
@@ -27,30 +30,64 @@ AB_VARIANT = True
 EMA_TEACHER = True
 FIXED_EMA = False
 CAPTIONS = False
-EMBEDDING_ANNOTATIONS = False  # prototypes: nothing to share with a base head or add a residual to
 IMAGE_ANNOTATIONS = False
 
 
-def build_model(config: ml_collections.ConfigDict) -> ABModel:
-    return build_ab_model(config, "dino", init_logit_scale=1.0 / config.simclr.temperature,
-                          num_prototypes=config.dino.prototypes, norm_last_layer=config.dino.norm_last_layer)
+def settings() -> dict[str, dict]:
+    """DINO (Caron et al. 2021) scaled down: K prototypes, multi-crop, a centred and sharpened EMA teacher."""
+    return dict(augment=photometric.default_settings(), dino=dict(
+        prototypes=256,
+        global_scale=(0.4, 1.0),  # paper Table 7
+        local_scale=(0.05, 0.4),
+        local_views=4,  # paper: 8
+        local_size=16,  # paper: 96 px locals for 224 px globals
+        student_temp=0.1,
+        warmup_teacher_temp=0.02,  # sharper than DINO's 0.04 → 0.07, which collapse at this scale (docs/findings.md)
+        teacher_temp=0.02,
+        teacher_temp_warmup_steps=600,
+        center_momentum=0.9,
+        norm_last_layer=True,  # False: learned prototype gains (DINO's choice for ViT-S; see DINOHead)
+        freeze_last_layer_steps=300,  # prototypes frozen at first (DINO: 1 epoch); see `optimizer_rules`
+    ))
 
 
-def setup_heads(model: ABModel) -> None:
+def validate(config: ml_collections.ConfigDict) -> None:
+    d = config.dino
+    require(d.prototypes >= 2, f"config.dino.prototypes={d.prototypes} must be at least 2")
+    require(d.local_views >= 0, "config.dino.local_views must be >= 0")
+    patch = variant_shape(config.model.variant).patch
+    require(d.local_size % patch == 0, f"config.dino.local_size={d.local_size} must be a multiple of the patch size "
+            f"{patch}")
+    check_range(config, "dino", "global_scale")
+    check_range(config, "dino", "local_scale")
+    require(0 < d.warmup_teacher_temp and 0 < d.teacher_temp and 0 < d.student_temp,
+            "config.dino temperatures must be positive")
+    require(0 <= d.center_momentum < 1, "config.dino.center_momentum must be in [0, 1)")
+    photometric.validate(config.augment)
+
+
+@dataclasses.dataclass(frozen=True)
+class Heads:
     """DINO's head (MLP, bottleneck, K prototypes) and the AB embedding matrix ψ_AB of K rows."""
-    model.base_head = DINOHead(model.proj_hidden, model.proj_dim, model.num_prototypes, model.norm_last_layer,
-                               name="base_head")
-    model.ab_prototypes = model.param("ab_prototypes", nn.initializers.normal(0.02),
-                                      (model.num_prototypes, model.proj_dim))
+    hidden: int
+    dim: int
+    prototypes: int
+    norm_last_layer: bool
+
+    def setup(self, model: ABModel) -> None:
+        model.base_head = DINOHead(self.hidden, self.dim, self.prototypes, self.norm_last_layer, name="base_head")
+        model.ab_prototypes = model.param("ab_prototypes", nn.initializers.normal(0.02), (self.prototypes, self.dim))
+
+    def init_outputs(self, model: ABModel, tokens: jax.Array, actions: jax.Array, captions=None):
+        return model.q_logits(tokens, actions, model.ab_vocabulary()), model.base_embed(tokens)
 
 
-def init_outputs(model: ABModel, tokens: jax.Array, actions: jax.Array, captions=None):
-    return model.q_logits(tokens, actions, model.ab_vocabulary()), model.base_embed(tokens)
+def heads(config: ml_collections.ConfigDict) -> Heads:
+    return Heads(config.model.proj_hidden, config.model.proj_dim, config.dino.prototypes, config.dino.norm_last_layer)
 
 
-def source_annotation_embedding(model: ABModel, tokens: jax.Array) -> jax.Array:
-    raise ValueError("DINO's annotations are prototypes: a view has no embedding among them (config validation "
-                     "refuses model.value_residual for DINO)")
+def build_model(config: ml_collections.ConfigDict) -> ABModel:
+    return build_ab_model(config, heads(config), init_logit_scale=1.0 / config.dino.student_temp)
 
 
 def annotation_views_per_step(config: ml_collections.ConfigDict) -> int:
@@ -119,10 +156,7 @@ def loss(model: ABModel, params, ema_params, batch: dict, config: ml_collections
         model, params, target_params, batch,
         online_vocabulary=model.apply(params, method=ABModel.ab_vocabulary),
         target_vocabulary=model.apply(target_params, method=ABModel.ab_vocabulary), target_view_tokens=target_views,
-        p_local=jax.lax.stop_gradient(p_local), config=config,
-        online_log_prior=lambda tokens: jax.nn.log_softmax(
-            model.apply(params, tokens, method=ABModel.base_embed) / config.dino.student_temp, -1),
-        target_log_prior=jax.nn.log_softmax(target_logits / config.dino.student_temp, -1))
+        p_local=jax.lax.stop_gradient(p_local), config=config)
     total, metrics = bootstrap.total_loss(model, params, base_loss, td_loss, {**metrics, **td_metrics}, config)
     return total, (metrics, new_state)
 

@@ -10,12 +10,14 @@ AB's targets are annotation distributions grounded by a base loss; I-JEPA's are 
 The scored encoder is the EMA target encoder, as I-JEPA evaluates it.
 """
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import ml_collections
 
 from rlvis.envs import crop_env
-from rlvis.methods.common import build_ab_model
+from rlvis.methods.common import build_ab_model, check_range, require
 from rlvis.models.ab_model import ABModel
 from rlvis.models.heads import LatentPredictor
 from rlvis.models.vit import variant_shape
@@ -27,18 +29,60 @@ AB_VARIANT = False
 EMA_TEACHER = True
 FIXED_EMA = False
 CAPTIONS = False
-EMBEDDING_ANNOTATIONS = False
 IMAGE_ANNOTATIONS = False
 NO_ANNOTATIONS = "I-JEPA predicts features and has no annotation vocabulary"
 
 
+def settings() -> dict[str, dict]:
+    """I-JEPA (Assran et al. 2023): predict target-block features from a context block."""
+    return dict(ijepa=dict(
+        scale=(0.3, 1.0),  # RandomResizedCrop (paper Table 7), no other augmentation
+        targets=4,  # target blocks per image (paper)
+        target_scale=(0.15, 0.2),  # fraction of the patch grid per target block (paper)
+        target_aspect=(0.75, 1.5),  # (paper)
+        context_scale=(0.85, 1.0),  # the context block, aspect 1, before the targets are removed (paper)
+        # patches the context encoder reads, a fixed share of the grid [INF: about what I-JEPA's context keeps once
+        # the targets are cut out; XLA needs a fixed count]
+        context_fraction=0.3,
+        predictor_width=32,  # narrower than the encoder (paper: 384 for ViT-H's 1,280)
+        predictor_depth=2,  # (paper: 12 at ViT-H; demo scale)
+        predictor_heads=4,
+    ))
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+    j = config.ijepa
+    for field in ("scale", "target_scale", "context_scale"):
+        check_range(config, "ijepa", field)
+    check_range(config, "ijepa", "target_aspect", upper=None)
+    require(j.targets >= 1, "config.ijepa.targets must be at least 1")
+    require(0 < j.context_fraction < 1, "config.ijepa.context_fraction must be in (0, 1)")
+    require(j.predictor_width % j.predictor_heads == 0,
+            "config.ijepa.predictor_width must be divisible by config.ijepa.predictor_heads")
+
+
+@dataclasses.dataclass(frozen=True)
+class Heads:
+    """The narrow latent predictor: width, depth, heads."""
+    width: int
+    depth: int
+    heads: int
+
+    def setup(self, model: ABModel) -> None:
+        model.base_head = LatentPredictor(self.width, self.depth, self.heads, name="predictor")
+
+    def init_outputs(self, model: ABModel, tokens: jax.Array, actions: jax.Array, captions=None):
+        """The predictor once, every patch as context and one one-patch block (its parameters do not depend on the
+        counts)."""
+        batch, patches = tokens.shape[0], tokens.shape[1] - 1
+        context = jnp.broadcast_to(jnp.arange(patches), (batch, patches))
+        target = jnp.zeros((batch, 1, 1), jnp.int32)
+        return predict(model, tokens, context, target, jnp.ones((batch, 1, 1), bool)), None
+
+
 def build_model(config: ml_collections.ConfigDict) -> ABModel:
-    return build_ab_model(config, NAME, init_logit_scale=1.0, latent_predictor=(
-        config.ijepa.predictor_width, config.ijepa.predictor_depth, config.ijepa.predictor_heads))
-
-
-def setup_heads(model: ABModel) -> None:
-    model.base_head = LatentPredictor(*model.latent_predictor, name="predictor")
+    j = config.ijepa
+    return build_ab_model(config, Heads(j.predictor_width, j.predictor_depth, j.predictor_heads), init_logit_scale=1.0)
 
 
 def grid(config: ml_collections.ConfigDict) -> int:
@@ -51,19 +95,6 @@ def predict(model: ABModel, tokens: jax.Array, context: jax.Array, target: jax.A
     target tokens [B, M, T, D]."""
     patches = (model.image_size // variant_shape(model.variant).patch) ** 2
     return model.base_head(tokens, context, target, valid, patches)
-
-
-def init_outputs(model: ABModel, tokens: jax.Array, actions: jax.Array, captions=None):
-    """The predictor once, every patch as context and one one-patch block (its parameters do not depend on the
-    counts)."""
-    batch, patches = tokens.shape[0], tokens.shape[1] - 1
-    context = jnp.broadcast_to(jnp.arange(patches), (batch, patches))
-    target = jnp.zeros((batch, 1, 1), jnp.int32)
-    return predict(model, tokens, context, target, jnp.ones((batch, 1, 1), bool)), None
-
-
-def source_annotation_embedding(model: ABModel, tokens: jax.Array) -> jax.Array:
-    raise ValueError(NO_ANNOTATIONS)
 
 
 def annotation_views_per_step(config: ml_collections.ConfigDict) -> int:

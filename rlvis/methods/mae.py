@@ -7,12 +7,15 @@ reconstructs the hidden patches' normalised pixels (objectives/mae.py). MAE has 
 the evaluators that read one (foresight, value maps, search) do not apply; the probes score its encoder.
 """
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import ml_collections
 
 from rlvis.envs import crop_env, photometric
-from rlvis.methods.common import build_ab_model
+from rlvis.data.sources import image_channels
+from rlvis.methods.common import build_ab_model, check_range, require
 from rlvis.models.ab_model import ABModel
 from rlvis.models.heads import MaskedPatchDecoder
 from rlvis.models.vit import variant_shape
@@ -24,38 +27,56 @@ AB_VARIANT = False  # the paper compares against MAE alone
 EMA_TEACHER = False
 FIXED_EMA = False
 CAPTIONS = False
-EMBEDDING_ANNOTATIONS = False
 IMAGE_ANNOTATIONS = False
 NO_ANNOTATIONS = "MAE reconstructs pixels and has no annotation vocabulary"
 
 
+def settings() -> dict[str, dict]:
+    """MAE (He et al. 2022): most patches hidden, the encoder reads the rest, a light decoder paints the hidden
+    ones. Its views take `augment.flip` only."""
+    return dict(augment=photometric.default_settings(), mae=dict(
+        mask_ratio=0.75,  # paper
+        norm_pix=True,  # targets: each patch's pixels over its own mean and variance (the paper's choice)
+        decoder_width=64,  # the paper's decoder is 512 wide, 8 deep for ViT-L; at demo scale the encoder's width
+        decoder_depth=2,
+        decoder_heads=4,
+    ))
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+    require(0.0 < config.mae.mask_ratio < 1.0, f"config.mae.mask_ratio={config.mae.mask_ratio} must be in (0, 1)")
+    require(config.mae.decoder_width % config.mae.decoder_heads == 0,
+            "config.mae.decoder_width must be divisible by config.mae.decoder_heads")
+    photometric.validate(config.augment)
+
+
+@dataclasses.dataclass(frozen=True)
+class Heads:
+    """The pixel decoder: width, depth, heads, and the pixels of one patch (patch² × channels)."""
+    width: int
+    depth: int
+    heads: int
+    pixels_per_patch: int
+
+    def setup(self, model: ABModel) -> None:
+        model.base_head = MaskedPatchDecoder(self.width, self.depth, self.heads, name="pixel_decoder")
+
+    def init_outputs(self, model: ABModel, tokens: jax.Array, actions: jax.Array, captions=None):
+        """The decoder once, on every patch as if all were visible (its parameters do not depend on K)."""
+        keep = jnp.broadcast_to(jnp.arange(tokens.shape[1] - 1), (tokens.shape[0], tokens.shape[1] - 1))
+        return reconstruct(model, tokens, keep), None
+
+
 def build_model(config: ml_collections.ConfigDict) -> ABModel:
-    from rlvis.data import pipeline  # the image channels; imported here: the data pipeline imports the methods
     patch = variant_shape(config.model.variant).patch
-    return build_ab_model(config, "mae", init_logit_scale=1.0, pixel_decoder=(
-        config.mae.decoder_width, config.mae.decoder_depth, config.mae.decoder_heads,
-        patch * patch * pipeline.image_channels(config)))
-
-
-def setup_heads(model: ABModel) -> None:
-    width, depth, heads, _ = model.pixel_decoder
-    model.base_head = MaskedPatchDecoder(width, depth, heads, name="pixel_decoder")
+    return build_ab_model(config, Heads(config.mae.decoder_width, config.mae.decoder_depth, config.mae.decoder_heads,
+                                        patch * patch * image_channels(config)), init_logit_scale=1.0)
 
 
 def reconstruct(model: ABModel, tokens: jax.Array, keep: jax.Array) -> jax.Array:
     """Tokens of the visible patches [B, 1 + K, D] and their indices [B, K] → every patch's pixels [B, N, P]."""
     patches = (model.image_size // variant_shape(model.variant).patch) ** 2
-    return model.base_head(tokens, keep, patches, model.pixel_decoder[3])
-
-
-def init_outputs(model: ABModel, tokens: jax.Array, actions: jax.Array, captions=None):
-    """The decoder once, on every patch as if all were visible (its parameters do not depend on K)."""
-    keep = jnp.broadcast_to(jnp.arange(tokens.shape[1] - 1), (tokens.shape[0], tokens.shape[1] - 1))
-    return reconstruct(model, tokens, keep), None
-
-
-def source_annotation_embedding(model: ABModel, tokens: jax.Array) -> jax.Array:
-    raise ValueError(NO_ANNOTATIONS)
+    return model.base_head(tokens, keep, patches, model.heads.pixels_per_patch)
 
 
 def annotation_views_per_step(config: ml_collections.ConfigDict) -> int:

@@ -5,16 +5,18 @@ No AB variant: the paper compares AB_CLIP against it.
 Each step, CLIP's loss on one crop of every captioned image (as `clip`), and DINO's loss (rlvis/methods/dino.py,
 its centre, temperatures and multi-crop settings) on the first `silc.dino_fraction` of them (Table 7: CLIP 4,096 +
 DINO 512 images × 10 views) through a separate prototype head (`ssl_head`). The teacher is the EMA of the whole
-network at momentum `ab.ema_start` throughout (FIXED_EMA; Table 7: 0.996). Loss = CLIP + `silc.loss_weight` × DINO.
+network at momentum `ema.start` throughout (FIXED_EMA; Table 7: 0.996). Loss = CLIP + `silc.loss_weight` × DINO.
 The scored encoder is the EMA teacher, as SiLC's paper evaluates it.
 """
+
+import dataclasses
 
 import jax
 import ml_collections
 
 from rlvis.methods import clip, dino, slip
-from rlvis.methods.common import build_ab_model
-from rlvis.models.ab_model import ABModel
+from rlvis.methods.common import build_ab_model, require
+from rlvis.models.ab_model import ABModel, Heads as ModelHeads
 from rlvis.models.heads import DINOHead
 
 NAME = "silc"
@@ -23,32 +25,53 @@ AB_VARIANT = False
 EMA_TEACHER = True
 FIXED_EMA = True
 CAPTIONS = True
-EMBEDDING_ANNOTATIONS = True
 IMAGE_ANNOTATIONS = False
 
-source_annotation_embedding = clip.source_annotation_embedding
 initial_state = dino.initial_state
 annotations = clip.annotations
 digit_annotation = clip.digit_annotation
 digit_vocabulary = clip.digit_vocabulary
 
 
-def build_model(config: ml_collections.ConfigDict) -> ABModel:
-    return build_ab_model(config, NAME, init_logit_scale=1.0 / config.clip.init_temperature,
-                          text_variant=config.clip.text_variant, caption_length=config.clip.caption_length,
-                          num_prototypes=config.dino.prototypes, norm_last_layer=config.dino.norm_last_layer)
+def settings() -> dict[str, dict]:
+    """CLIP's and DINO's sections, and how much DINO joins CLIP (Naeem et al. 2023)."""
+    return dict(clip.settings(), **dino.settings(), silc=dict(
+        dino_fraction=0.125,  # captioned images that also give DINO's multi-crop (Table 7: 4,096 + 512)
+        loss_weight=1.0,  # (Table 7: ratio 1.0)
+    ))
 
 
-def setup_heads(model: ABModel) -> None:
+def validate(config: ml_collections.ConfigDict) -> None:
+    clip.validate(config)
+    dino.validate(config)
+    require(0 < config.silc.dino_fraction <= 1, f"config.silc.dino_fraction={config.silc.dino_fraction} must be in "
+            "(0, 1]")
+    require(config.batch.annotation >= 2, f"config.batch.annotation={config.batch.annotation}: silc's "
+            "self-distillation needs 2 images")
+
+
+@dataclasses.dataclass(frozen=True)
+class Heads:
     """CLIP's heads and DINO's prototype head."""
-    clip.setup_heads(model)
-    model.ssl_head = DINOHead(model.proj_hidden, model.proj_dim, model.num_prototypes, model.norm_last_layer,
-                              name="ssl_head")
+    clip: ModelHeads
+    hidden: int
+    dim: int
+    prototypes: int
+    norm_last_layer: bool
+
+    def setup(self, model: ABModel) -> None:
+        self.clip.setup(model)
+        model.ssl_head = DINOHead(self.hidden, self.dim, self.prototypes, self.norm_last_layer, name="ssl_head")
+
+    def init_outputs(self, model: ABModel, tokens, actions, captions):
+        q_logits, clip_logits = self.clip.init_outputs(model, tokens, actions, captions)
+        return q_logits, (clip_logits, model.ssl_embed(tokens))
 
 
-def init_outputs(model: ABModel, tokens, actions, captions):
-    q_logits, clip_logits = clip.init_outputs(model, tokens, actions, captions)
-    return q_logits, (clip_logits, model.ssl_embed(tokens))
+def build_model(config: ml_collections.ConfigDict) -> ABModel:
+    heads = Heads(clip.heads(config), config.model.proj_hidden, config.model.proj_dim, config.dino.prototypes,
+                  config.dino.norm_last_layer)
+    return build_ab_model(config, heads, init_logit_scale=1.0 / config.clip.init_temperature)
 
 
 def dino_images(config: ml_collections.ConfigDict) -> int:

@@ -7,6 +7,8 @@ the shared ViT. Target (EMA network, no gradient): p_ema(ℓ | x_j) from the Sim
 value head's predictions from x_j.
 """
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -14,11 +16,11 @@ import numpy as np
 
 from rlvis.data import digits as digits_lib
 from rlvis.envs import crop_env, photometric
-from rlvis.evaluators import common
-from rlvis.methods.common import Annotations, bootstraps, build_ab_model
+from rlvis.methods.common import Annotations, bootstraps, build_ab_model, require
+from rlvis.models import features
 from rlvis.models.ab_model import ABModel
 from rlvis.models.heads import ProjectionHead, l2_normalize
-from rlvis.objectives import bootstrap, simclr
+from rlvis.objectives import bootstrap, rewards, simclr
 
 NAME = "simclr"
 ANNOTATES = True
@@ -26,28 +28,37 @@ AB_VARIANT = True
 EMA_TEACHER = False
 FIXED_EMA = False
 CAPTIONS = False
-EMBEDDING_ANNOTATIONS = True
 IMAGE_ANNOTATIONS = True
 
 
+def settings() -> dict[str, dict]:
+    """The config sections SimCLR reads besides the shared ones, with their defaults."""
+    return dict(simclr=dict(temperature=0.1), augment=photometric.default_settings())
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+    require(config.simclr.temperature > 0, "config.simclr.temperature must be positive")
+    photometric.validate(config.augment)
+
+
+@dataclasses.dataclass(frozen=True)
+class Heads:
+    """SimCLR's projection head φ = ψ, and the AB annotation head ψ_AB on the same ViT."""
+    hidden: int
+    dim: int
+
+    def setup(self, model: ABModel) -> None:
+        model.base_head = ProjectionHead(self.hidden, self.dim, name="base_head")
+        model.ab_head = ProjectionHead(self.hidden, self.dim, name="ab_head")
+
+    def init_outputs(self, model: ABModel, tokens: jax.Array, actions: jax.Array, captions=None):
+        """Every part once (for init): Q logits against the batch's own AB embeddings, and the base embedding."""
+        return model.q_logits(tokens, actions, model.ab_embed(tokens)), model.base_embed(tokens)
+
+
 def build_model(config: ml_collections.ConfigDict) -> ABModel:
-    return build_ab_model(config, "simclr", init_logit_scale=1.0 / config.simclr.temperature)
-
-
-def setup_heads(model: ABModel) -> None:
-    """SimCLR's projection head φ = ψ, and the AB annotation head ψ_AB on the same ViT (called in model.setup)."""
-    model.base_head = ProjectionHead(model.proj_hidden, model.proj_dim, name="base_head")
-    model.ab_head = ProjectionHead(model.proj_hidden, model.proj_dim, name="ab_head")
-
-
-def init_outputs(model: ABModel, tokens: jax.Array, actions: jax.Array, captions=None):
-    """Every part once (for init): Q logits against the batch's own AB embeddings, and the base embedding."""
-    return model.q_logits(tokens, actions, model.ab_embed(tokens)), model.base_embed(tokens)
-
-
-def source_annotation_embedding(model: ABModel, tokens: jax.Array) -> jax.Array:
-    """The source view read as an annotation (the value-residual start): its own ψ_AB."""
-    return model.ab_embed(tokens)
+    return build_ab_model(config, Heads(config.model.proj_hidden, config.model.proj_dim),
+                          init_logit_scale=1.0 / config.simclr.temperature)
 
 
 def annotation_views_per_step(config: ml_collections.ConfigDict) -> int:
@@ -69,21 +80,7 @@ def optimizer_rules(config: ml_collections.ConfigDict) -> list[tuple[str, dict]]
 
 
 def initial_state(config: ml_collections.ConfigDict) -> dict:
-    """SimCLR keeps nothing between steps; AB_SimCLR with `ab.annotation_queue` = Q keeps the target network's
-    embeddings of the last Q annotations (newest first), which join the next steps' bootstrap vocabulary."""
-    if not (bootstraps(config) and config.ab.annotation_queue):
-        return {}
-    size, dim = config.ab.annotation_queue, config.model.proj_dim
-    return dict(queue_base=jnp.zeros((size, dim)), queue_ab=jnp.zeros((size, dim)),
-                queue_valid=jnp.zeros((size,), bool))
-
-
-def push_annotations(queue: dict, base: jax.Array, ab: jax.Array) -> dict:
-    """The queue with this step's annotations [K, P] in front and the oldest K dropped."""
-    size = queue["queue_valid"].shape[0]
-    push = lambda new, old: jnp.concatenate([new, old])[:size]  # noqa: E731
-    return dict(queue_base=push(base, queue["queue_base"]), queue_ab=push(ab, queue["queue_ab"]),
-                queue_valid=push(jnp.ones(base.shape[:1], bool), queue["queue_valid"]))
+    return {}
 
 
 def loss(model: ABModel, params, ema_params, batch: dict, config: ml_collections.ConfigDict,
@@ -104,43 +101,23 @@ def loss(model: ABModel, params, ema_params, batch: dict, config: ml_collections
     target_annotations = model.apply(target_params, batch["annotation_views"][:, 1], method=ABModel.encode)
     target_views = model.apply(target_params, batch["views"], method=ABModel.encode)  # [B, n, T, D]
     annotation_z = model.apply(target_params, target_annotations, method=ABModel.base_embed)
-    online_vocabulary = model.apply(params, annotation_tokens[:, 1], method=ABModel.ab_embed)
-    target_vocabulary = valid = None
-    if config.ab.gamma > 0.0 or config.ab.annotation_queue:
+    target_vocabulary = None
+    if config.ab.gamma > 0.0:
         target_vocabulary = model.apply(target_params, target_annotations, method=ABModel.ab_embed)
-    new_state = {}
-    if config.ab.annotation_queue:  # the vocabulary grows by the last steps' annotations, as the target saw them
-        new_state = push_annotations(method_state, jax.lax.stop_gradient(annotation_z),
-                                     jax.lax.stop_gradient(target_vocabulary))
-        valid = jnp.concatenate([jnp.ones(annotation_z.shape[:1], bool), method_state["queue_valid"]])
-        annotation_z = jnp.concatenate([annotation_z, method_state["queue_base"]])
-        online_vocabulary = jnp.concatenate([online_vocabulary, method_state["queue_ab"]])
-        target_vocabulary = jnp.concatenate([target_vocabulary, method_state["queue_ab"]])
 
     def base_reward() -> jax.Array:  # p_target(ℓ | x_j): the target network's base head on every bootstrap view
-        temperature = config.ab.target_temperature or config.simclr.temperature
         distribution = (simclr.centred_annotation_distribution if config.ab.center_target
                         else simclr.annotation_distribution)
-        p = distribution(model.apply(target_params, target_views, method=ABModel.base_embed), annotation_z,
-                         temperature, valid)
-        return simclr.annotation_walk(p, annotation_z, temperature) if config.ab.target_walk else p
-
-    if config.ab.reward == "oracle":  # the diagnostic: the scenes' true classes instead of the base model
-        p_local = bootstrap.oracle_reward(batch["boxes"], batch["digit_boxes"], batch["digit_labels"],
-                                          batch["annotation_labels"])
-        if config.ab.oracle_fraction < 1.0:
-            p_local = bootstrap.mix_rewards(p_local, base_reward(), config.ab.oracle_fraction)
-    else:
-        p_local = base_reward()
+        return distribution(model.apply(target_params, target_views, method=ABModel.base_embed), annotation_z,
+                            config.simclr.temperature)
 
     td_loss, td_metrics = bootstrap.td_term(
-        model, params, target_params, batch, online_vocabulary=online_vocabulary,
-        target_vocabulary=target_vocabulary, target_view_tokens=target_views, p_local=p_local, config=config,
-        online_log_prior=lambda tokens: jax.nn.log_softmax(
-            model.apply(params, tokens, method=ABModel.base_embed) @ z[:, 1].T / config.simclr.temperature, -1),
-        target_log_prior=jnp.log(p_local + 1e-12), vocabulary_valid=valid)
+        model, params, target_params, batch,
+        online_vocabulary=model.apply(params, annotation_tokens[:, 1], method=ABModel.ab_embed),
+        target_vocabulary=target_vocabulary, target_view_tokens=target_views,
+        p_local=rewards.reward(config.ab.reward, base_reward, batch), config=config)
     total, metrics = bootstrap.total_loss(model, params, base_loss, td_loss, {**metrics, **td_metrics}, config)
-    return total, (metrics, new_state)
+    return total, (metrics, {})
 
 
 def annotations(model: ABModel, params, config: ml_collections.ConfigDict,
@@ -154,11 +131,11 @@ def annotations(model: ABModel, params, config: ml_collections.ConfigDict,
                                        for d in splits.probe_test_images[splits.probe_test_labels == c][:40]])
                      for c in range(10)}
     encode = lambda p, views: model.apply(p, views, method=ABModel.encode)  # noqa: E731
-    features = common.token_features(encode, config.env.view_size, channels)  # whole image, channels tiled
+    tokens_of = features.token_features(encode, config.env.view_size, channels)  # whole image, channels tiled
     ab, base_embeddings = [], []
     for images in exemplars.values():
         valid = np.tile(np.array(images.shape[1:3], np.int32), (len(images), 1))
-        tokens = features(params, jnp.asarray(images), jnp.asarray(valid))
+        tokens = tokens_of(params, jnp.asarray(images), jnp.asarray(valid))
         ab.append(l2_normalize(model.apply(params, tokens, method=ABModel.ab_embed).mean(0)))
         base_embeddings.append(l2_normalize(model.apply(params, tokens, method=ABModel.base_embed).mean(0)))
     return Annotations(tuple(exemplars), jnp.stack(ab), jnp.stack(base_embeddings),

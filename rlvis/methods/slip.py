@@ -6,13 +6,15 @@ strongly augmented crops of the first `slip.ssl_fraction` of them (Table 7: CLIP
 through a separate projection head (`ssl_head`). Loss = CLIP + `slip.loss_weight` × SimCLR (the paper's ratio 1).
 """
 
+import dataclasses
+
 import jax
 import ml_collections
 
 from rlvis.envs import crop_env, photometric
 from rlvis.methods import clip
-from rlvis.methods.common import build_ab_model
-from rlvis.models.ab_model import ABModel
+from rlvis.methods.common import build_ab_model, check_range, require
+from rlvis.models.ab_model import ABModel, Heads as ModelHeads
 from rlvis.models.heads import ProjectionHead
 from rlvis.objectives import simclr
 
@@ -22,10 +24,8 @@ AB_VARIANT = False
 EMA_TEACHER = False
 FIXED_EMA = False
 CAPTIONS = True
-EMBEDDING_ANNOTATIONS = True
 IMAGE_ANNOTATIONS = False
 
-source_annotation_embedding = clip.source_annotation_embedding
 optimizer_rules = clip.optimizer_rules
 initial_state = clip.initial_state
 annotations = clip.annotations
@@ -33,20 +33,43 @@ digit_annotation = clip.digit_annotation
 digit_vocabulary = clip.digit_vocabulary
 
 
-def build_model(config: ml_collections.ConfigDict) -> ABModel:
-    return build_ab_model(config, NAME, init_logit_scale=1.0 / config.clip.init_temperature,
-                          text_variant=config.clip.text_variant, caption_length=config.clip.caption_length)
+def settings() -> dict[str, dict]:
+    """CLIP's sections, SimCLR's augmentation, and how much SimCLR joins CLIP (Mu et al. 2022)."""
+    return dict(clip.settings(), augment=photometric.default_settings(), slip=dict(
+        ssl_fraction=0.5,  # captioned images that also give SimCLR views (Table 7: CLIP 4,096 + SimCLR 2,048)
+        scale=(0.08, 1.0),  # SimCLR's RandomResizedCrop; colour from `augment`
+        temperature=0.1,  # (SLIP)
+        loss_weight=1.0,  # SimCLR loss per unit CLIP loss (Table 7: ratio 1.0)
+    ))
 
 
-def setup_heads(model: ABModel) -> None:
+def validate(config: ml_collections.ConfigDict) -> None:
+    clip.validate(config)
+    photometric.validate(config.augment)
+    check_range(config, "slip", "scale")
+    require(0 < config.slip.ssl_fraction <= 1, f"config.slip.ssl_fraction={config.slip.ssl_fraction} must be in (0, 1]")
+    require(config.slip.temperature > 0, "config.slip.temperature must be positive")
+
+
+@dataclasses.dataclass(frozen=True)
+class Heads:
     """CLIP's heads and SimCLR's projection head."""
-    clip.setup_heads(model)
-    model.ssl_head = ProjectionHead(model.proj_hidden, model.proj_dim, name="ssl_head")
+    clip: ModelHeads
+    hidden: int
+    dim: int
+
+    def setup(self, model: ABModel) -> None:
+        self.clip.setup(model)
+        model.ssl_head = ProjectionHead(self.hidden, self.dim, name="ssl_head")
+
+    def init_outputs(self, model: ABModel, tokens, actions, captions):
+        q_logits, clip_logits = self.clip.init_outputs(model, tokens, actions, captions)
+        return q_logits, (clip_logits, model.ssl_embed(tokens))
 
 
-def init_outputs(model: ABModel, tokens, actions, captions):
-    q_logits, clip_logits = clip.init_outputs(model, tokens, actions, captions)
-    return q_logits, (clip_logits, model.ssl_embed(tokens))
+def build_model(config: ml_collections.ConfigDict) -> ABModel:
+    return build_ab_model(config, Heads(clip.heads(config), config.model.proj_hidden, config.model.proj_dim),
+                          init_logit_scale=1.0 / config.clip.init_temperature)
 
 
 def spread_rows(batch: int, count: int) -> slice:

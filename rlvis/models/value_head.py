@@ -1,24 +1,18 @@
 """The bootstrapping head φ_AB(x, a): queries that describe a move cross-attend to the source view's tokens.
 
-Input actions are continuous relative boxes (`crop_env.relative`: the destination in the source view's frame).
-Two ways to turn them into decoder queries (`action_encoding`):
-  * "bins": the paper's form. Four integer tokens per action (`crop_env.action_tokens`: centre offsets and log
-    size ratios, each quantised), one learned embedding per bin. Several actions from one source view are packed
-    into one query sequence; an action's 4 tokens attend to each other only (block-diagonal self-attention) and
-    are mean-pooled.
-  * "fourier": one query per action from sinusoidal features of the destination box (centre at several
-    frequencies, log size, and the squashed coordinates), through a small MLP. Nearby boxes get nearby queries
-    from the first step; binned embeddings must learn that smoothness bin by bin.
-`source_positions` adds to every source patch token sinusoidal features of its cell centre in the same frame and
-at the same frequencies as the destination centre, so "attend to the tokens under the destination box" is a
-query–key match the first cross-attention layer can learn directly (the encoder's learned position embeddings
-are otherwise all the decoder has, several blocks deep).
-`box_attention` adds to every cross-attention logit a learned multiple (per head, starting at 1) of the log share of
-the source cell that the destination box covers, relative to the best-covered cell: from the first step a move's
-queries read the tokens under its destination (the CLS token, the view's summary, is always open). The decoder can
-still learn to look elsewhere; without this it has to discover the geometry from the TD reward alone.
-`mask_actions` is the invariance ablation: every action becomes one learned mask query and `box_attention` is
-ignored, so the head cannot tell moves apart.
+Input actions are continuous relative boxes (`crop_env.relative`: the destination in the source view's frame),
+turned into the paper's action tokens: four integers per action (`crop_env.action_tokens`: centre offsets and log
+size ratios, each quantised), one learned embedding per bin. Several actions from one source view are packed into
+one query sequence; an action's 4 tokens attend to each other only (block-diagonal self-attention) and are
+mean-pooled.
+
+`box_attention` (rlvis's departure, on by default; docs/method.md gives the evidence) adds to every
+cross-attention logit a learned multiple (per head, starting at 1) of the log share of the source cell that the
+destination box covers, relative to the best-covered cell: from the first step a move's queries read the tokens
+under its destination (the CLS token, the view's summary, is always open). Without it the decoder has to discover
+the geometry from the TD reward alone.
+`mask_actions` is the invariance ablation: every action becomes one mask query and `box_attention` is ignored, so
+the head cannot tell moves apart.
 """
 
 import functools
@@ -26,33 +20,10 @@ import functools
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from rlvis.envs import crop_env
 from rlvis.envs.crop_env import NUM_ACTION_TOKENS
 from rlvis.models.vit import MlpBlock, attention
-
-ACTION_ENCODINGS = ("bins", "fourier")
-# numpy, not jnp: importing rlvis must not start the XLA backend (jax.distributed.initialize comes first)
-_CENTRE_FREQUENCIES = np.pi * 2.0 ** np.arange(5, dtype=np.float32)  # periods 2 … 1/8 of the box: sub-patch
-_SIZE_FREQUENCIES = 2.0 ** np.arange(-1, 3, dtype=np.float32)
-
-
-def _sinusoids(values: jax.Array, frequencies: jax.Array) -> jax.Array:
-    """values [..., C] → [..., C · 2F]: sin and cos of every value at every frequency."""
-    angles = values[..., :, None] * frequencies
-    return jnp.concatenate([jnp.sin(angles), jnp.cos(angles)], axis=-1).reshape(*values.shape[:-1], -1)
-
-
-def box_features(actions: jax.Array) -> jax.Array:
-    """Relative actions [..., 4] → features [..., 60] of the destination box in the source view's frame."""
-    centre = actions[..., :2] + 0.5 * actions[..., 2:]
-    log_size = jnp.log(actions[..., 2:])
-    coords = jnp.concatenate([centre - 0.5, log_size], axis=-1)
-    squashed = jnp.sign(coords) * jnp.log1p(jnp.abs(coords))
-    return jnp.concatenate([squashed, _sinusoids(centre, _CENTRE_FREQUENCIES),
-                            _sinusoids(log_size, _SIZE_FREQUENCIES)], axis=-1)
-
 
 def patch_centres(num_patches: int) -> jax.Array:
     """[P, 2] centres (y, x) of a square patch grid's cells, in the view's own frame [0, 1]²."""
@@ -115,42 +86,28 @@ class ValueHead(nn.Module):
     depth: int
     heads: int
     out_dim: int
-    action_encoding: str = "bins"
-    source_positions: bool = False
     mask_actions: bool = False
     box_attention: bool = False
-    zero_out: bool = False  # output layer starts at zero: an unnormalised value starts uniform (or at its residual)
 
-    def _queries(self, actions: jax.Array) -> tuple[jax.Array, int]:
-        """[B, A, 4] → (queries [B, A·q, width], q queries per action)."""
+    def _queries(self, actions: jax.Array) -> jax.Array:
+        """[B, A, 4] → queries [B, A·4, width]: one per action token."""
         batch, num_actions, _ = actions.shape
-        if self.action_encoding == "bins":
-            tokens = crop_env.action_tokens(actions, self.bins)
-            if self.mask_actions:
-                tokens = crop_env.mask_tokens(tokens, self.bins)
-            # One table, coordinate c's bins at offset c·(bins + 1): the token says which coordinate it is. The
-            # extra entry per coordinate is the mask token.
-            offsets = jnp.arange(NUM_ACTION_TOKENS) * (self.bins + 1)
-            queries = nn.Embed(NUM_ACTION_TOKENS * (self.bins + 1), self.width, name="action_embed")(tokens + offsets)
-            return queries.reshape(batch, num_actions * NUM_ACTION_TOKENS, self.width), NUM_ACTION_TOKENS
-        hidden = nn.gelu(nn.Dense(self.width, name="action_fc1")(box_features(actions)))
-        queries = nn.Dense(self.width, name="action_fc2")(hidden)
+        tokens = crop_env.action_tokens(actions, self.bins)
         if self.mask_actions:
-            mask = self.param("mask_query", nn.initializers.normal(0.02), (self.width,))
-            queries = jnp.broadcast_to(mask, queries.shape)
-        return queries, 1
+            tokens = crop_env.mask_tokens(tokens, self.bins)
+        # One table, coordinate c's bins at offset c·(bins + 1): the token says which coordinate it is. The extra
+        # entry per coordinate is the mask token.
+        offsets = jnp.arange(NUM_ACTION_TOKENS) * (self.bins + 1)
+        queries = nn.Embed(NUM_ACTION_TOKENS * (self.bins + 1), self.width, name="action_embed")(tokens + offsets)
+        return queries.reshape(batch, num_actions * NUM_ACTION_TOKENS, self.width)
 
     @nn.compact
     def __call__(self, actions: jax.Array, memory: jax.Array) -> jax.Array:
         batch, num_actions, _ = actions.shape
-        queries, per_action = self._queries(actions)
+        queries, per_action = self._queries(actions), NUM_ACTION_TOKENS
         action_id = jnp.repeat(jnp.arange(num_actions), per_action)
         self_mask = (action_id[:, None] == action_id[None, :])[None, None]  # [1, 1, Q, Q]
         memory = nn.Dense(self.width, name="memory_proj")(memory)
-        if self.source_positions:
-            positions = nn.Dense(self.width, name="position_proj")(
-                _sinusoids(patch_centres(memory.shape[1] - 1), _CENTRE_FREQUENCIES))
-            memory = memory.at[:, 1:].add(positions)  # the CLS token has no position
         log_prior = None
         if self.box_attention and not self.mask_actions:  # the invariance ablation hides the move's box too
             log_prior = jnp.repeat(box_log_prior(actions, memory.shape[1]), per_action, axis=1)  # [B, Q, T]
@@ -159,5 +116,4 @@ class ValueHead(nn.Module):
                                                                                  log_prior)
         queries = nn.LayerNorm(name="norm")(queries)
         pooled = queries.reshape(batch, num_actions, per_action, self.width).mean(axis=2)
-        init = nn.initializers.zeros if self.zero_out else nn.initializers.lecun_normal()
-        return nn.Dense(self.out_dim, kernel_init=init, name="out")(pooled)
+        return nn.Dense(self.out_dim, name="out")(pooled)

@@ -7,7 +7,6 @@ p(ℓ_k | x) = softmax_k(φ(x)ᵀψ(ℓ_k) / τ).
 import jax
 import jax.numpy as jnp
 
-from rlvis.objectives.td import mask_vocabulary
 
 
 def nt_xent(z_a: jax.Array, z_b: jax.Array, temperature: float) -> tuple[jax.Array, jax.Array]:
@@ -26,28 +25,16 @@ def nt_xent(z_a: jax.Array, z_b: jax.Array, temperature: float) -> tuple[jax.Arr
     return loss, accuracy
 
 
-def annotation_distribution(embeddings: jax.Array, annotations: jax.Array, temperature: float,
-                            valid: jax.Array | None = None) -> jax.Array:
+def annotation_distribution(embeddings: jax.Array, annotations: jax.Array, temperature: float) -> jax.Array:
     """p(ℓ | x) over the annotation batch: embeddings [..., D], annotations [K, D] → probabilities [..., K]."""
-    return jax.nn.softmax(mask_vocabulary(embeddings @ annotations.T / temperature, valid), axis=-1)
+    return jax.nn.softmax(embeddings @ annotations.T / temperature, axis=-1)
 
 
-def centred_annotation_distribution(embeddings: jax.Array, annotations: jax.Array, temperature: float,
-                                    valid: jax.Array | None = None) -> jax.Array:
+def centred_annotation_distribution(embeddings: jax.Array, annotations: jax.Array, temperature: float) -> jax.Array:
     """p(ℓ | x) with each annotation's mean logit over all of `embeddings`' views removed (DINO's centring, on the
     step's own vocabulary): embeddings [..., D], annotations [K, D] → [..., K]. An annotation that is near every
     view (a hub: a blobby digit close to most scene crops) no longer wins the target everywhere, so the target says
     which annotations are likelier *here* than in a typical view."""
     logits = embeddings @ annotations.T / temperature
     centre = jnp.mean(logits.reshape(-1, logits.shape[-1]), axis=0)
-    return jax.nn.softmax(mask_vocabulary(logits - centre, valid), axis=-1)
-
-
-def annotation_walk(p: jax.Array, annotations: jax.Array, temperature: float) -> jax.Array:
-    """One more step on the annotation graph: p [..., K] → Σ_m p(m | x) p(ℓ | m), where p(ℓ | m) is annotation
-    m's own distribution over the *other* annotations [K, D]. Mass moves from the few instances x is nearest to
-    the annotations those instances resemble: on curated data mostly their class, so a target made this way says
-    "what kind of thing is there" rather than "which exemplar is closest"."""
-    logits = annotations @ annotations.T / temperature
-    logits = jnp.where(jnp.eye(annotations.shape[0], dtype=bool), -jnp.inf, logits)
-    return p @ jax.nn.softmax(logits, axis=-1)
+    return jax.nn.softmax(logits - centre, axis=-1)

@@ -26,12 +26,6 @@ def iou_bucket_masks(iou: jax.Array) -> dict[str, jax.Array]:
     return {name: (iou > lo) & (iou <= hi) for name, (lo, hi) in IOU_BUCKETS.items()}
 
 
-def mask_vocabulary(logits: jax.Array, valid: jax.Array | None) -> jax.Array:
-    """Logits [..., K] with the annotations that are not `valid` [K] (empty slots of a vocabulary queue) pushed to a
-    finite -1e9: softmax gives them 0, and 0 · log-softmax stays 0 in a cross-entropy (where -inf would give NaN)."""
-    return logits if valid is None else jnp.where(valid, logits, -1e9)
-
-
 def soft_cross_entropy(logits: jax.Array, target: jax.Array) -> jax.Array:
     """-Σ_ℓ target(ℓ) log softmax(logits)(ℓ), over the last axis."""
     return -jnp.sum(target * jax.nn.log_softmax(logits, axis=-1), axis=-1)
