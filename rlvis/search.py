@@ -196,7 +196,7 @@ def measure(workdir: str, *, scenes: int, steps: int, policies: Sequence[tuple[s
 
     def row(policy: str, temperature: float, final: np.ndarray, seconds: float) -> dict:
         success = found(final, data["boxes"], data["labels"], data["target_label"])
-        return dict(workdir=workdir, step=step, gamma=float(config.ab.gamma), policy=policy,
+        return dict(workdir=workdir, step=step, gamma=float(config.ab.gamma) if "ab" in config else 0.0, policy=policy,
                     temperature=temperature, scenes=scenes, steps=steps if policy in POLICIES else 0,
                     success=float(success["centre"].mean()), success_iou50=float(success["iou50"].mean()),
                     any_digit=float(success["any_digit"].mean()),
