@@ -4,7 +4,7 @@
 
 Arguments after the colon, comma-separated: `tiny` (seconds, used by the tests), `long` (the regime where the value
 head foresees best so far: 9,600 steps, twice the default, about 20 minutes alone on 2 cores; see
-docs/repro/levers/README.md), `method=NAME` and `evals=PRESET` (adds a paper table's evaluators:
+docs/findings.md), `method=NAME` and `evals=PRESET` (adds a paper table's evaluators:
 rlvis/evaluators/presets.py), e.g.
 `--config=configs/demo.py:method=simclr` or `--config=configs/demo.py:tiny,method=simclr`. Methods:
   * `ab_simclr` (default) — SimCLR base loss + annotation bootstrapping;
@@ -119,7 +119,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.model.action_encoding = "bins"  # value-head queries: "bins" (4 quantised tokens) or "fourier" (value_head.py)
     c.model.source_positions = False  # value head: sinusoidal cell positions added to the source view's tokens
     # value head: cross-attention starts on the source cells under the destination box (value_head.py); on by
-    # default, the lever that made the head use the move (docs/repro/levers/README.md)
+    # default, the lever that made the head use the move (docs/findings.md)
     c.model.box_attention = True
     c.model.value_residual = False  # SimCLR/CLIP: φ_AB(x, a) = the source view's annotation embedding + a change
     c.model.normalize_value = True  # False: the value embedding's length is a per-prediction confidence
@@ -138,7 +138,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.dino.local_size = 16  # paper: 96 px locals for 224 px globals
     c.dino.student_temp = 0.1
     c.dino.warmup_teacher_temp = 0.02  # sharper than DINO's 0.04 → 0.07, which collapse at this scale
-    c.dino.teacher_temp = 0.02  # (docs/repro/levers/README.md)
+    c.dino.teacher_temp = 0.02  # (docs/findings.md)
     c.dino.teacher_temp_warmup_steps = 600
     c.dino.center_momentum = 0.9
     c.dino.norm_last_layer = True  # False: learned prototype gains (DINO's choice for ViT-S; see DINOHead)
@@ -194,7 +194,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.ab.gamma = 0.0  # 0 = ICML objective; > 0 adds γ·max_a' Q_ema(ℓ|x',a') (project-page form)
     c.ab.target_temperature = 0.0  # AB_SimCLR: temperature of p_ema(ℓ | x') in the TD target; 0 = simclr.temperature
     # AB_SimCLR: remove each annotation's mean target logit over the bootstrap batch (on by default: the lever that
-    # made the value head foresee, docs/repro/levers/README.md); the other methods have no such target and ignore it
+    # made the value head foresee, docs/findings.md); the other methods have no such target and ignore it
     c.ab.center_target = True
     c.ab.target_walk = False  # AB_SimCLR: target Σ_m p(m | x') p(ℓ | m), one more step on the annotation graph
     c.ab.source_prior = False  # Q logits = decoder logits + log p(ℓ | x) of the source view (objectives/bootstrap.py)
