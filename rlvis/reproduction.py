@@ -1,14 +1,15 @@
 """Write docs/reproduction.md from the JSON that the comparison runs produce: every paper claim, what the paper
 reports, what rlvis measures on the embedded data (mean ± SE over seeds), and the command that regenerates it.
 
-    python -m rlvis.reproduction --runs=runs/repro --out=docs/reproduction.md
+    python -m rlvis.reproduction --runs=docs/results [--out=docs/reproduction.md]
 
-Each claim names a comparison (`rlvis.compare` writes `<runs>/<experiment>/compare.json`; the JSON behind the
-committed page is kept in docs/repro/, so `--runs=docs/repro` rewrites it exactly); a claim whose runs are
-missing is listed as "not run" with its command, never filled in by hand. A difference "holds" when it is larger
-than twice its standard error (the two rows' SEs combined), "reverses" when it is that far the other way, and is
-"within noise" otherwise. A last section reads the seeded single-method runs kept in `<runs>/levers/` (`REGIMES`)
-and says, per regime, whether the value head meets the foresight and search targets (`TARGETS`).
+Each claim names a comparison (`rlvis.compare` writes `<runs>/<experiment>/compare.json`); the JSON behind the
+committed page is kept in docs/results/, so `--runs=docs/results` rewrites the page exactly, and `--runs=runs/repro`
+reads runs made with the printed commands. A claim whose runs are missing is listed as "not
+run" with its command, never filled in by hand. A difference "holds" when it is larger than twice its standard
+error (the two rows' SEs combined), "reverses" when it is that far the other way, and is "within noise" otherwise.
+A last section reads seeded single-method runs, `<runs>/regimes/<regime>/seed<S>/` (`REGIMES`), and says per
+regime whether the value head meets the foresight and search targets (`TARGETS`).
 """
 
 import dataclasses
@@ -149,31 +150,26 @@ FORESIGHT_CLAIM = ("The value head predicts the annotations of the view a move r
 
 @dataclasses.dataclass(frozen=True)
 class Regime:
-    """Seeded single-method runs kept in `<runs>/levers/`: `<stem>.json` per seed (the run's scores) and, where
-    measured, `<stem>_search.json` (`rlvis.search --measure`); docs/repro/levers/collect.py writes both from a
-    workdir. `train` is the training flags (FLAGS in REGIME_COMMANDS)."""
+    """Seeded single-method runs: `<runs>/regimes/<folder>/seed<S>/` is the workdir of seed S, where `rlvis.main`
+    writes results.json and `rlvis.search --measure` search_results.json, so a run is read where it was made.
+    `train` is the training flags (FLAGS in REGIME_COMMANDS)."""
     name: str
-    stems: tuple[str, ...]  # one per seed, seeds 0, 1, 2
+    folder: str
     train: str
 
 
 REGIMES = (
-    Regime("the demo default: 4,800 steps, centred target, box attention", ("box", "box_s1", "box_s2"),
-           "--config=configs/demo.py"),
-    Regime("configs/demo.py:long: 9,600 steps, centred target, box attention",
-           ("xlong_box", "xlong_box_s1", "xlong_box_s2"), "--config=configs/demo.py:long"),
-    Regime("4,800 steps, centred target, no box attention", ("center_long_ref", "center_long_s1", "center_long_s2"),
-           "--config=configs/demo.py" + NO_BOX),
-    Regime("9,600 steps, centred target, no box attention", ("xlong", "xlong_s1", "xlong_s2"),
-           "--config=configs/demo.py:long" + NO_BOX),
-    Regime("the oracle reward (the true classes; a diagnostic), 4,800 steps, no box attention",
-           ("oracle_long", "oracle_long_s1", "oracle_long_s2"),
+    Regime("the demo default: 4,800 steps, centred target, box attention", "demo", "--config=configs/demo.py"),
+    Regime("configs/demo.py:long: 9,600 steps, centred target, box attention", "long",
+           "--config=configs/demo.py:long"),
+    Regime("4,800 steps, centred target, no box attention", "demo_no_box", "--config=configs/demo.py" + NO_BOX),
+    Regime("9,600 steps, centred target, no box attention", "long_no_box", "--config=configs/demo.py:long" + NO_BOX),
+    Regime("the oracle reward (the true classes; a diagnostic), 4,800 steps, no box attention", "oracle_no_box",
            "--config=configs/demo.py --config.ab.reward=oracle" + NO_BOX),
 )
-REGIME_COMMANDS = ("python -m rlvis.main FLAGS --workdir=runs/STEM --config.seed=S",
-                   "python docs/repro/levers/rescore_foresight.py runs/STEM",
-                   "python -m rlvis.search --measure --workdir=runs/STEM --scenes=500",
-                   "python docs/repro/levers/collect.py runs/STEM STEM")
+REGIME_SEEDS = 3
+REGIME_COMMANDS = ("python -m rlvis.main FLAGS --workdir=runs/repro/regimes/REGIME/seedS --config.seed=S",
+                   "python -m rlvis.search --measure --workdir=runs/repro/regimes/REGIME/seedS --scenes=500")
 # The targets set for the value head: (label, one seed's score from its foresight scores and search successes,
 # threshold, whether the score is a difference rather than a ratio).
 TARGETS = (
@@ -202,16 +198,19 @@ HEADROOM = (("all pairs: brute force − invariance (a value head as good as ren
 
 
 def _regime_seeds(runs: str, regime: Regime) -> list[tuple[dict, dict | None]] | None:
-    """Per seed (foresight scores, {policy: greedy success} or None); None when a seed's JSON is missing."""
+    """Per seed (foresight scores, {policy: greedy success} or None); None when a seed's results.json is missing.
+    A results.json may carry `foresight`, the final checkpoint rescored by a later foresight evaluator (kept runs
+    trained before it scored every predictor); it wins over the scores of the run's own final evaluation."""
     seeds = []
-    for stem in regime.stems:
-        path = os.path.join(runs, "levers", f"{stem}.json")
+    for seed in range(REGIME_SEEDS):
+        workdir = os.path.join(runs, "regimes", regime.folder, f"seed{seed}")
+        path = os.path.join(workdir, "results.json")
         if not os.path.exists(path):
             return None
         with open(path) as f:
             run = json.load(f)
-        scores = run.get("foresight") or run["trained"]  # rescored with today's evaluator where it was
-        search_path = os.path.join(runs, "levers", f"{stem}_search.json")
+        scores = run.get("foresight") or run["trained"]
+        search_path = os.path.join(workdir, "search_results.json")
         search = None
         if os.path.exists(search_path):
             with open(search_path) as f:
@@ -231,7 +230,7 @@ def render_regimes(runs: str) -> list[str]:
     lines = ["## Foresight and search targets, with seeds", "",
              "Does the value head foresee (name the digit at a move's destination better than reading the source "
              "view) and act (find an asked-for digit by search)? Held-out scenes, digits never seen in pre-training; "
-             "docs/evaluation.md defines each predictor and docs/repro/levers/README.md how each regime was found. "
+             "docs/evaluation.md defines each predictor and docs/findings.md how each regime was found. "
              "A target is met when the mean over seeds clears it. The reference rows give brute force − invariance: "
              "the gain of a value head exactly as good as rendering the destination and reading it with the base "
              "model, whose reading is what the value head is trained on.", ""]
@@ -258,9 +257,10 @@ def render_regimes(runs: str) -> list[str]:
     if rows:
         lines += ["| regime | target | mean ± SE | per seed | met |", "|---|---|---|---|---|", *rows, ""]
     lines += [*notes, ""] if notes else []
-    lines += ["Each seed S (0, 1, 2) of a regime, STEM its file name in docs/repro/levers:", ""]
+    lines += [f"Each seed S (0, 1, 2) of a regime (REGIME: its folder, as {runs}/regimes/REGIME/seedS here), then "
+              "`python -m rlvis.reproduction --runs=runs/repro`:", ""]
     lines += [f"    {command}" for command in REGIME_COMMANDS]
-    lines += ["", "with FLAGS " + "; ".join(f"`{r.train}` for {r.name}" for r in REGIMES) + "."]
+    lines += ["", "with FLAGS " + "; ".join(f"`{r.train}` for {r.folder} ({r.name})" for r in REGIMES) + "."]
     return lines
 
 
@@ -352,8 +352,8 @@ def render(runs: str) -> str:
 
 
 def define_flags(flag_values: flags.FlagValues) -> None:
-    flags.DEFINE_string("runs", None, "Folder with one sub-folder per experiment.", required=True,
-                        flag_values=flag_values)
+    flags.DEFINE_string("runs", None, "Folder with one sub-folder per experiment and regimes/ (the committed page: "
+                        "docs/results).", required=True, flag_values=flag_values)
     flags.DEFINE_string("out", "docs/reproduction.md", "The page to write.", flag_values=flag_values)
 
 

@@ -1,10 +1,13 @@
-"""docs/reproduction.md is written from compare.json files: rows, verdicts and missing runs."""
+"""docs/reproduction.md is written from the JSON in docs/results: rows, verdicts, missing runs, and the committed
+page is exactly what that data gives."""
 
 import json
 import os
 import shlex
 
-from rlvis import checkpoints, cli, compare, config_lib, reproduction
+from rlvis import checkpoints, cli, compare, config_lib, main, reproduction
+
+RESULTS = os.path.join("docs", "results")
 
 
 def _summary(ab_mean, base_mean, se, seeds=3):
@@ -61,13 +64,23 @@ def test_a_claim_reads_rows_from_the_experiments_it_merges_when_their_steps_matc
     assert "Not run yet." in reproduction.render(str(tmp_path)).split("## ijepa_vs_mae")[1].split("##")[0]
 
 
+def test_the_committed_page_is_what_the_kept_data_gives():
+    """The page is generated: a number edited by hand, a JSON file moved or lost, or a change to the rendering
+    that was not re-run all show here."""
+    with open(os.path.join("docs", "reproduction.md")) as f:
+        committed = f.read()
+    generated = reproduction.render(RESULTS)
+    assert generated == committed, "re-run `python -m rlvis.reproduction` and commit docs/reproduction.md"
+    assert "Not run yet" not in generated and "not run yet" not in generated  # every claim and regime has data
+
+
 def test_each_recorded_comparison_is_rebuilt_by_its_command_with_the_steps_and_target_it_ran():
     """The page prints a command under every table: run today, it must train what the recorded JSON trained, also
     after the demo's defaults move (steps, the value head's box attention, AB_SimCLR's centred target for the rows
     that read it)."""
     checked = set()
     for claim in reproduction.CLAIMS:
-        path = os.path.join("docs", "repro", claim.experiment, "compare.json")
+        path = os.path.join(RESULTS, claim.experiment, "compare.json")
         if not os.path.exists(path):
             continue
         with open(path) as f:
@@ -87,26 +100,55 @@ def test_each_recorded_comparison_is_rebuilt_by_its_command_with_the_steps_and_t
             if config_lib.image_vocabulary(config):
                 assert config.ab.center_target == saved.ab.center_target, (claim.experiment, row)
         checked.add(claim.experiment)
-    assert len(checked) >= 9  # docs/repro holds the comparisons the page is written from
+    assert checked == {claim.experiment for claim in reproduction.CLAIMS}  # every claim's data is kept
+
+
+def test_each_regime_seed_is_rebuilt_by_its_flags():
+    """The regime commands (REGIME_COMMANDS with the regime's FLAGS) train what each kept seed trained."""
+    for regime in reproduction.REGIMES:
+        for seed in range(reproduction.REGIME_SEEDS):
+            workdir = os.path.join(RESULTS, "regimes", regime.folder, f"seed{seed}")
+            with open(os.path.join(workdir, "results.json")) as f:
+                saved = checkpoints.with_current_defaults(json.load(f)["config"])
+            argv = [*shlex.split(regime.train), f"--workdir={workdir}", f"--config.seed={seed}"]
+            config = cli.parse(main.define_flags, argv).config
+            for field in ("total_steps", "seed", "method", "model.box_attention", "ab.center_target", "ab.reward"):
+                section, _, name = field.rpartition(".")
+                ours, theirs = (c[section][name] if section else c[name] for c in (config, saved))
+                assert ours == theirs, (regime.folder, seed, field)
+
+
+def test_the_results_folder_lists_the_command_of_each_experiment_it_keeps():
+    """docs/results/README.md puts each folder next to the command that makes it: the page's own commands."""
+    with open(os.path.join(RESULTS, "README.md")) as f:
+        readme = f.read()
+    for claim in reproduction.CLAIMS:
+        assert f"| `{claim.experiment}/` | `{claim.command()}` |" in readme, claim.experiment
+    for regime in reproduction.REGIMES:
+        assert f"| `regimes/{regime.folder}/` | `{regime.train}` |" in readme, regime.folder
+    kept = {name for name in os.listdir(RESULTS) if os.path.isdir(os.path.join(RESULTS, name))}
+    assert kept == {claim.experiment for claim in reproduction.CLAIMS} | {"regimes"}  # nothing unread is kept
+    assert set(os.listdir(os.path.join(RESULTS, "regimes"))) == {regime.folder for regime in reproduction.REGIMES}
 
 
 def test_regime_targets_are_averaged_over_seeds_and_missing_regimes_are_listed(tmp_path):
     regime = reproduction.REGIMES[0]
-    (tmp_path / "levers").mkdir()
-    for k, stem in enumerate(regime.stems):
+    seeds = [tmp_path / "regimes" / regime.folder / f"seed{k}" for k in range(reproduction.REGIME_SEEDS)]
+    for k, workdir in enumerate(seeds):
         value = 0.40 + 0.02 * k  # zoom-in ratios 0.8, 0.84, 0.88; all pairs value − invariance 0.10, 0.12, 0.14
         scores = {"foresight/value/zoom_in": value, "foresight/brute_force/zoom_in": 0.5,
                   "foresight/value/all": value, "foresight/invariance/all": 0.3,
                   "foresight/value/iou_0-0.2": 0.3, "foresight/invariance/iou_0-0.2": 0.3,
                   "foresight/brute_force/all": 0.34 + 0.01 * k}
-        (tmp_path / "levers" / f"{stem}.json").write_text(json.dumps(dict(trained=scores)))
+        workdir.mkdir(parents=True)
+        (workdir / "results.json").write_text(json.dumps(dict(trained=scores)))
     search = [dict(policy="value", temperature=0.0, success=0.3), dict(policy="value", temperature=0.1, success=0.9),
               dict(policy="random", temperature=1.0, success=0.2)]
-    for stem in regime.stems:
-        (tmp_path / "levers" / f"{stem}_search.json").write_text(json.dumps(search))
+    for workdir in seeds:
+        (workdir / "search_results.json").write_text(json.dumps(search))
     text = "\n".join(reproduction.render_regimes(str(tmp_path)))
     assert "| search: value policy − random ≥ +0.15 (5 encoder passes; brute force 90) | +0.100 ± 0.000 |" in text
-    (tmp_path / "levers" / f"{regime.stems[1]}_search.json").unlink()
+    (seeds[1] / "search_results.json").unlink()
     text = "\n".join(reproduction.render_regimes(str(tmp_path)))
     assert "| zoom-in: value / brute force ≥ 0.8 | 0.840 ± 0.023 | 0.800, 0.840, 0.880 | yes |" in text
     assert "| all pairs: value − invariance ≥ +0.05 | +0.120 ± 0.012 | +0.100, +0.120, +0.140 | yes |" in text
@@ -116,6 +158,9 @@ def test_regime_targets_are_averaged_over_seeds_and_missing_regimes_are_listed(t
             "+0.040, +0.050, +0.060 | reference |") in text
     assert "IoU (0, 0.2]: brute force" not in text  # its brute force was not scored: no row
     assert all(f"{r.name}: not run yet" in text for r in reproduction.REGIMES[1:])
-    for stem in regime.stems[1:]:  # seeds scored on another scene set: no means across them
-        (tmp_path / "levers" / f"{stem}.json").write_text(json.dumps(dict(trained={"foresight/chance/all": 0.1})))
+    rescored = dict(trained={}, foresight={**scores, "foresight/value/all": 0.9})  # a rescore wins over `trained`
+    (seeds[2] / "results.json").write_text(json.dumps(rescored))
+    assert "+0.100, +0.120, +0.600 | yes |" in "\n".join(reproduction.render_regimes(str(tmp_path)))
+    for workdir in seeds[1:]:  # seeds scored on another scene set: no means across them
+        (workdir / "results.json").write_text(json.dumps(dict(trained={"foresight/chance/all": 0.1})))
     assert "| the demo default" not in "\n".join(reproduction.render_regimes(str(tmp_path)))
