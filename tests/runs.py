@@ -27,12 +27,15 @@ NO_EVAL = ("evals.demo.final=False", "evals.foresight.final=False", "evals.fores
 
 def load_config(spec: str = "configs/demo.py:tiny", *overrides: str):
     """"configs/demo.py:tiny,method=dino" + "field=value" overrides (values read as Python literals) → a config,
-    as `--config=SPEC --config.field=value` would give."""
+    as `--config=SPEC --config.field=value` would give. Of NO_EVAL, the overrides of an evaluator the config does
+    not hold (foresight: MAE, I-JEPA and configs/cc12m.py have none) are left out; any other unknown field is an
+    error, as on the command line."""
     from rlvis import config_lib
     path, _, arg = spec.partition(":")
     name = os.path.splitext(os.path.basename(path))[0]
     module = __import__(f"configs.{name}", fromlist=["get_config"])
     config = module.get_config(arg or None)
+    overrides = [o for o in overrides if o not in NO_EVAL or o.split(".")[1] in config.evals]
     return config_lib.apply_variant(config, "+".join([config.method, *overrides])) if overrides else config
 
 

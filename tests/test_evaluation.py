@@ -20,8 +20,7 @@ def _tiny_model(config):
     model = methods.build_model(config)
     size = config.env.view_size
     params = model.init(jax.random.PRNGKey(0), np.zeros((1, size, size, 1), np.float32),
-                        np.tile(np.float32([0, 0, 1, 1]), (1, config.env.views - 1, 1)), np.zeros((1, config.clip.caption_length),
-                                                                                   np.int32))
+                        np.tile(np.float32([0, 0, 1, 1]), (1, config.env.views - 1, 1)))  # no captions: not CLIP
     return model, params
 
 
@@ -74,8 +73,8 @@ class ColourSquares(tfds.core.GeneratorBasedBuilder, skip_registration=True):
 
 def test_tfds_evaluator_probes_a_prepared_dataset_without_tensorflow(tmp_path):
     ColourSquares(data_dir=str(tmp_path), file_format="array_record").download_and_prepare()
-    config = demo.get_config("tiny")
-    config.data.format, config.data.canvas = "webdataset", 48  # RGB canvas; the evaluator never reads data.path
+    config = demo.get_config("tiny,data=webdataset,evals=tfds")
+    config.data.canvas = 48  # RGB canvas; the evaluator never reads data.path
     config.evals.tfds.update(final=True, name="colour_squares", data_dir=str(tmp_path), max_train=60, max_test=30)
     config.evals.tfds_decoder = dict(config.evals.tfds.to_dict(), probes=("decoder",), decoder=dict(
         depth=1, width=32, heads=2, steps=150, batch_size=32, learning_rate=3e-3))
@@ -83,8 +82,7 @@ def test_tfds_evaluator_probes_a_prepared_dataset_without_tensorflow(tmp_path):
     model = methods.build_model(config)
     size = config.env.view_size
     params = model.init(jax.random.PRNGKey(0), np.zeros((1, size, size, 3), np.float32),
-                        np.zeros((1, config.env.views - 1, 4), np.int32),
-                        np.zeros((1, config.clip.caption_length), np.int32))
+                        np.zeros((1, config.env.views - 1, 4), np.int32))
     encode = lambda p, views: model.apply(p, views, method=ab_model.ABModel.encode)  # noqa: E731
     evaluators = suite.build(config, encode, 3, "final")
     assert list(evaluators) == ["tfds", "tfds_decoder"]
@@ -142,8 +140,8 @@ class ClevrLike(tfds.core.GeneratorBasedBuilder, skip_registration=True):
 @pytest.mark.parametrize("task", ["clevr_count", "clevr_distance"])
 def test_tfds_evaluator_reads_clevr_labels_from_objects(tmp_path, task):
     ClevrLike(data_dir=str(tmp_path), file_format="array_record").download_and_prepare()
-    config = demo.get_config("tiny")
-    config.data.format, config.data.canvas = "webdataset", 48
+    config = demo.get_config("tiny,data=webdataset")
+    config.data.canvas = 48
     evaluator = tfds_tasks.Evaluator(lambda p, v: v, config, 3, name="clevr_like", data_dir=str(tmp_path),
                                      test_split="validation", task=task, probes=("linear",))
     assert evaluator.tasks == (f"linear/{task}",) and evaluator.num_classes == {"clevr_count": 8,

@@ -94,8 +94,8 @@ def test_decode_reasons_on_hand_made_bytes():
 
 
 def _file_config(folder: str, method: str = "ab_simclr"):
-    config = demo.get_config(f"tiny,method={method}")
-    config.data.format, config.data.path, config.data.canvas, config.data.min_side = "webdataset", folder, 64, 16
+    config = demo.get_config(f"tiny,method={method},data=webdataset")
+    config.data.path, config.data.canvas, config.data.min_side = folder, 64, 16
     return config
 
 
@@ -163,9 +163,25 @@ def test_parquet_source_reads_img2dataset_rows_and_refuses_metadata_only_files(w
         parquet_shards.ParquetSource(webdataset[0])  # img2dataset's webdataset metadata parquet has no images
 
 
-def test_config_errors_name_the_data_field(tmp_path):
+def test_a_demo_config_holds_no_file_fields_and_a_file_format_is_built_with_them():
     config = demo.get_config("tiny")
-    config.data.format = "webdataset"
+    assert not {"path", "canvas", "min_side", "bootstrap", "worker_processes"} & set(config.data)
+    config.data.format = "webdataset"  # set on a config built for the demo: its file fields are missing
+    with pytest.raises(config_lib.ConfigError, match=r"^config.data.format='webdataset': this config holds the "
+                       r"embedded demo's data fields only; build it with the file fields \(configs/demo.py:"
+                       r"data=webdataset"):
+        config_lib.validate(config, 1)
+    for method, bootstrap in (("ab_simclr", True), ("simclr", False), ("ab_clip", True), ("mae", False)):
+        files = demo.get_config(f"tiny,method={method},data=image_folder").data
+        assert files.format == "image_folder" and {"path", "canvas", "min_side", "worker_processes"} <= set(files)
+        assert ("bootstrap" in files) == bootstrap  # its own source only where a method reads the bootstrap stream
+        assert "annotation_scene_fraction" not in files  # a demo stream's field
+    with pytest.raises(ValueError, match=r"data='zip' is not one of"):
+        demo.get_config("tiny,data=zip")
+
+
+def test_config_errors_name_the_data_field(tmp_path):
+    config = demo.get_config("tiny,data=webdataset")
     with pytest.raises(config_lib.ConfigError, match=r"config.data.path is empty"):
         config_lib.validate(config, 1)
     config.data.path = str(tmp_path / "nowhere")
@@ -174,9 +190,19 @@ def test_config_errors_name_the_data_field(tmp_path):
     config.data.format = "zip"
     with pytest.raises(config_lib.ConfigError, match=r"config.data.format='zip' is not one of"):
         config_lib.validate(config, 1)
-    config.data.format, config.data.bootstrap.format, config.data.bootstrap.path = "demo", "image_folder", "/tmp"
-    with pytest.raises(config_lib.ConfigError, match=r"config.data.bootstrap.format='image_folder' needs config.data"):
+    config.data.format = "demo"
+    with pytest.raises(config_lib.ConfigError, match=r"config.data.format='demo' in a config built for files"):
         config_lib.validate(config, 1)
+    config.data.format, config.data.path = "webdataset", str(tmp_path)
+    config_lib.validate(config, 1)
+    config.data.bootstrap.format = "demo"
+    with pytest.raises(config_lib.ConfigError, match=r"config.data.bootstrap.format='demo' needs config.data.format"):
+        config_lib.validate(config, 1)
+    config.data.bootstrap.format = "image_folder"
+    with pytest.raises(config_lib.ConfigError, match=r"config.data.bootstrap.path is empty"):
+        config_lib.validate(config, 1)
+    config.data.bootstrap.path = str(tmp_path)
+    config_lib.validate(config, 1)
 
 
 def test_trainer_reads_captioned_tars_and_a_frame_folder_and_reports_skips(webdataset, tmp_path):
@@ -188,10 +214,10 @@ def test_trainer_reads_captioned_tars_and_a_frame_folder_and_reports_skips(webda
     rng = np.random.default_rng(0)
     for i in range(12):
         (frames / f"frame_{i:010d}.jpg").write_bytes(fixture.encode(fixture.picture(rng, 90, 160)))
-    data = ["data.format='webdataset'", f"data.path='{folder}'", "data.canvas=64", "data.min_side=16",
+    data = [f"data.path='{folder}'", "data.canvas=64", "data.min_side=16",
             "data.bootstrap.format='image_folder'", "data.bootstrap.frame_stride=2", "total_steps=2",
             "checkpoint_every=2", "batch.annotation=8", *NO_EVAL]  # 2 steps read the 16 good records once
-    config = "configs/demo.py:tiny,method=ab_clip"
+    config = "configs/demo.py:tiny,method=ab_clip,data=webdataset"
     with pytest.raises(config_lib.ConfigError, match=r"^config.data.bootstrap.path=.*does not exist"):
         train(tmp_path / "missing", *data, f"data.bootstrap.path='{tmp_path / 'nowhere'}'", config=config)
     train(tmp_path / "run", *data, f"data.bootstrap.path='{tmp_path}'", config=config)
@@ -213,12 +239,18 @@ def test_cc12m_preset_carries_table_7_and_validates_for_every_method(method, web
     captioned = base in ("clip", "slip", "silc", "clip_aug")
     assert config.optim.b2 == (0.98 if captioned else 0.95 if base == "mae" else 0.999)
     assert config.optim.grad_clip == (1.0 if base == "dino" else 0.0)
-    assert not config.ab.center_target  # the paper's AB target, whatever the demo's default
-    annotation_views = {"simclr": 2 * config.batch.annotation,
-                        "dino": (2 + config.dino.local_views) * config.batch.annotation,
-                        "slip": config.batch.annotation + 2 * config.batch.annotation // 2,
-                        "silc": config.batch.annotation + 10 * config.batch.annotation // 8}.get(
-                            base, config.batch.annotation)
+    assert not config.model.box_attention  # the paper's value head, whatever the demo's default
+    if method != base:
+        assert not config.ab.center_target  # the paper's AB target, whatever the demo's default
+    else:
+        assert "ab" not in config  # a base method reads no AB field
+    assert "foresight" not in config.evals  # foresight is scored on the demo's scenes only
+    assert {"path", "canvas", "min_side"} <= set(config.data) and config.data.format == "webdataset"
+    annotation_views = {"simclr": lambda: 2 * config.batch.annotation,
+                        "dino": lambda: (2 + config.dino.local_views) * config.batch.annotation,
+                        "slip": lambda: config.batch.annotation + 2 * config.batch.annotation // 2,
+                        "silc": lambda: config.batch.annotation + 10 * config.batch.annotation // 8}.get(
+                            base, lambda: config.batch.annotation)()
     encoded = annotation_views + (config.batch.bootstrap * config.env.views if method != base else 0)
     # Table 7's effective batches: 8,192; DINO alone 10,240, SiLC 9,216, I-JEPA 4,096
     assert encoded == {"dino": 10240, "silc": 9216, "ijepa": 4096}.get(method, 9216 if method == "ab_dino" else 8192)
