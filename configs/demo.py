@@ -67,11 +67,6 @@ def parse_arg(arg: str | None) -> dict:
     return parsed
 
 
-def stream_fields(data_format: str) -> dict:
-    """Where a stream's images come from (rlvis/data/sources.py lists the formats)."""
-    return dict(format=data_format, path="", split="", name="", index_dir="", frame_stride=1, caption_key="")
-
-
 def data_config(data_format: str, method: str) -> ml_collections.ConfigDict:
     """`config.data`. The demo scenes' shape is always there (it shapes the held-out digit probes too); a file
     format adds the stream's source, the host canvas and `bootstrap` — the bootstrap stream's own source when its
@@ -87,10 +82,10 @@ def data_config(data_format: str, method: str) -> ml_collections.ConfigDict:
     data.read_threads = 2  # Grain host threads; on 2 cores threads beat worker processes
     data.prefetch = 4
     if data_format != "demo":
-        data.update(stream_fields(data_format))
+        data.update(sources.stream_fields(data_format))
         if methods.bootstraps(ml_collections.ConfigDict(dict(method=method))):
-            data.bootstrap = ml_collections.ConfigDict(stream_fields(""))
-        data.canvas = 256  # real images: longer side resized to this, aspect kept (img2dataset --image_size 256)
+            data.bootstrap = ml_collections.ConfigDict(sources.stream_fields(""))
+        data.canvas = sources.CANVAS  # real images: longer side resized to this, aspect kept
         data.min_side = 32  # images whose shorter side is smaller are skipped as "too_small"
         data.worker_processes = 0  # Grain worker processes on top of the threads (rlvis.data.throughput)
     return data

@@ -44,6 +44,9 @@ def validate(config: ml_collections.ConfigDict, device_count: int, check_data_pa
     no data (rlvis.bench's synthetic batches)."""
     c = config
     _require(c.method in methods.NAMES, f"config.method={c.method!r} is not one of {methods.NAMES}")
+    missing = sorted(methods.sections(c.method).keys() - c.keys())
+    _require(not missing, f"config.method={c.method!r} reads config section(s) {missing} that this config lacks: build "
+             f"it for the method (configs/demo.py:method={c.method}) rather than changing config.method")
     for name in ("total_steps", "log_every", "checkpoint_every", "keep_checkpoints"):
         _require(c[name] > 0, f"config.{name}={c[name]} must be positive")
     for name in ("annotation", "bootstrap"):
@@ -143,8 +146,6 @@ def _validate_data(c: ml_collections.ConfigDict, check_paths: bool) -> None:
         if spec.format == "demo":
             _require(field == "config.data", "config.data.bootstrap.format='demo' needs config.data.format='demo'")
             continue
-        _require(c.data.format != "demo", f"{field}.format={spec.format!r} needs config.data.format to read files "
-                 "too: the demo's grayscale canvases and files' RGB canvases cannot share one model input")
         if spec.format == "tfds":
             _require(bool(spec.name), f"{field}.name must name the TFDS dataset (e.g. 'imagenet2012')")
         elif check_paths:
@@ -248,6 +249,11 @@ def with_method(config: ml_collections.ConfigDict, method: str) -> ml_collection
                 if section == "augment" and config.data.format == "demo":
                     for field in photometric.COLOUR_ONLY:
                         del config.augment[field]
+        if "path" in config.data:  # files: the bootstrap stream's own source is an AB method's
+            if method.startswith("ab_") and "bootstrap" not in config.data:
+                config.data.bootstrap = ml_collections.ConfigDict(sources.stream_fields(""))
+            elif not method.startswith("ab_") and "bootstrap" in config.data:
+                del config.data["bootstrap"]
         if config.data.format == "demo":
             fraction = config.data.get("annotation_scene_fraction")
             if not methods.FAMILIES[methods.base_name(method)].CAPTIONS:

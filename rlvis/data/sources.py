@@ -42,3 +42,17 @@ def open_source(spec: ml_collections.ConfigDict):
 def image_channels(config: ml_collections.ConfigDict) -> int:
     """Grayscale for the embedded digits, RGB for everything read from disk (decode converts every mode)."""
     return 1 if config.data.format == "demo" else 3
+
+
+def stream_fields(data_format: str) -> dict:
+    """A stream's `config.data` fields: where its images come from, in `data_format`."""
+    return dict(format=data_format, path="", split="", name="", index_dir="", frame_stride=1, caption_key="")
+
+
+CANVAS = 256  # real images: longer side resized to this, aspect kept (img2dataset --image_size 256)
+
+
+def canvas(config: ml_collections.ConfigDict) -> int:
+    """The host canvas images read from files are fitted into: the run's own, or for a demo run scored on a dataset
+    (`rlvis.evaluate --evals=...`), the default."""
+    return config.data.get("canvas", CANVAS)

@@ -21,6 +21,7 @@ from collections.abc import Iterator
 import ml_collections
 import numpy as np
 
+from rlvis.data import sources
 from rlvis.evaluators import common, detection_metrics, sequence_probe
 from rlvis.models import features
 
@@ -51,7 +52,7 @@ class Evaluator:
         raw = {}
         for split, limit in (("train", max_train), ("test", max_test)):
             source = open_source(format, root, train_split if split == "train" else test_split)
-            raw[split] = self._load(source, min(len(source), limit), config.data.canvas, channels)
+            raw[split] = self._load(source, min(len(source), limit), sources.canvas(config), channels)
         classes = sorted({int(c) for _, annotations, _ in raw.values() for _, labels, *_ in annotations
                           for c in labels})
         if not classes:

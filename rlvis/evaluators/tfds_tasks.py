@@ -19,6 +19,7 @@ import ml_collections
 import numpy as np
 
 from rlvis.data.tfds_source import TFDSSource
+from rlvis.data import sources
 from rlvis.evaluators import common, probes, sequence_probe
 from rlvis.models import features
 
@@ -64,7 +65,7 @@ class Evaluator:
             source = TFDSSource(name, split, data_dir or None, caption_key=label_key if task == "label" else None)
             if task == "label" and source.label_names is None:
                 raise ValueError(f"label_key={label_key!r} is not a ClassLabel of {name}")
-            images, labels = common.EncodedImages(config.data.canvas, channels), []
+            images, labels = common.EncodedImages(sources.canvas(config), channels), []
             for index in range(min(len(source), limit)):
                 example = source.example(index)
                 if images.add(example[source.image_key]) is None:
