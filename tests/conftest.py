@@ -17,9 +17,9 @@ os.environ["XLA_FLAGS"] = " ".join(
     [os.environ.get("XLA_FLAGS", ""), f"--xla_force_host_platform_device_count={runs.DEVICES}",
      runs.XLA_TEST_FLAGS]).strip()
 
-import jax  # noqa: E402
-import pytest  # noqa: E402
-from absl import flags  # noqa: E402
+import jax
+import pytest
+from absl import flags
 
 flags.FLAGS.mark_as_parsed()
 jax.config.update("jax_compilation_cache_dir", runs.COMPILATION_CACHE)

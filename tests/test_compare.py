@@ -69,9 +69,13 @@ def test_slip_and_silc_batches_are_sized_to_the_view_budget_and_spread_their_ext
     from rlvis.methods import slip
     configs = config_lib.method_configs(demo.get_config("tiny,method=ab_clip"), ["slip", "silc", "ab_clip"], 8,
                                         views_per_step=192)
+    assert "dino" in configs["silc"] and "dino" not in configs["slip"] and "slip" not in configs["silc"]
+    assert "ab" not in configs["slip"] and "ab" in configs["ab_clip"]  # each row holds its own method's sections
+    # an image's most views: its CLIP view, and SLIP's two SimCLR views or SiLC's DINO multi-crop
+    most = {"slip": 1 + 2, "silc": 1 + 2 + configs["silc"].dino.local_views}
     for row in ("slip", "silc"):
         views = methods.encoded_views_per_step(configs[row])
-        assert views <= 192 and views > 192 - 8 * (2 + configs[row].dino.local_views)  # within one step of 8 rows
+        assert views <= 192 and views > 192 - 8 * most[row]  # within one step of 8 rows
         assert configs[row].batch.annotation % 8 == 0
     rows = np.arange(4096)[slip.spread_rows(4096, 512)]
     assert len(rows) == 512 and len(set(rows // 512)) == 8  # every eighth of the batch (one device each) has its share

@@ -183,7 +183,7 @@ def test_detection_probe_beats_a_shuffled_box_control(tmp_path):
     model = methods.build_model(config)
     params = model.init(jax.random.PRNGKey(0), np.zeros((1, 32, 32, 3), np.float32),
                         np.zeros((1, config.env.views - 1, 4), np.float32))
-    encode = lambda p, views: model.apply(p, views, method=ab_model.ABModel.encode)  # noqa: E731
+    encode = lambda p, views: model.apply(p, views, method=ab_model.ABModel.encode)
     evaluator = suite.build(config, encode, 3, "final")["coco"]
     assert evaluator.tasks == ("det_map/coco", "det_map50/coco", "box_class/coco")
     tokens = evaluator.encode(params)
@@ -237,7 +237,7 @@ def test_detection_evaluator_reads_visor_and_refuses_bad_entries(tmp_path):
     _write_visor(tmp_path, zipped=True)
     config = demo.get_config("tiny,data=coco")
     config.data.canvas = 64
-    encode = lambda p, views: views[:, :4, :4].reshape(len(views), 4, -1)  # noqa: E731
+    encode = lambda p, views: views[:, :4, :4].reshape(len(views), 4, -1)
     evaluator = detection.Evaluator(encode, config, 3, format="visor", root=str(tmp_path), train_split="train",
                                     test_split="train", max_objects=3, decoder=dict(bins=11))
     assert evaluator.skipped == {"empty": 2}  # the missing frame, once per split
@@ -290,8 +290,6 @@ def test_a_smaller_probe_overrides_every_preset_entry():
     assert config.evals.imagenet.decoder.depth == 4  # the rest stays the paper's
 
 
-@pytest.mark.xfail(raises=KeyError, strict=True, reason="product bug since 9d9d928: rlvis/evaluators/detection.py:54 "
-                   "(and tfds_tasks.py:67) read config.data.canvas, which a demo-trained run's config no longer holds")
 def test_evaluate_scores_a_checkpoint_with_a_paper_table_preset(tiny_copy, tmp_path):
     """`rlvis.evaluate --evals=coco` on a trained run: the preset's tasks join the run's own in eval/step_<S>.json."""
     _write_coco(tmp_path / "coco", "train2017", 16, seed=0)

@@ -83,7 +83,7 @@ def test_tfds_evaluator_probes_a_prepared_dataset_without_tensorflow(tmp_path):
     size = config.env.view_size
     params = model.init(jax.random.PRNGKey(0), np.zeros((1, size, size, 3), np.float32),
                         np.zeros((1, config.env.views - 1, 4), np.int32))
-    encode = lambda p, views: model.apply(p, views, method=ab_model.ABModel.encode)  # noqa: E731
+    encode = lambda p, views: model.apply(p, views, method=ab_model.ABModel.encode)
     evaluators = suite.build(config, encode, 3, "final")
     assert list(evaluators) == ["tfds", "tfds_decoder"]
     scores = suite.run_all(evaluators, params)
@@ -97,7 +97,7 @@ def test_tfds_evaluator_probes_a_prepared_dataset_without_tensorflow(tmp_path):
 
 
 def test_clevr_label_spaces_are_vtabs():
-    objects = lambda depths: dict(size=np.zeros(len(depths), np.int64),  # noqa: E731
+    objects = lambda depths: dict(size=np.zeros(len(depths), np.int64),
                                   pixel_coords=np.array([[10.0, 20.0, d] for d in depths], np.float32))
     assert tfds_tasks.clevr_labels("clevr_count", objects([9.0] * 3)) == 0  # 3 objects: VTAB's first class
     assert tfds_tasks.clevr_labels("clevr_count", objects([9.0] * 10)) == 7

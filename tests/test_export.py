@@ -92,25 +92,43 @@ def test_params_only_export_restores_with_orbax_alone_and_round_trips_exactly(wo
                                   _training_tokens(workdir, images, "ema_params"))
 
 
-def test_a_checkpoint_from_an_older_rlvis_loads_with_todays_defaults_for_fields_it_lacks(workdir, digits, tmp_path):
-    """Runs written before a config field existed (here: model.compute_dtype, dino.norm_last_layer, evals)
-    still load for evaluation, export and search; the fields take configs/demo.py's defaults."""
+def test_a_saved_config_is_read_back_as_it_was_saved_and_an_older_format_is_refused(workdir, tmp_path):
+    """load_run and saved_config return the checkpoint's own config, no field filled in or replaced by today's
+    defaults; a checkpoint of an older format (no `format` in its metadata) is refused in one line naming the
+    version, by load_run, saved_config and export alike."""
     import shutil
     old = tmp_path / "old"
     shutil.copytree(workdir, old)
     meta_file = old / "checkpoints" / "6" / "meta" / "metadata"
     meta = json.loads(meta_file.read_text())
-    del meta["config"]["model"]["compute_dtype"], meta["config"]["dino"]["norm_last_layer"]
-    del meta["config"]["evals"]  # and its evaluators named in lists, as configs did before config.evals
-    meta["config"]["eval"].update(final=["demo"], monitor=["digit_monitor"], monitor_every=100)
+    assert meta["format"] == checkpoints.FORMAT
     meta["config"]["env"]["view_size"] = 16  # a saved value is kept, never replaced by a default
+    meta["config"]["eval"]["no_such_field"] = 1  # and a field today's configs lack is kept too
     meta_file.write_text(json.dumps(meta))
     config, _, _ = checkpoints.load_run(str(old))
-    assert config.model.compute_dtype == "float32" and config.dino.norm_last_layer is True
-    assert config.evals.demo.final and not config.evals.foresight.final and config.evals.foresight.every == 0
-    assert config.evals.digits.every == 100 and not config.evals.digits.final and config.env.view_size == 16
-    module, variables = export.load_encoder(str(old))
-    assert module.dtype == "float32" and module.image_size == 16
+    assert config.to_dict() == meta["config"] == checkpoints.saved_config(str(old), 6).to_dict()
+    module, _ = export.load_encoder(str(old))
+    assert module.image_size == 16
+
+    del meta["format"]  # as an rlvis before checkpoint format 2 wrote it
+    meta_file.write_text(json.dumps(meta))
+    for load in (lambda: checkpoints.load_run(str(old)), lambda: checkpoints.saved_config(str(old), 6),
+                 lambda: export.load_encoder(str(old))):
+        with pytest.raises(checkpoints.FormatError, match=r"^step 6 in .*: checkpoint format 1, this rlvis reads "
+                                                          r"format 2; train a new run"):
+            load()
+    checkpoints.load_run(str(old), step=3)  # the other step was written in today's format
+
+
+@pytest.mark.xfail(raises=checkpoints.FormatError, strict=True, reason="product bug: rlvis/export.py main() "
+                   "catches FileNotFoundError only, so an older-format checkpoint is a traceback, not one line")
+def test_export_command_refuses_an_older_format_in_one_line(workdir, tmp_path, capsys):
+    import shutil
+    old = shutil.copytree(workdir, tmp_path / "old")
+    for step in (3, 6):
+        meta_file = old / "checkpoints" / str(step) / "meta" / "metadata"
+        meta_file.write_text(json.dumps({k: v for k, v in json.loads(meta_file.read_text()).items() if k != "format"}))
+    assert "checkpoint format 1, this rlvis reads format 2" in usage_error(capsys, export.main, [f"--workdir={old}"])
 
 
 def test_export_command_names_a_missing_checkpoint_in_one_line(tmp_path, capsys):

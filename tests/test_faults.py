@@ -14,9 +14,11 @@ import subprocess
 import time
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import rlvis.methods.simclr
 from rlvis import checkpoints, config_lib, storage
 from tests.runs import NO_EVAL, ROOT, load_state, main_command, metrics, run_main, subprocess_env, train
 
@@ -182,21 +184,33 @@ def test_a_half_written_checkpoint_is_never_loaded(tiny_reference, tmp_path):
     assert_same_run(workdir, tiny_reference, TINY_STEPS)
 
 
-def test_non_finite_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(tiny_reference, tmp_path):
+@pytest.fixture
+def nan_at_step_5(monkeypatch):
+    """Fault injection: the (AB_)SimCLR loss of step 5 (and so its gradients) becomes NaN, in this process."""
+    loss = rlvis.methods.simclr.loss
+
+    def poisoned(*args, step, **kwargs):
+        value, aux = loss(*args, step=step, **kwargs)
+        return value * jnp.where(step + 1 == 5, jnp.nan, 1.0), aux
+    monkeypatch.setattr(rlvis.methods.simclr, "loss", poisoned)
+
+
+def test_non_finite_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(tiny_reference, tmp_path,
+                                                                                   nan_at_step_5):
     workdir = tmp_path / "run"
     with pytest.raises(FloatingPointError) as error:
-        train(workdir, *NO_EVAL, "debug.nan_loss_at_step=5")
+        train(workdir, *NO_EVAL)
     assert str(error.value) == ("non-finite grad_norm at step 5 (checked at step 5); the last checkpoint is the last "
                                 "good state")
     assert sorted(int(n) for n in os.listdir(workdir / "checkpoints") if n.isdigit()) == [3]
     good, want = load_state(workdir, 3), load_state(tiny_reference, 3)
-    for a, b in zip(jax.tree.leaves(good), jax.tree.leaves(want)):  # the injection hook compiles a different
+    for a, b in zip(jax.tree.leaves(good), jax.tree.leaves(want)):  # the injected loss compiles a different
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)    # program: equal up to float rounding
 
 
-def test_skip_nonfinite_undoes_the_step_counts_it_and_trains_on(tmp_path):
+def test_skip_nonfinite_undoes_the_step_counts_it_and_trains_on(tmp_path, nan_at_step_5):
     workdir = tmp_path / "run"
-    train(workdir, *NO_EVAL, "debug.nan_loss_at_step=5", "optim.skip_nonfinite=True")
+    train(workdir, *NO_EVAL, "optim.skip_nonfinite=True")
     logged = metrics(workdir)
     assert [s for s in logged if logged[s]["nonfinite_skipped"]] == [5]
     assert all(np.isfinite(logged[s]["loss"]) for s in logged if s != 5)
@@ -222,34 +236,45 @@ def test_changed_config_is_refused_naming_the_field_unless_explicitly_allowed(ti
     assert "resuming despite config changes (--allow_config_change): ab.gamma: 0.0 -> 0.5" in allowed.stdout
 
 
-def test_a_checkpoint_from_before_a_config_field_existed_resumes_with_its_default(tiny_reference, tmp_path):
+def test_a_checkpoint_of_an_older_format_is_refused_naming_its_version(tiny_reference, tmp_path):
+    """A checkpoint written before checkpoint format 2 (its metadata has no `format`) does not fit today's network:
+    resuming it is one line naming both versions, before any step; nothing in the workdir is changed."""
     workdir = tmp_path / "run"
     shutil.copytree(tiny_reference, workdir)
     shutil.rmtree(workdir / "checkpoints" / str(TINY_STEPS))
     metadata = workdir / "checkpoints" / "3" / "meta" / "metadata"
     meta = json.loads(metadata.read_text())
-    for section, field in (("env", "local_views"), ("ab", "center_target")):  # as an rlvis before them saved it
-        del meta["config"][section][field]
+    assert meta["format"] == checkpoints.FORMAT == 2  # every save carries it
+    del meta["format"]  # as an rlvis before format 2 saved it
     metadata.write_text(json.dumps(meta))
-    # local_views takes today's default (0, as before it existed); center_target is on by default now but such a run
-    # trained without it (checkpoints.BEFORE_THE_FIELD): resuming it under today's default is a real change
-    with pytest.raises(config_lib.ConfigError, match=r"different config \(ab.center_target: False -> True\)"):
+    logged = (workdir / "metrics.jsonl").read_text()
+    with pytest.raises(checkpoints.FormatError, match=r"^step 3 in .*: checkpoint format 1, this rlvis reads "
+                                                      r"format 2; train a new run"):
         train(workdir, *NO_EVAL)
-    assert "resumed from step 3" in train(workdir, *NO_EVAL, "ab.center_target=False").stdout
+    assert (workdir / "metrics.jsonl").read_text() == logged
+    assert sorted(int(n) for n in os.listdir(workdir / "checkpoints") if n.isdigit()) == [3]
 
 
-@pytest.mark.parametrize("overrides, message", [
-    (["batch.bootstrap=12"], "config.batch.bootstrap=12 must be a positive multiple of the 8 devices"),
-    (["env.view_size=128"], "config.env.view_size=128 exceeds config.data.scene_canvas=64"),
-    (["data.format='image_folder'", "data.path='/no/such/folder'"],
-     "config.data.path='/no/such/folder' does not exist"),
-    (["data.format='image_folder'", "data.path='gs://bucket/frames'"],
+FOLDERS = "configs/demo.py:tiny,data=image_folder"
+
+
+@pytest.mark.parametrize("config, overrides, message", [
+    ("configs/demo.py:tiny", ["batch.bootstrap=12"],
+     "config.batch.bootstrap=12 must be a positive multiple of the 8 devices"),
+    ("configs/demo.py:tiny", ["env.view_size=128"], "config.env.view_size=128 exceeds config.data.scene_canvas=64"),
+    ("configs/demo.py:tiny", ["data.format='image_folder'"],
+     "config.data.format='image_folder': this config holds the embedded demo's data fields only; build it with the "
+     "file fields (configs/demo.py:data=image_folder, or configs/cc12m.py)"),
+    (FOLDERS, ["data.path='/no/such/folder'"], "config.data.path='/no/such/folder' does not exist"),
+    (FOLDERS, ["data.path='gs://bucket/frames'"],
      "config.data.path='gs://bucket/frames': image_folder data is read from local or mounted paths (e.g. gcsfuse); "
      "of the file formats, webdataset tars are read from buckets"),
+    ("configs/demo.py:tiny", ["ab.reward='oracle:2'"],
+     "config.ab.reward='oracle:2' must be 'base', 'oracle', 'oracle:F' or 'shuffled_oracle:F' with F in [0, 1]"),
 ])
-def test_bad_configs_are_one_line_before_any_compute(overrides, message, tmp_path):
+def test_bad_configs_are_one_line_before_any_compute(config, overrides, message, tmp_path):
     with pytest.raises(config_lib.ConfigError) as error:
-        train(tmp_path / "run", *overrides, devices=8)
+        train(tmp_path / "run", *overrides, config=config, devices=8)
     assert str(error.value) == message
     assert not (tmp_path / "run").exists()
 

@@ -13,7 +13,7 @@ RESULTS = os.path.join("docs", "results")
 def _summary(ab_mean, base_mean, se, seeds=3):
     claim = next(c for c in reproduction.CLAIMS if c.experiment == "scenes_only")
     tasks = {t: 0.0 for t in claim.tasks}
-    row = lambda mean: {t: mean for t in tasks}  # noqa: E731
+    row = lambda mean: {t: mean for t in tasks}
     return claim, dict(methods={claim.ab: row(ab_mean), claim.base: row(base_mean)}, per_seed={claim.ab: []},
                        se={claim.ab: row(se), claim.base: row(se)}, seeds=seeds, steps=100,
                        wall_seconds={claim.ab: [10.0] * seeds, claim.base: [8.0] * seeds},
