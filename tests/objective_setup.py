@@ -37,9 +37,13 @@ def setup(method: str, gamma: float = 0.0, *, annotation_views: int = 2, annotat
 
     def init(key):
         return model.init(jax.random.PRNGKey(key), jnp.zeros((1, 32, 32, 1)),
-                          jnp.tile(jnp.array([0.0, 0.0, 1.0, 1.0]), (1, config.env.views - 1, 1)),
-                          jnp.zeros((1, config.clip.caption_length), jnp.int32))
+                          jnp.tile(jnp.array([0.0, 0.0, 1.0, 1.0]), (1, config.env.views - 1, 1)), captions(config))
     return config, model, init(2), init(3), batch
+
+
+def captions(config):
+    """`model.init`'s captions: a dummy caption batch for the captioned methods (config.clip), else None."""
+    return jnp.zeros((1, config.clip.caption_length), jnp.int32) if "clip" in config else None
 
 
 def tiny_network(method: str):
@@ -47,8 +51,7 @@ def tiny_network(method: str):
     config = demo.get_config(f"tiny,method={method}")
     model = methods.build_model(config)
     size = config.env.view_size
-    params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, size, size, 1)), jnp.zeros((1, 2, 4)),
-                        jnp.zeros((1, config.clip.caption_length), jnp.int32))
+    params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, size, size, 1)), jnp.zeros((1, 2, 4)), captions(config))
     return config, model, params
 
 

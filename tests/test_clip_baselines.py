@@ -11,6 +11,7 @@ import pytest
 from configs import demo
 from rlvis import methods, optimizer
 from rlvis.data import text
+from rlvis.envs import photometric
 from rlvis.methods import clip, clip_aug, dino, silc, slip
 from rlvis.models.ab_model import ABModel
 from rlvis.objectives import simclr
@@ -63,10 +64,10 @@ def test_silc_is_clip_plus_dino_through_its_own_head_with_a_fixed_momentum_teach
     g_online, g_teacher = jax.jit(jax.grad(lambda p, t: silc_loss(p, t)[0], argnums=(0, 1)))(params, params)
     assert float(optax.tree.norm(g_teacher)) == 0.0 and float(optax.tree.norm(g_online["params"]["ssl_head"])) > 0
     schedule = optimizer.ema_momentum_schedule(config)
-    assert float(schedule(0)) == float(schedule(config.total_steps)) == pytest.approx(config.ab.ema_start)
+    assert float(schedule(0)) == float(schedule(config.total_steps)) == pytest.approx(config.ema.start)
     dino_config = demo.get_config("tiny,method=dino")
     assert float(optimizer.ema_momentum_schedule(dino_config)(dino_config.total_steps)) == pytest.approx(
-        dino_config.ab.ema_end)
+        dino_config.ema.end)
     assert methods.has_ema_encoder(config)  # scored on the teacher, as SiLC evaluates
     frozen = [pattern for pattern, _ in silc.optimizer_rules(config)]
     assert frozen == [r"params/ssl_head/(prototypes|prototype_gain)"]
@@ -80,7 +81,8 @@ def test_clip_aug_is_clips_crop_at_a_wider_scale_then_strong_augmentation():
     clip_config = ml_collections.ConfigDict(config.to_dict())
     clip_config.clip.scale = config.clip_aug.scale
     plain_crops = clip.render_annotation(keys, stream, clip_config)["annotation_views"]
-    for field in ("jitter_prob", "grayscale", "flip"):
+    assert not set(photometric.COLOUR_ONLY) & set(config.augment)  # grayscale digits: no colour-only fields
+    for field in ("jitter_prob", "flip"):
         config.augment[field] = 0.0
     config.clip_aug.blur, config.clip_aug.solarize = 0.0, 1.0
     views = clip_aug.render_annotation(keys, stream, config)

@@ -109,27 +109,6 @@ def test_batch_rollout_shapes_and_pair_actions(num_views):
     assert not np.allclose(out["boxes"], rollout(jax.random.PRNGKey(1))["boxes"])
 
 
-def test_local_views_are_small_moves_of_the_independent_ones():
-    images = jnp.zeros((64, 64, 64, 1), jnp.uint8)
-    valid = jnp.tile(jnp.array([[64, 64]]), (64, 1))
-    out = crop_env.batch_rollout(jax.random.PRNGKey(0), images, valid, num_views=4, size=8, scale=SCALE, ratio=RATIO,
-                                 local_views=2, local_pan=0.25, local_zoom=(0.7, 1.0))
-    boxes = np.asarray(out["boxes"])  # [64, 4, 4]: views 2 and 3 move from views 0 and 1
-    origins, local = boxes[:, :2], boxes[:, 2:]
-    assert np.all(local[..., :2] >= -1e-6) and np.all(local[..., :2] + local[..., 2:] <= 1 + 1e-6)
-    ratio = local[..., 2:] / origins[..., 2:]
-    unclipped = np.all(local[..., 2:] > np.sqrt(SCALE[0]) / 2 + 1e-6, axis=-1)
-    assert np.all((ratio[unclipped] >= 0.7 - 1e-5) & (ratio[unclipped] <= 1.0 + 1e-5))
-    # a local view always overlaps its origin (a pan of ≤ 1/4 side, a zoom ≥ 0.7: IoU ≥ 0.7² · 0.75² ≈ 0.28);
-    # independent crops often do not
-    local_iou = np.asarray(crop_env.iou(origins, local))
-    independent_iou = np.asarray(crop_env.iou(boxes[:, 0], boxes[:, 1]))
-    assert local_iou.min() > 0.25 and np.mean(independent_iou < 0.25) > 0.2
-    # the pair actions still describe every move exactly, local ones included
-    np.testing.assert_allclose(jax.vmap(crop_env.step)(out["boxes"][:, 2], out["actions"][:, 2, 0]), boxes[:, 0],
-                               atol=1e-5)
-
-
 def test_iou_and_intersection_on_hand_computed_boxes():
     a = jnp.array([0.0, 0.0, 0.5, 0.5])
     np.testing.assert_allclose(crop_env.iou(a, a), 1.0)

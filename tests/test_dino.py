@@ -28,7 +28,7 @@ def test_dino_loss_on_a_hand_computed_case():
 
 
 def test_teacher_temperature_warms_up_then_holds():
-    config = demo.get_config()
+    config = demo.get_config("method=dino")
     steps = config.dino.teacher_temp_warmup_steps
     np.testing.assert_allclose(dino.teacher_temperature(0, config), config.dino.warmup_teacher_temp)
     np.testing.assert_allclose(dino.teacher_temperature(steps // 2, config),

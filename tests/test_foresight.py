@@ -15,7 +15,7 @@ def _pairs(num: int = 2000, seed: int = 0):
     truth[np.arange(num), rng.integers(0, 10, num)] = True
     truth[np.arange(num), rng.integers(0, 10, num)] |= rng.random(num) < 0.3
     source_truth = np.where(rng.random((num, 1)) < 0.4, truth, rng.random((num, 10)) < 0.15)  # sources overlap
-    read = lambda classes: classes * 1.0 + rng.random((num, 10)) * 1.2  # noqa: E731  a noisy reader
+    read = lambda classes: classes * 1.0 + rng.random((num, 10)) * 1.2  # a noisy reader
     iou = rng.random(num) * (rng.random(num) < 0.8)  # a fifth of the pairs do not overlap
     return truth, read(source_truth), read(truth), iou, rng.random(num), rng.random(num)
 

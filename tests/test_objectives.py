@@ -4,12 +4,13 @@ import jax.numpy as jnp
 import numpy as np
 
 import objective_setup
+from configs import demo
 from objective_setup import jit_loss
 from rlvis import methods
 from rlvis.envs import crop_env
 from rlvis.models import ab_model
 from rlvis.methods import simclr as simclr_method
-from rlvis.objectives import simclr, td
+from rlvis.objectives import rewards, simclr, td
 
 
 def _reference_nt_xent(a, b, t):
@@ -171,17 +172,15 @@ def test_gradients_never_reach_the_target_network():
             np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)  # same maths, differently fused
 
 
-@pytest.mark.parametrize("encoding", ["bins", "fourier"])
-def test_masked_action_tokens_make_every_move_predict_the_same_distribution(encoding):
+def test_masked_action_tokens_make_every_move_predict_the_same_distribution():
     """The 'empty action tokens' ablation: the value head sees the source view only (invariance)."""
     config, _, _, _, batch = _setup(0.0)
-    config.model.action_encoding = encoding
     model = methods.build_model(config)
     config.ab.action_tokens = False
     masked_model = methods.build_model(config)
     b, n = batch["views"].shape[:2]
     views, actions = batch["views"].reshape(b * n, 32, 32, 1), batch["actions"].reshape(b * n, n - 1, 4)
-    def merged(a: dict, b: dict) -> dict:  # the masked head adds a mask token, the unmasked one its box_scale
+    def merged(a: dict, b: dict) -> dict:  # the unmasked head adds its box_scale (box attention)
         return {k: merged(a[k], b[k]) if isinstance(a.get(k), dict) and isinstance(b.get(k), dict)
                 else a.get(k, b.get(k)) for k in a.keys() | b.keys()}
     params = merged(*(m.init(jax.random.PRNGKey(0), views[:1], actions[:1]) for m in (masked_model, model)))
@@ -210,53 +209,7 @@ def test_base_loss_weight_zero_leaves_only_the_td_term():
     np.testing.assert_allclose(loss, metrics["td_loss"], rtol=1e-6)
 
 
-def test_source_prior_adds_the_source_views_distribution_without_training_the_base_head_through_it():
-    config, model, params, target, batch = _setup(0.0)
-    config.ab.base_loss_weight = 0.0  # only the TD term: the base head may get no gradient from it
-    _, (plain, _) = jit_loss(simclr_method, model, config)(params, target, batch)
-    config.ab.source_prior = True
-    _, (prior, _) = jit_loss(simclr_method, model, config)(params, target, batch)
-    assert abs(float(prior["td_loss"]) - float(plain["td_loss"])) > 1e-3
-    grads = jax.jit(jax.grad(lambda p: simclr_method.loss(model, p, target, batch, config)[0]))(params)
-    assert all(float(jnp.abs(g).max()) == 0.0 for g in jax.tree.leaves(grads["params"]["base_head"]))
-    assert any(float(jnp.abs(g).max()) > 0.0 for g in jax.tree.leaves(grads["params"]["value_head"]))
-
-
-def test_shared_vocabulary_scores_the_value_head_against_the_fixed_base_embeddings():
-    config, _, _, _, batch = _setup(0.0)
-    config.ab.shared_vocabulary = True
-    config.ab.base_loss_weight = 0.0
-    model = methods.build_model(config)
-    params = model.init(jax.random.PRNGKey(0), batch["views"][:1, 0], batch["actions"][:1, 0])
-    assert "ab_head" not in params["params"]
-    tokens = model.apply(params, batch["annotation_views"][:, 1], method=ab_model.ABModel.encode)
-    np.testing.assert_array_equal(model.apply(params, tokens, method=ab_model.ABModel.ab_embed),
-                                  model.apply(params, tokens, method=ab_model.ABModel.base_embed))
-    grads = jax.jit(jax.grad(lambda p: simclr_method.loss(model, p, params, batch, config)[0]))(params)
-    assert all(float(jnp.abs(g).max()) == 0.0 for g in jax.tree.leaves(grads["params"]["base_head"]))
-    assert any(float(jnp.abs(g).max()) > 0.0 for g in jax.tree.leaves(grads["params"]["value_head"]))
-
-
-def test_value_residual_starts_from_the_source_views_own_annotation_embedding():
-    config, _, _, _, batch = _setup(0.0)
-    config.model.value_residual = True
-    model = methods.build_model(config)
-    params = model.init(jax.random.PRNGKey(0), batch["views"][:1, 0], batch["actions"][:1, 0])
-    out = params["params"]["value_head"]["out"]
-    silent = {**params, "params": {**params["params"], "value_head": {
-        **params["params"]["value_head"], "out": jax.tree.map(jnp.zeros_like, out)}}}
-    tokens = model.apply(params, batch["views"][:, 0], method=ab_model.ABModel.encode)
-    value = model.apply(silent, tokens, batch["actions"][:, 0], method=ab_model.ABModel.value_embed)
-    source = model.apply(params, tokens, method=ab_model.ABModel.ab_embed)
-    np.testing.assert_allclose(value, jnp.broadcast_to(source[:, None], value.shape), atol=1e-6)
-    moved = model.apply(params, tokens, batch["actions"][:, 0], method=ab_model.ABModel.value_embed)
-    assert float(jnp.abs(moved - value).max()) > 1e-3  # a trained decoder changes it, move by move
-    grads = jax.jit(jax.grad(lambda p: simclr_method.loss(model, p, params, batch, config)[0]))(params)
-    assert any(float(jnp.abs(g).max()) > 0.0 for g in jax.tree.leaves(grads["params"]["ab_head"]))
-
-
 def test_oracle_reward_spreads_over_annotations_of_the_classes_at_least_half_inside_the_view():
-    from rlvis.objectives import bootstrap
     digit_boxes = jnp.array([[[0.0, 0.0, 0.25, 0.25],  # a 3, inside view 0
                               [0.0, 0.5, 0.25, 0.25],  # a 7, exactly half inside view 0 (x 0.5-0.75, view to 0.625)
                               [0.75, 0.75, 0.25, 0.25],  # a 5, outside both views
@@ -265,9 +218,70 @@ def test_oracle_reward_spreads_over_annotations_of_the_classes_at_least_half_ins
     views = jnp.array([[[0.0, 0.0, 0.5, 0.625],  # sees the 3 and half the 7
                         [0.5, 0.0, 0.25, 0.25]]])  # sees no digit
     annotation_labels = jnp.array([3, 3, 5, 7, 1])
-    reward = bootstrap.oracle_reward(views, digit_boxes, digit_labels, annotation_labels)
+    reward = rewards.oracle(views, digit_boxes, digit_labels, annotation_labels)
     np.testing.assert_allclose(reward[0, 0], [1 / 3, 1 / 3, 0.0, 1 / 3, 0.0], atol=1e-6)
     np.testing.assert_allclose(reward[0, 1], np.full(5, 0.2), atol=1e-6)  # nothing there: no information
+
+
+def test_mixed_rewards_split_the_batch_by_scene_exactly():
+    first, rest = jnp.zeros((4, 2, 3)), jnp.ones((4, 2, 3))
+    mixed = rewards.mix(first, rest, 0.5)
+    np.testing.assert_array_equal(mixed[:2], first[:2])
+    np.testing.assert_array_equal(mixed[2:], rest[2:])
+    np.testing.assert_array_equal(rewards.mix(first, rest, 0.25), jnp.concatenate([first[:1], rest[1:]]))
+    np.testing.assert_array_equal(rewards.mix(first, rest, 0.0), rest)
+    np.testing.assert_array_equal(rewards.mix(first, rest, 1.0), first)
+
+
+def test_reward_names_parse_and_anything_else_is_a_one_line_error():
+    assert rewards.parse("base") == ("base", 1.0)
+    assert rewards.parse("oracle") == ("oracle", 1.0)
+    assert rewards.parse("oracle:0.25") == ("oracle", 0.25)
+    assert rewards.parse("shuffled_oracle:0") == ("shuffled_oracle", 0.0)
+    for bad in ("oracel", "oracle:1.5", "oracle:-0.1", "oracle:half", "base:0.5", "shuffled_oracle:", ""):
+        with pytest.raises(ValueError, match="must be 'base', 'oracle', 'oracle:F' or 'shuffled_oracle:F'"):
+            rewards.parse(bad)
+    config = objective_setup.setup("ab_simclr")[0]
+    assert rewards.check(config) is None
+    config.ab.reward = "oracle:2"
+    assert "must be 'base'" in rewards.check(config)
+    config.ab.reward = "oracle:0.5"
+    assert rewards.check(config) is None
+    config.data.annotation_scene_fraction = 0.5  # scenes in the annotation stream have no single class
+    assert "needs ab_simclr on the embedded demo data" in rewards.check(config)
+    dino = demo.get_config("tiny,method=ab_dino")
+    dino.ab.reward = "oracle"
+    assert "needs ab_simclr on the embedded demo data" in rewards.check(dino)
+
+
+def _scenes_batch(labels):
+    """Scenes of one whole-canvas digit each (class `labels[b]`), seen by views of the whole canvas; 6 annotations
+    labelled 0, 1, 2, 0, 1, 2."""
+    b, whole = len(labels), jnp.array([0.0, 0.0, 1.0, 1.0])
+    return dict(boxes=jnp.tile(whole, (b, 2, 1)), digit_boxes=jnp.tile(whole, (b, 1, 1)),
+                digit_labels=jnp.asarray(labels)[:, None], annotation_labels=jnp.arange(6) % 3)
+
+
+def test_the_controls_never_compute_the_base_reward_they_do_not_use_and_shuffled_gives_the_next_scenes():
+    batch = _scenes_batch([0, 1, 2, 1])
+
+    def no_base():
+        raise AssertionError("the base reward was computed")
+
+    truth = rewards.oracle(batch["boxes"], batch["digit_boxes"], batch["digit_labels"], batch["annotation_labels"])
+    np.testing.assert_allclose(truth[1, 0], [0.0, 0.5, 0.0, 0.0, 0.5, 0.0])  # scene 1 shows a 1
+    np.testing.assert_array_equal(rewards.reward("oracle", no_base, batch), truth)
+    np.testing.assert_array_equal(rewards.reward("shuffled_oracle:1", no_base, batch), truth)
+    shuffled = rewards.reward("shuffled_oracle:0", no_base, batch)
+    np.testing.assert_array_equal(shuffled, jnp.roll(truth, -1, axis=0))  # every scene: the next scene's classes
+    np.testing.assert_allclose(shuffled[3, 0], truth[0, 0])  # the last scene gets the first's
+    half = rewards.reward("shuffled_oracle:0.5", no_base, batch)
+    np.testing.assert_array_equal(half[:2], truth[:2])
+    np.testing.assert_array_equal(half[2:], truth[jnp.array([3, 0])])
+    base = jnp.full(truth.shape, 1 / 6)
+    np.testing.assert_array_equal(rewards.reward("base", lambda: base, {}), base)  # no ground truth needed
+    np.testing.assert_array_equal(rewards.reward("oracle:0.5", lambda: base, batch),
+                                  jnp.concatenate([truth[:2], base[2:]]))
 
 
 def _oracle_setup():
@@ -285,47 +299,22 @@ def _oracle_setup():
 def test_the_oracle_reward_replaces_the_base_models_target_in_the_td_loss():
     config, model, params, labelled = _oracle_setup()
     k = labelled["annotation_views"].shape[0]
-    _, (metrics, _) = simclr_method.loss(model, params, params, labelled, config)
+    _, (metrics, _) = jit_loss(simclr_method, model, config)(params, params, labelled)
     # Every view shows the 2 → the target is uniform over the annotations labelled 2.
     assert abs(float(metrics["target_entropy"]) - float(jnp.log(jnp.sum(jnp.arange(k) % 3 == 2)))) < 1e-4
 
 
-def test_a_partial_oracle_gives_the_first_scenes_the_oracle_reward_and_the_rest_the_base_models():
-    from rlvis.objectives import bootstrap
-    oracle, base = jnp.zeros((4, 2, 3)), jnp.ones((4, 2, 3))
-    mixed = bootstrap.mix_rewards(oracle, base, 0.5)
-    np.testing.assert_array_equal(mixed[:2], oracle[:2])
-    np.testing.assert_array_equal(mixed[2:], base[2:])
-    np.testing.assert_array_equal(bootstrap.mix_rewards(oracle, base, 0.0), base)
-    np.testing.assert_array_equal(bootstrap.mix_rewards(oracle, base, 1.0), oracle)
-    # In the loss: half the scenes get the oracle's sharper target, so the target entropy lies between the two.
+def test_a_partial_oracle_in_the_loss_lies_between_the_base_models_target_and_the_oracles():
+    """"oracle:0.5": half the scenes get the oracle's sharper target, so the target entropy lies between the two;
+    "oracle:0" is the base model's target."""
     config, model, params, labelled = _oracle_setup()
     entropies = {}
-    for fraction in (0.0, 0.5, 1.0):
-        config.ab.oracle_fraction = fraction
-        _, (metrics, _) = simclr_method.loss(model, params, params, labelled, config)
-        entropies[fraction] = float(metrics["target_entropy"])
-    config.ab.reward = "base"
-    config.ab.oracle_fraction = 1.0
-    _, (metrics, _) = simclr_method.loss(model, params, params, labelled, config)
-    assert abs(entropies[0.0] - float(metrics["target_entropy"])) < 1e-5  # no oracle scene: the base model's target
-    assert entropies[1.0] + 1e-2 < entropies[0.5] < entropies[0.0] - 1e-2  # the oracle's half is sharper
-
-
-def test_the_annotation_walk_moves_mass_to_the_annotations_the_nearest_one_resembles():
-    # Annotations 0 and 1 are near-duplicates, 2 is far from both: a view matching 0 alone ends on 1.
-    annotations = jnp.array([[1.0, 0.0], [0.995, 0.0998], [0.0, 1.0]])
-    p = jnp.array([[1.0, 0.0, 0.0]])
-    walked = simclr.annotation_walk(p, annotations, 0.1)
-    assert float(walked[0, 0]) == 0.0  # an annotation is not its own neighbour
-    assert float(walked[0, 1]) > 0.99
-    np.testing.assert_allclose(walked.sum(-1), 1.0, rtol=1e-6)
-    config, model, params, target, batch = _setup(0.0)
-    config.ab.target_walk = True
-    _, (walked_metrics, _) = jit_loss(simclr_method, model, config)(params, target, batch)
-    config.ab.target_walk = False
-    _, (metrics, _) = jit_loss(simclr_method, model, config)(params, target, batch)
-    assert abs(float(walked_metrics["target_entropy"]) - float(metrics["target_entropy"])) > 1e-3
+    for name in ("base", "oracle:0", "oracle:0.5", "oracle"):
+        config.ab.reward = name
+        _, (metrics, _) = jit_loss(simclr_method, model, config)(params, params, labelled)
+        entropies[name] = float(metrics["target_entropy"])
+    assert abs(entropies["oracle:0"] - entropies["base"]) < 1e-5  # no oracle scene: the base model's target
+    assert entropies["oracle"] + 1e-2 < entropies["oracle:0.5"] < entropies["base"] - 1e-2  # the oracle's half
 
 
 def test_a_centred_target_removes_each_annotations_mean_logit_over_the_views():
@@ -337,42 +326,3 @@ def test_a_centred_target_removes_each_annotations_mean_logit_over_the_views():
     assert int(plain[1].argmax()) == 0 and int(centred[1].argmax()) == 1  # the hub no longer wins view 1
     logits = views @ annotations.T / 0.1
     np.testing.assert_allclose(centred, jax.nn.softmax(logits - logits.mean(0), -1), rtol=1e-6)
-
-
-def _queue_loss(config, model, params, target, batch, state):
-    return jit_loss(simclr_method, model, config)(params, target, batch, method_state=state)
-
-
-@pytest.mark.parametrize("gamma", [0.0, 0.5])
-def test_an_empty_annotation_queue_changes_nothing_and_fills_with_the_target_networks_annotations(gamma):
-    """Empty slots (even holding junk) take no part in the target, the prediction or γ's bootstrap; after the step
-    the queue holds this step's annotations as the target network embedded them, newest first."""
-    config, model, params, target, batch = _setup(gamma)
-    _, (plain, _) = _queue_loss(config, model, params, target, batch, {})
-    config.ab.annotation_queue = 2 * objective_setup.NUM_ANNOTATIONS
-    empty = simclr_method.initial_state(config)
-    assert set(empty) == {"queue_base", "queue_ab", "queue_valid"} and not empty["queue_valid"].any()
-    junk = {**empty, "queue_base": jax.random.normal(jax.random.PRNGKey(5), empty["queue_base"].shape),
-            "queue_ab": jax.random.normal(jax.random.PRNGKey(6), empty["queue_ab"].shape)}
-    _, (queued, state) = _queue_loss(config, model, params, target, batch, junk)
-    np.testing.assert_allclose(queued["td_loss"], plain["td_loss"], rtol=1e-5)
-    k = objective_setup.NUM_ANNOTATIONS
-    np.testing.assert_array_equal(state["queue_valid"], np.arange(2 * k) < k)
-    tokens = model.apply(target, batch["annotation_views"][:, 1], method=ab_model.ABModel.encode)
-    np.testing.assert_allclose(state["queue_base"][:k], model.apply(target, tokens, method=ab_model.ABModel.base_embed),
-                               rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(state["queue_ab"][:k], model.apply(target, tokens, method=ab_model.ABModel.ab_embed),
-                               rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(state["queue_base"][k:], junk["queue_base"][:k])  # the older entries move back
-
-
-def test_a_filled_annotation_queue_joins_the_vocabulary_of_target_and_prediction():
-    """With the online network as target, a queue holding the step's own annotations duplicates every annotation:
-    target and prediction each split their mass in two, so the cross-entropy grows by exactly log 2."""
-    config, model, params, _, batch = _setup(0.0)
-    _, (plain, _) = _queue_loss(config, model, params, params, batch, {})
-    config.ab.annotation_queue = objective_setup.NUM_ANNOTATIONS
-    _, (_, state) = _queue_loss(config, model, params, params, batch, simclr_method.initial_state(config))
-    assert state["queue_valid"].all()
-    _, (doubled, _) = _queue_loss(config, model, params, params, batch, state)
-    np.testing.assert_allclose(doubled["td_loss"], plain["td_loss"] + np.log(2.0), rtol=1e-5)

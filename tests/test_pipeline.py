@@ -4,6 +4,7 @@ import pytest
 
 from configs import demo
 from rlvis.data import digits, pipeline
+from rlvis.objectives import rewards
 
 
 def _streams(process_index=0, process_count=1):
@@ -108,10 +109,11 @@ def test_annotation_scene_fraction_mixes_scenes_with_digits_on_one_canvas():
         assert (batch["image"][digits_only, 32:] == 0).all() and (batch["image"][digits_only, :, 32:] == 0).all()
 
 
-def test_the_oracle_reward_streams_carry_each_digits_class_and_each_scenes_digit_boxes():
-    config = demo.get_config("tiny")
-    config.ab.reward = "oracle"
-    streams = pipeline.training_streams(config, 0, 1)
+def test_the_demo_streams_always_carry_their_ground_truth():
+    """Each centred digit its class, each scene its digits' boxes and classes, whatever the reward: the diagnostic
+    rewards (rlvis/objectives/rewards.py) read them; a scene or a digit mixed into the annotation stream has none."""
+    config, streams = _streams()
+    assert config.ab.reward == "base"
     annotation, scenes = next(iter(streams["annotation"])), next(iter(streams["bootstrap"]))
     splits = digits.load_digits(config.eval.digits_per_class)
     by_image = {digits.centred_digit(d)["image"].tobytes(): label
@@ -120,7 +122,23 @@ def test_the_oracle_reward_streams_carry_each_digits_class_and_each_scenes_digit
     assert scenes["digit_boxes"].shape == (config.batch.bootstrap, digits.MAX_DIGITS, 4)
     present = scenes["digit_labels"] >= 0
     assert (present.sum(1) >= config.data.digits_per_scene[0]).all()
+    assert (present.sum(1) <= config.data.digits_per_scene[1]).all()
     for image, valid, boxes, keep in zip(scenes["image"], scenes["valid"], scenes["digit_boxes"], present):
         for y0, x0, h, w in boxes[keep] * np.tile(valid, 2):  # each box (valid-region fractions) holds ink
             assert image[int(round(y0)):int(round(y0 + h)), int(round(x0)):int(round(x0 + w))].any()
-    assert "label" not in next(iter(_streams()[1]["annotation"]))  # the default reward reads no labels
+    truth = rewards.ground_truth({"annotation": annotation, "bootstrap": scenes})  # as the trainer hands it on
+    assert set(truth) == set(rewards.GROUND_TRUTH)
+    np.testing.assert_array_equal(truth["annotation_labels"], annotation["label"])
+    np.testing.assert_array_equal(truth["digit_labels"], scenes["digit_labels"])
+    # A base method reads the annotation stream alone, and still gets its labels.
+    simclr = demo.get_config("tiny,method=simclr")
+    assert set(pipeline.training_streams(simclr, 0, 1)) == {"annotation"}
+    assert "label" in next(iter(pipeline.training_streams(simclr, 0, 1)["annotation"]))
+    # Streams without one class per image carry none: captioned scenes, and the digit-or-scene mixture.
+    for method, fraction in (("ab_clip", None), ("ab_simclr", 0.5)):
+        mixed = demo.get_config(f"tiny,method={method}")
+        if fraction is not None:
+            mixed.data.annotation_scene_fraction = fraction
+        batch = next(iter(pipeline.training_streams(mixed, 0, 1)["annotation"]))
+        assert not {"label", "digit_boxes", "digit_labels"} & set(batch), method
+        assert "annotation_labels" not in rewards.ground_truth({"annotation": batch})

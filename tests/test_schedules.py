@@ -20,10 +20,10 @@ def test_ema_momentum_rises_on_a_cosine_from_start_to_end():
     config = demo.get_config()
     momentum = optimizer.ema_momentum_schedule(config)
     values = np.asarray(jax.vmap(momentum)(jnp.arange(config.total_steps + 1)))
-    np.testing.assert_allclose(values[0], config.ab.ema_start, rtol=1e-6)
-    np.testing.assert_allclose(values[-1], config.ab.ema_end, rtol=1e-6)
+    np.testing.assert_allclose(values[0], config.ema.start, rtol=1e-6)
+    np.testing.assert_allclose(values[-1], config.ema.end, rtol=1e-6)
     assert (np.diff(values) >= -1e-7).all()
-    middle = (config.ab.ema_start + config.ab.ema_end) / 2
+    middle = (config.ema.start + config.ema.end) / 2
     np.testing.assert_allclose(values[config.total_steps // 2], middle, rtol=1e-5)
 
 

@@ -133,8 +133,7 @@ def test_built_in_scorers_read_the_target_as_weights_over_the_vocabulary():
     config = demo.get_config("tiny")
     model = methods.build_model(config)
     size = config.env.view_size
-    params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, size, size, 1)), jnp.zeros((1, config.env.views - 1, 4)),
-                        jnp.zeros((1, config.clip.caption_length), jnp.int32))
+    params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, size, size, 1)), jnp.zeros((1, config.env.views - 1, 4)))
     splits = digits_lib.load_digits(10)
     exemplars = np.stack([digits_lib.centred_digit(splits.probe_test_images[splits.probe_test_labels == c][i])["image"]
                           for c in range(10) for i in range(2)])  # class-major, 2 per class

@@ -154,19 +154,19 @@ def test_methods_train_from_their_config(tmp_path, method, capsys):
             assert f"{method} has no annotation distribution" in usage_error(capsys, main, [f"--workdir={tmp_path}"])
 
 
-def test_the_oracle_reward_trains_from_the_labelled_streams_on_several_devices(tmp_path, monkeypatch):
-    from rlvis.objectives import bootstrap
+def test_a_partial_oracle_reward_trains_from_the_demo_streams_ground_truth_on_several_devices(tmp_path, monkeypatch):
+    from rlvis.objectives import rewards
     seen = []
 
     def recording(view_boxes, digit_boxes, digit_labels, annotation_labels):
         seen.append((view_boxes.shape, digit_boxes.shape, digit_labels.shape, annotation_labels.shape))
-        return oracle_reward(view_boxes, digit_boxes, digit_labels, annotation_labels)
+        return oracle(view_boxes, digit_boxes, digit_labels, annotation_labels)
 
-    oracle_reward = bootstrap.oracle_reward
-    monkeypatch.setattr(bootstrap, "oracle_reward", recording)
+    oracle = rewards.oracle
+    monkeypatch.setattr(rewards, "oracle", recording)
     # Half the scenes with the oracle's reward, half with the base model's: the batch is split across devices.
-    run = train(tmp_path, *NO_EVAL, "total_steps=2", "ab.reward='oracle'", "ab.oracle_fraction=0.5", devices=8)
-    assert "step 2/2 | loss" in run.stdout
+    run = train(tmp_path, *NO_EVAL, "total_steps=2", "ab.reward='oracle:0.5'", devices=8)
+    assert "step 2/2 | loss" in run.stdout and run.results["config"]["ab"]["reward"] == "oracle:0.5"
     # Traced once: every bootstrap view, each scene's digit boxes and labels, every annotation's label.
     assert seen == [((8, 3, 4), (8, 4, 4), (8, 4), (16,))]  # tiny: 8 scenes × 3 views, 16 annotations
 
