@@ -14,7 +14,7 @@ import pytest
 from rlvis import checkpoints, downstream, export, methods
 from rlvis.data import digits as digits_lib
 from rlvis.models.ab_model import ABModel
-from tests.runs import ok, subprocess_env, usage_error
+from tests.runs import ok, subprocess_env
 
 
 @pytest.fixture(scope="module")
@@ -111,10 +111,6 @@ def test_a_checkpoint_from_an_older_rlvis_loads_with_todays_defaults_for_fields_
     assert config.evals.digits.every == 100 and not config.evals.digits.final and config.env.view_size == 16
     module, variables = export.load_encoder(str(old))
     assert module.dtype == "float32" and module.image_size == 16
-
-
-def test_export_command_names_a_missing_checkpoint_in_one_line(tmp_path, capsys):
-    assert "no committed checkpoint" in usage_error(capsys, export.main, [f"--workdir={tmp_path}"])
 
 
 def test_frozen_finetuning_trains_only_the_head_and_unfrozen_trains_the_encoder(workdir, digits):
