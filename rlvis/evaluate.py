@@ -110,10 +110,11 @@ def main(argv: list[str] | None = None) -> None:
     if args.watch:
         watch(args.workdir, args.encoder, args.poll_seconds, args.evals, args.evals_root, probe)
         return
-    try:
-        _print(*evaluate_step(args.workdir, args.step, args.encoder, args.evals, args.evals_root, probe))
-    except (FileNotFoundError, ValueError) as error:
-        cli.fail(str(error))
+    with cli.reading_checkpoint(args.workdir):
+        try:
+            _print(*evaluate_step(args.workdir, args.step, args.encoder, args.evals, args.evals_root, probe))
+        except ValueError as error:
+            cli.fail(str(error))
 
 
 if __name__ == "__main__":

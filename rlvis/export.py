@@ -14,8 +14,9 @@ The params-only export (`export_encoder`) is a folder:
                    method, step, which encoder, and the parameter names with their shapes
     params/        an Orbax PyTree checkpoint of ONE flat dict name → float32 array
 
-Restoring needs Orbax alone: `orbax.checkpoint.StandardCheckpointer().restore("<out>/params")`. The names are the
-encoder's Flax path joined by dots and do not change between releases without a new `format` in encoder.json:
+Restoring needs Orbax alone: `orbax.checkpoint.StandardCheckpointer().restore(os.path.abspath("<out>/params"))`
+(Orbax refuses a relative path). The names are the encoder's Flax path joined by dots and do not change between
+releases without a new `format` in encoder.json:
 
     patch_embed.kernel [p, p, C, width]   patch_embed.bias [width]   cls [1, 1, width]   pos_embedding [1, T, width]
     block{i}.norm1.{scale,bias}           block{i}.attn.{query,key,value}.kernel [width, heads, width/heads]
@@ -132,10 +133,8 @@ def define_flags(flag_values: flags.FlagValues) -> None:
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = cli.parse(define_flags, argv, __doc__)
-    try:
+    with cli.reading_checkpoint(args.workdir):
         out = export_encoder(args.workdir, args.out, encoder=args.encoder, step=args.step)
-    except FileNotFoundError as error:
-        cli.fail(str(error))
     description = storage.read_json(storage.join(out, "encoder.json"))
     print(f"rlvis: exported the {description['encoder']} encoder of step {description['step']} ({description['variant']}, "
           f"{len(description['parameters'])} arrays) to {out}")

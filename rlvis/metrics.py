@@ -82,7 +82,7 @@ class MetricWriter:
         self._log.append(json.dumps({"step": step, **clean}) + "\n")  # NaN is not JSON: written as null
         if self._tensorboard is None:  # opened lazily: a run that logs nothing leaves no empty event file
             self._tensorboard = tensorboardX.SummaryWriter(self._tensorboard_dir, purge_step=self._purge_step)
-        for key, value in metrics.items():
+        for key, value in clean.items():  # a non-finite value (no rate yet at the first step) is left out, as in JSON
             if isinstance(value, (int, float)) and key != "data_digest":
                 self._tensorboard.add_scalar(key, value, step)
         self._tensorboard.flush()
@@ -112,7 +112,7 @@ class Throughput:
             self.start_step, self.start_time = step, time.perf_counter()
 
     def rates(self, step: int) -> tuple[float, float]:
-        """(images per second, seconds left)."""
+        """(images per second, seconds left); NaN until a step after the first (compiling) one has been timed."""
         if self.start_time is None or step <= self.start_step:
             return float("nan"), float("nan")
         steps_per_s = (step - self.start_step) / (time.perf_counter() - self.start_time)
@@ -121,4 +121,5 @@ class Throughput:
 
 def progress_line(step: int, total: int, metrics: dict, images_per_s: float, eta_s: float) -> str:
     terms = " ".join(f"{k} {metrics[k]:.3f}" for k in ("loss", "base_loss", "td_loss") if k in metrics)
-    return f"step {step}/{total} | {terms} | {images_per_s:.0f} img/s | ETA {format_duration(eta_s)}"
+    rate = f"{images_per_s:.0f}" if math.isfinite(images_per_s) else "—"  # the first step compiles: no rate yet
+    return f"step {step}/{total} | {terms} | {rate} img/s | ETA {format_duration(eta_s)}"

@@ -306,12 +306,14 @@ def main(argv: Sequence[str] | None = None) -> None:
             cli.fail("--measure uses each run's latest checkpoint on held-out demo scenes with their "
                              "own targets; drop --image, --step and --annotation")
         policies = [("value", 0.0), ("value", args.temperature or 0.1), ("brute_force", 0.0), ("random", 1.0)]
-        try:
-            rows = [row for workdir in args.workdir
-                    for row in measure(workdir, scenes=args.scenes, steps=args.steps, policies=policies,
-                                       encoder=args.encoder, **moves)]
-        except ValueError as error:  # e.g. a run not trained on the demo data
-            cli.fail(str(error))
+        rows = []
+        for workdir in args.workdir:
+            with cli.reading_checkpoint(workdir):
+                try:
+                    rows += measure(workdir, scenes=args.scenes, steps=args.steps, policies=policies,
+                                    encoder=args.encoder, **moves)
+                except ValueError as error:  # e.g. a run not trained on the demo data
+                    cli.fail(str(error))
         print(format_table(rows))
         for workdir in args.workdir:
             storage.write_json(storage.join(workdir, "search_results.json"),
@@ -323,7 +325,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     if len(args.workdir) != 1:
         cli.fail("one --workdir for a single search (several only with --measure)")
     workdir = args.workdir[0]
-    config, state, step = checkpoints.load_run(workdir, args.step)
+    with cli.reading_checkpoint(workdir):
+        config, state, step = checkpoints.load_run(workdir, args.step)
     method = methods.get(config)
     if not method.ANNOTATES:
         cli.fail(f"{config.method} has no annotation distribution p(ℓ | x), which value-guided "

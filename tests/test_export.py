@@ -14,7 +14,7 @@ import pytest
 from rlvis import checkpoints, downstream, export, methods
 from rlvis.data import digits as digits_lib
 from rlvis.models.ab_model import ABModel
-from tests.runs import ok, subprocess_env, usage_error
+from tests.runs import ok, subprocess_env
 
 
 @pytest.fixture(scope="module")
@@ -129,10 +129,6 @@ def test_export_command_refuses_an_older_format_in_one_line(workdir, tmp_path, c
         meta_file = old / "checkpoints" / str(step) / "meta" / "metadata"
         meta_file.write_text(json.dumps({k: v for k, v in json.loads(meta_file.read_text()).items() if k != "format"}))
     assert "checkpoint format 1, this rlvis reads format 2" in usage_error(capsys, export.main, [f"--workdir={old}"])
-
-
-def test_export_command_names_a_missing_checkpoint_in_one_line(tmp_path, capsys):
-    assert "no committed checkpoint" in usage_error(capsys, export.main, [f"--workdir={tmp_path}"])
 
 
 def test_frozen_finetuning_trains_only_the_head_and_unfrozen_trains_the_encoder(workdir, digits):

@@ -4,6 +4,7 @@ rlvis.main` calls), on 1 or 8 of the test process's fake devices; the commands t
 
 import json
 import os
+import re
 import shutil
 
 import jax
@@ -201,6 +202,17 @@ def test_metrics_reach_tensorboard_and_the_monitor_runs_at_start_and_end(runs):
     assert [line["step"] for line in monitor] == [0, 6]
     assert {"monitor/knn/digit", "monitor/fewshot5/digit", "monitor/fewshot10/digit"} <= set(monitor[0])
     assert (runs["full"] / "plots" / "monitor.png").stat().st_size > 1000
+
+
+def test_the_first_step_shows_no_rate_and_tensorboard_gets_no_nan(tiny_run):
+    """Step 1 compiles, so it has no images/s yet: the progress line says "—" and TensorBoard gets no point,
+    instead of "nan img/s" and tensorboardX's NaN warning (metrics.jsonl keeps its null)."""
+    workdir, run = tiny_run
+    first = next(line for line in run.stdout.splitlines() if line.startswith("step 1/6 |"))
+    assert first.endswith("| — img/s | ETA ?") and not re.search(r"\bnan\b", run.stdout, re.I)
+    board = _tensorboard_scalars(workdir / "tensorboard" / "metrics")
+    assert sorted(board["images_per_s"]) == [2, 3, 4, 5, 6] and all(v > 0 for v in board["images_per_s"].values())
+    assert metrics(workdir)[1]["images_per_s"] is None and metrics(workdir)[2]["images_per_s"] > 0
 
 
 def test_standalone_evaluator_equals_the_trainer_on_the_same_checkpoint(tiny_copy):

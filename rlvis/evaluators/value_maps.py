@@ -155,7 +155,8 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     args = cli.parse(define_flags, argv, __doc__)
 
-    config, state, step = checkpoints.load_run(args.workdir, args.step)
+    with cli.reading_checkpoint(args.workdir):
+        config, state, step = checkpoints.load_run(args.workdir, args.step)
     method = methods.get(config)
     if not method.ANNOTATES:
         cli.fail(f"{config.method} has no annotation distribution p(ℓ | x), which value maps "
