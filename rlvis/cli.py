@@ -20,6 +20,8 @@ from collections.abc import Callable, Sequence
 from absl import flags, logging
 from ml_collections import config_flags
 
+from rlvis.errors import ConfigError
+
 Define = Callable[[flags.FlagValues], None]
 _ARGV: contextvars.ContextVar[list[str]] = contextvars.ContextVar("argv")  # what `parse` is parsing
 
@@ -32,10 +34,13 @@ def fail(message: str) -> None:
 
 @contextlib.contextmanager
 def reading_checkpoint(workdir: str):
-    """Around a tool's use of WORKDIR's checkpoint: a workdir without one, or without the step asked for, is one
-    line naming it (exit code 2) instead of a traceback from deep inside the restore."""
+    """Around a tool's use of WORKDIR's checkpoint: a workdir without one, without the step asked for, or with one
+    of another format (checkpoints.FormatError), is one line naming it (exit code 2) instead of a traceback from
+    deep inside the restore."""
     try:
         yield
+    except ConfigError as error:
+        fail(str(error))
     except FileNotFoundError as error:
         from rlvis import checkpoints
         folder, step = os.path.split(str(workdir).rstrip("/"))

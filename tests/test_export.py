@@ -120,8 +120,6 @@ def test_a_saved_config_is_read_back_as_it_was_saved_and_an_older_format_is_refu
     checkpoints.load_run(str(old), step=3)  # the other step was written in today's format
 
 
-@pytest.mark.xfail(raises=checkpoints.FormatError, strict=True, reason="product bug: rlvis/export.py main() "
-                   "catches FileNotFoundError only, so an older-format checkpoint is a traceback, not one line")
 def test_export_command_refuses_an_older_format_in_one_line(workdir, tmp_path, capsys):
     import shutil
     old = shutil.copytree(workdir, tmp_path / "old")

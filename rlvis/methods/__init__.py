@@ -29,8 +29,9 @@ A baseline without annotations (MAE, I-JEPA) defines the same names; those that 
 A baseline built on another method (SLIP, SiLC and CLIP + Aug on CLIP) names that method's functions for what it
 shares and defines what differs.
 
-Adding a method is one file here plus its entry in FAMILIES: its settings, checks and heads are its own, so
-neither the shared network (rlvis/models/ab_model.py) nor the config checks (rlvis/config_lib.py) change.
+Adding a method is one file here plus its entry in FAMILIES (or, outside rlvis, `register(module)`): its settings,
+checks and heads are its own, so neither the shared network (rlvis/models/ab_model.py) nor the config checks
+(rlvis/config_lib.py) change.
 """
 
 import ml_collections
@@ -50,6 +51,8 @@ NAMES = tuple(name for base, module in FAMILIES.items()
 def register(module) -> None:
     """Add a method file to the registry (FAMILIES lists rlvis's own; a user's method registers itself)."""
     global NAMES
+    if FAMILIES.get(module.NAME, module) is not module:
+        raise ValueError(f"a method named {module.NAME!r} is already registered ({FAMILIES[module.NAME].__name__})")
     FAMILIES[module.NAME] = module
     NAMES = tuple(name for base, m in FAMILIES.items() for name in ((f"ab_{base}", base) if m.AB_VARIANT else (base,)))
 
