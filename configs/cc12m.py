@@ -107,9 +107,20 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         c.optim.warmup_steps = 40 * IMAGENET_EPOCH_STEPS
         c.ijepa.predictor_width, c.ijepa.predictor_depth, c.ijepa.predictor_heads = 384, 6, 12
 
-    annotation_images = {"clip": 4096, "simclr": 2048, "dino": 512} if bootstrapping else \
-        {"clip": 8192, "simclr": 4096, "dino": 1024, "mae": 8192, "ijepa": 4096, "slip": 4096, "silc": 4096,
-         "clip_aug": 8192}
+    annotation_images = (
+        {"clip": 4096, "simclr": 2048, "dino": 512}
+        if bootstrapping
+        else {
+            "clip": 8192,
+            "simclr": 4096,
+            "dino": 1024,
+            "mae": 8192,
+            "ijepa": 4096,
+            "slip": 4096,
+            "silc": 4096,
+            "clip_aug": 8192,
+        }
+    )
     c.batch.annotation = annotation_images[base]
     c.batch.bootstrap = EFFECTIVE_BATCH // 8
 

@@ -50,13 +50,15 @@ from rlvis.evaluators import presets
 
 
 def parse_arg(arg: str | None) -> dict:
-    """"tiny,method=simclr" → {"tiny": True, "method": "simclr"} (big_vision's `parse_arg` convention)."""
+    """ "tiny,method=simclr" → {"tiny": True, "method": "simclr"} (big_vision's `parse_arg` convention)."""
     parsed = {"tiny": False, "long": False, "method": "ab_simclr", "evals": "", "data": "demo"}
     for item in filter(None, (arg or "").split(",")):
         key, _, value = item.partition("=")
         if key not in parsed or (key in ("tiny", "long")) == bool(value):
-            raise ValueError(f"configs/demo.py: unknown argument {item!r}; use 'tiny' or 'long', 'method=NAME', "
-                             "'evals=PRESET' and 'data=FORMAT'")
+            raise ValueError(
+                f"configs/demo.py: unknown argument {item!r}; use 'tiny' or 'long', 'method=NAME', "
+                "'evals=PRESET' and 'data=FORMAT'"
+            )
         parsed[key] = value or True
     if parsed["method"] not in methods.NAMES:
         raise ValueError(f"configs/demo.py: method={parsed['method']!r} is not one of {methods.NAMES}")
@@ -142,7 +144,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.sharding = ml_collections.ConfigDict()
     c.sharding.strategy = "replicate"  # or "fsdp": parameters and optimizer state split over devices (sharding.py)
     c.sharding.fsdp_rules = (".*",)  # regexes over state paths, e.g. ("encoder/.*kernel",)
-    c.sharding.fsdp_min_size = 2 ** 12  # smaller arrays stay replicated: splitting them costs more than it saves
+    c.sharding.fsdp_min_size = 2**12  # smaller arrays stay replicated: splitting them costs more than it saves
 
     c.optim = ml_collections.ConfigDict()
     c.optim.lr = 1e-3

@@ -32,21 +32,25 @@ class FormatError(ConfigError):
 def check_format(meta: dict, where: str) -> None:
     version = meta.get("format", 1)
     if version != FORMAT:
-        raise FormatError(f"{where}: checkpoint format {version}, this rlvis reads format {FORMAT}; train a new run "
-                          "(or evaluate it with the rlvis release that wrote it)")
+        raise FormatError(
+            f"{where}: checkpoint format {version}, this rlvis reads format {FORMAT}; train a new run "
+            "(or evaluate it with the rlvis release that wrote it)"
+        )
 
 
 def check_writable(workdir: str) -> None:
     """Create the workdir and write a probe file in it: an unwritable disk is a one-line error before any compute."""
     if str(workdir).startswith("s3://"):  # tensorstore has an S3 driver, but Orbax builds a malformed path for it
-        raise ConfigError(f"--workdir={workdir}: Orbax {ocp.__version__} cannot write checkpoints to s3:// (data can "
-                          "be read from S3); use a gs:// or local workdir")
+        raise ConfigError(
+            f"--workdir={workdir}: Orbax {ocp.__version__} cannot write checkpoints to s3:// (data can "
+            "be read from S3); use a gs:// or local workdir"
+        )
     probe = storage.path(workdir) / f".rlvis-write-test-{os.getpid()}"
     try:
         (storage.path(workdir) / "checkpoints").mkdir(parents=True, exist_ok=True)
         probe.write_bytes(b"\0" * 4096)
         probe.unlink()
-    except Exception as error:  # noqa: BLE001 — disks raise OSError; bucket clients their own HTTP/auth errors
+    except Exception as error:
         if not isinstance(error, OSError) and not storage.is_remote(workdir):
             raise
         reason = getattr(error, "strerror", None) or str(error).strip().splitlines()[0]
@@ -57,15 +61,22 @@ class Checkpointer:
     def __init__(self, directory: str, keep: int):
         handlers = {"state": ocp.StandardCheckpointHandler(), "meta": ocp.JsonCheckpointHandler()}
         self.manager = ocp.CheckpointManager(
-            storage.absolute(directory), item_handlers=handlers,
-            options=ocp.CheckpointManagerOptions(max_to_keep=keep, enable_async_checkpointing=True, create=True))
+            storage.absolute(directory),
+            item_handlers=handlers,
+            options=ocp.CheckpointManagerOptions(max_to_keep=keep, enable_async_checkpointing=True, create=True),
+        )
 
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
 
     def save(self, step: int, state, meta: dict) -> None:
-        self.manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                                        meta=ocp.args.JsonSave(dict(meta, format=FORMAT))), force=True)
+        self.manager.save(
+            step,
+            args=ocp.args.Composite(
+                state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(dict(meta, format=FORMAT))
+            ),
+            force=True,
+        )
 
     def meta(self, step: int) -> dict:
         """The JSON metadata alone: cheap, and readable whatever the state's shapes. Refuses another format."""
@@ -76,8 +87,9 @@ class Checkpointer:
     def restore(self, step: int, abstract_state) -> tuple[object, dict]:
         """Restore into `abstract_state` (ShapeDtypeStructs carrying the *target* shardings, which may be those of
         another device count than the one that saved)."""
-        restored = self.manager.restore(step, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
+        restored = self.manager.restore(
+            step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore())
+        )
         return restored.state, restored.meta
 
     def wait(self) -> None:
@@ -128,10 +140,13 @@ def load_run(workdir: str, step: int | None = None) -> tuple[ml_collections.Conf
     step = steps[-1] if step is None else step
     if step not in steps:
         raise FileNotFoundError(f"no checkpoint for step {step} in {workdir}; steps: {steps}")
-    manager = ocp.CheckpointManager(checkpoint_dir(workdir), item_handlers={
-        "state": ocp.StandardCheckpointHandler(), "meta": ocp.JsonCheckpointHandler()})
-    restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(),
-                                                              meta=ocp.args.JsonRestore()))
+    manager = ocp.CheckpointManager(
+        checkpoint_dir(workdir),
+        item_handlers={"state": ocp.StandardCheckpointHandler(), "meta": ocp.JsonCheckpointHandler()},
+    )
+    restored = manager.restore(
+        step, args=ocp.args.Composite(state=ocp.args.StandardRestore(), meta=ocp.args.JsonRestore())
+    )
     manager.close()
     check_format(restored.meta, f"step {step} in {workdir}")
     return ml_collections.ConfigDict(restored.meta["config"]), restored.state, step

@@ -43,6 +43,7 @@ def reading_checkpoint(workdir: str):
         fail(str(error))
     except FileNotFoundError as error:
         from rlvis import checkpoints
+
         folder, step = os.path.split(str(workdir).rstrip("/"))
         step_folder = step.isdigit() and os.path.basename(folder) == "checkpoints"  # rlvis.export takes one
         if not step_folder and not checkpoints.checkpoint_steps(workdir):
@@ -53,13 +54,19 @@ def reading_checkpoint(workdir: str):
 def define_config(help_text: str, flag_values: flags.FlagValues, lock_config: bool = True) -> None:
     """The required `--config=FILE[:arg]` flag with its `--config.field=value` overrides. ml_collections finds the
     overrides in sys.argv unless told otherwise; it is told the argv being parsed, so in-process calls work."""
-    config_flags.DEFINE_config_file("config", None, help_text, flag_values=flag_values, lock_config=lock_config,
-                                    sys_argv=["rlvis", *_ARGV.get(sys.argv[1:])])
+    config_flags.DEFINE_config_file(
+        "config",
+        None,
+        help_text,
+        flag_values=flag_values,
+        lock_config=lock_config,
+        sys_argv=["rlvis", *_ARGV.get(sys.argv[1:])],
+    )
     flags.mark_flag_as_required("config", flag_values=flag_values)
 
 
 class _NumbersParser(flags.ArgumentParser):
-    """"0.3,0.5" → (0.3, 0.5); anything that is not a number is a parse error naming the flag."""
+    """ "0.3,0.5" → (0.3, 0.5); anything that is not a number is a parse error naming the flag."""
 
     def __init__(self, kind: type):
         self.kind = kind
@@ -73,11 +80,18 @@ class _NumbersParser(flags.ArgumentParser):
         return f"comma-separated {self.kind.__name__}s"
 
 
-def define_numbers(name: str, default: Sequence[float], help_text: str, flag_values: flags.FlagValues,
-                   kind: type = float) -> None:
+def define_numbers(
+    name: str, default: Sequence[float], help_text: str, flag_values: flags.FlagValues, kind: type = float
+) -> None:
     """A comma-separated list of numbers (`kind`), read back as a tuple."""
-    flags.DEFINE(_NumbersParser(kind), name, tuple(default), help_text, flag_values=flag_values,
-                 serializer=flags.CsvListSerializer(","))
+    flags.DEFINE(
+        _NumbersParser(kind),
+        name,
+        tuple(default),
+        help_text,
+        flag_values=flag_values,
+        serializer=flags.CsvListSerializer(","),
+    )
 
 
 def tool_flags(define: Define, argv: Sequence[str] = ()) -> flags.FlagValues:
@@ -94,8 +108,9 @@ def tool_flags(define: Define, argv: Sequence[str] = ()) -> flags.FlagValues:
         define(own)
     finally:
         _ARGV.reset(token)
-    flags.DEFINE_integer("verbosity", None, "absl logging verbosity: 0 INFO, -1 WARNING (default), 1 DEBUG.",
-                         flag_values=own)
+    flags.DEFINE_integer(
+        "verbosity", None, "absl logging verbosity: 0 INFO, -1 WARNING (default), 1 DEBUG.", flag_values=own
+    )
     tool = define.__module__
     if tool == "__main__":  # `python -m rlvis.search`: its import name, as the docs write it
         tool = getattr(sys.modules["__main__"].__spec__, "name", None) or sys.argv[0]
@@ -145,8 +160,9 @@ def _unknown_field(error: Exception, argv: list[str]) -> str:
         error = error.args[0]
     lines = str(error.args[0] if error.args else error).splitlines() or [""]
     field = lines[0].strip().strip("\"'")
-    culprit = next((arg for arg in argv if arg.startswith("--config.")
-                    and field in arg.partition("=")[0].split(".")[1:]), field)
+    culprit = next(
+        (arg for arg in argv if arg.startswith("--config.") and field in arg.partition("=")[0].split(".")[1:]), field
+    )
     suggestion = re.search(r'Did you mean "([^"]+)"', " ".join(lines[1:]))
     hint = f"; did you mean {suggestion.group(1)!r}?" if suggestion else ""
     return f"config error: unknown config field {field!r} in {culprit}{hint}"

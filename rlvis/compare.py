@@ -28,26 +28,44 @@ from absl import flags
 from rlvis import cli, config_lib, methods, storage
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
+
 
 def define_flags(flag_values: flags.FlagValues) -> None:
     cli.define_config("Base config; its method field is replaced per method.", flag_values)
-    flags.DEFINE_string("workdir", None, "One sub-folder per method, plus compare.json and compare.png.",
-                        required=True, flag_values=flag_values)
-    flags.DEFINE_list("methods", ["simclr", "ab_simclr", "dino", "ab_dino"],
-                      "Methods or variants (method+field=value+…) to compare.", flag_values=flag_values)
-    flags.DEFINE_integer("seeds", 1, "Training seeds per method: config.seed + 0 … N-1.", lower_bound=1,
-                         flag_values=flag_values)
-    flags.DEFINE_integer("views_per_step", 0, "Encoded views per step of every base method (0: its family's AB "
-                         "variant's count).", lower_bound=0, flag_values=flag_values)
+    flags.DEFINE_string(
+        "workdir",
+        None,
+        "One sub-folder per method, plus compare.json and compare.png.",
+        required=True,
+        flag_values=flag_values,
+    )
+    flags.DEFINE_list(
+        "methods",
+        ["simclr", "ab_simclr", "dino", "ab_dino"],
+        "Methods or variants (method+field=value+…) to compare.",
+        flag_values=flag_values,
+    )
+    flags.DEFINE_integer(
+        "seeds", 1, "Training seeds per method: config.seed + 0 … N-1.", lower_bound=1, flag_values=flag_values
+    )
+    flags.DEFINE_integer(
+        "views_per_step",
+        0,
+        "Encoded views per step of every base method (0: its family's AB variant's count).",
+        lower_bound=0,
+        flag_values=flag_values,
+    )
 
 
 def summarise(per_seed: list[dict]) -> dict:
     """[{task: score}] over seeds → {"mean": …, "se": …} per task (se = 0 for one seed)."""
     tasks = per_seed[0]
     values = {task: np.array([scores[task] for scores in per_seed if task in scores], float) for task in tasks}
-    return dict(mean={t: float(v.mean()) for t, v in values.items()},
-                se={t: float(v.std(ddof=1) / math.sqrt(len(v))) if len(v) > 1 else 0.0 for t, v in values.items()})
+    return dict(
+        mean={t: float(v.mean()) for t, v in values.items()},
+        se={t: float(v.std(ddof=1) / math.sqrt(len(v))) if len(v) > 1 else 0.0 for t, v in values.items()},
+    )
 
 
 def table(rows: dict[str, dict], tasks: list[str]) -> str:
@@ -65,8 +83,14 @@ def bar_chart(rows: dict[str, dict], tasks: list[str], path: str) -> None:
     width = 0.8 / len(rows)
     fig, ax = plt.subplots(figsize=(1.8 * len(tasks) + 2, 3.5))
     for i, (name, row) in enumerate(rows.items()):
-        ax.bar([t + i * width for t in range(len(tasks))], [row["mean"].get(t, np.nan) for t in tasks], width,
-               yerr=[row["se"].get(t, 0.0) for t in tasks], capsize=2, label=name)
+        ax.bar(
+            [t + i * width for t in range(len(tasks))],
+            [row["mean"].get(t, np.nan) for t in tasks],
+            width,
+            yerr=[row["se"].get(t, 0.0) for t in tasks],
+            capsize=2,
+            label=name,
+        )
     ax.set_xticks([t + 0.4 - width / 2 for t in range(len(tasks))], tasks, rotation=30, ha="right", fontsize=7)
     ax.set_ylabel("held-out accuracy (mean ± SE)")
     ax.set_ylim(0, 1)
@@ -87,16 +111,20 @@ def main(argv: list[str] | None = None) -> None:
     from rlvis import bench, train
 
     try:
-        configs = config_lib.method_configs(args.config, args.methods, jax.device_count(),
-                                            views_per_step=args.views_per_step)
+        configs = config_lib.method_configs(
+            args.config, args.methods, jax.device_count(), views_per_step=args.views_per_step
+        )
     except (config_lib.ConfigError, ValueError) as e:
         cli.fail(f"config error: {e}")
     seeds, trained, random_init, wall = args.seeds, {}, {}, {}
     encoders = {row: config_lib.eval_encoder(config) for row, config in configs.items()}
     flops = {row: bench.step_flops(config) for row, config in configs.items()}
     for row, config in configs.items():
-        print(f"rlvis.compare: {row}: {methods.encoded_views_per_step(config)} encoded views/step, "
-              f"{flops[row] / 1e9:.1f} GFLOPs/step, {config.total_steps} steps, {seeds} seed(s)", flush=True)
+        print(
+            f"rlvis.compare: {row}: {methods.encoded_views_per_step(config)} encoded views/step, "
+            f"{flops[row] / 1e9:.1f} GFLOPs/step, {config.total_steps} steps, {seeds} seed(s)",
+            flush=True,
+        )
         trained[row], wall[row] = [], []
         for k in range(seeds):
             seeded = config.copy_and_resolve_references()
@@ -113,22 +141,29 @@ def main(argv: list[str] | None = None) -> None:
     print(f"rlvis.compare: wrote {args.workdir}/compare.json and compare.png", flush=True)
 
 
-def write_summary(workdir: str, configs: dict, trained: dict, random_init: dict, wall: dict, encoders: dict,
-                  seeds: int, flops: dict) -> dict:
+def write_summary(
+    workdir: str, configs: dict, trained: dict, random_init: dict, wall: dict, encoders: dict, seeds: int, flops: dict
+) -> dict:
     """compare.json and compare.png from the runs finished so far (`seeds_done` says how many per row), so an
     interrupted comparison still leaves its numbers."""
     rows = {row: summarise(per_seed) for row, per_seed in trained.items() if per_seed}
     rows["random_init"] = summarise([random_init[k] for k in sorted(random_init)])
-    summary = dict(methods={row: rows[row]["mean"] for row in trained if trained[row]},
-                   se={row: rows[row]["se"] for row in trained if trained[row]},
-                   per_seed=trained, seeds_done={row: len(v) for row, v in trained.items()},
-                   random_init=rows["random_init"]["mean"], random_init_se=rows["random_init"]["se"],
-                   encoder=encoders, wall_seconds=wall, seeds=seeds,
-                   encoded_views_per_step={m: methods.encoded_views_per_step(c) for m, c in configs.items()},
-                   flops_per_step=flops,
-                   steps=next(iter(configs.values())).total_steps,
-                   config=json.loads(next(iter(configs.values())).to_json()),  # the first row's, in full
-                   row_configs={row: json.loads(config.to_json()) for row, config in configs.items()})
+    summary = dict(
+        methods={row: rows[row]["mean"] for row in trained if trained[row]},
+        se={row: rows[row]["se"] for row in trained if trained[row]},
+        per_seed=trained,
+        seeds_done={row: len(v) for row, v in trained.items()},
+        random_init=rows["random_init"]["mean"],
+        random_init_se=rows["random_init"]["se"],
+        encoder=encoders,
+        wall_seconds=wall,
+        seeds=seeds,
+        encoded_views_per_step={m: methods.encoded_views_per_step(c) for m, c in configs.items()},
+        flops_per_step=flops,
+        steps=next(iter(configs.values())).total_steps,
+        config=json.loads(next(iter(configs.values())).to_json()),  # the first row's, in full
+        row_configs={row: json.loads(config.to_json()) for row, config in configs.items()},
+    )
     storage.write_json(storage.join(workdir, "compare.json"), summary)
     bar_chart(rows, list(rows["random_init"]["mean"]), storage.join(workdir, "compare.png"))
     return rows

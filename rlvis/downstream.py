@@ -21,6 +21,7 @@ import optax
 
 class Classifier(nn.Module):
     """encoder → LayerNorm(CLS ‖ mean of patch tokens) → Dense(num_classes)."""
+
     encoder: nn.Module
     num_classes: int
     frozen: bool = False  # stop gradients at the features: the encoder is not differentiated at all
@@ -40,8 +41,15 @@ def to_model_input(images: np.ndarray) -> jax.Array:
     return jnp.asarray(images, jnp.float32) / 127.5 - 1.0
 
 
-def init_classifier(encoder: nn.Module, encoder_variables: dict, num_classes: int, sample: jax.Array,
-                    *, frozen: bool = False, seed: int = 0) -> tuple[Classifier, dict]:
+def init_classifier(
+    encoder: nn.Module,
+    encoder_variables: dict,
+    num_classes: int,
+    sample: jax.Array,
+    *,
+    frozen: bool = False,
+    seed: int = 0,
+) -> tuple[Classifier, dict]:
     """A new head on the pre-trained encoder: fresh head parameters, the encoder's parameters as loaded."""
     classifier = Classifier(encoder, num_classes, frozen)
     params = classifier.init(jax.random.PRNGKey(seed), sample[:1])["params"]
@@ -50,21 +58,34 @@ def init_classifier(encoder: nn.Module, encoder_variables: dict, num_classes: in
     return classifier, params
 
 
-def _optimizer(params: dict, learning_rate: float, encoder_learning_rate: float | None,
-               frozen: bool) -> optax.GradientTransformation:
+def _optimizer(
+    params: dict, learning_rate: float, encoder_learning_rate: float | None, frozen: bool
+) -> optax.GradientTransformation:
     """AdamW (weight decay 1e-4) on the head; on the encoder: nothing when frozen, else AdamW at
     `encoder_learning_rate` (None: the head's rate)."""
     if encoder_learning_rate is None:
         encoder_learning_rate = learning_rate
     encoder_rule = optax.set_to_zero() if frozen else optax.adamw(encoder_learning_rate, weight_decay=1e-4)
     labels = {name: "encoder" if name == "encoder" else "head" for name in params}
-    return optax.multi_transform({"head": optax.adamw(learning_rate, weight_decay=1e-4), "encoder": encoder_rule},
-                                 labels)
+    return optax.multi_transform(
+        {"head": optax.adamw(learning_rate, weight_decay=1e-4), "encoder": encoder_rule}, labels
+    )
 
 
-def finetune(encoder: nn.Module, encoder_variables: dict, images: jax.Array, labels: np.ndarray, *,
-             num_classes: int, frozen: bool, steps: int = 200, batch_size: int = 64, learning_rate: float = 1e-3,
-             encoder_learning_rate: float | None = 1e-4, seed: int = 0) -> tuple[Classifier, dict, list[float]]:
+def finetune(
+    encoder: nn.Module,
+    encoder_variables: dict,
+    images: jax.Array,
+    labels: np.ndarray,
+    *,
+    num_classes: int,
+    frozen: bool,
+    steps: int = 200,
+    batch_size: int = 64,
+    learning_rate: float = 1e-3,
+    encoder_learning_rate: float | None = 1e-4,
+    seed: int = 0,
+) -> tuple[Classifier, dict, list[float]]:
     """Train a classifier on (images in [-1, 1], integer labels) → (classifier, params, loss per step).
 
     frozen=True leaves the encoder's parameters bit-identical; frozen=False trains them too, at
@@ -80,6 +101,7 @@ def finetune(encoder: nn.Module, encoder_variables: dict, images: jax.Array, lab
         def loss_fn(p):
             logits = classifier.apply({"params": p}, batch_images)
             return optax.softmax_cross_entropy_with_integer_labels(logits, batch_labels).mean()
+
         loss, grads = jax.value_and_grad(loss_fn)(params)
         updates, opt_state = optimizer.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), opt_state, loss
@@ -93,10 +115,15 @@ def finetune(encoder: nn.Module, encoder_variables: dict, images: jax.Array, lab
     return classifier, params, losses
 
 
-def accuracy(classifier: Classifier, params: dict, images: jax.Array, labels: Sequence[int],
-             batch_size: int = 256) -> float:
+def accuracy(
+    classifier: Classifier, params: dict, images: jax.Array, labels: Sequence[int], batch_size: int = 256
+) -> float:
     """Top-1 accuracy, evaluated in batches."""
     predict = jax.jit(lambda p, x: jnp.argmax(classifier.apply({"params": p}, x), axis=-1))
-    predictions = np.concatenate([np.asarray(predict(params, jnp.asarray(images[i:i + batch_size])))
-                                  for i in range(0, len(images), batch_size)])
+    predictions = np.concatenate(
+        [
+            np.asarray(predict(params, jnp.asarray(images[i : i + batch_size])))
+            for i in range(0, len(images), batch_size)
+        ]
+    )
     return float(np.mean(predictions == np.asarray(labels)))

@@ -23,20 +23,30 @@ from rlvis import cli, storage
 def define_flags(flag_values: flags.FlagValues) -> None:
     flags.DEFINE_string("workdir", None, "The training run's workdir.", required=True, flag_values=flag_values)
     flags.DEFINE_integer("step", None, "Checkpoint step to evaluate (default: the latest).", flag_values=flag_values)
-    flags.DEFINE_bool("watch", False, "Evaluate every new checkpoint until the run's last step.",
-                      flag_values=flag_values)
+    flags.DEFINE_bool(
+        "watch", False, "Evaluate every new checkpoint until the run's last step.", flag_values=flag_values
+    )
     flags.DEFINE_enum("encoder", None, ["ema", "online"], "Override config.eval.encoder.", flag_values=flag_values)
     flags.DEFINE_float("poll_seconds", 60.0, "How often --watch looks for new checkpoints.", flag_values=flag_values)
-    flags.DEFINE_string("evals", "", "A paper table's evaluators to add: table1, coco or epic_kitchens.",
-                        flag_values=flag_values)
-    flags.DEFINE_string("evals_root", "", "Where the preset's data are (TFDS data dir, COCO or VISOR folder).",
-                        flag_values=flag_values)
-    flags.DEFINE_string("probe", "", "Decoder-probe fields for --evals, e.g. 'depth=2,width=64,steps=300'.",
-                        flag_values=flag_values)
+    flags.DEFINE_string(
+        "evals", "", "A paper table's evaluators to add: table1, coco or epic_kitchens.", flag_values=flag_values
+    )
+    flags.DEFINE_string(
+        "evals_root", "", "Where the preset's data are (TFDS data dir, COCO or VISOR folder).", flag_values=flag_values
+    )
+    flags.DEFINE_string(
+        "probe", "", "Decoder-probe fields for --evals, e.g. 'depth=2,width=64,steps=300'.", flag_values=flag_values
+    )
 
 
-def evaluate_step(workdir: str, step: int | None = None, encoder: str | None = None, evals: str = "",
-                  evals_root: str = "", probe: dict | None = None) -> tuple[int, dict]:
+def evaluate_step(
+    workdir: str,
+    step: int | None = None,
+    encoder: str | None = None,
+    evals: str = "",
+    evals_root: str = "",
+    probe: dict | None = None,
+) -> tuple[int, dict]:
     """(step, {task: score}) for one checkpoint, written to eval/step_<S>.json, eval_metrics.jsonl, TensorBoard."""
     from rlvis import checkpoints, config_lib, methods, metrics
     from rlvis.data import pipeline
@@ -52,11 +62,12 @@ def evaluate_step(workdir: str, step: int | None = None, encoder: str | None = N
                 raise ValueError(error)
     encoder = config_lib.eval_encoder(config, encoder)
     model = methods.build_model(config)
-    encode = lambda params, views: model.apply(params, views, method=ab_model.ABModel.encode)  # noqa: E731
+    encode = lambda params, views: model.apply(params, views, method=ab_model.ABModel.encode)
     evaluators = suite.build(config, encode, pipeline.image_channels(config), "final")
     scores = suite.run_all(evaluators, state[config_lib.params_key(encoder)], progress=True)
-    storage.write_json(storage.join(workdir, "eval", f"step_{step}.json"), dict(step=step, encoder=encoder,
-                                                                                 scores=scores))
+    storage.write_json(
+        storage.join(workdir, "eval", f"step_{step}.json"), dict(step=step, encoder=encoder, scores=scores)
+    )
     writer = metrics.MetricWriter(workdir, "eval_metrics")
     writer.write(step, {f"eval/{task}": score for task, score in scores.items()})
     writer.close()
@@ -75,8 +86,14 @@ def _print(step: int, scores: dict) -> None:
     print(f"step {step}: " + "  ".join(f"{task} {score:.3f}" for task, score in scores.items()), flush=True)
 
 
-def watch(workdir: str, encoder: str | None = None, poll_seconds: float = 60.0, evals: str = "",
-          evals_root: str = "", probe: dict | None = None) -> None:
+def watch(
+    workdir: str,
+    encoder: str | None = None,
+    poll_seconds: float = 60.0,
+    evals: str = "",
+    evals_root: str = "",
+    probe: dict | None = None,
+) -> None:
     """Evaluate every checkpoint not yet evaluated, as they appear, until the run's last step is evaluated."""
     from rlvis import checkpoints
 
@@ -99,6 +116,7 @@ def main(argv: list[str] | None = None) -> None:
     probe = None
     if args.evals:
         from rlvis.evaluators import presets
+
         if args.evals not in presets.PRESETS:
             cli.fail(f"--evals={args.evals!r} is not one of {sorted(presets.PRESETS)}")
         if args.evals != "table1" and not args.evals_root:

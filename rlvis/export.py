@@ -64,8 +64,10 @@ def load_encoder(path: str, *, encoder: str = "auto", step: int | None = None) -
         _check_encoder(encoder)
         module, variables, description = _read_export(path)
         if encoder not in ("auto", description["encoder"]) or step not in (None, description["step"]):
-            raise ValueError(f"{path} holds the {description['encoder']} encoder of step {description['step']}, "
-                             f"not the {encoder} encoder of step {step}")
+            raise ValueError(
+                f"{path} holds the {description['encoder']} encoder of step {description['step']}, "
+                f"not the {encoder} encoder of step {step}"
+            )
         return module, variables
     config, params, _, _, _ = _checkpoint_encoder(path, encoder, step)
     module = vit.ViT(config.model.variant, config.env.view_size, config.model.compute_dtype)
@@ -77,8 +79,9 @@ def _check_encoder(encoder: str) -> None:
         raise ValueError(f"encoder must be 'auto' or one of {ENCODERS}, not {encoder!r}")
 
 
-def _checkpoint_encoder(path: str, encoder: str, step: int | None
-                        ) -> tuple[ml_collections.ConfigDict, dict, int, str, str]:
+def _checkpoint_encoder(
+    path: str, encoder: str, step: int | None
+) -> tuple[ml_collections.ConfigDict, dict, int, str, str]:
     """(config, the chosen encoder's parameters, step, workdir, which encoder "auto" resolved to) from a workdir or
     a `checkpoints/<step>` folder."""
     _check_encoder(encoder)
@@ -93,19 +96,29 @@ def export_encoder(path: str, out: str | None = None, *, encoder: str = "auto", 
     checkpoint to `out` (default: WORKDIR/export_<encoder>_<step>); returns `out`."""
     config, params, step, workdir, encoder = _checkpoint_encoder(path, encoder, step)
     out = storage.absolute(out or storage.join(workdir, f"export_{encoder}_{step}"))
-    flat = {name: np.asarray(array, np.float32)
-            for name, array in flax.traverse_util.flatten_dict(params, sep=".").items()}
+    flat = {
+        name: np.asarray(array, np.float32) for name, array in flax.traverse_util.flatten_dict(params, sep=".").items()
+    }
     checkpointer = ocp.StandardCheckpointer()
     checkpointer.save(storage.join(out, "params"), flat, force=True)
     checkpointer.wait_until_finished()
     shape = vit.variant_shape(config.model.variant)
     description = dict(
-        format=FORMAT, variant=config.model.variant, **dataclasses.asdict(shape), image_size=config.env.view_size,
+        format=FORMAT,
+        variant=config.model.variant,
+        **dataclasses.asdict(shape),
+        image_size=config.env.view_size,
         compute_dtype=config.model.compute_dtype,
-        channels=pipeline.image_channels(config), input="images [B, H, W, C] float in [-1, 1]",
-        output="tokens [B, 1 + (H/patch)(W/patch), width], CLS first", method=config.method,
-        base_method=methods.base_name(config.method), step=int(step), encoder=encoder, source=workdir,
-        parameters={name: list(array.shape) for name, array in sorted(flat.items())})
+        channels=pipeline.image_channels(config),
+        input="images [B, H, W, C] float in [-1, 1]",
+        output="tokens [B, 1 + (H/patch)(W/patch), width], CLS first",
+        method=config.method,
+        base_method=methods.base_name(config.method),
+        step=int(step),
+        encoder=encoder,
+        source=workdir,
+        parameters={name: list(array.shape) for name, array in sorted(flat.items())},
+    )
     storage.write_json(storage.join(out, "encoder.json"), description, indent=1)
     return out
 
@@ -122,12 +135,23 @@ def _read_export(out: str) -> tuple[vit.ViT, dict, dict]:
 
 
 def define_flags(flag_values: flags.FlagValues) -> None:
-    flags.DEFINE_string("workdir", None, "A run's workdir or one of its checkpoints/<step> folders.", required=True,
-                        flag_values=flag_values)
-    flags.DEFINE_string("out", None, "Output folder (default: WORKDIR/export_<encoder>_<step>).",
-                        flag_values=flag_values)
-    flags.DEFINE_enum("encoder", "auto", ["auto", *ENCODERS], "Which copy of the encoder (auto: the one the run's "
-                      "evaluation scored).", flag_values=flag_values)
+    flags.DEFINE_string(
+        "workdir",
+        None,
+        "A run's workdir or one of its checkpoints/<step> folders.",
+        required=True,
+        flag_values=flag_values,
+    )
+    flags.DEFINE_string(
+        "out", None, "Output folder (default: WORKDIR/export_<encoder>_<step>).", flag_values=flag_values
+    )
+    flags.DEFINE_enum(
+        "encoder",
+        "auto",
+        ["auto", *ENCODERS],
+        "Which copy of the encoder (auto: the one the run's evaluation scored).",
+        flag_values=flag_values,
+    )
     flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).", flag_values=flag_values)
 
 
@@ -136,8 +160,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     with cli.reading_checkpoint(args.workdir):
         out = export_encoder(args.workdir, args.out, encoder=args.encoder, step=args.step)
     description = storage.read_json(storage.join(out, "encoder.json"))
-    print(f"rlvis: exported the {description['encoder']} encoder of step {description['step']} ({description['variant']}, "
-          f"{len(description['parameters'])} arrays) to {out}")
+    print(
+        f"rlvis: exported the {description['encoder']} encoder of step {description['step']} ({description['variant']}, "
+        f"{len(description['parameters'])} arrays) to {out}"
+    )
 
 
 if __name__ == "__main__":

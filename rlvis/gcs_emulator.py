@@ -33,9 +33,24 @@ class Emulator:
         port = _free_port()
         self.url = f"http://127.0.0.1:{port}"
         self.process = subprocess.Popen(
-            [str(_server._get_binary_path()), "-scheme", "http", "-host", "127.0.0.1", "-port", str(port),
-             "-external-url", self.url, "-log-level", "error", "-backend", "memory"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            [
+                str(_server._get_binary_path()),
+                "-scheme",
+                "http",
+                "-host",
+                "127.0.0.1",
+                "-port",
+                str(port),
+                "-external-url",
+                self.url,
+                "-log-level",
+                "error",
+                "-backend",
+                "memory",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         deadline = time.monotonic() + 20
         while True:
             try:
@@ -48,9 +63,12 @@ class Emulator:
                 time.sleep(0.05)
 
     def create_bucket(self, name: str) -> str:
-        request = urllib.request.Request(f"{self.url}/storage/v1/b?project=rlvis-tests",
-                                         data=json.dumps({"name": name}).encode(),
-                                         headers={"Content-Type": "application/json"}, method="POST")
+        request = urllib.request.Request(
+            f"{self.url}/storage/v1/b?project=rlvis-tests",
+            data=json.dumps({"name": name}).encode(),
+            headers={"Content-Type": "application/json"},
+            method="POST",
+        )
         urllib.request.urlopen(request, timeout=10).read()
         return f"gs://{name}"
 

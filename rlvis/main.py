@@ -15,13 +15,23 @@ from rlvis import cli, config_lib
 
 def define_flags(flag_values: flags.FlagValues) -> None:
     cli.define_config("Config file, e.g. configs/demo.py[:arg].", flag_values)
-    flags.DEFINE_string("workdir", None, "Where checkpoints, metrics and results go.", required=True,
-                        flag_values=flag_values)
-    flags.DEFINE_integer("stop_at_step", None, "Checkpoint and exit once this step is reached (schedules "
-                         "unchanged); for job time limits.", flag_values=flag_values)
-    flags.DEFINE_bool("allow_config_change", False, "Resume a workdir whose checkpoint was written under a config "
-                      "that differs in fields that change the model or data (refused by default; the fields are "
-                      "printed).", flag_values=flag_values)
+    flags.DEFINE_string(
+        "workdir", None, "Where checkpoints, metrics and results go.", required=True, flag_values=flag_values
+    )
+    flags.DEFINE_integer(
+        "stop_at_step",
+        None,
+        "Checkpoint and exit once this step is reached (schedules unchanged); for job time limits.",
+        flag_values=flag_values,
+    )
+    flags.DEFINE_bool(
+        "allow_config_change",
+        False,
+        "Resume a workdir whose checkpoint was written under a config "
+        "that differs in fields that change the model or data (refused by default; the fields are "
+        "printed).",
+        flag_values=flag_values,
+    )
 
 
 def initialize_distributed() -> None:
@@ -33,12 +43,15 @@ def initialize_distributed() -> None:
     detected by `jax.distributed.initialize()` itself.
     """
     import jax
+
     if os.environ.get("RLVIS_COORDINATOR_ADDRESS"):
         if jax.config.jax_platforms in (None, "", "cpu") or os.environ.get("JAX_PLATFORMS") == "cpu":
             jax.config.update("jax_cpu_collectives_implementation", "gloo")  # CPU processes talk over TCP
-        jax.distributed.initialize(coordinator_address=os.environ["RLVIS_COORDINATOR_ADDRESS"],
-                                   num_processes=int(os.environ["RLVIS_NUM_PROCESSES"]),
-                                   process_id=int(os.environ["RLVIS_PROCESS_ID"]))
+        jax.distributed.initialize(
+            coordinator_address=os.environ["RLVIS_COORDINATOR_ADDRESS"],
+            num_processes=int(os.environ["RLVIS_NUM_PROCESSES"]),
+            process_id=int(os.environ["RLVIS_PROCESS_ID"]),
+        )
     elif int(os.environ.get("SLURM_STEP_NUM_TASKS", "1")) > 1 or "," in os.environ.get("TPU_WORKER_HOSTNAMES", ""):
         jax.distributed.initialize()
 

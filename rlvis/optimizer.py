@@ -26,15 +26,18 @@ RULE_FIELDS = {"lr_mult": 1.0, "wd_mult": 1.0, "frozen_steps": 0}
 
 
 def learning_rate_schedule(config: ml_collections.ConfigDict) -> optax.Schedule:
-    return optax.warmup_cosine_decay_schedule(0.0, config.optim.lr, config.optim.warmup_steps,
-                                              max(config.total_steps, config.optim.warmup_steps + 1))
+    return optax.warmup_cosine_decay_schedule(
+        0.0, config.optim.lr, config.optim.warmup_steps, max(config.total_steps, config.optim.warmup_steps + 1)
+    )
 
 
 def cosine_ramp(start: float, end: float, total_steps: int) -> optax.Schedule:
     """From `start` at step 0 to `end` at `total_steps` on a half cosine (DINO's `cosine_scheduler`)."""
+
     def value(step: jax.Array) -> jax.Array:
         progress = jnp.minimum(step / total_steps, 1.0)
         return end - (end - start) * (jnp.cos(jnp.pi * progress) + 1.0) / 2.0
+
     return value
 
 
@@ -60,6 +63,7 @@ def rules(config: ml_collections.ConfigDict) -> list[tuple[tuple[str, ...], dict
         if freezes:
             merged["frozen_steps"] = -1 if -1 in freezes else max(freezes)
         return merged
+
     pairs = [((p, q), merge(f, g)) for p, f in own for q, g in [*method, (".*", {})]] + [((q,), g) for q, g in method]
     return [(patterns, {**RULE_FIELDS, **fields}) for patterns, fields in pairs]
 
@@ -82,17 +86,20 @@ def check_rules(config: ml_collections.ConfigDict) -> str | None:
 def parameter_groups(params, group_rules: list[tuple[str | tuple[str, ...], dict]]):
     """params → a tree of labels: the index (as a string) of the first rule matching each path, else "default".
     A rule's pattern may be several patterns that must all match."""
+
     def matches(patterns: str | tuple[str, ...], name: str) -> bool:
         return all(re.fullmatch(p, name) for p in ((patterns,) if isinstance(patterns, str) else patterns))
 
     def label(path, _) -> str:
         name = "/".join(str(getattr(key, "key", key)) for key in path)
         return next((str(i) for i, (patterns, _) in enumerate(group_rules) if matches(patterns, name)), "default")
+
     return jax.tree_util.tree_map_with_path(label, params)
 
 
 def frozen_for(steps: int, inner: optax.GradientTransformation) -> optax.GradientTransformation:
     """`inner` after its first `steps` updates; before, zero updates and `inner`'s state (moments, count) held."""
+
     def init(params):
         return dict(count=jnp.zeros([], jnp.int32), inner=inner.init(params))
 
@@ -102,6 +109,7 @@ def frozen_for(steps: int, inner: optax.GradientTransformation) -> optax.Gradien
         updates = jax.tree.map(lambda u: jnp.where(frozen, jnp.zeros_like(u), u), new_updates)
         inner_state = jax.tree.map(lambda new, old: jnp.where(frozen, old, new), new_inner, state["inner"])
         return updates, dict(count=state["count"] + 1, inner=inner_state)
+
     return optax.GradientTransformation(init, update)
 
 
@@ -111,29 +119,42 @@ def group_transform(config: ml_collections.ConfigDict, fields: dict) -> optax.Gr
     frozen = fields["frozen_steps"]
     if frozen < 0:
         return optax.set_to_zero()
-    learning_rate, weight_decay = learning_rate_schedule(config), cosine_ramp(
-        config.optim.weight_decay, config.optim.weight_decay_end, config.total_steps)
-    adamw = optax.adamw(lambda count: fields["lr_mult"] * learning_rate(count + frozen), b2=config.optim.b2,
-                        weight_decay=lambda count: fields["wd_mult"] * weight_decay(count + frozen),
-                        mask=lambda params: jax.tree.map(lambda p: p.ndim >= 2, params))
+    learning_rate, weight_decay = (
+        learning_rate_schedule(config),
+        cosine_ramp(config.optim.weight_decay, config.optim.weight_decay_end, config.total_steps),
+    )
+    adamw = optax.adamw(
+        lambda count: fields["lr_mult"] * learning_rate(count + frozen),
+        b2=config.optim.b2,
+        weight_decay=lambda count: fields["wd_mult"] * weight_decay(count + frozen),
+        mask=lambda params: jax.tree.map(lambda p: p.ndim >= 2, params),
+    )
     return frozen_for(frozen, adamw) if frozen else adamw
 
 
 def frozen_gradients_zeroed(group_rules: list[tuple[str | tuple[str, ...], dict]]) -> optax.GradientTransformation:
     """Zero the gradients of groups still frozen, so that they do not count in the global norm that clips the
     others' (a frozen layer's gradient says nothing about how far the rest may move)."""
+
     def zero_while_frozen(steps: int) -> optax.GradientTransformation:
         if steps < 0:
             return optax.set_to_zero()
         return optax.scale_by_schedule(lambda count: (count >= steps).astype(jnp.float32))
-    transforms = {str(i): zero_while_frozen(fields["frozen_steps"]) for i, (_, fields) in enumerate(group_rules)
-                  if fields["frozen_steps"]}
+
+    transforms = {
+        str(i): zero_while_frozen(fields["frozen_steps"])
+        for i, (_, fields) in enumerate(group_rules)
+        if fields["frozen_steps"]
+    }
     if not transforms:
         return optax.identity()
     transforms["default"] = optax.identity()
     return optax.multi_transform(
-        transforms, lambda params: jax.tree.map(lambda label: label if label in transforms else "default",
-                                                parameter_groups(params, group_rules)))
+        transforms,
+        lambda params: jax.tree.map(
+            lambda label: label if label in transforms else "default", parameter_groups(params, group_rules)
+        ),
+    )
 
 
 def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
@@ -144,4 +165,5 @@ def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransform
     return optax.chain(
         frozen_gradients_zeroed(group_rules),
         optax.clip_by_global_norm(config.optim.grad_clip) if config.optim.grad_clip > 0 else optax.identity(),
-        optax.multi_transform(transforms, lambda params: parameter_groups(params, group_rules)))
+        optax.multi_transform(transforms, lambda params: parameter_groups(params, group_rules)),
+    )

@@ -83,9 +83,17 @@ def choose(scores: jax.Array, key: jax.Array, temperature: float) -> jax.Array:
     return jax.random.categorical(key, jnp.log(jnp.maximum(scores, 1e-12)) / temperature)
 
 
-def make_search(model: ABModel, config: ml_collections.ConfigDict, *, policy: str | Scorer = "value", steps: int = 5,
-                pans: Sequence[float] = PANS, zooms: Sequence[float] = ZOOMS, min_side: float = MIN_SIDE,
-                temperature: float = 0.0) -> Callable[..., dict]:
+def make_search(
+    model: ABModel,
+    config: ml_collections.ConfigDict,
+    *,
+    policy: str | Scorer = "value",
+    steps: int = 5,
+    pans: Sequence[float] = PANS,
+    zooms: Sequence[float] = ZOOMS,
+    min_side: float = MIN_SIDE,
+    temperature: float = 0.0,
+) -> Callable[..., dict]:
     """The policy as a pure, jittable function for one image:
 
         search(params, annotations, image, valid, target, key, start) → {boxes [K+1, 4], scores [K]}
@@ -126,6 +134,7 @@ def search_batch(search: Callable[..., dict]) -> Callable[..., dict]:
 
 # ------------------------------------------------------------------------------------------------- measurement
 
+
 def centre_inside(box: np.ndarray, target: np.ndarray) -> np.ndarray:
     """Whether each box's centre lies inside the target box (both [..., 4] as (y0, x0, h, w))."""
     centre = box[..., :2] + box[..., 2:] / 2
@@ -148,8 +157,11 @@ def found(final: np.ndarray, boxes: np.ndarray, labels: np.ndarray, target: np.n
     is_target = labels == target[:, None]
     inside = centre_inside(final[:, None], boxes)
     overlap = (iou(final[:, None], boxes) >= 0.5) & is_target
-    return dict(centre=(inside & is_target).any(axis=1), iou50=overlap.any(axis=1),
-                any_digit=(inside & (labels >= 0)).any(axis=1))
+    return dict(
+        centre=(inside & is_target).any(axis=1),
+        iou50=overlap.any(axis=1),
+        any_digit=(inside & (labels >= 0)).any(axis=1),
+    )
 
 
 def held_out_scenes(config: ml_collections.ConfigDict, count: int, seed: int = 0) -> dict[str, np.ndarray]:
@@ -160,13 +172,27 @@ def held_out_scenes(config: ml_collections.ConfigDict, count: int, seed: int = 0
     rng = np.random.default_rng(seed)
     scenes = digits_lib.compose_scenes(rng, splits.probe_test_images, splits.probe_test_labels, count, config.data)
     targets = [int(labels[rng.integers(n)]) for labels, n in zip(scenes["labels"], scenes["count"])]
-    return dict(image=scenes["image"], valid=scenes["valid"], boxes=scenes["boxes"], labels=scenes["labels"],
-                target_label=np.array(targets, np.int32))
+    return dict(
+        image=scenes["image"],
+        valid=scenes["valid"],
+        boxes=scenes["boxes"],
+        labels=scenes["labels"],
+        target_label=np.array(targets, np.int32),
+    )
 
 
-def measure(workdir: str, *, scenes: int, steps: int, policies: Sequence[tuple[str, float]], encoder: str = "ema",
-            chunk: int = 100, pans: Sequence[float] = PANS, zooms: Sequence[float] = ZOOMS,
-            min_side: float = MIN_SIDE) -> list[dict]:
+def measure(
+    workdir: str,
+    *,
+    scenes: int,
+    steps: int,
+    policies: Sequence[tuple[str, float]],
+    encoder: str = "ema",
+    chunk: int = 100,
+    pans: Sequence[float] = PANS,
+    zooms: Sequence[float] = ZOOMS,
+    min_side: float = MIN_SIDE,
+) -> list[dict]:
     """Success rates of each (policy, temperature) on held-out demo scenes for one run's latest checkpoint.
 
     The target is the scene's digit class, read as the foresight evaluator reads it: the vocabulary is held-out
@@ -196,23 +222,47 @@ def measure(workdir: str, *, scenes: int, steps: int, policies: Sequence[tuple[s
 
     def row(policy: str, temperature: float, final: np.ndarray, seconds: float) -> dict:
         success = found(final, data["boxes"], data["labels"], data["target_label"])
-        return dict(workdir=workdir, step=step, gamma=float(config.ab.gamma) if "ab" in config else 0.0, policy=policy,
-                    temperature=temperature, scenes=scenes, steps=steps if policy in POLICIES else 0,
-                    success=float(success["centre"].mean()), success_iou50=float(success["iou50"].mean()),
-                    any_digit=float(success["any_digit"].mean()),
-                    encoder_passes=encoder_passes_per_search(policy, steps, num_moves) if policy in POLICIES else 0,
-                    seconds_per_search=seconds / scenes)
+        return dict(
+            workdir=workdir,
+            step=step,
+            gamma=float(config.ab.gamma) if "ab" in config else 0.0,
+            policy=policy,
+            temperature=temperature,
+            scenes=scenes,
+            steps=steps if policy in POLICIES else 0,
+            success=float(success["centre"].mean()),
+            success_iou50=float(success["iou50"].mean()),
+            any_digit=float(success["any_digit"].mean()),
+            encoder_passes=encoder_passes_per_search(policy, steps, num_moves) if policy in POLICIES else 0,
+            seconds_per_search=seconds / scenes,
+        )
 
     rows = []
     for policy, temperature in policies:
-        search = search_batch(make_search(model, config, policy=policy, steps=steps, temperature=temperature,
-                                          pans=pans, zooms=zooms, min_side=min_side))
+        search = search_batch(
+            make_search(
+                model,
+                config,
+                policy=policy,
+                steps=steps,
+                temperature=temperature,
+                pans=pans,
+                zooms=zooms,
+                min_side=min_side,
+            )
+        )
 
         def run(begin: int) -> np.ndarray:
             part = np.arange(begin, begin + chunk) % scenes  # the last chunk wraps round: one compiled shape
-            result = search(params, annotations, jnp.asarray(images[part]), jnp.asarray(data["valid"][part]),
-                            jnp.asarray(targets[part]), jnp.asarray(keys[part]),
-                            jnp.tile(jnp.asarray(crop_env.FULL_BOX), (chunk, 1)))
+            result = search(
+                params,
+                annotations,
+                jnp.asarray(images[part]),
+                jnp.asarray(data["valid"][part]),
+                jnp.asarray(targets[part]),
+                jnp.asarray(keys[part]),
+                jnp.tile(jnp.asarray(crop_env.FULL_BOX), (chunk, 1)),
+            )
             return np.asarray(result["boxes"][:, -1])
 
         run(0)  # compile
@@ -224,23 +274,28 @@ def measure(workdir: str, *, scenes: int, steps: int, policies: Sequence[tuple[s
 
 
 def format_table(rows: list[dict]) -> str:
-    lines = [f"{'γ':>5}  {'policy':<22}{'success':>9}{'IoU≥.5':>9}{'any digit':>11}{'enc. passes':>13}"
-             f"{'ms/search':>11}"]
+    lines = [
+        f"{'γ':>5}  {'policy':<22}{'success':>9}{'IoU≥.5':>9}{'any digit':>11}{'enc. passes':>13}{'ms/search':>11}"
+    ]
     for row in rows:
-        name = row["policy"] + (f" τ={row['temperature']:g}" if row["policy"] == "value" and row["temperature"]
-                                else "")
-        lines.append(f"{row['gamma']:>5.2f}  {name:<22}{row['success']:>9.3f}{row['success_iou50']:>9.3f}"
-                     f"{row['any_digit']:>11.3f}{row['encoder_passes']:>13d}{1000 * row['seconds_per_search']:>11.2f}")
+        name = row["policy"] + (f" τ={row['temperature']:g}" if row["policy"] == "value" and row["temperature"] else "")
+        lines.append(
+            f"{row['gamma']:>5.2f}  {name:<22}{row['success']:>9.3f}{row['success_iou50']:>9.3f}"
+            f"{row['any_digit']:>11.3f}{row['encoder_passes']:>13d}{1000 * row['seconds_per_search']:>11.2f}"
+        )
     return "\n".join(lines)
 
 
 # ------------------------------------------------------------------------------------------------------ picture
 
-def save_path_picture(path: str, image: np.ndarray, valid: np.ndarray, boxes: np.ndarray, scores: np.ndarray | None,
-                      title: str) -> str:
+
+def save_path_picture(
+    path: str, image: np.ndarray, valid: np.ndarray, boxes: np.ndarray, scores: np.ndarray | None, title: str
+) -> str:
     """The image with the search's boxes, start (cyan) → end (lime), and the move arrows between centres, each
     labelled with the chosen move's score (None: step numbers only)."""
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -254,12 +309,16 @@ def save_path_picture(path: str, image: np.ndarray, valid: np.ndarray, boxes: np
     for k, box in enumerate(boxes):
         y0, x0, h, w = box * scale
         final = k == len(boxes) - 1
-        axis.add_patch(plt.Rectangle((x0 - 0.5, y0 - 0.5), w, h, fill=False, lw=2.2 if final else 1.0,
-                                     color="lime" if final else colours[k]))
+        axis.add_patch(
+            plt.Rectangle(
+                (x0 - 0.5, y0 - 0.5), w, h, fill=False, lw=2.2 if final else 1.0, color="lime" if final else colours[k]
+            )
+        )
         if k and not np.array_equal(box, boxes[k - 1]):  # a "stay" move draws nothing new
             (py, px), (cy, cx) = [(b[:2] + b[2:] / 2) * scale[:2] for b in (boxes[k - 1], box)]
-            axis.annotate("", (cx - 0.5, cy - 0.5), (px - 0.5, py - 0.5),
-                          arrowprops=dict(arrowstyle="->", color="yellow", lw=1.2))
+            axis.annotate(
+                "", (cx - 0.5, cy - 0.5), (px - 0.5, py - 0.5), arrowprops=dict(arrowstyle="->", color="yellow", lw=1.2)
+            )
             label = f"{k}" if scores is None else f"{k}: {scores[k - 1]:.2f}"
             axis.text(cx - 0.5, cy - 0.5, label, color="yellow", fontsize=7)
     axis.set_xticks([]), axis.set_yticks([])
@@ -272,14 +331,20 @@ def save_path_picture(path: str, image: np.ndarray, valid: np.ndarray, boxes: np
 
 # ---------------------------------------------------------------------------------------------------------- CLI
 
+
 def define_flags(flag_values: flags.FlagValues) -> None:
     fv = flag_values
-    flags.DEFINE_multi_string("workdir", None, "A run's workdir (repeat with --measure).", required=True,
-                              flag_values=fv)
+    flags.DEFINE_multi_string(
+        "workdir", None, "A run's workdir (repeat with --measure).", required=True, flag_values=fv
+    )
     flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).", flag_values=fv)
     flags.DEFINE_string("image", None, "An image file (default: a held-out demo scene).", flag_values=fv)
-    flags.DEFINE_string("annotation", None, "What to look for: 3 (demo), 'a 3' or any caption (CLIP), "
-                        "'prototype 7' (DINO).", flag_values=fv)
+    flags.DEFINE_string(
+        "annotation",
+        None,
+        "What to look for: 3 (demo), 'a 3' or any caption (CLIP), 'prototype 7' (DINO).",
+        flag_values=fv,
+    )
     flags.DEFINE_enum("policy", "value", list(POLICIES), "How each move is chosen.", flag_values=fv)
     flags.DEFINE_float("temperature", 0.0, "0: greedy; > 0: softmax over log scores.", flag_values=fv)
     flags.DEFINE_integer("steps", 5, "Moves per search.", lower_bound=1, flag_values=fv)
@@ -303,23 +368,31 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     if args.measure:
         if args.image or args.step is not None or args.annotation:
-            cli.fail("--measure uses each run's latest checkpoint on held-out demo scenes with their "
-                             "own targets; drop --image, --step and --annotation")
+            cli.fail(
+                "--measure uses each run's latest checkpoint on held-out demo scenes with their "
+                "own targets; drop --image, --step and --annotation"
+            )
         policies = [("value", 0.0), ("value", args.temperature or 0.1), ("brute_force", 0.0), ("random", 1.0)]
         rows = []
         for workdir in args.workdir:
             with cli.reading_checkpoint(workdir):
                 try:
-                    rows += measure(workdir, scenes=args.scenes, steps=args.steps, policies=policies,
-                                    encoder=args.encoder, **moves)
+                    rows += measure(
+                        workdir, scenes=args.scenes, steps=args.steps, policies=policies, encoder=args.encoder, **moves
+                    )
                 except ValueError as error:  # e.g. a run not trained on the demo data
                     cli.fail(str(error))
         print(format_table(rows))
         for workdir in args.workdir:
-            storage.write_json(storage.join(workdir, "search_results.json"),
-                               [row for row in rows if row["workdir"] == workdir], indent=1)
-        print(f"rlvis: {args.scenes} held-out scenes per run, {args.steps} moves, success = final box centre inside "
-              f"the box of a digit with the target label; wrote search_results.json in each workdir")
+            storage.write_json(
+                storage.join(workdir, "search_results.json"),
+                [row for row in rows if row["workdir"] == workdir],
+                indent=1,
+            )
+        print(
+            f"rlvis: {args.scenes} held-out scenes per run, {args.steps} moves, success = final box centre inside "
+            f"the box of a digit with the target label; wrote search_results.json in each workdir"
+        )
         return
 
     if len(args.workdir) != 1:
@@ -329,8 +402,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         config, state, step = checkpoints.load_run(workdir, args.step)
     method = methods.get(config)
     if not method.ANNOTATES:
-        cli.fail(f"{config.method} has no annotation distribution p(ℓ | x), which value-guided "
-                 "search needs; the runs of simclr, dino and clip and their ab_ variants have one")
+        cli.fail(
+            f"{config.method} has no annotation distribution p(ℓ | x), which value-guided "
+            "search needs; the runs of simclr, dino and clip and their ab_ variants have one"
+        )
     model = method.build_model(config)
     params = state[config_lib.params_key(args.encoder)]
     image, valid, labels = value_maps.load_image(config, args.image)
@@ -342,20 +417,33 @@ def main(argv: Sequence[str] | None = None) -> None:
         if not method.CAPTIONS:
             cli.fail(f"unknown annotation {wanted!r}; this run's are e.g. {annotations.names[:5]}")
         # captions are free text: both text heads embed any caption, so it joins the vocabulary
-        annotations = method.annotations(model, params, config, channels=channels,
-                                         names=(*annotations.names, wanted))
-    search = jax.jit(make_search(model, config, policy=args.policy, steps=args.steps,
-                                 temperature=args.temperature, **moves))
-    result = jax.device_get(search(params, annotations, jnp.asarray(image), jnp.asarray(valid),
-                                   one_hot(annotations, wanted), jax.random.PRNGKey(args.seed),
-                                   jnp.asarray(args.start, jnp.float32)))
+        annotations = method.annotations(model, params, config, channels=channels, names=(*annotations.names, wanted))
+    search = jax.jit(
+        make_search(model, config, policy=args.policy, steps=args.steps, temperature=args.temperature, **moves)
+    )
+    result = jax.device_get(
+        search(
+            params,
+            annotations,
+            jnp.asarray(image),
+            jnp.asarray(valid),
+            one_hot(annotations, wanted),
+            jax.random.PRNGKey(args.seed),
+            jnp.asarray(args.start, jnp.float32),
+        )
+    )
     boxes, scores = np.asarray(result["boxes"]), np.asarray(result["scores"])
-    trajectory = dict(workdir=workdir, step=step, annotation=wanted, policy=args.policy,
-                      temperature=args.temperature, image=args.image or "held-out demo scene",
-                      boxes=np.round(boxes.astype(float), 4).tolist(),
-                      scores=np.round(scores.astype(float), 4).tolist(),
-                      encoder_passes=encoder_passes_per_search(args.policy, args.steps,
-                                                               len(move_grid(args.pans, args.zooms))))
+    trajectory = dict(
+        workdir=workdir,
+        step=step,
+        annotation=wanted,
+        policy=args.policy,
+        temperature=args.temperature,
+        image=args.image or "held-out demo scene",
+        boxes=np.round(boxes.astype(float), 4).tolist(),
+        scores=np.round(scores.astype(float), 4).tolist(),
+        encoder_passes=encoder_passes_per_search(args.policy, args.steps, len(move_grid(args.pans, args.zooms))),
+    )
     for k, box in enumerate(boxes):
         score = f"  p = {scores[k - 1]:.3f}" if k and args.policy != "random" else ""
         print(f"step {k}: box (y0, x0, h, w) = {np.round(box.astype(float), 3).tolist()}{score}")

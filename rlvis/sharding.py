@@ -65,4 +65,5 @@ def state_shardings(state_shape, mesh: Mesh, config: ml_collections.ConfigDict):
         if leaf.size >= config.fsdp_min_size and any(rule.search(name) for rule in rules):
             return NamedSharding(mesh, fsdp_spec(leaf.shape, devices))
         return replicated(mesh)
+
     return jax.tree_util.tree_map_with_path(leaf_sharding, state_shape)

@@ -34,6 +34,7 @@ def bucket_settings() -> None:
     bucket access creates the file system (lazily: importing rlvis must not read fsspec's environment)."""
     os.environ.setdefault("EPATH_USE_TF", "false")
     import fsspec.config
+
     for protocol in ("gs", "gcs", "s3"):
         fsspec.config.conf.setdefault(protocol, {}).setdefault("use_listings_cache", False)
 
@@ -140,6 +141,8 @@ def emulator_environment(url: str | None) -> dict[str, str]:
     }
     if url is None:
         return credentials
-    return {**credentials,
-            "STORAGE_EMULATOR_HOST": url,  # gcsfs and google-cloud-storage: the API endpoint
-            "TENSORSTORE_GCS_HTTP_URL": url}  # tensorstore (Orbax's arrays): the API endpoint
+    return {
+        **credentials,
+        "STORAGE_EMULATOR_HOST": url,  # gcsfs and google-cloud-storage: the API endpoint
+        "TENSORSTORE_GCS_HTTP_URL": url,
+    }  # tensorstore (Orbax's arrays): the API endpoint

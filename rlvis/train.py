@@ -46,8 +46,10 @@ def _accumulate(summed: dict | None, step_metrics: dict) -> dict:
     """Sum metrics over steps, except the first non-finite step, which is the minimum."""
     if summed is None:
         return step_metrics
-    return {k: jnp.minimum(v, step_metrics[k]) if k == "first_nonfinite_step" else v + step_metrics[k]
-            for k, v in summed.items()}
+    return {
+        k: jnp.minimum(v, step_metrics[k]) if k == "first_nonfinite_step" else v + step_metrics[k]
+        for k, v in summed.items()
+    }
 
 
 def _check_finite(summed: dict | None, step: int) -> dict:
@@ -64,8 +66,10 @@ def _check_finite(summed: dict | None, step: int) -> dict:
     skipped = host.pop("nonfinite_skipped", None)
     if first_bad != NO_NONFINITE and skipped is None:
         bad = [k for k, v in host.items() if not np.isfinite(v)]
-        raise FloatingPointError(f"non-finite {', '.join(bad) or 'value'} at step {first_bad} (checked at step "
-                                 f"{step}); the last checkpoint is the last good state")
+        raise FloatingPointError(
+            f"non-finite {', '.join(bad) or 'value'} at step {first_bad} (checked at step "
+            f"{step}); the last checkpoint is the last good state"
+        )
     averaged = {k: v if k.startswith(SKIPPED) else v / max(finite_steps, 1.0) for k, v in host.items()}
     if skipped is not None:
         averaged["nonfinite_skipped"] = skipped
@@ -80,16 +84,27 @@ def make_views(key: jax.Array, batch: dict, config: ml_collections.ConfigDict, m
     `ab.photometric_bootstrap` ablation asks otherwise. The demo streams' ground truth rides along for the
     diagnostic rewards (rlvis/objectives/rewards.py); the base reward never reads it.
     """
-    (annotation_crops, bootstrap_crops, annotation_colour, bootstrap_colour, extra_crops,
-     extra_colour) = jax.random.split(key, 6)
+    (annotation_crops, bootstrap_crops, annotation_colour, bootstrap_colour, extra_crops, extra_colour) = (
+        jax.random.split(key, 6)
+    )
     annotation_keys = jnp.stack([annotation_crops, annotation_colour, extra_crops, extra_colour])
     views = method.render_annotation(annotation_keys, batch["annotation"], config)
     if bootstraps(config):
-        bootstrap = crop_env.batch_rollout(bootstrap_crops, batch["bootstrap"]["image"], batch["bootstrap"]["valid"],
-                                           num_views=config.env.views, scale=tuple(config.env.scale),
-                                           size=config.env.view_size, ratio=tuple(config.env.ratio))
-        views.update(views=bootstrap["views"], actions=bootstrap["actions"], boxes=bootstrap["boxes"],
-                     **rewards.ground_truth(batch))
+        bootstrap = crop_env.batch_rollout(
+            bootstrap_crops,
+            batch["bootstrap"]["image"],
+            batch["bootstrap"]["valid"],
+            num_views=config.env.views,
+            scale=tuple(config.env.scale),
+            size=config.env.view_size,
+            ratio=tuple(config.env.ratio),
+        )
+        views.update(
+            views=bootstrap["views"],
+            actions=bootstrap["actions"],
+            boxes=bootstrap["boxes"],
+            **rewards.ground_truth(batch),
+        )
         if config.ab.photometric_bootstrap:  # colour only: a flip would mirror the view but not its action
             views["views"] = photometric.augment_views(bootstrap_colour, views["views"], without_flip(config.augment))
     return views
@@ -124,8 +139,11 @@ def accumulate_gradients(grad_fn: Callable, params, views: dict, chunks: int) ->
     micro-batch: accumulation saves the bootstrap stream's activation memory, at that compute cost. (Splitting the
     annotation batch would change the contrastive losses, not just the memory.)
     """
-    split = {k: v.reshape(v.shape[0] // chunks, chunks, *v.shape[1:]).swapaxes(0, 1) for k, v in views.items()
-             if k in BOOTSTRAP_KEYS}  # micro-batch i = rows i::chunks, so each stays spread over every device
+    split = {
+        k: v.reshape(v.shape[0] // chunks, chunks, *v.shape[1:]).swapaxes(0, 1)
+        for k, v in views.items()
+        if k in BOOTSTRAP_KEYS
+    }  # micro-batch i = rows i::chunks, so each stays spread over every device
     (loss, (metrics, method_state)), grads = grad_fn(params, {**views, **{k: v[0] for k, v in split.items()}})
 
     def add_micro_batch(totals: tuple, micro: dict) -> tuple:
@@ -133,13 +151,15 @@ def accumulate_gradients(grad_fn: Callable, params, views: dict, chunks: int) ->
         return jax.tree.map(jnp.add, totals, (loss, metrics, grads)), method_state
 
     (loss, metrics, grads), method_states = jax.lax.scan(
-        add_micro_batch, (loss, metrics, grads), {k: v[1:] for k, v in split.items()})
-    mean = lambda tree: jax.tree.map(lambda x: x / chunks, tree)  # noqa: E731
+        add_micro_batch, (loss, metrics, grads), {k: v[1:] for k, v in split.items()}
+    )
+    mean = lambda tree: jax.tree.map(lambda x: x / chunks, tree)
     return mean(loss), (mean(metrics), jax.tree.map(lambda x: x[-1], method_states)), mean(grads)
 
 
 class TrainStep(NamedTuple):
     """What the trainer and the benchmark share: the model, a sharded init, and the jitted update step."""
+
     model: ab_model.ABModel
     init_fn: Callable  # key → train state, born with its target shardings
     init_key: jax.Array
@@ -150,6 +170,7 @@ class TrainStep(NamedTuple):
 
 class Setup(NamedTuple):
     """The fixed parts of one update: what `update` closes over."""
+
     config: ml_collections.ConfigDict
     method: object  # the method's file (rlvis/methods), resolved once
     model: ab_model.ABModel
@@ -163,32 +184,45 @@ def update(setup: Setup, state: dict, batch: dict) -> tuple[dict, dict]:
     views = make_views(jax.random.fold_in(setup.train_key, state["step"]), batch, config, method)
 
     def loss_fn(params, views: dict):
-        return method.loss(model, params, ema_params=state["ema_params"], batch=views, config=config,
-                           method_state=state["method_state"], step=state["step"])
+        return method.loss(
+            model,
+            params,
+            ema_params=state["ema_params"],
+            batch=views,
+            config=config,
+            method_state=state["method_state"],
+            step=state["step"],
+        )
 
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
     if config.optim.grad_accum_steps == 1:
         (loss, (step_metrics, method_state)), grads = grad_fn(state["params"], views)
     else:
-        loss, (step_metrics, method_state), grads = accumulate_gradients(grad_fn, state["params"], views,
-                                                                         config.optim.grad_accum_steps)
+        loss, (step_metrics, method_state), grads = accumulate_gradients(
+            grad_fn, state["params"], views, config.optim.grad_accum_steps
+        )
     updates, opt_state = setup.tx.update(grads, state["opt_state"], state["params"])
     params = optax.apply_updates(state["params"], updates)
     momentum = optimizer.ema_momentum_schedule(config)(state["step"])
     ema_params = ema_update(state["ema_params"], params, momentum)
     grad_norm = optax.tree.norm(grads)
-    step_metrics.update(grad_norm=grad_norm, learning_rate=optimizer.learning_rate_schedule(config)(state["step"]),
-                        ema_momentum=momentum)
+    step_metrics.update(
+        grad_norm=grad_norm,
+        learning_rate=optimizer.learning_rate_schedule(config)(state["step"]),
+        ema_momentum=momentum,
+    )
     skipped = [stream["skipped"].sum(axis=0) for stream in batch.values() if "skipped" in stream]
     if skipped:  # summed over every host's rows by the sharded reduction
         step_metrics.update({SKIPPED + reason: count for reason, count in zip(decode.SKIP_REASONS, sum(skipped))})
     new_state = dict(params=params, ema_params=ema_params, opt_state=opt_state, method_state=method_state)
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
     if config.optim.skip_nonfinite:  # undo the step: state and metrics as if it never happened
-        new_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), new_state,
-                                 {k: state[k] for k in new_state})
-        step_metrics = {k: v if k.startswith(SKIPPED) else jnp.where(finite, v, jnp.zeros_like(v))
-                        for k, v in step_metrics.items()}  # the data read in that step is still counted
+        new_state = jax.tree.map(
+            lambda new, old: jnp.where(finite, new, old), new_state, {k: state[k] for k in new_state}
+        )
+        step_metrics = {
+            k: v if k.startswith(SKIPPED) else jnp.where(finite, v, jnp.zeros_like(v)) for k, v in step_metrics.items()
+        }  # the data read in that step is still counted
         step_metrics["nonfinite_skipped"] = 1.0 - finite.astype(jnp.float32)
     step_metrics["finite_steps"] = finite.astype(jnp.float32)
     step_metrics["first_nonfinite_step"] = jnp.where(finite, NO_NONFINITE, state["step"] + 1)
@@ -205,17 +239,29 @@ def make_train_step(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh, 
     def init(key: jax.Array) -> dict:
         size = config.env.view_size
         captions = jnp.zeros((1, config.clip.caption_length), jnp.int32) if "clip" in config else None
-        params = model.init(key, jnp.zeros((1, size, size, channels)),
-                            jnp.tile(crop_env.FULL_BOX, (1, config.env.views - 1, 1)), captions)  # "stay"
-        return dict(params=params, ema_params=jax.tree.map(jnp.copy, params), opt_state=tx.init(params),
-                    method_state=method.initial_state(config), step=jnp.zeros((), jnp.int32))
+        params = model.init(
+            key,
+            jnp.zeros((1, size, size, channels)),
+            jnp.tile(crop_env.FULL_BOX, (1, config.env.views - 1, 1)),
+            captions,
+        )  # "stay"
+        return dict(
+            params=params,
+            ema_params=jax.tree.map(jnp.copy, params),
+            opt_state=tx.init(params),
+            method_state=method.initial_state(config),
+            step=jnp.zeros((), jnp.int32),
+        )
 
     state_shape = jax.eval_shape(init, init_key)
     state_sharding = sharding.state_shardings(state_shape, mesh, config.sharding)
     init_fn = jax.jit(init, out_shardings=state_sharding)  # parameters are born sharded: no host copy first
-    update_fn = jax.jit(functools.partial(update, Setup(config, method, model, tx, train_key)),
-                        in_shardings=(state_sharding, sharding.batch_sharded(mesh)),
-                        out_shardings=(state_sharding, sharding.replicated(mesh)), donate_argnums=(0,))
+    update_fn = jax.jit(
+        functools.partial(update, Setup(config, method, model, tx, train_key)),
+        in_shardings=(state_sharding, sharding.batch_sharded(mesh)),
+        out_shardings=(state_sharding, sharding.replicated(mesh)),
+        donate_argnums=(0,),
+    )
     return TrainStep(model, init_fn, init_key, state_shape, state_sharding, update_fn)
 
 
@@ -234,8 +280,13 @@ def _finished_results(workdir: str, step: int, config: ml_collections.ConfigDict
     return results if same else None
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, stop_at_step: int | None = None,
-                       allow_config_change: bool = False, devices: list | None = None) -> dict | None:
+def train_and_evaluate(
+    config: ml_collections.ConfigDict,
+    workdir: str,
+    stop_at_step: int | None = None,
+    allow_config_change: bool = False,
+    devices: list | None = None,
+) -> dict | None:
     """Train (resuming from `workdir` if it holds a checkpoint), evaluate, write results.json and return it.
 
     `stop_at_step` ends this process early (checkpointed, schedules unchanged) for time-limited jobs; it then
@@ -253,8 +304,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, stop_at_
     done = _finished_results(workdir, saved_steps[-1], config) if saved_steps else None
     if done is not None:  # before any data, model or restore: re-running a finished command costs nothing
         print(_results_table(done["trained"], done["random_init"]), flush=True)
-        print(f"rlvis: {workdir} is already trained to step {saved_steps[-1]} of {config.total_steps} and "
-              "evaluated; delete its results.json to evaluate again", flush=True)
+        print(
+            f"rlvis: {workdir} is already trained to step {saved_steps[-1]} of {config.total_steps} and "
+            "evaluated; delete its results.json to evaluate again",
+            flush=True,
+        )
         return done
 
     # ---------------------------------------------------------------- mesh
@@ -289,25 +343,41 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, stop_at_
         prior_wall = meta["wall_seconds"]
         if is_main:
             saved_by = meta.get("process_count", jax.process_count())
-            print(f"rlvis: resumed from step {latest} in {workdir}" + (
-                f" (saved by {saved_by} processes, resumed on {jax.process_count()})"
-                if saved_by != jax.process_count() else ""), flush=True)
+            print(
+                f"rlvis: resumed from step {latest} in {workdir}"
+                + (
+                    f" (saved by {saved_by} processes, resumed on {jax.process_count()})"
+                    if saved_by != jax.process_count()
+                    else ""
+                ),
+                flush=True,
+            )
     step = int(state["step"])
     if is_main:
-        counts = {name: parameter_overview.count_parameters({name: tree})
-                  for name, tree in state_shape["params"]["params"].items()}
-        print(f"rlvis: {config.method}, ViT {config.model.variant}, parameters: "
-              + ", ".join(f"{name} {int(n):,}" for name, n in counts.items()) + f"; {len(devices)} device(s)",
-              flush=True)
+        counts = {
+            name: parameter_overview.count_parameters({name: tree})
+            for name, tree in state_shape["params"]["params"].items()
+        }
+        print(
+            f"rlvis: {config.method}, ViT {config.model.variant}, parameters: "
+            + ", ".join(f"{name} {int(n):,}" for name, n in counts.items())
+            + f"; {len(devices)} device(s)",
+            flush=True,
+        )
 
     # ---------------------------------------------------------------- loop
     def meta(at_step: int) -> dict:
-        return dict(step=at_step, config=json.loads(config.to_json()), data_position=position,
-                    process_count=jax.process_count(), wall_seconds=prior_wall + time.perf_counter() - process_start)
+        return dict(
+            step=at_step,
+            config=json.loads(config.to_json()),
+            data_position=position,
+            process_count=jax.process_count(),
+            wall_seconds=prior_wall + time.perf_counter() - process_start,
+        )
 
     writer = metrics.MetricWriter(workdir)
     writer.drop_after(step)  # lines past the restored checkpoint belong to a run that was lost
-    encode = lambda params, views: model.apply(params, views, method=ab_model.ABModel.encode)  # noqa: E731
+    encode = lambda params, views: model.apply(params, views, method=ab_model.ABModel.encode)
     encoder = config_lib.eval_encoder(config)  # "ema" or "online": the one the method's paper scores
     try:  # now: a missing evaluation dataset fails at the start, not after training
         monitors = suite.build(config, encode, channels, "monitor")
@@ -321,23 +391,29 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, stop_at_
         """The monitors `names` on the encoder the final probes read: monitor.jsonl, TensorBoard, a PNG of curves."""
         if not names:
             return
-        scores = suite.run_all({name: monitors[name] for name in names}, state[config_lib.params_key(encoder)],
-                               names_from=monitors)
+        scores = suite.run_all(
+            {name: monitors[name] for name in names}, state[config_lib.params_key(encoder)], names_from=monitors
+        )
         monitor_writer.write(at_step, {f"monitor/{task}": score for task, score in scores.items()})
         if is_main:
             shown = {t: v for t, v in scores.items() if not t.startswith("foresight/") or t.endswith("/all")}
             print(f"step {at_step} | " + " ".join(f"{t} {v:.3f}" for t, v in shown.items()), flush=True)
             suite.plot_curves(monitor_writer.path, "monitor/", storage.join(workdir, "plots", "monitor.png"))
-            suite.plot_curves(writer.path, ("td_accuracy/", "td_invariance_accuracy/"),
-                              storage.join(workdir, "plots", "td_accuracy.png"))
+            suite.plot_curves(
+                writer.path,
+                ("td_accuracy/", "td_invariance_accuracy/"),
+                storage.join(workdir, "plots", "td_accuracy.png"),
+            )
 
     if step == 0:
         monitor_now(0, list(monitors))
     images_per_step = sum(config.batch[name] for name in iterators)
     throughput = metrics.Throughput(step, config.total_steps, images_per_step)
     summed, stop_signal, stopping = None, [], False
-    handlers = {sig: signal.signal(sig, lambda signum, _: stop_signal.append(signal.Signals(signum).name))
-                for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}  # preemption, Ctrl-C, lost ssh: save
+    handlers = {
+        sig: signal.signal(sig, lambda signum, _: stop_signal.append(signal.Signals(signum).name))
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+    }  # preemption, Ctrl-C, lost ssh: save
 
     def all_processes_stop(at_step: int) -> bool:
         """Whether to stop after this step. Signals reach hosts at different times, and a process that stopped alone
@@ -388,24 +464,35 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, stop_at_
         ckpt.close()
         if is_main:
             reason = f"{stop_signal[0]} received: " if stop_signal else ""
-            print(f"rlvis: {reason}stopped at step {step}/{config.total_steps}, checkpoint saved; re-run the same "
-                  "command to resume", flush=True)
+            print(
+                f"rlvis: {reason}stopped at step {step}/{config.total_steps}, checkpoint saved; re-run the same "
+                "command to resume",
+                flush=True,
+            )
         return None
 
     # ---------------------------------------------------------------- final evaluation
     trained = suite.run_all(final, state[config_lib.params_key(encoder)], progress=is_main)
     random_init = suite.run_all(final, init_fn(init_key)["params"], progress=is_main)
-    results = dict(trained=trained, random_init=random_init, encoder=encoder,
-                   margins={task: trained[task] - random_init[task] for task in trained},
-                   config=json.loads(config.to_json()), steps=step,
-                   wall_seconds=prior_wall + time.perf_counter() - process_start)
+    results = dict(
+        trained=trained,
+        random_init=random_init,
+        encoder=encoder,
+        margins={task: trained[task] - random_init[task] for task in trained},
+        config=json.loads(config.to_json()),
+        steps=step,
+        wall_seconds=prior_wall + time.perf_counter() - process_start,
+    )
     ckpt.close()
     if is_main:
         print(_results_table(trained, random_init), flush=True)
         path = storage.join(workdir, "results.json")
         storage.write_json(path, results)  # whole or not at all: a crash mid-write keeps the previous one
         if any(task.startswith("foresight/") for task in trained):
-            foresight.plot(trained, storage.join(workdir, "plots", "foresight.png"),
-                           f"foresight at step {step} ({encoder} encoder): {config.method}")
+            foresight.plot(
+                trained,
+                storage.join(workdir, "plots", "foresight.png"),
+                f"foresight at step {step} ({encoder} encoder): {config.method}",
+            )
         print(f"rlvis: wrote {path} ({results['wall_seconds']:.0f} s)", flush=True)
     return results

@@ -14,8 +14,8 @@ from tests import runs  # imports no JAX
 os.environ["JAX_PLATFORMS"] = "cpu"
 os.environ.update(storage.emulator_environment(None))  # bucket tests: no credentials, before gcsfs is imported
 os.environ["XLA_FLAGS"] = " ".join(
-    [os.environ.get("XLA_FLAGS", ""), f"--xla_force_host_platform_device_count={runs.DEVICES}",
-     runs.XLA_TEST_FLAGS]).strip()
+    [os.environ.get("XLA_FLAGS", ""), f"--xla_force_host_platform_device_count={runs.DEVICES}", runs.XLA_TEST_FLAGS]
+).strip()
 
 import jax
 import pytest
@@ -71,13 +71,18 @@ def s3_bucket():
     AWS_ENDPOINT_URL when each client is made)."""
     import socket
     from moto.server import ThreadedMotoServer
+
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
-    environment = dict(AWS_ACCESS_KEY_ID="rlvis-tests", AWS_SECRET_ACCESS_KEY="rlvis-tests",
-                       AWS_DEFAULT_REGION="us-east-1", AWS_ENDPOINT_URL=f"http://127.0.0.1:{port}")
+    environment = dict(
+        AWS_ACCESS_KEY_ID="rlvis-tests",
+        AWS_SECRET_ACCESS_KEY="rlvis-tests",
+        AWS_DEFAULT_REGION="us-east-1",
+        AWS_ENDPOINT_URL=f"http://127.0.0.1:{port}",
+    )
     saved = {name: os.environ.get(name) for name in environment}
     os.environ.update(environment)
     try:

@@ -12,8 +12,9 @@ from rlvis.envs import crop_env
 NUM_IMAGES, NUM_ANNOTATIONS = 4, 8
 
 
-def setup(method: str, gamma: float = 0.0, *, annotation_views: int = 2, annotation_scale=(0.2, 1.0),
-          local_views: int = 0):
+def setup(
+    method: str, gamma: float = 0.0, *, annotation_views: int = 2, annotation_scale=(0.2, 1.0), local_views: int = 0
+):
     """(config, model, online params, target params, batch) for the tiny demo config of `method`.
 
     The batch holds `views`, `actions` and `boxes` of 4 random 64-px images, and `annotation_views` (plus `local_views`,
@@ -25,19 +26,35 @@ def setup(method: str, gamma: float = 0.0, *, annotation_views: int = 2, annotat
     images = jax.random.uniform(jax.random.PRNGKey(0), (NUM_IMAGES, 64, 64, 1)) * 255
 
     def rollout(key, imgs, num_views, size, scale):
-        return crop_env.batch_rollout(jax.random.PRNGKey(key), imgs, jnp.full((len(imgs), 2), 64),
-                                      num_views=num_views, size=size, scale=scale, ratio=(0.75, 1.33))
+        return crop_env.batch_rollout(
+            jax.random.PRNGKey(key),
+            imgs,
+            jnp.full((len(imgs), 2), 64),
+            num_views=num_views,
+            size=size,
+            scale=scale,
+            ratio=(0.75, 1.33),
+        )
 
     boot = rollout(0, images, config.env.views, 32, (0.05, 1.0))
     annotation_images = images[:1].repeat(NUM_ANNOTATIONS, 0)
-    batch = dict(views=boot["views"], actions=boot["actions"], boxes=boot["boxes"],
-                 annotation_views=rollout(1, annotation_images, annotation_views, 32, annotation_scale)["views"])
+    batch = dict(
+        views=boot["views"],
+        actions=boot["actions"],
+        boxes=boot["boxes"],
+        annotation_views=rollout(1, annotation_images, annotation_views, 32, annotation_scale)["views"],
+    )
     if local_views:
         batch["local_views"] = rollout(2, annotation_images, local_views, 16, (0.05, 0.4))["views"]
 
     def init(key):
-        return model.init(jax.random.PRNGKey(key), jnp.zeros((1, 32, 32, 1)),
-                          jnp.tile(jnp.array([0.0, 0.0, 1.0, 1.0]), (1, config.env.views - 1, 1)), captions(config))
+        return model.init(
+            jax.random.PRNGKey(key),
+            jnp.zeros((1, 32, 32, 1)),
+            jnp.tile(jnp.array([0.0, 0.0, 1.0, 1.0]), (1, config.env.views - 1, 1)),
+            captions(config),
+        )
+
     return config, model, init(2), init(3), batch
 
 

@@ -65,11 +65,11 @@ def test_decoder_probe_classifies(hidden):
 def test_decoder_probe_reads_the_class_inside_the_box():
     x, boxes, y = _grid_scenes(1200, 0)
     tx, tboxes, ty = _grid_scenes(400, 1)
-    acc = attention_probes.decoder_probe(x, y, tx, ty, CLASSES, train_boxes=boxes, test_boxes=tboxes,
-                                         steps=STEPS)
+    acc = attention_probes.decoder_probe(x, y, tx, ty, CLASSES, train_boxes=boxes, test_boxes=tboxes, steps=STEPS)
     rng = np.random.default_rng(2)
-    shuffled = attention_probes.decoder_probe(x, y, tx, ty, CLASSES, train_boxes=rng.permutation(boxes),
-                                              test_boxes=rng.permutation(tboxes), steps=STEPS)
+    shuffled = attention_probes.decoder_probe(
+        x, y, tx, ty, CLASSES, train_boxes=rng.permutation(boxes), test_boxes=rng.permutation(tboxes), steps=STEPS
+    )
     assert acc > 0.9
     assert shuffled < 0.5 and acc - shuffled > 0.4  # boxes that don't match their items carry nothing
 

@@ -20,8 +20,11 @@ def test_byte_tokenizer_round_trips_and_pads():
 
 
 def test_captions_name_the_digits_from_left_to_right():
-    scene = dict(count=np.int32(3), labels=np.array([7, 3, 1, -1]),
-                 boxes=np.array([[0.1, 0.6, 0.2, 0.2], [0.5, 0.1, 0.2, 0.2], [0.3, 0.35, 0.2, 0.2], [0, 0, 0, 0]]))
+    scene = dict(
+        count=np.int32(3),
+        labels=np.array([7, 3, 1, -1]),
+        boxes=np.array([[0.1, 0.6, 0.2, 0.2], [0.5, 0.1, 0.2, 0.2], [0.3, 0.35, 0.2, 0.2], [0, 0, 0, 0]]),
+    )
     assert digits.caption(scene) == "a 3, a 1 and a 7 from left to right"
     scene["count"] = np.int32(2)
     assert digits.caption(scene) == "a 3 left of a 7"
@@ -37,15 +40,21 @@ def test_symmetric_infonce_on_a_hand_computed_case():
 
     def ce(rows):
         return np.mean([-(r[i] - np.log(np.exp(r).sum())) for i, r in enumerate(rows)])
+
     np.testing.assert_allclose(loss, (ce(logits) + ce(logits.T)) / 2, rtol=1e-6)
     assert accuracy == 1.0
 
 
 def _setup(gamma=0.0):
-    config, model, params, target, batch = objective_setup.setup("ab_clip", gamma, annotation_views=1,
-                                                                 annotation_scale=(0.5, 1.0))
-    batch["captions"] = jnp.stack([jnp.asarray(text.encode(f"a {i} left of a {9 - i}", config.clip.caption_length))
-                                   for i in range(len(batch["annotation_views"]))])
+    config, model, params, target, batch = objective_setup.setup(
+        "ab_clip", gamma, annotation_views=1, annotation_scale=(0.5, 1.0)
+    )
+    batch["captions"] = jnp.stack(
+        [
+            jnp.asarray(text.encode(f"a {i} left of a {9 - i}", config.clip.caption_length))
+            for i in range(len(batch["annotation_views"]))
+        ]
+    )
     return config, model, params, target, batch
 
 
@@ -65,6 +74,7 @@ def test_ab_clip_gradients_reach_the_ab_text_head_but_never_the_target():
 
     def loss_both(p, t):
         return clip_method.loss(model, p, t, batch, config)[0]
+
     g_online, g_target = jax.jit(jax.grad(loss_both, argnums=(0, 1)))(params, target)
     assert all(float(jnp.abs(g).max()) == 0.0 for g in jax.tree.leaves(g_target))
     assert float(jnp.abs(g_online["params"]["ab_text_head"]["proj"]["kernel"]).max()) > 0

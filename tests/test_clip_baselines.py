@@ -21,8 +21,11 @@ from tests import objective_setup
 def _setup(method: str):
     config, model, params = objective_setup.tiny_network(method)
     images = jax.random.randint(jax.random.PRNGKey(1), (8, 48, 48, 1), 0, 256).astype(jnp.uint8)
-    stream = dict(image=images, valid=jnp.full((8, 2), 48), caption=jnp.stack(
-        [jnp.asarray(text.encode(f"a {i}", config.clip.caption_length)) for i in range(8)]))
+    stream = dict(
+        image=images,
+        valid=jnp.full((8, 2), 48),
+        caption=jnp.stack([jnp.asarray(text.encode(f"a {i}", config.clip.caption_length)) for i in range(8)]),
+    )
     config.batch.annotation = 8
     batch = methods.get(config).render_annotation(jax.random.split(jax.random.PRNGKey(2), 4), stream, config)
     return config, model, params, batch
@@ -53,9 +56,19 @@ def test_silc_is_clip_plus_dino_through_its_own_head_with_a_fixed_momentum_teach
     ema = jax.tree.map(lambda x: x * 0.9, params)
     silc_loss = jax.jit(lambda p, t: silc.loss(model, p, t, batch, config, state, jnp.asarray(0)))
     total, (metrics, new_state) = silc_loss(params, ema)
-    dino_loss, dino_state, _ = jax.jit(lambda p, t: dino.self_distillation(
-        model, p, t, batch["dino_views"], batch["dino_local_views"], state["center"], config, jnp.asarray(0),
-        head=ABModel.ssl_embed))(params, ema)
+    dino_loss, dino_state, _ = jax.jit(
+        lambda p, t: dino.self_distillation(
+            model,
+            p,
+            t,
+            batch["dino_views"],
+            batch["dino_local_views"],
+            state["center"],
+            config,
+            jnp.asarray(0),
+            head=ABModel.ssl_embed,
+        )
+    )(params, ema)
     clip_loss = jax.jit(lambda p: clip.loss(model, p, None, batch, config)[0])(params)
     np.testing.assert_allclose(total, clip_loss + dino_loss, rtol=1e-5)
     np.testing.assert_allclose(new_state["center"], dino_state["center"])
@@ -67,7 +80,8 @@ def test_silc_is_clip_plus_dino_through_its_own_head_with_a_fixed_momentum_teach
     assert float(schedule(0)) == float(schedule(config.total_steps)) == pytest.approx(config.ema.start)
     dino_config = demo.get_config("tiny,method=dino")
     assert float(optimizer.ema_momentum_schedule(dino_config)(dino_config.total_steps)) == pytest.approx(
-        dino_config.ema.end)
+        dino_config.ema.end
+    )
     assert methods.has_ema_encoder(config)  # scored on the teacher, as SiLC evaluates
     frozen = [pattern for pattern, _ in silc.optimizer_rules(config)]
     assert frozen == [r"params/ssl_head/(prototypes|prototype_gain)"]
@@ -75,8 +89,11 @@ def test_silc_is_clip_plus_dino_through_its_own_head_with_a_fixed_momentum_teach
 
 def test_clip_aug_is_clips_crop_at_a_wider_scale_then_strong_augmentation():
     config = demo.get_config("tiny,method=clip_aug")
-    stream = dict(image=jax.random.randint(jax.random.PRNGKey(1), (4, 48, 48, 1), 0, 256).astype(jnp.uint8),
-                  valid=jnp.full((4, 2), 48), caption=jnp.zeros((4, config.clip.caption_length), jnp.int32))
+    stream = dict(
+        image=jax.random.randint(jax.random.PRNGKey(1), (4, 48, 48, 1), 0, 256).astype(jnp.uint8),
+        valid=jnp.full((4, 2), 48),
+        caption=jnp.zeros((4, config.clip.caption_length), jnp.int32),
+    )
     keys = jax.random.split(jax.random.PRNGKey(2), 4)
     clip_config = ml_collections.ConfigDict(config.to_dict())
     clip_config.clip.scale = config.clip_aug.scale

@@ -36,27 +36,36 @@ def coco(tmp_path):
     written = {"000000000002.jpg": _jpeg(10), "000000000001.jpg": _jpeg(200), "000000000003.jpg": b""}
     for name, data in written.items():
         (tmp_path / "val2017" / name).write_bytes(data)
-    images = [dict(id=2, file_name="000000000002.jpg", width=200, height=100),
-              dict(id=1, file_name="000000000001.jpg", width=8, height=4),
-              dict(id=3, file_name="000000000003.jpg", width=10, height=10),
-              dict(id=4, file_name="000000000004.jpg", width=10, height=10)]  # listed, not on disk
-    captions = [dict(id=30, image_id=2, caption="A second caption.\n"),
-                dict(id=10, image_id=2, caption=" A first caption. "),
-                dict(id=20, image_id=1, caption="The only caption."),
-                dict(id=40, image_id=4, caption="Missing image."),
-                dict(id=50, image_id=99, caption="Not a listed image.")]
+    images = [
+        dict(id=2, file_name="000000000002.jpg", width=200, height=100),
+        dict(id=1, file_name="000000000001.jpg", width=8, height=4),
+        dict(id=3, file_name="000000000003.jpg", width=10, height=10),
+        dict(id=4, file_name="000000000004.jpg", width=10, height=10),
+    ]  # listed, not on disk
+    captions = [
+        dict(id=30, image_id=2, caption="A second caption.\n"),
+        dict(id=10, image_id=2, caption=" A first caption. "),
+        dict(id=20, image_id=1, caption="The only caption."),
+        dict(id=40, image_id=4, caption="Missing image."),
+        dict(id=50, image_id=99, caption="Not a listed image."),
+    ]
     (tmp_path / "annotations/captions_val2017.json").write_text(json.dumps(dict(images=images, annotations=captions)))
     instances = [
-        dict(id=7, image_id=2, category_id=18, iscrowd=0, bbox=[50, 10, 100, 40]),   # → (.1, .25, .4, .5)
-        dict(id=5, image_id=2, category_id=1, iscrowd=0, bbox=[180, 90, 40, 20]),    # spills over: clipped
-        dict(id=6, image_id=2, category_id=1, iscrowd=1, bbox=[0, 0, 200, 100]),     # crowd: kept apart
-        dict(id=8, image_id=2, category_id=3, iscrowd=0, bbox=[5, 5, 0, 10]),        # no area: left out
-        dict(id=9, image_id=3, category_id=44, iscrowd=0, bbox=[0, 0, 10, 5]),       # → (0, 0, .5, 1)
+        dict(id=7, image_id=2, category_id=18, iscrowd=0, bbox=[50, 10, 100, 40]),  # → (.1, .25, .4, .5)
+        dict(id=5, image_id=2, category_id=1, iscrowd=0, bbox=[180, 90, 40, 20]),  # spills over: clipped
+        dict(id=6, image_id=2, category_id=1, iscrowd=1, bbox=[0, 0, 200, 100]),  # crowd: kept apart
+        dict(id=8, image_id=2, category_id=3, iscrowd=0, bbox=[5, 5, 0, 10]),  # no area: left out
+        dict(id=9, image_id=3, category_id=44, iscrowd=0, bbox=[0, 0, 10, 5]),  # → (0, 0, .5, 1)
     ]
-    categories = [dict(id=1, name="person"), dict(id=3, name="car"), dict(id=18, name="dog"),
-                  dict(id=44, name="bottle")]
+    categories = [
+        dict(id=1, name="person"),
+        dict(id=3, name="car"),
+        dict(id=18, name="dog"),
+        dict(id=44, name="bottle"),
+    ]
     (tmp_path / "annotations/instances_val2017.json").write_text(
-        json.dumps(dict(images=images, annotations=instances, categories=categories)))
+        json.dumps(dict(images=images, annotations=instances, categories=categories))
+    )
     return tmp_path, written
 
 
@@ -68,8 +77,16 @@ def test_records_bytes_captions_and_boxes(coco):
 
     first, second, empty, missing = (source[i] for i in range(4))
     for record in (first, second, empty, missing):
-        assert set(record) == {"image", "caption", "captions", "key", "boxes", "box_labels", "crowd_boxes",
-                               "crowd_labels"}
+        assert set(record) == {
+            "image",
+            "caption",
+            "captions",
+            "key",
+            "boxes",
+            "box_labels",
+            "crowd_boxes",
+            "crowd_labels",
+        }
         assert record["boxes"].dtype == np.float32 and record["boxes"].shape[1:] == (4,)
         assert record["box_labels"].dtype == np.int32
     assert first["image"] == written["000000000001.jpg"]  # exact bytes, not decoded
@@ -82,8 +99,14 @@ def test_records_bytes_captions_and_boxes(coco):
     assert empty["captions"] == [] and empty["caption"] is None
 
     # Hand-computed (y0, x0, h, w) fractions of (height 100, width 200), in annotation-id order.
-    np.testing.assert_allclose(second["boxes"], [[0.9, 0.9, 0.1, 0.1],  # id 5: [180, 90, 40, 20] clipped
-                                                 [0.1, 0.25, 0.4, 0.5]], rtol=1e-6)  # id 7: [50, 10, 100, 40]
+    np.testing.assert_allclose(
+        second["boxes"],
+        [
+            [0.9, 0.9, 0.1, 0.1],  # id 5: [180, 90, 40, 20] clipped
+            [0.1, 0.25, 0.4, 0.5],
+        ],
+        rtol=1e-6,
+    )  # id 7: [50, 10, 100, 40]
     np.testing.assert_array_equal(second["box_labels"], [1, 18])
     np.testing.assert_allclose(empty["boxes"], [[0.0, 0.0, 0.5, 1.0]])
     np.testing.assert_array_equal(empty["box_labels"], [44])

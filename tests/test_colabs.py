@@ -97,10 +97,14 @@ def test_quickstart_trains_plots_the_loss_and_prints_the_evaluation(tmp_path, mo
 @pytest.mark.slow
 def test_value_maps_draws_the_photo_and_the_scene_and_searches(tmp_path, monkeypatch):
     nb, workdir = _execute("value_maps", tmp_path, monkeypatch)
-    assert not (workdir / "results.json").exists() or not json.loads((workdir / "results.json").read_text())[
-        "trained"]  # trained without the final evaluation
-    for picture, tag in (("value_map_photo.png", "photo"), ("value_map_scene.png", "scene"),
-                         ("search_scene.png", "search")):
+    assert (
+        not (workdir / "results.json").exists() or not json.loads((workdir / "results.json").read_text())["trained"]
+    )  # trained without the final evaluation
+    for picture, tag in (
+        ("value_map_photo.png", "photo"),
+        ("value_map_scene.png", "scene"),
+        ("search_scene.png", "search"),
+    ):
         width, height = _png(workdir / "plots" / picture)
         assert width > 100 and height > 100
         assert _pngs(_cell(nb, tag)) == 1, tag

@@ -26,14 +26,27 @@ def test_methods_get_the_same_number_of_encoded_views():
 @pytest.mark.slow
 def test_compare_command_writes_a_table_json_and_chart(tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "rlvis.compare", "--config=configs/demo.py:tiny", f"--workdir={tmp_path}",
-         "--methods=simclr,ab_simclr", "--config.total_steps=2", "--config.evals.digits.final=True",
-         *[f"--config.{override}" for override in NO_EVAL]],  # the cheap evaluator: this checks the command
-        cwd=ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=600)
+        [
+            sys.executable,
+            "-m",
+            "rlvis.compare",
+            "--config=configs/demo.py:tiny",
+            f"--workdir={tmp_path}",
+            "--methods=simclr,ab_simclr",
+            "--config.total_steps=2",
+            "--config.evals.digits.final=True",
+            *[f"--config.{override}" for override in NO_EVAL],
+        ],  # the cheap evaluator: this checks the command
+        cwd=ROOT,
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     lines = result.stdout.splitlines()
     header = next(i for i, line in enumerate(lines) if line.startswith("method"))
-    assert [line.split()[0] for line in lines[header + 1:header + 4]] == ["simclr", "ab_simclr", "random_init"]
+    assert [line.split()[0] for line in lines[header + 1 : header + 4]] == ["simclr", "ab_simclr", "random_init"]
     with open(tmp_path / "compare.json") as f:
         summary = json.load(f)
     assert set(summary["methods"]) == {"simclr", "ab_simclr"}
@@ -53,6 +66,7 @@ def test_a_base_method_drops_gradient_accumulation_which_splits_a_stream_it_does
 
 def test_seeds_summarise_to_mean_and_standard_error_and_variants_set_fields():
     from rlvis import compare
+
     row = compare.summarise([{"a": 0.5, "b": 1.0}, {"a": 0.7, "b": 1.0}, {"a": 0.6, "b": 1.0}])
     np.testing.assert_allclose(row["mean"]["a"], 0.6)
     np.testing.assert_allclose(row["se"]["a"], 0.1 / np.sqrt(3))  # sample std 0.1 over √3
@@ -67,8 +81,10 @@ def test_seeds_summarise_to_mean_and_standard_error_and_variants_set_fields():
 
 def test_slip_and_silc_batches_are_sized_to_the_view_budget_and_spread_their_extra_views():
     from rlvis.methods import slip
-    configs = config_lib.method_configs(demo.get_config("tiny,method=ab_clip"), ["slip", "silc", "ab_clip"], 8,
-                                        views_per_step=192)
+
+    configs = config_lib.method_configs(
+        demo.get_config("tiny,method=ab_clip"), ["slip", "silc", "ab_clip"], 8, views_per_step=192
+    )
     assert "dino" in configs["silc"] and "dino" not in configs["slip"] and "slip" not in configs["silc"]
     assert "ab" not in configs["slip"] and "ab" in configs["ab_clip"]  # each row holds its own method's sections
     # an image's most views: its CLIP view, and SLIP's two SimCLR views or SiLC's DINO multi-crop

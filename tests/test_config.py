@@ -7,13 +7,31 @@ from rlvis.errors import ConfigError
 from rlvis.objectives import rewards
 
 # The sections every config holds, whatever its method; the rest are the method's own (methods.sections).
-SHARED = {"method", "seed", "total_steps", "log_every", "checkpoint_every", "keep_checkpoints", "data", "batch", "env",
-          "model", "ema", "sharding", "optim", "evals", "eval"}
+SHARED = {
+    "method",
+    "seed",
+    "total_steps",
+    "log_every",
+    "checkpoint_every",
+    "keep_checkpoints",
+    "data",
+    "batch",
+    "env",
+    "model",
+    "ema",
+    "sharding",
+    "optim",
+    "evals",
+    "eval",
+}
 
 
 def _leaves(tree: dict, prefix: str = "") -> list[str]:
-    return [leaf for key, value in tree.items()
-            for leaf in (_leaves(value, f"{prefix}{key}.") if isinstance(value, dict) else [f"{prefix}{key}"])]
+    return [
+        leaf
+        for key, value in tree.items()
+        for leaf in (_leaves(value, f"{prefix}{key}.") if isinstance(value, dict) else [f"{prefix}{key}"])
+    ]
 
 
 def test_demo_configs_are_valid():
@@ -21,25 +39,36 @@ def test_demo_configs_are_valid():
     config_lib.validate(demo.get_config("tiny"), device_count=8)
 
 
-@pytest.mark.parametrize("field,value,message", [
-    ("batch.bootstrap", 12, r"config.batch.bootstrap=12 must be a positive multiple of the 8 devices"),
-    ("env.views", 1, r"config.env.views=1 must be at least 2"),
-    ("env.scale", (0.5, 0.2), r"config.env.scale=\(0.5, 0.2\) must satisfy"),
-    ("env.scale", (0.5, 2.0), r"config.env.scale=\(0.5, 2.0\) must satisfy 0 < min <= max <= 1"),
-    ("env.annotation_scale", (0.0, 2.0), r"config.env.annotation_scale=\(0.0, 2.0\) must satisfy 0 < min <= max"),
-    ("ab.gamma", 1.0, r"config.ab.gamma=1.0 must be in \[0, 1\)"),
-    ("model.variant", "Q/8", r"config.model.variant: unknown ViT variant 'Q/8'"),
-    ("env.view_size", 36, r"config.env.view_size=36 must be a multiple of the patch size 8"),
-    ("eval.encoder", "student", r"config.eval.encoder='student'"),
-    ("data.digits_per_scene", (1, 6), r"config.data.digits_per_scene=\(1, 6\) must satisfy 1 <= min <= max <= 4"),
-    ("ab.reward", "labels", r"config.ab.reward='labels' must be 'base', 'oracle', 'oracle:F' or 'shuffled_oracle:F'"),
-    ("ema.start", -0.1, r"config.ema.start=-0.1, end=1.0 must satisfy 0 <= start <= end <= 1"),
-    ("ema.end", 0.9, r"config.ema.start=0.99, end=0.9 must satisfy 0 <= start <= end <= 1"),
-    ("optim.grad_accum_steps", 2, r"config.ab.center_target centres the target over the step's bootstrap views, "
-                                  r"which config.optim.grad_accum_steps > 1 splits into micro-batches"),
-    ("data.annotation_scene_fraction", 1.5, r"config.data.annotation_scene_fraction=1.5 must be in \[0, 1\]"),
-    ("data.annotation_scene_fraction", 0.5, None),  # with the oracle reward below: scenes have no single label
-])
+@pytest.mark.parametrize(
+    "field,value,message",
+    [
+        ("batch.bootstrap", 12, r"config.batch.bootstrap=12 must be a positive multiple of the 8 devices"),
+        ("env.views", 1, r"config.env.views=1 must be at least 2"),
+        ("env.scale", (0.5, 0.2), r"config.env.scale=\(0.5, 0.2\) must satisfy"),
+        ("env.scale", (0.5, 2.0), r"config.env.scale=\(0.5, 2.0\) must satisfy 0 < min <= max <= 1"),
+        ("env.annotation_scale", (0.0, 2.0), r"config.env.annotation_scale=\(0.0, 2.0\) must satisfy 0 < min <= max"),
+        ("ab.gamma", 1.0, r"config.ab.gamma=1.0 must be in \[0, 1\)"),
+        ("model.variant", "Q/8", r"config.model.variant: unknown ViT variant 'Q/8'"),
+        ("env.view_size", 36, r"config.env.view_size=36 must be a multiple of the patch size 8"),
+        ("eval.encoder", "student", r"config.eval.encoder='student'"),
+        ("data.digits_per_scene", (1, 6), r"config.data.digits_per_scene=\(1, 6\) must satisfy 1 <= min <= max <= 4"),
+        (
+            "ab.reward",
+            "labels",
+            r"config.ab.reward='labels' must be 'base', 'oracle', 'oracle:F' or 'shuffled_oracle:F'",
+        ),
+        ("ema.start", -0.1, r"config.ema.start=-0.1, end=1.0 must satisfy 0 <= start <= end <= 1"),
+        ("ema.end", 0.9, r"config.ema.start=0.99, end=0.9 must satisfy 0 <= start <= end <= 1"),
+        (
+            "optim.grad_accum_steps",
+            2,
+            r"config.ab.center_target centres the target over the step's bootstrap views, "
+            r"which config.optim.grad_accum_steps > 1 splits into micro-batches",
+        ),
+        ("data.annotation_scene_fraction", 1.5, r"config.data.annotation_scene_fraction=1.5 must be in \[0, 1\]"),
+        ("data.annotation_scene_fraction", 0.5, None),  # with the oracle reward below: scenes have no single label
+    ],
+)
 def test_impossible_values_name_the_field(field, value, message):
     config = demo.get_config("tiny")
     section, name = field.split(".")
@@ -51,33 +80,60 @@ def test_impossible_values_name_the_field(field, value, message):
         config_lib.validate(config, device_count=8)
 
 
-@pytest.mark.parametrize("reward", ["labels", "Oracle", "oracle:", "oracle:x", "oracle:1.5", "oracle:-0.1",
-                                    "shuffled_oracle:2", "shuffled_oracle:", "base:0.5", "base:1"])
+@pytest.mark.parametrize(
+    "reward",
+    [
+        "labels",
+        "Oracle",
+        "oracle:",
+        "oracle:x",
+        "oracle:1.5",
+        "oracle:-0.1",
+        "shuffled_oracle:2",
+        "shuffled_oracle:",
+        "base:0.5",
+        "base:1",
+    ],
+)
 def test_a_reward_that_is_not_a_known_name_is_one_line_naming_the_field(reward):
     config = demo.get_config("tiny")
     config.ab.reward = reward
-    message = (f"config.ab.reward={reward!r} must be 'base', 'oracle', 'oracle:F' or 'shuffled_oracle:F' with F in "
-               "[0, 1]")
+    message = (
+        f"config.ab.reward={reward!r} must be 'base', 'oracle', 'oracle:F' or 'shuffled_oracle:F' with F in [0, 1]"
+    )
     assert rewards.check(config) == message
     with pytest.raises(ConfigError) as error:
         config_lib.validate(config, device_count=8)
     assert str(error.value) == message
 
 
-@pytest.mark.parametrize("reward,parsed", [("base", ("base", 1.0)), ("oracle", ("oracle", 1.0)),
-                                           ("oracle:0.25", ("oracle", 0.25)), ("oracle:0", ("oracle", 0.0)),
-                                           ("shuffled_oracle:0.5", ("shuffled_oracle", 0.5)),
-                                           ("shuffled_oracle:1", ("shuffled_oracle", 1.0))])
+@pytest.mark.parametrize(
+    "reward,parsed",
+    [
+        ("base", ("base", 1.0)),
+        ("oracle", ("oracle", 1.0)),
+        ("oracle:0.25", ("oracle", 0.25)),
+        ("oracle:0", ("oracle", 0.0)),
+        ("shuffled_oracle:0.5", ("shuffled_oracle", 0.5)),
+        ("shuffled_oracle:1", ("shuffled_oracle", 1.0)),
+    ],
+)
 def test_reward_names_parse_and_the_controls_need_the_demo_streams_ground_truth(reward, parsed, tmp_path):
     assert rewards.parse(reward) == parsed
     config = demo.get_config("tiny")
     config.ab.reward = reward
     assert rewards.check(config) is None
     config_lib.validate(config, device_count=8)
-    needs = (rf"^config.ab.reward={reward!r} needs ab_simclr on the embedded demo data with digit annotations "
-             r"\(the only streams whose classes are known\)$")
-    others = [demo.get_config("tiny,method=ab_dino"), demo.get_config("tiny,method=ab_clip"),
-              demo.get_config("tiny,data=image_folder"), demo.get_config("tiny")]
+    needs = (
+        rf"^config.ab.reward={reward!r} needs ab_simclr on the embedded demo data with digit annotations "
+        r"\(the only streams whose classes are known\)$"
+    )
+    others = [
+        demo.get_config("tiny,method=ab_dino"),
+        demo.get_config("tiny,method=ab_clip"),
+        demo.get_config("tiny,data=image_folder"),
+        demo.get_config("tiny"),
+    ]
     others[2].data.path = str(tmp_path)
     others[3].data.annotation_scene_fraction = 0.5  # scene annotations: no single class each
     for other in others:
@@ -203,7 +259,8 @@ def test_with_method_gives_the_sections_the_method_is_built_with(start):
         else:  # a config without foresight gets none back
             assert "foresight" not in swapped.evals
             assert {k: v for k, v in swapped.to_dict().items() if k != "evals"} == {
-                k: v for k, v in built.to_dict().items() if k != "evals"}, (start, method)
+                k: v for k, v in built.to_dict().items() if k != "evals"
+            }, (start, method)
     kept = demo.get_config(f"method={start}")
     if "augment" in kept:  # a section both methods read keeps its values
         kept.augment.brightness = 0.123
@@ -215,6 +272,7 @@ def test_the_centred_target_is_one_default_that_every_ab_row_holds():
     target reads it, the other AB methods accept it) and a base row holds no `ab` at all; also when the method is
     picked on the command line."""
     from rlvis import cli, main
+
     rows = ["simclr", "ab_simclr", "dino", "ab_dino", "ab_clip"]
     for arg in ("", "method=simclr", "long,method=ab_dino"):
         configs = config_lib.method_configs(demo.get_config(arg), rows, 1, check_data_paths=False)  # validates
@@ -232,10 +290,20 @@ def test_a_method_set_without_its_sections_is_a_config_error_naming_them():
         config_lib.validate(config, device_count=1)
 
 
-@pytest.mark.parametrize("method,use_ema_target,expected", [
-    ("simclr", None, "online"), ("clip", None, "online"), ("dino", None, "ema"), ("mae", None, "online"),
-    ("ijepa", None, "ema"), ("ab_simclr", True, "ema"), ("ab_clip", True, "ema"), ("ab_dino", False, "ema"),
-    ("ab_simclr", False, "online")])
+@pytest.mark.parametrize(
+    "method,use_ema_target,expected",
+    [
+        ("simclr", None, "online"),
+        ("clip", None, "online"),
+        ("dino", None, "ema"),
+        ("mae", None, "online"),
+        ("ijepa", None, "ema"),
+        ("ab_simclr", True, "ema"),
+        ("ab_clip", True, "ema"),
+        ("ab_dino", False, "ema"),
+        ("ab_simclr", False, "online"),
+    ],
+)
 def test_auto_encoder_scores_each_method_as_its_paper_does(method, use_ema_target, expected):
     config = demo.get_config(f"method={method}")
     if use_ema_target is None:  # a base method has no AB target network to choose
@@ -246,13 +314,22 @@ def test_auto_encoder_scores_each_method_as_its_paper_does(method, use_ema_targe
     assert config_lib.eval_encoder(config, "ema") == "ema"  # an explicit choice wins
 
 
-@pytest.mark.parametrize("entry,message", [
-    (dict(type="imagenet_tasks", final=True, every=0), r"config.evals.extra: evaluator type 'imagenet_tasks' is not a"),
-    (dict(type="digit_monitor", final=True, every=0, shots=3), r"config.evals.extra: digit_monitor takes no field 'shots'"),
-    (dict(type="digit_monitor", final=True), r"config.evals.extra needs the field 'every'"),
-    (dict(type="digit_monitor", final=False, every=-5), r"config.evals.extra.every=-5 must be >= 0"),
-    (dict(type="tfds_tasks", final=True, every=0, name=""), r"config.evals.extra.name must name the TFDS dataset"),
-])
+@pytest.mark.parametrize(
+    "entry,message",
+    [
+        (
+            dict(type="imagenet_tasks", final=True, every=0),
+            r"config.evals.extra: evaluator type 'imagenet_tasks' is not a",
+        ),
+        (
+            dict(type="digit_monitor", final=True, every=0, shots=3),
+            r"config.evals.extra: digit_monitor takes no field 'shots'",
+        ),
+        (dict(type="digit_monitor", final=True), r"config.evals.extra needs the field 'every'"),
+        (dict(type="digit_monitor", final=False, every=-5), r"config.evals.extra.every=-5 must be >= 0"),
+        (dict(type="tfds_tasks", final=True, every=0, name=""), r"config.evals.extra.name must name the TFDS dataset"),
+    ],
+)
 def test_a_wrong_evaluator_entry_is_a_one_line_error_before_any_compute(entry, message):
     config = demo.get_config("tiny")
     config.evals.extra = entry
@@ -262,6 +339,7 @@ def test_a_wrong_evaluator_entry_is_a_one_line_error_before_any_compute(entry, m
 
 def test_evaluators_run_when_their_entry_says():
     from rlvis.evaluators import suite
+
     config = demo.get_config()
     assert sorted(suite.due(config, 600)) == ["digits", "foresight"] and suite.due(config, 300) == []
     config.evals.foresight.every = 300
@@ -272,9 +350,27 @@ def test_every_method_file_defines_the_whole_interface_and_is_accepted_everywher
     """A method is one file in rlvis/methods: the registry lists it, and configs, compare and validation accept its
     base name, and its AB name where it has annotations to bootstrap, without a second list anywhere."""
     from rlvis import methods
-    interface = ("NAME", "ANNOTATES", "AB_VARIANT", "EMA_TEACHER", "FIXED_EMA", "CAPTIONS", "IMAGE_ANNOTATIONS",
-                 "settings", "validate", "build_model", "annotation_views_per_step", "render_annotation",
-                 "optimizer_rules", "initial_state", "loss", "annotations", "digit_annotation", "digit_vocabulary")
+
+    interface = (
+        "NAME",
+        "ANNOTATES",
+        "AB_VARIANT",
+        "EMA_TEACHER",
+        "FIXED_EMA",
+        "CAPTIONS",
+        "IMAGE_ANNOTATIONS",
+        "settings",
+        "validate",
+        "build_model",
+        "annotation_views_per_step",
+        "render_annotation",
+        "optimizer_rules",
+        "initial_state",
+        "loss",
+        "annotations",
+        "digit_annotation",
+        "digit_vocabulary",
+    )
     for name, module in methods.FAMILIES.items():
         missing = [field for field in interface if not hasattr(module, field)]
         assert not missing, f"rlvis/methods/{name}.py lacks {missing}"
@@ -282,15 +378,17 @@ def test_every_method_file_defines_the_whole_interface_and_is_accepted_everywher
             config = demo.get_config(f"tiny,method={method}")
             config_lib.validate(config, device_count=8)
             assert methods.get(config) is module and methods.encoded_views_per_step(config) > 0
-    assert set(methods.NAMES) == {n for base, module in methods.FAMILIES.items()
-                                  for n in ((base, f"ab_{base}") if module.AB_VARIANT else (base,))}
+    assert set(methods.NAMES) == {
+        n for base, module in methods.FAMILIES.items() for n in ((base, f"ab_{base}") if module.AB_VARIANT else (base,))
+    }
     assert {base for base, module in methods.FAMILIES.items() if module.AB_VARIANT} == {"simclr", "dino", "clip"}
     assert "mae" in methods.NAMES and "ab_mae" not in methods.NAMES
     config = demo.get_config("tiny,method=mae")
     assert "foresight" not in config.evals
     config.evals.foresight = dict(type="foresight", final=True, every=0)
-    with pytest.raises(config_lib.ConfigError, match="evals.foresight needs an annotation distribution, which mae "
-                                                     "has not; remove it"):
+    with pytest.raises(
+        config_lib.ConfigError, match="evals.foresight needs an annotation distribution, which mae has not; remove it"
+    ):
         config_lib.validate(config, device_count=8)
 
 
@@ -301,8 +399,12 @@ def test_importing_the_entry_point_and_configs_does_not_start_jax():
     import sys
 
     from tests.runs import ROOT, subprocess_env
-    code = ("import rlvis.main, configs.demo, configs.cc12m; from jax._src import xla_bridge; "
-            "assert not xla_bridge._backends, 'an import started the XLA backend'")
-    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=subprocess_env(), capture_output=True,
-                            text=True, timeout=300)
+
+    code = (
+        "import rlvis.main, configs.demo, configs.cc12m; from jax._src import xla_bridge; "
+        "assert not xla_bridge._backends, 'an import started the XLA backend'"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=300
+    )
     assert result.returncode == 0, result.stderr[-2000:]

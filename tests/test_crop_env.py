@@ -94,16 +94,18 @@ def test_action_tokens_are_in_range_and_distinguish_moves():
 def test_batch_rollout_shapes_and_pair_actions(num_views):
     images = jnp.zeros((3, 64, 64, 1), jnp.uint8)
     valid = jnp.array([[64, 64], [40, 50], [64, 48]])
-    rollout = jax.jit(lambda k: crop_env.batch_rollout(k, images, valid, num_views=num_views, size=16, scale=SCALE,
-                                                       ratio=RATIO))
+    rollout = jax.jit(
+        lambda k: crop_env.batch_rollout(k, images, valid, num_views=num_views, size=16, scale=SCALE, ratio=RATIO)
+    )
     out = rollout(jax.random.PRNGKey(0))
     assert out["views"].shape == (3, num_views, 16, 16, 1)
     assert out["actions"].shape == (3, num_views, num_views - 1, 4)
     # actions[b, i, k] is the move from view i to view pair_indices[i, k]
     pairs = np.asarray(crop_env.pair_indices(num_views))
     b, i, k = 1, 1, 0
-    np.testing.assert_allclose(crop_env.step(out["boxes"][b, i], out["actions"][b, i, k]), out["boxes"][b, pairs[i, k]],
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        crop_env.step(out["boxes"][b, i], out["actions"][b, i, k]), out["boxes"][b, pairs[i, k]], atol=1e-6
+    )
     # stateless: the same key gives the same views
     np.testing.assert_array_equal(out["boxes"], rollout(jax.random.PRNGKey(0))["boxes"])
     assert not np.allclose(out["boxes"], rollout(jax.random.PRNGKey(1))["boxes"])

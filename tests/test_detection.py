@@ -24,8 +24,9 @@ BOX = np.array([[0.1, 0.1, 0.4, 0.4]])  # 40 × 40 px: a "medium" COCO object
 
 def _map(predicted_boxes, labels, scores, truth_boxes=BOX, truth_labels=(1,)) -> dict:
     truth = [dict(boxes=np.asarray(truth_boxes), labels=np.asarray(truth_labels))]
-    return detection_metrics.coco_map(truth, [dict(boxes=np.asarray(predicted_boxes), labels=np.asarray(labels),
-                                                   scores=np.asarray(scores))], SIZE)
+    return detection_metrics.coco_map(
+        truth, [dict(boxes=np.asarray(predicted_boxes), labels=np.asarray(labels), scores=np.asarray(scores))], SIZE
+    )
 
 
 def test_coco_map_on_hand_computed_cases():
@@ -48,10 +49,15 @@ def test_coco_map_geometry_on_a_wide_image_and_crowd_regions():
     """Fractions (y0, x0, h, w) of a 100 × 300 image: a tall box and its transpose are different boxes."""
     tall = np.array([[0.1, 0.1, 0.8, 0.1]])  # 80 px high, 30 px wide
     truth = [dict(boxes=tall, labels=np.array([1]))]
+
     def score(boxes, scores=(0.9,), crowd=None):
         image = dict(truth[0], **(crowd or {}))
-        return detection_metrics.coco_map([image], [dict(boxes=np.asarray(boxes), labels=np.ones(len(scores)),
-                                                         scores=np.asarray(scores))], np.array([[100, 300]]))["map"]
+        return detection_metrics.coco_map(
+            [image],
+            [dict(boxes=np.asarray(boxes), labels=np.ones(len(scores)), scores=np.asarray(scores))],
+            np.array([[100, 300]]),
+        )["map"]
+
     assert score(tall) == pytest.approx(1.0)
     assert score([[0.1, 0.1, 0.1, 0.8]]) == 0.0  # h and w swapped: 10 × 240 px, no overlap worth a match
     # A better-scored detection on a crowd region is ignored, not a false positive.
@@ -100,8 +106,9 @@ def test_box_tokens_round_trip_and_detection_targets():
     np.testing.assert_allclose(vocab.boxes(tokens), boxes, atol=0.5 / 100 + 1e-6)
     target = sequence_probe.detection_targets(vocab, boxes, np.array([2, 0]), max_objects=3)
     assert target.shape == (16,)
-    np.testing.assert_array_equal(target[:10], np.concatenate([tokens[0], [vocab.first_class + 2],
-                                                               tokens[1], [vocab.first_class]]))
+    np.testing.assert_array_equal(
+        target[:10], np.concatenate([tokens[0], [vocab.first_class + 2], tokens[1], [vocab.first_class]])
+    )
     assert target[10] == sequence_probe.EOS and (target[11:] == sequence_probe.PAD).all()
     shuffled = sequence_probe.detection_targets(vocab, boxes, np.array([2, 0]), 3, np.random.default_rng(1))
     assert sorted(map(tuple, shuffled[:10].reshape(2, 5))) == sorted(map(tuple, target[:10].reshape(2, 5)))
@@ -128,10 +135,10 @@ def test_decoder_probe_classifies_from_tokens():
     tokens = rng.normal(size=(400, 6, 16)).astype(np.float32)
     tokens[np.arange(400), 2, :4] += 3 * np.eye(4)[labels]
     vocab = sequence_probe.Vocabulary(bins=2, num_classes=4)
-    settings = sequence_probe.ProbeSettings(depth=1, width=32, heads=2, steps=150, batch_size=64,
-                                            learning_rate=3e-3)
-    probe = sequence_probe.train(tokens[:300], np.zeros((300, 0), np.int32),
-                                 lambda i, _: vocab.class_tokens(labels[i])[:, None], vocab, settings)
+    settings = sequence_probe.ProbeSettings(depth=1, width=32, heads=2, steps=150, batch_size=64, learning_rate=3e-3)
+    probe = sequence_probe.train(
+        tokens[:300], np.zeros((300, 0), np.int32), lambda i, _: vocab.class_tokens(labels[i])[:, None], vocab, settings
+    )
     predicted = sequence_probe.classify(probe, tokens[300:], np.zeros((100, 0), np.int32))
     assert np.mean(predicted == labels[300:]) > 0.7  # chance 0.25
     assert probe.losses[-1] < probe.losses[0]
@@ -152,15 +159,24 @@ def _write_coco(root, split: str, count: int, seed: int) -> None:
             side = int(rng.integers(18, 30))
             x, y = (int(v) for v in rng.integers(0, 64 - side, 2))
             category = int(rng.choice(list(COLOURS)))
-            pixels[y:y + side, x:x + side] = COLOURS[category]
-            annotations.append(dict(id=len(annotations) + 1, image_id=i + 1, category_id=category, iscrowd=0,
-                                    bbox=[x, y, side, side], area=side * side))
+            pixels[y : y + side, x : x + side] = COLOURS[category]
+            annotations.append(
+                dict(
+                    id=len(annotations) + 1,
+                    image_id=i + 1,
+                    category_id=category,
+                    iscrowd=0,
+                    bbox=[x, y, side, side],
+                    area=side * side,
+                )
+            )
         name = f"{i + 1:012d}.jpg"
         Image.fromarray(pixels).save(root / split / name, quality=95)
         images.append(dict(id=i + 1, file_name=name, height=64, width=64))
     categories = [dict(id=c, name=f"class{c}") for c in COLOURS]
     (root / "annotations" / f"instances_{split}.json").write_text(
-        json.dumps(dict(images=images, annotations=annotations, categories=categories)))
+        json.dumps(dict(images=images, annotations=annotations, categories=categories))
+    )
 
 
 def test_coco_instances_without_captions(tmp_path):
@@ -176,13 +192,22 @@ def test_detection_probe_beats_a_shuffled_box_control(tmp_path):
     _write_coco(tmp_path, "val2017", 60, seed=1)
     config = demo.get_config("tiny,data=coco")
     config.data.canvas = 64
-    config.evals = dict(coco=dict(type="detection", final=True, every=0, format="coco", root=str(tmp_path),
-                                  max_objects=2, view_size=32,
-                                  decoder=dict(depth=2, width=64, heads=4, steps=300, batch_size=64, bins=33,
-                                               learning_rate=3e-3)))
+    config.evals = dict(
+        coco=dict(
+            type="detection",
+            final=True,
+            every=0,
+            format="coco",
+            root=str(tmp_path),
+            max_objects=2,
+            view_size=32,
+            decoder=dict(depth=2, width=64, heads=4, steps=300, batch_size=64, bins=33, learning_rate=3e-3),
+        )
+    )
     model = methods.build_model(config)
-    params = model.init(jax.random.PRNGKey(0), np.zeros((1, 32, 32, 3), np.float32),
-                        np.zeros((1, config.env.views - 1, 4), np.float32))
+    params = model.init(
+        jax.random.PRNGKey(0), np.zeros((1, 32, 32, 3), np.float32), np.zeros((1, config.env.views - 1, 4), np.float32)
+    )
     encode = lambda p, views: model.apply(p, views, method=ab_model.ABModel.encode)
     evaluator = suite.build(config, encode, 3, "final")["coco"]
     assert evaluator.tasks == ("det_map/coco", "det_map50/coco", "box_class/coco")
@@ -196,14 +221,18 @@ def test_detection_probe_beats_a_shuffled_box_control(tmp_path):
 
 
 def _write_visor(root, zipped: bool) -> None:
-    frames = {"P01_01_frame_0000000010.jpg": [dict(name="left hand", class_id=300,
-                                                   segments=[[[960, 540], [1920, 540], [1440, 1080]]]),
-                                              dict(name="knife", class_id=4, segments=[[[0, 0], [192, 108]],
-                                                                                       [[96, 216]]]),
-                                              dict(name="nothing", class_id=7, segments=[])],
-              "P01_01_frame_0000000001.jpg": []}
-    video = [dict(image=dict(name=name, video="P01_01", image_path=f"P01_01/{name}"), annotations=objects)
-             for name, objects in frames.items()]
+    frames = {
+        "P01_01_frame_0000000010.jpg": [
+            dict(name="left hand", class_id=300, segments=[[[960, 540], [1920, 540], [1440, 1080]]]),
+            dict(name="knife", class_id=4, segments=[[[0, 0], [192, 108]], [[96, 216]]]),
+            dict(name="nothing", class_id=7, segments=[]),
+        ],
+        "P01_01_frame_0000000001.jpg": [],
+    }
+    video = [
+        dict(image=dict(name=name, video="P01_01", image_path=f"P01_01/{name}"), annotations=objects)
+        for name, objects in frames.items()
+    ]
     (root / "annotations/train").mkdir(parents=True)
     (root / "annotations/train/P01_01.json").write_text(json.dumps(dict(video_annotations=video)))
     folder = root / "rgb_frames/train/P01"
@@ -238,8 +267,17 @@ def test_detection_evaluator_reads_visor_and_refuses_bad_entries(tmp_path):
     config = demo.get_config("tiny,data=coco")
     config.data.canvas = 64
     encode = lambda p, views: views[:, :4, :4].reshape(len(views), 4, -1)
-    evaluator = detection.Evaluator(encode, config, 3, format="visor", root=str(tmp_path), train_split="train",
-                                    test_split="train", max_objects=3, decoder=dict(bins=11))
+    evaluator = detection.Evaluator(
+        encode,
+        config,
+        3,
+        format="visor",
+        root=str(tmp_path),
+        train_split="train",
+        test_split="train",
+        max_objects=3,
+        decoder=dict(bins=11),
+    )
     assert evaluator.skipped == {"empty": 2}  # the missing frame, once per split
     assert evaluator.vocab.num_classes == 2  # class ids 4 and 300, renumbered
     assert evaluator.max_objects == 2  # no frame has more objects: sequences no longer than that
@@ -295,8 +333,7 @@ def test_evaluate_scores_a_checkpoint_with_a_paper_table_preset(tiny_copy, tmp_p
     _write_coco(tmp_path / "coco", "train2017", 16, seed=0)
     _write_coco(tmp_path / "coco", "val2017", 8, seed=1)
     probe = presets.parse_probe("depth=1,width=32,heads=2,steps=5,batch_size=8")
-    step, scores = evaluate.evaluate_step(str(tiny_copy), evals="coco", evals_root=str(tmp_path / "coco"),
-                                          probe=probe)
+    step, scores = evaluate.evaluate_step(str(tiny_copy), evals="coco", evals_root=str(tmp_path / "coco"), probe=probe)
     written = json.loads((tiny_copy / "eval" / f"step_{step}.json").read_text())["scores"]
     assert written == scores and {"det_map/coco", "det_map50/coco", "box_class/coco", "linear/digit"} <= set(scores)
     assert 0 <= scores["det_map/coco"] <= scores["det_map50/coco"] <= 1 and 0 <= scores["box_class/coco"] <= 1

@@ -8,8 +8,9 @@ def test_splits_are_disjoint_real_digits_balanced_by_class():
     assert splits.pretrain_images.shape == (4000, 28, 28)
     assert splits.probe_train_images.shape == (500, 28, 28) and splits.probe_test_images.shape == (500, 28, 28)
     np.testing.assert_array_equal(np.bincount(splits.probe_test_labels), [50] * 10)
-    flat = [s.reshape(len(s), -1) for s in (splits.pretrain_images, splits.probe_train_images,
-                                             splits.probe_test_images)]
+    flat = [
+        s.reshape(len(s), -1) for s in (splits.pretrain_images, splits.probe_train_images, splits.probe_test_images)
+    ]
     seen = {row.tobytes() for row in flat[0]}
     assert not any(row.tobytes() in seen for row in np.concatenate(flat[1:]))
     assert splits.pretrain_images.max() == 255 and splits.pretrain_images.mean() > 10  # not blank
@@ -40,15 +41,25 @@ def test_scene_is_deterministic_and_its_boxes_hold_the_digits():
     inside = np.zeros_like(image, bool)
     for y0, x0, bh, bw in scene["boxes"][:count]:
         y, x = int(round(y0 * h)), int(round(x0 * w))
-        patch = image[y:y + int(round(bh * h)), x:x + int(round(bw * w))]
+        patch = image[y : y + int(round(bh * h)), x : x + int(round(bw * w))]
         assert patch.max() > 100  # a digit is there
-        inside[y:y + int(round(bh * h)), x:x + int(round(bw * w))] = True
+        inside[y : y + int(round(bh * h)), x : x + int(round(bw * w))] = True
     assert image[~inside].max() == 0  # and nothing outside the boxes
 
 
 def test_scenes_vary_in_count():
     splits = digits.load_digits(100)
     rng = np.random.default_rng(0)
-    counts = [digits.compose_scene(rng, splits.pretrain_images, splits.pretrain_labels, canvas=64, min_size=40,
-                                   digits_per_scene=(1, 4), digit_size=(16, 28))["count"] for _ in range(200)]
+    counts = [
+        digits.compose_scene(
+            rng,
+            splits.pretrain_images,
+            splits.pretrain_labels,
+            canvas=64,
+            min_size=40,
+            digits_per_scene=(1, 4),
+            digit_size=(16, 28),
+        )["count"]
+        for _ in range(200)
+    ]
     assert set(counts) == {1, 2, 3, 4}

@@ -23,8 +23,11 @@ import pytest
 from rlvis import cli
 from tests.runs import ROOT, load_config
 
-DOCS = ("README.md", "launch/README.md",
-        *sorted(os.path.relpath(p, ROOT) for p in glob.glob(os.path.join(ROOT, "docs", "*.md"))))
+DOCS = (
+    "README.md",
+    "launch/README.md",
+    *sorted(os.path.relpath(p, ROOT) for p in glob.glob(os.path.join(ROOT, "docs", "*.md"))),
+)
 SHELL_FENCES = ("bash", "sh", "shell", "console")
 PYTHON = re.compile(r"\bpython3?\s+(-m\s|\S+\.py\b)")
 PLACEHOLDER = re.compile(r"[A-Z][A-Z0-9_]*(\.\.\.)?|\.\.\.")  # ARGS..., FLAGS, DIR, ...
@@ -68,8 +71,7 @@ def shell_commands(file: str, text: str) -> list[Command]:
     prose_text = "\n".join(prose)
     for span in re.finditer(r"`([^`]+)`", prose_text):
         if PYTHON.search(span.group(1)) and "\n\n" not in span.group(1):  # a span never crosses a paragraph
-            commands.append(Command(file, prose_text.count("\n", 0, span.start()) + 1,
-                                    " ".join(span.group(1).split())))
+            commands.append(Command(file, prose_text.count("\n", 0, span.start()) + 1, " ".join(span.group(1).split())))
     return commands
 
 
@@ -96,15 +98,15 @@ def invocations(command: str) -> list[Invocation]:
         for launcher, marker in LAUNCHERS.items():
             at = next((k for k, w in enumerate(words) if w.endswith(launcher)), None)
             if at is not None:
-                rest = words[at + 1:]
+                rest = words[at + 1 :]
                 if marker is not None:
-                    rest = rest[rest.index(marker) + 1:] if marker in rest else []
+                    rest = rest[rest.index(marker) + 1 :] if marker in rest else []
                 if rest and rest[0] != "--help":
                     found.append(Invocation("rlvis.main", rest))
         for word in simple:  # e.g. gcloud's --command='cd DIR && python3 -m rlvis.main ARGS...'
             inner = PYTHON.search(word)
             if inner and word != simple[0] and " " in word:
-                found.extend(invocations(word[inner.start():]))
+                found.extend(invocations(word[inner.start() :]))
         simple = []
     return found
 
@@ -178,15 +180,21 @@ def problems(invocation: Invocation) -> list[str]:
         config = _config(spec)
         if isinstance(config, str):
             return [*found, config]
-        found += [f"--config.{path}: no such field in the config of --config={spec}"
-                  for path in overrides if not _has_field(config, path)]
+        found += [
+            f"--config.{path}: no such field in the config of --config={spec}"
+            for path in overrides
+            if not _has_field(config, path)
+        ]
     elif placeholders or spec is not None:
         # The reader picks the config (FLAGS, --config=...): a field is documented for any of them only if every
         # config file's default config has it.
         files = sorted(glob.glob(os.path.join(ROOT, "configs", "*.py")))
-        found += [f"--config.{path}: not a field of {os.path.relpath(file, ROOT)}'s config"
-                  for path in overrides for file in files
-                  if not _has_field(_config(os.path.relpath(file, ROOT)), path)]
+        found += [
+            f"--config.{path}: not a field of {os.path.relpath(file, ROOT)}'s config"
+            for path in overrides
+            for file in files
+            if not _has_field(_config(os.path.relpath(file, ROOT)), path)
+        ]
     else:
         found.append(f"--config.{overrides[0]} without --config ({module} has no default config)")
     return found
@@ -200,27 +208,33 @@ def _read(file: str) -> str:
 @pytest.mark.parametrize("file", DOCS)
 def test_every_documented_command_names_real_modules_flags_and_config_fields(file):
     commands = shell_commands(file, _read(file))
-    failures = [f"{command}: {problem}" for command in commands for invocation in invocations(command.text)
-                for problem in problems(invocation)]
+    failures = [
+        f"{command}: {problem}"
+        for command in commands
+        for invocation in invocations(command.text)
+        for problem in problems(invocation)
+    ]
     assert not failures, "docs and code part:\n" + "\n".join(failures)
 
 
 def test_the_checker_finds_each_kind_of_command_and_names_what_is_wrong():
-    page = "\n".join([
-        "Run `python -m rlvis.search --workdir=w --no_such_flag=1` first.",          # 1: inline
-        "```bash",
-        "pip install -e . && XLA_FLAGS=--x python -m rlvis.main --config=configs/demo.py:tiny \\",  # 3
-        "    --workdir=w --config.ab.gama=0.5   # a comment",
-        "python -m rlvis.no_such_module --x=1",                                        # 5
-        "launch/tpu_pod.sh --tpu t --zone z -- --config=configs/demo.py --config.total_steps=5 --typo=1",  # 6
-        "```",
-        "    python -m rlvis.main FLAGS --workdir=runs/STEM --config.seeed=S",          # 8: indented, placeholder
-        "```bash",
-        "python -m rlvis.export --workdir=runs/demo [--encoder=auto|ema|online] [--step=S] extra",  # 10
-        "python -m rlvis.main --config=configs/demo.py:method=ab_dino --config.dino.local_views=2 "
-        "--config.env.views=4 --workdir=w",                                             # 11: all real
-        "```",
-    ])
+    page = "\n".join(
+        [
+            "Run `python -m rlvis.search --workdir=w --no_such_flag=1` first.",  # 1: inline
+            "```bash",
+            "pip install -e . && XLA_FLAGS=--x python -m rlvis.main --config=configs/demo.py:tiny \\",  # 3
+            "    --workdir=w --config.ab.gama=0.5   # a comment",
+            "python -m rlvis.no_such_module --x=1",  # 5
+            "launch/tpu_pod.sh --tpu t --zone z -- --config=configs/demo.py --config.total_steps=5 --typo=1",  # 6
+            "```",
+            "    python -m rlvis.main FLAGS --workdir=runs/STEM --config.seeed=S",  # 8: indented, placeholder
+            "```bash",
+            "python -m rlvis.export --workdir=runs/demo [--encoder=auto|ema|online] [--step=S] extra",  # 10
+            "python -m rlvis.main --config=configs/demo.py:method=ab_dino --config.dino.local_views=2 "
+            "--config.env.views=4 --workdir=w",  # 11: all real
+            "```",
+        ]
+    )
     commands = shell_commands("page.md", page)
     assert sorted(c.line for c in commands) == [1, 3, 5, 6, 8, 10, 11]
     assert any(c.text.endswith("--workdir=w --config.ab.gama=0.5   # a comment") for c in commands if c.line == 3)
@@ -229,8 +243,9 @@ def test_the_checker_finds_each_kind_of_command_and_names_what_is_wrong():
     assert report[3] == ["--config.ab.gama: no such field in the config of --config=configs/demo.py:tiny"]
     assert report[5] == ["no module rlvis.no_such_module"]
     assert report[6] == ["rlvis.main has no flag --typo"]
-    assert report[8] == [f"--config.seeed: not a field of {f}'s config" for f in ("configs/cc12m.py",
-                                                                                  "configs/demo.py")]
+    assert report[8] == [
+        f"--config.seeed: not a field of {f}'s config" for f in ("configs/cc12m.py", "configs/demo.py")
+    ]
     assert report[10] == ["stray argument 'extra' (rlvis.export takes flags only)"]
     assert report[11] == []
     assert "page.md:3: `pip install" in str(commands[[c.line for c in commands].index(3)])
@@ -239,21 +254,23 @@ def test_the_checker_finds_each_kind_of_command_and_names_what_is_wrong():
 def test_a_config_field_is_checked_in_the_config_of_its_own_command():
     """Each command's fields are looked up in what its own `--config=FILE:ARG` builds (ARG included: a bad one is
     named), not in one global list, since a method's section exists only in the configs of that method."""
-    dino = Invocation("rlvis.main", ["--config=configs/demo.py:method=ab_dino", "--workdir=w",
-                                     "--config.ab.gamma=0.5"])
+    dino = Invocation("rlvis.main", ["--config=configs/demo.py:method=ab_dino", "--workdir=w", "--config.ab.gamma=0.5"])
     assert problems(dino) == []
     missing = Invocation("rlvis.main", ["--config=configs/demo.py:tiny", "--workdir=w", "--config.ab.gamma.x=1"])
     assert problems(missing) == ["--config.ab.gamma.x: no such field in the config of --config=configs/demo.py:tiny"]
     [bad_arg] = problems(Invocation("rlvis.main", ["--config=configs/demo.py:huge", "--config.seed=1"]))
     assert bad_arg.startswith("--config=configs/demo.py:huge builds no config: ") and "'huge'" in bad_arg
     assert problems(Invocation("rlvis.main", ["--config=configs/no_such.py", "--config.seed=1"])) == [
-        "no config file configs/no_such.py"]
+        "no config file configs/no_such.py"
+    ]
     assert problems(Invocation("rlvis.evaluate", ["--workdir=w", "--config.seed=1"])) == [
-        "--config.seed without --config (rlvis.evaluate has no default config)"]
+        "--config.seed without --config (rlvis.evaluate has no default config)"
+    ]
 
 
 def test_table1_entries_are_named_in_the_docs_as_the_preset_names_them():
     from rlvis.evaluators import presets
+
     row = next(line for line in _read("docs/evaluation.md").splitlines() if line.startswith("| `table1`"))
     entries = row.split("|")[2].split("(config names")[0]  # what follows names the TFDS datasets
     assert re.findall(r"`(\w+)`", entries) == list(presets.TABLE1)
@@ -273,6 +290,7 @@ def test_export_page_runs_as_written(export_page_folder, capsys):
     one namespace, with the reader's `images`, `labels`, `test_images`, `test_labels` (centred held-out digits)."""
     from rlvis import downstream, export
     from rlvis.data import digits as digits_lib
+
     page = _read("docs/export.md")
     [command] = shell_commands("docs/export.md", page)
     python, dash_m, module, *argv = shlex.split(command.text)
@@ -281,10 +299,15 @@ def test_export_page_runs_as_written(export_page_folder, capsys):
     assert (export_page_folder / "runs" / "demo" / "export" / "encoder.json").exists()
 
     splits = digits_lib.load_digits(20)
-    as_input = lambda images: downstream.to_model_input(  # noqa: E731
-        np.stack([digits_lib.centred_digit(d)["image"] for d in images]))
-    namespace = dict(images=as_input(splits.probe_train_images), labels=splits.probe_train_labels,
-                     test_images=as_input(splits.probe_test_images), test_labels=splits.probe_test_labels)
+    as_input = lambda images: downstream.to_model_input(
+        np.stack([digits_lib.centred_digit(d)["image"] for d in images])
+    )
+    namespace = dict(
+        images=as_input(splits.probe_train_images),
+        labels=splits.probe_train_labels,
+        test_images=as_input(splits.probe_test_images),
+        test_labels=splits.probe_test_labels,
+    )
     snippets = re.findall(r"```python\n(.*?)```", page, re.S)
     assert len(snippets) == 3
     capsys.readouterr()

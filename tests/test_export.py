@@ -14,7 +14,7 @@ import pytest
 from rlvis import checkpoints, downstream, export, methods
 from rlvis.data import digits as digits_lib
 from rlvis.models.ab_model import ABModel
-from tests.runs import ok, subprocess_env
+from tests.runs import ok, subprocess_env, usage_error
 
 
 @pytest.fixture(scope="module")
@@ -27,8 +27,12 @@ def digits():
     splits = digits_lib.load_digits(20)
     images = np.stack([digits_lib.centred_digit(d)["image"] for d in splits.probe_train_images])
     test_images = np.stack([digits_lib.centred_digit(d)["image"] for d in splits.probe_test_images])
-    return (downstream.to_model_input(images), splits.probe_train_labels,
-            downstream.to_model_input(test_images), splits.probe_test_labels)
+    return (
+        downstream.to_model_input(images),
+        splits.probe_train_labels,
+        downstream.to_model_input(test_images),
+        splits.probe_test_labels,
+    )
 
 
 def _training_tokens(workdir, images, which: str, step: int | None = None) -> np.ndarray:
@@ -41,11 +45,11 @@ def _training_tokens(workdir, images, which: str, step: int | None = None) -> np
 def test_loaded_encoder_gives_exactly_the_training_encoders_features(workdir, digits, encoder, which):
     images = digits[0][:16]
     module, variables = export.load_encoder(str(workdir), encoder=encoder)
-    np.testing.assert_array_equal(np.asarray(module.apply(variables, images)),
-                                  _training_tokens(workdir, images, which))
+    np.testing.assert_array_equal(np.asarray(module.apply(variables, images)), _training_tokens(workdir, images, which))
     by_step, variables_3 = export.load_encoder(str(workdir / "checkpoints" / "3"), encoder=encoder)
-    np.testing.assert_array_equal(np.asarray(by_step.apply(variables_3, images)),
-                                  _training_tokens(workdir, images, which, step=3))
+    np.testing.assert_array_equal(
+        np.asarray(by_step.apply(variables_3, images)), _training_tokens(workdir, images, which, step=3)
+    )
 
 
 def test_ema_and_online_encoders_differ_and_the_choice_is_checked(workdir, digits):
@@ -68,12 +72,17 @@ def test_params_only_export_restores_with_orbax_alone_and_round_trips_exactly(wo
     assert description["width"] == 32 and description["depth"] == 2 and description["patch"] == 8
 
     # A user without rlvis: importing it must fail in this interpreter, Orbax alone restores the flat dict.
-    script = ("import sys; sys.modules['rlvis'] = None\n"
-              "import numpy as np, orbax.checkpoint as ocp\n"
-              f"arrays = ocp.StandardCheckpointer().restore({str(out / 'params')!r})\n"
-              f"np.savez({str(tmp_path / 'plain.npz')!r}, **arrays)\n")
-    ok(subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
-                      env=subprocess_env()))
+    script = (
+        "import sys; sys.modules['rlvis'] = None\n"
+        "import numpy as np, orbax.checkpoint as ocp\n"
+        f"arrays = ocp.StandardCheckpointer().restore({str(out / 'params')!r})\n"
+        f"np.savez({str(tmp_path / 'plain.npz')!r}, **arrays)\n"
+    )
+    ok(
+        subprocess.run(
+            [sys.executable, "-c", script], capture_output=True, text=True, timeout=300, env=subprocess_env()
+        )
+    )
     plain = dict(np.load(tmp_path / "plain.npz"))
     _, state, _ = checkpoints.load_run(str(workdir))
     expected = flax.traverse_util.flatten_dict(state["ema_params"]["params"]["encoder"], sep=".")
@@ -88,8 +97,9 @@ def test_params_only_export_restores_with_orbax_alone_and_round_trips_exactly(wo
     with pytest.raises(ValueError, match="holds the ema encoder of step 6"):
         export.load_encoder(str(out), encoder="online")
     images = digits[0][:8]
-    np.testing.assert_array_equal(np.asarray(module.apply(variables, images)),
-                                  _training_tokens(workdir, images, "ema_params"))
+    np.testing.assert_array_equal(
+        np.asarray(module.apply(variables, images)), _training_tokens(workdir, images, "ema_params")
+    )
 
 
 def test_a_saved_config_is_read_back_as_it_was_saved_and_an_older_format_is_refused(workdir, tmp_path):
@@ -97,6 +107,7 @@ def test_a_saved_config_is_read_back_as_it_was_saved_and_an_older_format_is_refu
     defaults; a checkpoint of an older format (no `format` in its metadata) is refused in one line naming the
     version, by load_run, saved_config and export alike."""
     import shutil
+
     old = tmp_path / "old"
     shutil.copytree(workdir, old)
     meta_file = old / "checkpoints" / "6" / "meta" / "metadata"
@@ -112,16 +123,23 @@ def test_a_saved_config_is_read_back_as_it_was_saved_and_an_older_format_is_refu
 
     del meta["format"]  # as an rlvis before checkpoint format 2 wrote it
     meta_file.write_text(json.dumps(meta))
-    for load in (lambda: checkpoints.load_run(str(old)), lambda: checkpoints.saved_config(str(old), 6),
-                 lambda: export.load_encoder(str(old))):
-        with pytest.raises(checkpoints.FormatError, match=r"^step 6 in .*: checkpoint format 1, this rlvis reads "
-                                                          r"format 2; train a new run"):
+    for load in (
+        lambda: checkpoints.load_run(str(old)),
+        lambda: checkpoints.saved_config(str(old), 6),
+        lambda: export.load_encoder(str(old)),
+    ):
+        with pytest.raises(
+            checkpoints.FormatError,
+            match=r"^step 6 in .*: checkpoint format 1, this rlvis reads "
+            r"format 2; train a new run",
+        ):
             load()
     checkpoints.load_run(str(old), step=3)  # the other step was written in today's format
 
 
 def test_export_command_refuses_an_older_format_in_one_line(workdir, tmp_path, capsys):
     import shutil
+
     old = shutil.copytree(workdir, tmp_path / "old")
     for step in (3, 6):
         meta_file = old / "checkpoints" / str(step) / "meta" / "metadata"
@@ -132,18 +150,21 @@ def test_export_command_refuses_an_older_format_in_one_line(workdir, tmp_path, c
 def test_frozen_finetuning_trains_only_the_head_and_unfrozen_trains_the_encoder(workdir, digits):
     images, labels, test_images, test_labels = digits
     module, variables = export.load_encoder(str(workdir))
-    classifier, frozen, losses = downstream.finetune(module, variables, images, labels, num_classes=10,
-                                                     frozen=True, steps=150, learning_rate=3e-3)
+    classifier, frozen, losses = downstream.finetune(
+        module, variables, images, labels, num_classes=10, frozen=True, steps=150, learning_rate=3e-3
+    )
     jax.tree.map(np.testing.assert_array_equal, frozen["encoder"], variables["params"])
     assert np.mean(losses[-10:]) < 0.8 * losses[0]
     assert downstream.accuracy(classifier, frozen, test_images, test_labels) > 0.25  # chance: 0.1
 
-    _, unfrozen, tuned_losses = downstream.finetune(module, variables, images, labels, num_classes=10,
-                                                    frozen=False, steps=20)
+    _, unfrozen, tuned_losses = downstream.finetune(
+        module, variables, images, labels, num_classes=10, frozen=False, steps=20
+    )
     moved = jax.tree.map(lambda a, b: float(jnp.abs(a - b).max()), unfrozen["encoder"], variables["params"])
     assert min(jax.tree.leaves(moved)) > 0  # every encoder array was updated
     assert np.isfinite(tuned_losses).all()
 
-    _, still, _ = downstream.finetune(module, variables, images, labels, num_classes=10, frozen=False, steps=3,
-                                      encoder_learning_rate=0.0)  # 0 means 0, not "the head's rate"
+    _, still, _ = downstream.finetune(
+        module, variables, images, labels, num_classes=10, frozen=False, steps=3, encoder_learning_rate=0.0
+    )  # 0 means 0, not "the head's rate"
     jax.tree.map(np.testing.assert_array_equal, still["encoder"], variables["params"])

@@ -23,14 +23,25 @@ from rlvis import checkpoints, config_lib, storage
 from tests.runs import NO_EVAL, ROOT, load_state, main_command, metrics, run_main, subprocess_env, train
 
 STEPS, EVERY = 30, 10  # the command-line tests: enough steps between saves to be killed in the middle
-FAST = [f"--config.total_steps={STEPS}", f"--config.checkpoint_every={EVERY}", "--config.log_every=1",
-        *[f"--config.{override}" for override in NO_EVAL], "--config.keep_checkpoints=5"]
+FAST = [
+    f"--config.total_steps={STEPS}",
+    f"--config.checkpoint_every={EVERY}",
+    "--config.log_every=1",
+    *[f"--config.{override}" for override in NO_EVAL],
+    "--config.keep_checkpoints=5",
+]
 TINY_STEPS = 6  # the in-process tests: the tiny config as it is (saves at 3 and 6), compiled once per session
 
 
 def start(workdir, *flags) -> subprocess.Popen:
-    return subprocess.Popen(main_command(workdir, *FAST, *flags), cwd=ROOT, env=subprocess_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        main_command(workdir, *FAST, *flags),
+        cwd=ROOT,
+        env=subprocess_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def wait_for_step(workdir, step: int, process: subprocess.Popen, timeout: float = 300) -> None:
@@ -192,20 +203,23 @@ def nan_at_step_5(monkeypatch):
     def poisoned(*args, step, **kwargs):
         value, aux = loss(*args, step=step, **kwargs)
         return value * jnp.where(step + 1 == 5, jnp.nan, 1.0), aux
+
     monkeypatch.setattr(rlvis.methods.simclr, "loss", poisoned)
 
 
-def test_non_finite_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(tiny_reference, tmp_path,
-                                                                                   nan_at_step_5):
+def test_non_finite_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(
+    tiny_reference, tmp_path, nan_at_step_5
+):
     workdir = tmp_path / "run"
     with pytest.raises(FloatingPointError) as error:
         train(workdir, *NO_EVAL)
-    assert str(error.value) == ("non-finite grad_norm at step 5 (checked at step 5); the last checkpoint is the last "
-                                "good state")
+    assert str(error.value) == (
+        "non-finite grad_norm at step 5 (checked at step 5); the last checkpoint is the last good state"
+    )
     assert sorted(int(n) for n in os.listdir(workdir / "checkpoints") if n.isdigit()) == [3]
     good, want = load_state(workdir, 3), load_state(tiny_reference, 3)
     for a, b in zip(jax.tree.leaves(good), jax.tree.leaves(want)):  # the injected loss compiles a different
-        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)    # program: equal up to float rounding
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)  # program: equal up to float rounding
 
 
 def test_skip_nonfinite_undoes_the_step_counts_it_and_trains_on(tmp_path, nan_at_step_5):
@@ -248,8 +262,11 @@ def test_a_checkpoint_of_an_older_format_is_refused_naming_its_version(tiny_refe
     del meta["format"]  # as an rlvis before format 2 saved it
     metadata.write_text(json.dumps(meta))
     logged = (workdir / "metrics.jsonl").read_text()
-    with pytest.raises(checkpoints.FormatError, match=r"^step 3 in .*: checkpoint format 1, this rlvis reads "
-                                                      r"format 2; train a new run"):
+    with pytest.raises(
+        checkpoints.FormatError,
+        match=r"^step 3 in .*: checkpoint format 1, this rlvis reads "
+        r"format 2; train a new run",
+    ):
         train(workdir, *NO_EVAL)
     assert (workdir / "metrics.jsonl").read_text() == logged
     assert sorted(int(n) for n in os.listdir(workdir / "checkpoints") if n.isdigit()) == [3]
@@ -258,20 +275,35 @@ def test_a_checkpoint_of_an_older_format_is_refused_naming_its_version(tiny_refe
 FOLDERS = "configs/demo.py:tiny,data=image_folder"
 
 
-@pytest.mark.parametrize("config, overrides, message", [
-    ("configs/demo.py:tiny", ["batch.bootstrap=12"],
-     "config.batch.bootstrap=12 must be a positive multiple of the 8 devices"),
-    ("configs/demo.py:tiny", ["env.view_size=128"], "config.env.view_size=128 exceeds config.data.scene_canvas=64"),
-    ("configs/demo.py:tiny", ["data.format='image_folder'"],
-     "config.data.format='image_folder': this config holds the embedded demo's data fields only; build it with the "
-     "file fields (configs/demo.py:data=image_folder, or configs/cc12m.py)"),
-    (FOLDERS, ["data.path='/no/such/folder'"], "config.data.path='/no/such/folder' does not exist"),
-    (FOLDERS, ["data.path='gs://bucket/frames'"],
-     "config.data.path='gs://bucket/frames': image_folder data is read from local or mounted paths (e.g. gcsfuse); "
-     "of the file formats, webdataset tars are read from buckets"),
-    ("configs/demo.py:tiny", ["ab.reward='oracle:2'"],
-     "config.ab.reward='oracle:2' must be 'base', 'oracle', 'oracle:F' or 'shuffled_oracle:F' with F in [0, 1]"),
-])
+@pytest.mark.parametrize(
+    "config, overrides, message",
+    [
+        (
+            "configs/demo.py:tiny",
+            ["batch.bootstrap=12"],
+            "config.batch.bootstrap=12 must be a positive multiple of the 8 devices",
+        ),
+        ("configs/demo.py:tiny", ["env.view_size=128"], "config.env.view_size=128 exceeds config.data.scene_canvas=64"),
+        (
+            "configs/demo.py:tiny",
+            ["data.format='image_folder'"],
+            "config.data.format='image_folder': this config holds the embedded demo's data fields only; build it with the "
+            "file fields (configs/demo.py:data=image_folder, or configs/cc12m.py)",
+        ),
+        (FOLDERS, ["data.path='/no/such/folder'"], "config.data.path='/no/such/folder' does not exist"),
+        (
+            FOLDERS,
+            ["data.path='gs://bucket/frames'"],
+            "config.data.path='gs://bucket/frames': image_folder data is read from local or mounted paths (e.g. gcsfuse); "
+            "of the file formats, webdataset tars are read from buckets",
+        ),
+        (
+            "configs/demo.py:tiny",
+            ["ab.reward='oracle:2'"],
+            "config.ab.reward='oracle:2' must be 'base', 'oracle', 'oracle:F' or 'shuffled_oracle:F' with F in [0, 1]",
+        ),
+    ],
+)
 def test_bad_configs_are_one_line_before_any_compute(config, overrides, message, tmp_path):
     with pytest.raises(config_lib.ConfigError) as error:
         train(tmp_path / "run", *overrides, config=config, devices=8)

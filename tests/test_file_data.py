@@ -57,7 +57,10 @@ def test_index_build_is_resumable_and_notices_a_changed_tar(webdataset, tmp_path
 def test_shard_patterns_and_one_line_errors(webdataset, tmp_path):
     folder, _ = webdataset
     assert tar_shards.expand_braces("cc12m-train-{0000..0002}.tar") == [
-        "cc12m-train-0000.tar", "cc12m-train-0001.tar", "cc12m-train-0002.tar"]
+        "cc12m-train-0000.tar",
+        "cc12m-train-0001.tar",
+        "cc12m-train-0002.tar",
+    ]
     assert tar_shards.find_shards(os.path.join(folder, "{00000..00001}.tar"))[1].endswith("00001.tar")
     with pytest.raises(FileNotFoundError, match=r"shard not found: .*00002\.tar$"):
         tar_shards.find_shards(os.path.join(folder, "{00000..00002}.tar"))
@@ -69,10 +72,15 @@ def test_shard_patterns_and_one_line_errors(webdataset, tmp_path):
 def test_odd_but_valid_images_decode_to_rgb_on_the_canvas(webdataset, kind):
     folder, expected = webdataset
     source = tar_shards.TarShardSource(folder, progress=False)
-    record = next(source[i] for i in range(len(source)) if source[i]["caption"] == {
-        "grayscale": "gray", "cmyk": "cmyk", "png_alpha": "alpha", "huge": "huge", "progressive": "progressive"}[kind])
-    element = pipeline.DecodeRecord(fixture.CANVAS, min_side=16, caption_length=32)(
-        record, np.random.default_rng(0))
+    record = next(
+        source[i]
+        for i in range(len(source))
+        if source[i]["caption"]
+        == {"grayscale": "gray", "cmyk": "cmyk", "png_alpha": "alpha", "huge": "huge", "progressive": "progressive"}[
+            kind
+        ]
+    )
+    element = pipeline.DecodeRecord(fixture.CANVAS, min_side=16, caption_length=32)(record, np.random.default_rng(0))
     height, width = element["valid"]
     assert element["image"].shape == (fixture.CANVAS, fixture.CANVAS, 3) and max(height, width) == fixture.CANVAS
     assert not element["image"][height:].any() and not element["image"][:, width:].any()  # padding stays black
@@ -104,8 +112,11 @@ def _epoch_counts(folder: str, captions: bool) -> tuple[int, dict]:
     config = _file_config(folder, "ab_clip" if captions else "ab_simclr")
     config_lib.validate(config, 1)
     source_len = len(tar_shards.TarShardSource(folder, progress=False))
-    iterator = iter(pipeline.file_stream(config.data, config, seed=0, global_batch=1, captions=captions,
-                                         process_index=0, process_count=1))
+    iterator = iter(
+        pipeline.file_stream(
+            config.data, config, seed=0, global_batch=1, captions=captions, process_index=0, process_count=1
+        )
+    )
     skipped = np.stack([next(iterator)["skipped"][0] for _ in range(source_len)])
     assert skipped.sum(1).max() <= 1  # each element counts at most its own record
     return int((skipped.sum(1) == 0).sum()), dict(zip(decode.SKIP_REASONS, skipped.sum(0).tolist()))
@@ -129,9 +140,21 @@ def _file_global_batches(config, chain: list[tuple[int, int]]) -> list[dict]:
     leg started at the global element where the previous one stopped."""
     batches, start = [], 0
     for process_count, steps in chain:
-        iterators = [iter(pipeline.file_stream(config.data, config, seed=3, global_batch=4, captions=False,
-                                               process_index=index, process_count=process_count, start=start))
-                     for index in range(process_count)]
+        iterators = [
+            iter(
+                pipeline.file_stream(
+                    config.data,
+                    config,
+                    seed=3,
+                    global_batch=4,
+                    captions=False,
+                    process_index=index,
+                    process_count=process_count,
+                    start=start,
+                )
+            )
+            for index in range(process_count)
+        ]
         for _ in range(steps):
             parts = [next(it) for it in iterators]
             batches.append({key: np.concatenate([p[key] for p in parts]) for key in ("image", "valid", "skipped")})
@@ -167,9 +190,12 @@ def test_a_demo_config_holds_no_file_fields_and_a_file_format_is_built_with_them
     config = demo.get_config("tiny")
     assert not {"path", "canvas", "min_side", "bootstrap", "worker_processes"} & set(config.data)
     config.data.format = "webdataset"  # set on a config built for the demo: its file fields are missing
-    with pytest.raises(config_lib.ConfigError, match=r"^config.data.format='webdataset': this config holds the "
-                       r"embedded demo's data fields only; build it with the file fields \(configs/demo.py:"
-                       r"data=webdataset"):
+    with pytest.raises(
+        config_lib.ConfigError,
+        match=r"^config.data.format='webdataset': this config holds the "
+        r"embedded demo's data fields only; build it with the file fields \(configs/demo.py:"
+        r"data=webdataset",
+    ):
         config_lib.validate(config, 1)
     for method, bootstrap in (("ab_simclr", True), ("simclr", False), ("ab_clip", True), ("mae", False)):
         files = demo.get_config(f"tiny,method={method},data=image_folder").data
@@ -214,9 +240,17 @@ def test_trainer_reads_captioned_tars_and_a_frame_folder_and_reports_skips(webda
     rng = np.random.default_rng(0)
     for i in range(12):
         (frames / f"frame_{i:010d}.jpg").write_bytes(fixture.encode(fixture.picture(rng, 90, 160)))
-    data = [f"data.path='{folder}'", "data.canvas=64", "data.min_side=16",
-            "data.bootstrap.format='image_folder'", "data.bootstrap.frame_stride=2", "total_steps=2",
-            "checkpoint_every=2", "batch.annotation=8", *NO_EVAL]  # 2 steps read the 16 good records once
+    data = [
+        f"data.path='{folder}'",
+        "data.canvas=64",
+        "data.min_side=16",
+        "data.bootstrap.format='image_folder'",
+        "data.bootstrap.frame_stride=2",
+        "total_steps=2",
+        "checkpoint_every=2",
+        "batch.annotation=8",
+        *NO_EVAL,
+    ]  # 2 steps read the 16 good records once
     config = "configs/demo.py:tiny,method=ab_clip,data=webdataset"
     with pytest.raises(config_lib.ConfigError, match=r"^config.data.bootstrap.path=.*does not exist"):
         train(tmp_path / "missing", *data, f"data.bootstrap.path='{tmp_path / 'nowhere'}'", config=config)
@@ -230,6 +264,7 @@ def test_trainer_reads_captioned_tars_and_a_frame_folder_and_reports_skips(webda
 @pytest.mark.parametrize("method", methods.NAMES)
 def test_cc12m_preset_carries_table_7_and_validates_for_every_method(method, webdataset):
     from configs import cc12m
+
     config = cc12m.get_config(f"method={method}")
     config.data.path = webdataset[0]
     config_lib.validate(config, 8)
@@ -246,11 +281,12 @@ def test_cc12m_preset_carries_table_7_and_validates_for_every_method(method, web
         assert "ab" not in config  # a base method reads no AB field
     assert "foresight" not in config.evals  # foresight is scored on the demo's scenes only
     assert {"path", "canvas", "min_side"} <= set(config.data) and config.data.format == "webdataset"
-    annotation_views = {"simclr": lambda: 2 * config.batch.annotation,
-                        "dino": lambda: (2 + config.dino.local_views) * config.batch.annotation,
-                        "slip": lambda: config.batch.annotation + 2 * config.batch.annotation // 2,
-                        "silc": lambda: config.batch.annotation + 10 * config.batch.annotation // 8}.get(
-                            base, lambda: config.batch.annotation)()
+    annotation_views = {
+        "simclr": lambda: 2 * config.batch.annotation,
+        "dino": lambda: (2 + config.dino.local_views) * config.batch.annotation,
+        "slip": lambda: config.batch.annotation + 2 * config.batch.annotation // 2,
+        "silc": lambda: config.batch.annotation + 10 * config.batch.annotation // 8,
+    }.get(base, lambda: config.batch.annotation)()
     encoded = annotation_views + (config.batch.bootstrap * config.env.views if method != base else 0)
     # Table 7's effective batches: 8,192; DINO alone 10,240, SiLC 9,216, I-JEPA 4,096
     assert encoded == {"dino": 10240, "silc": 9216, "ijepa": 4096}.get(method, 9216 if method == "ab_dino" else 8192)
@@ -285,9 +321,20 @@ def test_worker_processes_read_the_same_batches_as_threads_and_resume_exactly(we
 
     def batches(workers: int, start: int, count: int) -> list[dict]:
         config.data.worker_processes = workers
-        iterator = iter(pipeline.file_stream(config.data, config, seed=1, global_batch=4, captions=False,
-                                             process_index=0, process_count=1, start=start))
+        iterator = iter(
+            pipeline.file_stream(
+                config.data,
+                config,
+                seed=1,
+                global_batch=4,
+                captions=False,
+                process_index=0,
+                process_count=1,
+                start=start,
+            )
+        )
         return [next(iterator) for _ in range(count)]
+
     threads, workers, resumed = batches(0, 0, 6), batches(2, 0, 6), batches(2, 3 * 4, 3)
     for a, b in zip(threads, workers, strict=True):
         for key in ("image", "valid", "skipped"):
@@ -298,8 +345,11 @@ def test_worker_processes_read_the_same_batches_as_threads_and_resume_exactly(we
 
 
 def test_a_record_with_several_captions_gets_each_of_them_across_visits():
-    record = dict(image=fixture.encode(fixture.picture(np.random.default_rng(0), 40, 40)), caption="first",
-                  captions=["first", "second", "third"])
+    record = dict(
+        image=fixture.encode(fixture.picture(np.random.default_rng(0), 40, 40)),
+        caption="first",
+        captions=["first", "second", "third"],
+    )
     decoder = pipeline.DecodeRecord(32, min_side=16, caption_length=16)
     seen = {text.decode(decoder(record, np.random.default_rng(seed))["caption"]) for seed in range(30)}
     assert seen == {"first", "second", "third"}

@@ -22,10 +22,10 @@ def _pairs(num: int = 2000, seed: int = 0):
 
 def test_a_value_that_reads_the_destination_scores_as_brute_force_and_one_that_ignores_the_move_as_invariance():
     truth, source, destination, iou, contained, covered = _pairs()
-    reads_destination = foresight.foresight_scores(destination + 1e-3, source, destination, truth, iou, contained,
-                                                   covered=covered)
-    ignores_move = foresight.foresight_scores(source * 2.0, source, destination, truth, iou, contained,
-                                              covered=covered)
+    reads_destination = foresight.foresight_scores(
+        destination + 1e-3, source, destination, truth, iou, contained, covered=covered
+    )
+    ignores_move = foresight.foresight_scores(source * 2.0, source, destination, truth, iou, contained, covered=covered)
     for bucket in foresight.BUCKETS:
         assert reads_destination[f"foresight/value/{bucket}"] == reads_destination[f"foresight/brute_force/{bucket}"]
         assert ignores_move[f"foresight/value/{bucket}"] == ignores_move[f"foresight/invariance/{bucket}"]
@@ -33,8 +33,9 @@ def test_a_value_that_reads_the_destination_scores_as_brute_force_and_one_that_i
     assert with_crop["foresight/source_crop/all"] == with_crop["foresight/brute_force/all"]
     assert not any("source_crop" in key for key in reads_destination)  # not given: not scored
     # the head's answer for another move, scored against this destination: equal to value when it ignores moves
-    shuffled = foresight.foresight_scores(destination, source, destination, truth, iou, contained,
-                                          other_move=np.roll(destination, 1, axis=0))
+    shuffled = foresight.foresight_scores(
+        destination, source, destination, truth, iou, contained, other_move=np.roll(destination, 1, axis=0)
+    )
     assert shuffled["foresight/other_move/all"] < shuffled["foresight/value/all"] - 0.2
     same = foresight.foresight_scores(source, source, destination, truth, iou, contained, other_move=source)
     assert same["foresight/other_move/all"] == same["foresight/value/all"]
@@ -77,17 +78,23 @@ def test_other_move_gives_each_destination_another_destination_of_the_same_sourc
 
 
 def test_source_crop_boxes_cut_the_destinations_part_of_the_source_and_fall_back_to_the_whole_view():
-    actions = np.float32([[0.25, 0.5, 0.25, 0.25],  # a zoom-in: the destination is its own crop
-                          [0.5, -0.5, 1.0, 1.0],  # half out on two sides: the overlapping quarter
-                          [2.0, 0.0, 0.5, 0.5]])  # no overlap: the whole source view
-    np.testing.assert_allclose(foresight.source_crop_boxes(actions),
-                               [[0.25, 0.5, 0.25, 0.25], [0.5, 0.0, 0.5, 0.5], [0.0, 0.0, 1.0, 1.0]])
+    actions = np.float32(
+        [
+            [0.25, 0.5, 0.25, 0.25],  # a zoom-in: the destination is its own crop
+            [0.5, -0.5, 1.0, 1.0],  # half out on two sides: the overlapping quarter
+            [2.0, 0.0, 0.5, 0.5],
+        ]
+    )  # no overlap: the whole source view
+    np.testing.assert_allclose(
+        foresight.source_crop_boxes(actions), [[0.25, 0.5, 0.25, 0.25], [0.5, 0.0, 0.5, 0.5], [0.0, 0.0, 1.0, 1.0]]
+    )
 
 
 def test_digits_in_views_need_half_their_box_inside():
     views = np.array([[[0.0, 0.0, 0.5, 0.5], [0.0, 0.0, 1.0, 1.0]]], np.float32)
-    digit_boxes = np.array([[[0.1, 0.1, 0.2, 0.2], [0.4, 0.4, 0.2, 0.2], [0.7, 0.7, 0.2, 0.2], [0, 0, 0, 0]]],
-                           np.float32)
+    digit_boxes = np.array(
+        [[[0.1, 0.1, 0.2, 0.2], [0.4, 0.4, 0.2, 0.2], [0.7, 0.7, 0.2, 0.2], [0, 0, 0, 0]]], np.float32
+    )
     labels = np.array([[3, 5, 7, -1]])
     present = foresight.digits_in_views(views, digit_boxes, labels)
     assert set(np.flatnonzero(present[0, 0])) == {3}  # the 5 is a quarter inside, the 7 outside
@@ -98,8 +105,11 @@ def test_the_evaluator_scores_every_predictor_and_bucket_on_a_tiny_model(tmp_pat
     config = demo.get_config("tiny")
     config.eval.foresight_scenes = 30
     model = methods.build_model(config)
-    params = model.init(jax.random.PRNGKey(0), np.zeros((1, 32, 32, 1), np.float32),
-                        np.tile(np.float32([0, 0, 1, 1]), (1, config.env.views - 1, 1)))
+    params = model.init(
+        jax.random.PRNGKey(0),
+        np.zeros((1, 32, 32, 1), np.float32),
+        np.tile(np.float32([0, 0, 1, 1]), (1, config.env.views - 1, 1)),
+    )
     evaluator = foresight.Evaluator(None, config, channels=1)
     scores = dict(evaluator.run(params))
     assert list(scores) == list(evaluator.tasks) and len(scores) == len(foresight.PREDICTORS) * len(foresight.BUCKETS)

@@ -20,8 +20,7 @@ def test_a_block_is_one_rectangle_of_the_drawn_shape_inside_the_grid(grid):
     largest = ijepa.max_block(grid, scale, aspect)
     keys = jax.random.split(jax.random.PRNGKey(0), 40)
     masks = np.asarray(jax.vmap(lambda k: ijepa.block_mask(k, grid, scale, aspect))(keys)).reshape(-1, grid, grid)
-    heights, widths = jax.vmap(lambda k: ijepa.block_side_lengths(jax.random.split(k, 3)[0], grid, scale, aspect))(
-        keys)
+    heights, widths = jax.vmap(lambda k: ijepa.block_side_lengths(jax.random.split(k, 3)[0], grid, scale, aspect))(keys)
     for mask, height, width in zip(masks, np.asarray(heights), np.asarray(widths)):
         rows, cols = np.nonzero(mask)
         assert mask.sum() == height * width <= largest
@@ -35,8 +34,11 @@ def test_the_context_has_a_fixed_size_and_never_contains_a_scored_target_patch()
     draw = jax.jit(ijepa.multi_block_masks, static_argnums=range(1, 8))
     masks = draw(jax.random.PRNGKey(0), 64, grid, 4, (0.15, 0.2), (0.75, 1.5), (0.85, 1.0), 0.3)
     context, target, valid = (np.asarray(masks[k]) for k in ("context", "target", "target_valid"))
-    assert context.shape == (64, count) and target.shape == valid.shape == (64, 4, ijepa.max_block(4, (0.15, 0.2),
-                                                                                                    (0.75, 1.5)))
+    assert context.shape == (64, count) and target.shape == valid.shape == (
+        64,
+        4,
+        ijepa.max_block(4, (0.15, 0.2), (0.75, 1.5)),
+    )
     for c, t, v in zip(context, target, valid):
         assert list(c) == sorted(set(c.tolist()))  # distinct, in grid order
         assert not set(c.tolist()) & set(t[v].tolist())
@@ -57,10 +59,12 @@ def test_targets_are_layer_normalised_patch_tokens_and_only_valid_slots_are_scor
     valid = jnp.asarray([[[True, False]]])
     predicted = jnp.zeros_like(targets)
     assert float(ijepa.prediction_loss(predicted, targets, valid)) == pytest.approx(
-        float(jnp.mean(targets[0, 0, 0] ** 2)), rel=1e-6)
+        float(jnp.mean(targets[0, 0, 0] ** 2)), rel=1e-6
+    )
     padded_wrong = predicted.at[0, 0, 1].set(100.0)  # a padded slot's prediction does not count
     assert float(ijepa.prediction_loss(padded_wrong, targets, valid)) == float(
-        ijepa.prediction_loss(predicted, targets, valid))
+        ijepa.prediction_loss(predicted, targets, valid)
+    )
 
 
 def test_the_predictor_ignores_padded_slots_and_sees_no_other_block():
@@ -81,9 +85,11 @@ def test_the_predictor_ignores_padded_slots_and_sees_no_other_block():
 def test_targets_come_from_the_ema_network_without_gradient():
     config, model, params = objective_setup.tiny_network("ijepa")
     images = jax.random.uniform(jax.random.PRNGKey(1), (3, 32, 32, 1), minval=-1, maxval=1).astype(jnp.float32)
-    batch = ijepa_method.render_annotation(jax.random.split(jax.random.PRNGKey(2), 4),
-                                           dict(image=jnp.zeros((3, 32, 32, 1), jnp.uint8) + 128,
-                                                valid=jnp.full((3, 2), 32)), config)
+    batch = ijepa_method.render_annotation(
+        jax.random.split(jax.random.PRNGKey(2), 4),
+        dict(image=jnp.zeros((3, 32, 32, 1), jnp.uint8) + 128, valid=jnp.full((3, 2), 32)),
+        config,
+    )
     batch = dict(batch, annotation_views=images)
     loss = jax.jit(lambda p, ema: ijepa_method.loss(model, p, ema, batch, config)[0])
     # Targets from the online parameters themselves: the gradient must still be the prediction's alone.

@@ -76,8 +76,9 @@ def test_stride_keeps_every_kth_frame_per_video_folder(tmp_path):
             _write_image(tmp_path / f"P01/rgb_frames/{video}/frame_{frame:010d}.jpg", value=frame)
     source = ImageFolderSource(tmp_path, stride=3)
     keys = [source[i]["key"] for i in range(len(source))]
-    assert keys == [f"P01/rgb_frames/P01_01/frame_{f:010d}.jpg" for f in (1, 4, 7)] + \
-                   [f"P01/rgb_frames/P01_02/frame_{f:010d}.jpg" for f in (1,)]
+    assert keys == [f"P01/rgb_frames/P01_01/frame_{f:010d}.jpg" for f in (1, 4, 7)] + [
+        f"P01/rgb_frames/P01_02/frame_{f:010d}.jpg" for f in (1,)
+    ]
     assert len(ImageFolderSource(tmp_path)) == 10
     with pytest.raises(ValueError, match="stride"):
         ImageFolderSource(tmp_path, stride=0)

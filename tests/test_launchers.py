@@ -26,20 +26,20 @@ SLURM = ROOT / "launch" / "slurm_gpu.sbatch"
 TRAIN_ARGS = [
     "--config=configs/cc12m.py:method=ab_clip",
     "--config.data.path=/data/my data",
-    "--workdir=/shared/runs/it's \"quoted\" $HOME `x`",
+    '--workdir=/shared/runs/it\'s "quoted" $HOME `x`',
 ]
 
 FAKES = {
     # gcloud: record argv; exit 1 when asked to fail on the setup step.
-    "gcloud": r'''
+    "gcloud": r"""
 touch "$FAKE_DIR/gcloud.called"
 printf '%s\0' "$@" >> "$FAKE_DIR/gcloud.args"
 printf '\n' >> "$FAKE_DIR/gcloud.calls"
 if [[ -n ${FAKE_GCLOUD_FAIL_ON:-} && "$*" == *"$FAKE_GCLOUD_FAIL_ON"* ]]; then exit 1; fi
-''',
+""",
     # srun: run  -> start each of --ntasks tasks (sequentially) with SLURM_PROCID set, like srun would;
     #       wait -> block until SIGTERM, then record it and exit FAKE_SRUN_TERM_STATUS;  fail -> exit 3.
-    "srun": r'''
+    "srun": r"""
 touch "$FAKE_DIR/srun.called"
 printf '%s\0' "$@" > "$FAKE_DIR/srun.args"
 case ${FAKE_SRUN_MODE:-run} in
@@ -52,18 +52,18 @@ esac
 ntasks=1
 while [[ $1 == --* ]]; do [[ $1 == --ntasks=* ]] && ntasks=${1#--ntasks=}; shift; done
 for ((i = 0; i < ntasks; i++)); do SLURM_PROCID=$i SLURM_NTASKS=$ntasks "$@" || exit; done
-''',
-    "scontrol": r'''
+""",
+    "scontrol": r"""
 touch "$FAKE_DIR/scontrol.called"
 if [[ $1 == show && $2 == hostnames ]]; then printf 'gpu-a\ngpu-b\n'; exit 0; fi
 printf '%s\0' "$@" >> "$FAKE_DIR/scontrol.args"
-''',
+""",
     # python / python3: record argv and the RLVIS_* environment, per task.
-    "python": r'''
+    "python": r"""
 printf '%s\0' "$@" > "$FAKE_DIR/python.${SLURM_PROCID:-x}.args"
 env | grep -E '^RLVIS_(COORDINATOR_ADDRESS|NUM_PROCESSES|PROCESS_ID)=' | sort > "$FAKE_DIR/python.${SLURM_PROCID:-x}.env" || true
 pwd > "$FAKE_DIR/python.${SLURM_PROCID:-x}.cwd"
-''',
+""",
 }
 FAKES["python3"] = FAKES["python"]
 
@@ -87,8 +87,9 @@ def fake(tmp_path):
 
 
 def run(script, args, env, **extra_env):
-    return subprocess.run([BASH, str(script), *args], env={**env, **extra_env}, cwd=ROOT,
-                          capture_output=True, text=True, timeout=30)
+    return subprocess.run(
+        [BASH, str(script), *args], env={**env, **extra_env}, cwd=ROOT, capture_output=True, text=True, timeout=30
+    )
 
 
 def argv(path):
@@ -133,9 +134,21 @@ def test_tpu_dry_run_prints_the_gcloud_command_and_runs_nothing(fake):
     assert result.returncode == 0, result.stderr
     assert not (fake_dir / "gcloud.called").exists()
     [line] = result.stdout.splitlines()
-    in_order(line, ["gcloud compute tpus tpu-vm ssh my-tpu", "--zone=us-central2-b", "--project=my-proj",
-                    "--worker=all", "--command=", "cd ~/rlvis &&", "python3 -m rlvis.main",
-                    "--config=configs/cc12m.py:method=ab_clip", "--config.data.path=", "--workdir="])
+    in_order(
+        line,
+        [
+            "gcloud compute tpus tpu-vm ssh my-tpu",
+            "--zone=us-central2-b",
+            "--project=my-proj",
+            "--worker=all",
+            "--command=",
+            "cd ~/rlvis &&",
+            "python3 -m rlvis.main",
+            "--config=configs/cc12m.py:method=ab_clip",
+            "--config.data.path=",
+            "--workdir=",
+        ],
+    )
     assert line.count("rlvis.main") == 1 and line.count("--config=configs/cc12m.py:method=ab_clip") == 1
     assert line.count("--config.data.path=") == 1 and line.count("--workdir=") == 1
     assert "pip install" not in line
@@ -149,8 +162,16 @@ def test_tpu_runs_gcloud_with_exactly_the_args_and_the_worker_shell_gets_them_ba
     result = run(TPU_POD, [*opts, *TRAIN_ARGS], env)
     assert result.returncode == 0, result.stderr
     [call] = gcloud_calls(fake_dir)
-    assert call[:-1] == ["compute", "tpus", "tpu-vm", "ssh", "my-tpu", "--zone=us-central2-b",
-                         "--project=my-proj", "--worker=all"]
+    assert call[:-1] == [
+        "compute",
+        "tpus",
+        "tpu-vm",
+        "ssh",
+        "my-tpu",
+        "--zone=us-central2-b",
+        "--project=my-proj",
+        "--worker=all",
+    ]
     remote = call[-1].removeprefix("--command=")
     # What each worker's shell does with --command: the arguments arrive unchanged.
     subprocess.run([BASH, "-c", remote], env=env, check=True, timeout=30)
@@ -171,7 +192,10 @@ def test_tpu_default_repo_is_home_rlvis_on_the_worker(fake, tmp_path):
     result = run(TPU_POD, ["--", "--workdir=w"], env, TPU_NAME="env-tpu", TPU_ZONE="env-zone")
     assert result.returncode == 0, result.stderr
     [call] = gcloud_calls(fake_dir)
-    assert call[4:6] == ["env-tpu", "--zone=env-zone"] and call[-1] == "--command=cd ~/rlvis && python3 -m rlvis.main --workdir=w"
+    assert (
+        call[4:6] == ["env-tpu", "--zone=env-zone"]
+        and call[-1] == "--command=cd ~/rlvis && python3 -m rlvis.main --workdir=w"
+    )
     subprocess.run([BASH, "-c", call[-1].removeprefix("--command=")], env=env, check=True, timeout=30)
     assert Path((fake_dir / "python.x.cwd").read_text().strip()) == tmp_path / "home" / "rlvis"
 
@@ -190,7 +214,8 @@ def test_tpu_flags_override_env_and_setup_is_a_separate_first_call(fake):
     assert result.returncode == 0
     assert [c[-1] for c in gcloud_calls(fake_dir)] == [
         "--command=cd ~/rlvis && python3 -m pip install -e .",
-        "--command=cd ~/rlvis && python3 -m rlvis.main --workdir=w"]
+        "--command=cd ~/rlvis && python3 -m rlvis.main --workdir=w",
+    ]
 
 
 def test_tpu_failed_setup_stops_before_training(fake):
@@ -201,15 +226,19 @@ def test_tpu_failed_setup_stops_before_training(fake):
     assert "pip install" in call[-1]
 
 
-@pytest.mark.parametrize("args", [
-    ["--zone=z", "--", "--workdir=w"],          # no --tpu
-    ["--tpu=t", "--", "--workdir=w"],           # no --zone
-    ["--tpu=t", "--zone=z"],                    # no training arguments
-    ["--tpu=t", "--zone=z", "--"],              # empty training arguments
-    ["--tpu=t", "--zone=z", "--workdir=w"],     # training arguments without --
-    ["--tpu", "--zone=z", "--", "--workdir=w"],  # --tpu without a value
-    ["--tpu=t", "--zone", "", "--", "x"],       # empty value
-], ids=["no-tpu", "no-zone", "no-args", "empty-args", "no-dashdash", "no-value", "empty-value"])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--zone=z", "--", "--workdir=w"],  # no --tpu
+        ["--tpu=t", "--", "--workdir=w"],  # no --zone
+        ["--tpu=t", "--zone=z"],  # no training arguments
+        ["--tpu=t", "--zone=z", "--"],  # empty training arguments
+        ["--tpu=t", "--zone=z", "--workdir=w"],  # training arguments without --
+        ["--tpu", "--zone=z", "--", "--workdir=w"],  # --tpu without a value
+        ["--tpu=t", "--zone", "", "--", "x"],  # empty value
+    ],
+    ids=["no-tpu", "no-zone", "no-args", "empty-args", "no-dashdash", "no-value", "empty-value"],
+)
 @pytest.mark.parametrize("dry", [False, True], ids=["run", "dry"])
 def test_tpu_usage_errors_are_one_line(fake, args, dry):
     env, fake_dir = fake
@@ -220,6 +249,7 @@ def test_tpu_usage_errors_are_one_line(fake, args, dry):
 
 
 # ------------------------------------------------------------------------------------------------ slurm_gpu.sbatch
+
 
 def sbatch_lines():
     lines = SLURM.read_text().splitlines()
@@ -247,9 +277,20 @@ def test_slurm_dry_run_outside_slurm_auto_coordinator(fake):
         assert not (fake_dir / f"{name}.called").exists()
     assert "RLVIS_" not in result.stdout  # auto mode: jax finds the cluster itself
     [srun_line] = [l for l in result.stdout.splitlines() if l.startswith("srun ")]
-    in_order(srun_line, ["srun ", "--nodes=2", "--ntasks=2", "--ntasks-per-node=1", "--cpus-per-task=32",
-                         "python -m rlvis.main", "--config=configs/cc12m.py:method=ab_clip",
-                         "--config.data.path='/data/my data'", "--workdir="])
+    in_order(
+        srun_line,
+        [
+            "srun ",
+            "--nodes=2",
+            "--ntasks=2",
+            "--ntasks-per-node=1",
+            "--cpus-per-task=32",
+            "python -m rlvis.main",
+            "--config=configs/cc12m.py:method=ab_clip",
+            "--config.data.path='/data/my data'",
+            "--workdir=",
+        ],
+    )
     assert srun_line.count("rlvis.main") == 1 and srun_line.count("--config.data.path=") == 1
     hostname = subprocess.run(["hostname"], capture_output=True, text=True).stdout.strip()
     assert f"nodes {hostname})" in result.stdout.splitlines()[0]  # SLURM_JOB_NODELIST unset: this host
@@ -261,8 +302,16 @@ def test_slurm_dry_run_explicit_coordinator_from_hostname(fake):
     hostname = subprocess.run(["hostname"], capture_output=True, text=True).stdout.strip()
     result = run(SLURM, ["--workdir=w"], env, DRY_RUN="1", COORDINATOR_MODE="explicit", COORDINATOR_PORT="23456")
     assert result.returncode == 0, result.stderr
-    in_order(result.stdout, [f"export RLVIS_COORDINATOR_ADDRESS={hostname}:23456",
-                             "export RLVIS_NUM_PROCESSES=2", "srun ", "RLVIS_PROCESS_ID=", "python -m rlvis.main"])
+    in_order(
+        result.stdout,
+        [
+            f"export RLVIS_COORDINATOR_ADDRESS={hostname}:23456",
+            "export RLVIS_NUM_PROCESSES=2",
+            "srun ",
+            "RLVIS_PROCESS_ID=",
+            "python -m rlvis.main",
+        ],
+    )
 
 
 def replay(stdout, env):
@@ -270,26 +319,51 @@ def replay(stdout, env):
 
 
 def task_results(fake_dir, ntasks):
-    return [(argv(fake_dir / f"python.{i}.args"), (fake_dir / f"python.{i}.env").read_text().splitlines(),
-             (fake_dir / f"python.{i}.cwd").read_text().strip()) for i in range(ntasks)]
+    return [
+        (
+            argv(fake_dir / f"python.{i}.args"),
+            (fake_dir / f"python.{i}.env").read_text().splitlines(),
+            (fake_dir / f"python.{i}.cwd").read_text().strip(),
+        )
+        for i in range(ntasks)
+    ]
 
 
 def test_slurm_explicit_coordinator_dry_run_replays_to_what_the_job_runs(fake, tmp_path):
     env, fake_dir = fake
-    job = dict(SLURM_JOB_ID="1234", SLURM_JOB_NODELIST="gpu-[a-b]", SLURM_JOB_NUM_NODES="2", SLURM_NTASKS="2",
-               SLURM_NTASKS_PER_NODE="1", SLURM_CPUS_PER_TASK="16", COORDINATOR_MODE="explicit",
-               RLVIS_REPO_DIR=str(tmp_path))
+    job = dict(
+        SLURM_JOB_ID="1234",
+        SLURM_JOB_NODELIST="gpu-[a-b]",
+        SLURM_JOB_NUM_NODES="2",
+        SLURM_NTASKS="2",
+        SLURM_NTASKS_PER_NODE="1",
+        SLURM_CPUS_PER_TASK="16",
+        COORDINATOR_MODE="explicit",
+        RLVIS_REPO_DIR=str(tmp_path),
+    )
     dry = run(SLURM, TRAIN_ARGS, env, DRY_RUN="1", **job)
     assert dry.returncode == 0, dry.stderr
     assert not (fake_dir / "srun.called").exists()
-    in_order(dry.stdout, ["job 1234", f"cd {tmp_path}",
-                          "export RLVIS_COORDINATOR_ADDRESS=gpu-a:62674",  # 61440 + 1234 % 4096, as JAX picks
-                          "export RLVIS_NUM_PROCESSES=2",
-                          "srun --nodes=2 --ntasks=2 --ntasks-per-node=1 --cpus-per-task=16 --kill-on-bad-exit=1",
-                          "RLVIS_PROCESS_ID=\"$SLURM_PROCID\"", "python -m rlvis.main"])
-    expected = [(["-m", "rlvis.main", *TRAIN_ARGS],
-                 ["RLVIS_COORDINATOR_ADDRESS=gpu-a:62674", "RLVIS_NUM_PROCESSES=2", f"RLVIS_PROCESS_ID={i}"],
-                 str(tmp_path)) for i in range(2)]
+    in_order(
+        dry.stdout,
+        [
+            "job 1234",
+            f"cd {tmp_path}",
+            "export RLVIS_COORDINATOR_ADDRESS=gpu-a:62674",  # 61440 + 1234 % 4096, as JAX picks
+            "export RLVIS_NUM_PROCESSES=2",
+            "srun --nodes=2 --ntasks=2 --ntasks-per-node=1 --cpus-per-task=16 --kill-on-bad-exit=1",
+            'RLVIS_PROCESS_ID="$SLURM_PROCID"',
+            "python -m rlvis.main",
+        ],
+    )
+    expected = [
+        (
+            ["-m", "rlvis.main", *TRAIN_ARGS],
+            ["RLVIS_COORDINATOR_ADDRESS=gpu-a:62674", "RLVIS_NUM_PROCESSES=2", f"RLVIS_PROCESS_ID={i}"],
+            str(tmp_path),
+        )
+        for i in range(2)
+    ]
 
     replay(dry.stdout, {**env, **job})  # the printed text, run by bash against the fake srun
     assert task_results(fake_dir, 2) == expected
@@ -306,21 +380,41 @@ def test_slurm_explicit_coordinator_dry_run_replays_to_what_the_job_runs(fake, t
 
 def test_slurm_auto_coordinator_runs_python_directly(fake, tmp_path):
     env, fake_dir = fake
-    result = run(SLURM, TRAIN_ARGS, env, SLURM_JOB_ID="9", SLURM_JOB_NODELIST="n1", SLURM_JOB_NUM_NODES="1",
-                 RLVIS_REPO_DIR=str(tmp_path), RLVIS_NUM_PROCESSES="7")  # a stale export is not passed on
+    result = run(
+        SLURM,
+        TRAIN_ARGS,
+        env,
+        SLURM_JOB_ID="9",
+        SLURM_JOB_NODELIST="n1",
+        SLURM_JOB_NUM_NODES="1",
+        RLVIS_REPO_DIR=str(tmp_path),
+        RLVIS_NUM_PROCESSES="7",
+    )  # a stale export is not passed on
     assert result.returncode == 0, result.stderr
     srun_args = argv(fake_dir / "srun.args")
-    assert srun_args[srun_args.index("python"):] == ["python", "-m", "rlvis.main", *TRAIN_ARGS]
+    assert srun_args[srun_args.index("python") :] == ["python", "-m", "rlvis.main", *TRAIN_ARGS]
     assert task_results(fake_dir, 1) == [(["-m", "rlvis.main", *TRAIN_ARGS], [], str(tmp_path))]
 
 
 @pytest.mark.parametrize("requeue", ["1", "0"])
 def test_slurm_forwards_sigterm_to_srun_then_requeues(fake, tmp_path, requeue):
     env, fake_dir = fake
-    proc = subprocess.Popen([BASH, str(SLURM), "--workdir=w"], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True,
-                            env={**env, "SLURM_JOB_ID": "77", "SLURM_JOB_NODELIST": "n1", "SLURM_JOB_NUM_NODES": "1",
-                                 "FAKE_SRUN_MODE": "wait", "REQUEUE": requeue, "RLVIS_REPO_DIR": str(tmp_path)})
+    proc = subprocess.Popen(
+        [BASH, str(SLURM), "--workdir=w"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={
+            **env,
+            "SLURM_JOB_ID": "77",
+            "SLURM_JOB_NODELIST": "n1",
+            "SLURM_JOB_NUM_NODES": "1",
+            "FAKE_SRUN_MODE": "wait",
+            "REQUEUE": requeue,
+            "RLVIS_REPO_DIR": str(tmp_path),
+        },
+    )
     try:
         deadline = time.monotonic() + 20
         while not (fake_dir / "srun.started").exists():
@@ -340,19 +434,30 @@ def test_slurm_forwards_sigterm_to_srun_then_requeues(fake, tmp_path, requeue):
 
 def test_slurm_failure_status_propagates_without_requeue(fake, tmp_path):
     env, fake_dir = fake
-    result = run(SLURM, ["--workdir=w"], env, SLURM_JOB_ID="5", SLURM_JOB_NODELIST="n1", FAKE_SRUN_MODE="fail",
-                 RLVIS_REPO_DIR=str(tmp_path))
+    result = run(
+        SLURM,
+        ["--workdir=w"],
+        env,
+        SLURM_JOB_ID="5",
+        SLURM_JOB_NODELIST="n1",
+        FAKE_SRUN_MODE="fail",
+        RLVIS_REPO_DIR=str(tmp_path),
+    )
     assert result.returncode == 3
     assert not (fake_dir / "scontrol.args").exists()
 
 
-@pytest.mark.parametrize("extra", [
-    dict(DRY_RUN="1"),                                   # no training arguments
-    dict(),                                              # no training arguments, no dry run
-    dict(DRY_RUN="1", COORDINATOR_MODE="bogus", ARGS="--workdir=w"),
-    dict(ARGS="--workdir=w"),                            # not dry run and not inside SLURM
-    dict(DRY_RUN="1", COORDINATOR_MODE="explicit", COORDINATOR_PORT="http", ARGS="--workdir=w"),
-], ids=["dry-no-args", "no-args", "bad-mode", "outside-slurm", "bad-port"])
+@pytest.mark.parametrize(
+    "extra",
+    [
+        dict(DRY_RUN="1"),  # no training arguments
+        dict(),  # no training arguments, no dry run
+        dict(DRY_RUN="1", COORDINATOR_MODE="bogus", ARGS="--workdir=w"),
+        dict(ARGS="--workdir=w"),  # not dry run and not inside SLURM
+        dict(DRY_RUN="1", COORDINATOR_MODE="explicit", COORDINATOR_PORT="http", ARGS="--workdir=w"),
+    ],
+    ids=["dry-no-args", "no-args", "bad-mode", "outside-slurm", "bad-port"],
+)
 def test_slurm_usage_errors_are_one_line(fake, extra):
     env, fake_dir = fake
     args = [extra.pop("ARGS")] if "ARGS" in extra else []

@@ -43,7 +43,8 @@ def test_targets_are_normalised_per_patch_and_only_hidden_patches_are_scored():
     assert float(mae.reconstruction_loss(predicted, targets, hidden)) == float((targets[0, 0] ** 2).mean())
     moved_visible = predicted.at[0, 1].set(100.0)  # a visible patch's prediction does not count
     assert float(mae.reconstruction_loss(moved_visible, targets, hidden)) == float(
-        mae.reconstruction_loss(predicted, targets, hidden))
+        mae.reconstruction_loss(predicted, targets, hidden)
+    )
 
 
 def test_the_encoder_reads_visible_patches_alone_and_the_loss_trains_both_encoder_and_decoder():
@@ -53,17 +54,19 @@ def test_the_encoder_reads_visible_patches_alone_and_the_loss_trains_both_encode
     keep = jnp.asarray([[0, 5, 10, 15], [1, 2, 3, 4]])
     tokens = model.apply(params, images, keep, method=ABModel.encode)
     assert tokens.shape[:2] == (2, 5)
-    hidden_patch = images.at[:, 0:patch, patch:2 * patch].set(0.9)  # patch 1: hidden in image 0, visible in 1
+    hidden_patch = images.at[:, 0:patch, patch : 2 * patch].set(0.9)  # patch 1: hidden in image 0, visible in 1
     changed = model.apply(params, hidden_patch, keep, method=ABModel.encode)
     np.testing.assert_array_equal(changed[0], tokens[0])
     assert not np.allclose(changed[1], tokens[1])
 
-    batch = mae_method.render_annotation(jax.random.split(jax.random.PRNGKey(2), 4),
-                                         dict(image=jnp.zeros((2, 32, 32, 1), jnp.uint8) + 128,
-                                              valid=jnp.full((2, 2), 32)), config)
+    batch = mae_method.render_annotation(
+        jax.random.split(jax.random.PRNGKey(2), 4),
+        dict(image=jnp.zeros((2, 32, 32, 1), jnp.uint8) + 128, valid=jnp.full((2, 2), 32)),
+        config,
+    )
     assert batch["keep"].shape == (2, 4) and batch["hidden"].sum() == 2 * 12
     grads = jax.grad(lambda p: mae_method.loss(model, p, None, dict(batch, annotation_views=images), config)[0])(
-        params)["params"]
+        params
+    )["params"]
     assert float(optax.tree.norm(grads["encoder"])) > 0 and float(optax.tree.norm(grads["pixel_decoder"])) > 0
     assert "value_head" not in grads  # a baseline: no value head parameters
-

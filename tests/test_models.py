@@ -13,8 +13,9 @@ from rlvis.models.value_head import ValueHead
 def test_named_shapes_build_at_the_right_size(variant, width, depth):
     shape = vit.variant_shape(variant)
     assert (shape.width, shape.depth, shape.patch) == (width, depth, 16)
-    tokens = jax.eval_shape(lambda: vit.ViT(variant, 224).init_with_output(
-        jax.random.PRNGKey(0), jnp.zeros((2, 224, 224, 3)))[0])
+    tokens = jax.eval_shape(
+        lambda: vit.ViT(variant, 224).init_with_output(jax.random.PRNGKey(0), jnp.zeros((2, 224, 224, 3)))[0]
+    )
     assert tokens.shape == (2, 1 + 14 * 14, width)
 
 
@@ -34,9 +35,13 @@ def test_tiny_vit_returns_cls_and_patch_tokens():
 
 
 def test_resampled_position_embeddings_keep_cls_and_interpolate_the_grid():
-    posemb = jnp.concatenate([jnp.full((1, 1, 2), 7.0),
-                              jnp.stack(jnp.meshgrid(jnp.arange(4.0), jnp.arange(4.0), indexing="ij"), -1)
-                              .reshape(1, 16, 2)], axis=1)
+    posemb = jnp.concatenate(
+        [
+            jnp.full((1, 1, 2), 7.0),
+            jnp.stack(jnp.meshgrid(jnp.arange(4.0), jnp.arange(4.0), indexing="ij"), -1).reshape(1, 16, 2),
+        ],
+        axis=1,
+    )
     out = vit.resample_posemb(posemb, (8, 8))
     assert out.shape == (1, 65, 2)
     np.testing.assert_array_equal(out[0, 0], [7.0, 7.0])
@@ -61,17 +66,25 @@ def test_packed_actions_do_not_see_each_other(box_attention):
 
 def test_patch_centres_are_the_cells_centres_in_row_major_order():
     from rlvis.models import value_head
+
     centres = value_head.patch_centres(16)
     assert centres.shape == (16, 2)
-    np.testing.assert_allclose(np.asarray(centres)[[0, 1, 4, 5, 15]],
-                               [[0.125, 0.125], [0.125, 0.375], [0.375, 0.125], [0.375, 0.375], [0.875, 0.875]])
+    np.testing.assert_allclose(
+        np.asarray(centres)[[0, 1, 4, 5, 15]],
+        [[0.125, 0.125], [0.125, 0.375], [0.375, 0.125], [0.375, 0.375], [0.875, 0.875]],
+    )
 
 
 def test_box_coverage_is_the_share_of_each_cell_inside_the_destination():
     from rlvis.models import value_head
-    actions = jnp.array([[0.0, 0.0, 0.5, 0.5],  # the top-left quadrant: four whole cells of a 4×4 grid
-                         [0.125, 0.5, 0.25, 0.125],  # half of cell (0, 2) and half of cell (1, 2) (rows × cols)
-                         [1.5, 0.0, 0.5, 0.5]])  # below the source view: no cell
+
+    actions = jnp.array(
+        [
+            [0.0, 0.0, 0.5, 0.5],  # the top-left quadrant: four whole cells of a 4×4 grid
+            [0.125, 0.5, 0.25, 0.125],  # half of cell (0, 2) and half of cell (1, 2) (rows × cols)
+            [1.5, 0.0, 0.5, 0.5],
+        ]
+    )  # below the source view: no cell
     coverage = np.asarray(value_head.box_coverage(actions, 16)).reshape(3, 4, 4)
     expected = np.zeros((3, 4, 4))
     expected[0, :2, :2] = 1.0
@@ -91,7 +104,8 @@ def test_box_attention_reads_the_cells_under_the_destination():
     actions = jnp.array([[[0.0, 0.0, 0.5, 0.5]]])  # cells 0, 1, 4, 5 of the 4×4 grid (tokens 1, 2, 5, 6)
     params = head.init(jax.random.PRNGKey(1), actions, memory)
     sharp = jax.tree_util.tree_map_with_path(
-        lambda path, p: p * 100.0 if "box_scale" in jax.tree_util.keystr(path) else p, params)
+        lambda path, p: p * 100.0 if "box_scale" in jax.tree_util.keystr(path) else p, params
+    )
     outside = memory.at[:, [3, 4, 7, 8, 9, 16]].multiply(-3.0)
     inside = memory.at[:, [1, 6]].multiply(-3.0)
     out = head.apply(sharp, actions, memory)
@@ -116,12 +130,14 @@ def test_ab_model_parts_have_consistent_shapes():
 
 def test_remat_changes_memory_not_results_and_bf16_keeps_float32_parameters():
     from rlvis.models.vit import ViT
+
     images = jax.random.uniform(jax.random.PRNGKey(0), (2, 16, 16, 3), minval=-1, maxval=1)
     plain = ViT("tiny/8", 16)
     params = plain.init(jax.random.PRNGKey(1), images)
 
     def loss(model, p):
         return jnp.sum(model.apply(p, images) ** 2)
+
     for other in (ViT("tiny/8", 16, remat=True),):
         np.testing.assert_allclose(other.apply(params, images), plain.apply(params, images), rtol=1e-6)
         g1, g2 = jax.grad(lambda p: loss(plain, p))(params), jax.grad(lambda p: loss(other, p))(params)

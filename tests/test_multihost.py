@@ -19,8 +19,12 @@ from rlvis.data import pipeline
 from tests.runs import NO_EVAL, ROOT, load_state, main_command, metrics, subprocess_env
 
 STEPS = 4
-FLAGS = [f"--config.total_steps={STEPS}", "--config.checkpoint_every=2", "--config.log_every=1",
-         *[f"--config.{override}" for override in NO_EVAL]]
+FLAGS = [
+    f"--config.total_steps={STEPS}",
+    "--config.checkpoint_every=2",
+    "--config.log_every=1",
+    *[f"--config.{override}" for override in NO_EVAL],
+]
 
 
 def _free_port() -> int:
@@ -32,10 +36,22 @@ def _free_port() -> int:
 def start_processes(workdir, flags: list[str], count: int = 2) -> list[subprocess.Popen]:
     """The real command as the `count` processes of one job, with a fresh loopback coordinator."""
     port = _free_port()
-    return [subprocess.Popen(main_command(workdir, *flags), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                             text=True, env=dict(subprocess_env(), RLVIS_COORDINATOR_ADDRESS=f"localhost:{port}",
-                                                 RLVIS_NUM_PROCESSES=str(count), RLVIS_PROCESS_ID=str(index)))
-            for index in range(count)]
+    return [
+        subprocess.Popen(
+            main_command(workdir, *flags),
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=dict(
+                subprocess_env(),
+                RLVIS_COORDINATOR_ADDRESS=f"localhost:{port}",
+                RLVIS_NUM_PROCESSES=str(count),
+                RLVIS_PROCESS_ID=str(index),
+            ),
+        )
+        for index in range(count)
+    ]
 
 
 def finish(processes: list[subprocess.Popen]) -> list[tuple[str, str]]:
@@ -81,8 +97,12 @@ def test_a_signal_to_one_process_stops_both_after_the_same_step_at_a_log_step(tm
     """SIGTERM reaches process 1 only (as a preemption notice can reach hosts one by one): the processes agree at
     the next log step, both save and exit 0, and the same command resumes both to the end."""
     workdir, steps = tmp_path / "run", 60
-    flags = [f"--config.total_steps={steps}", "--config.checkpoint_every=20", "--config.log_every=5",
-             *[f"--config.{override}" for override in NO_EVAL]]
+    flags = [
+        f"--config.total_steps={steps}",
+        "--config.checkpoint_every=20",
+        "--config.log_every=5",
+        *[f"--config.{override}" for override in NO_EVAL],
+    ]
     processes = start_processes(workdir, flags)
     deadline = time.time() + 600
     while not (workdir / "metrics.jsonl").exists() or not (workdir / "metrics.jsonl").read_text():
@@ -106,15 +126,21 @@ def test_a_run_saved_by_2_processes_resumes_on_1_and_on_4_and_back_with_the_unin
     resuming the last one's checkpoint. Each global batch is a function of the saved position alone, so every
     step's loss matches one process that reads the same 8 steps without stopping (to the float error of summing
     over another number of devices), and nothing is read twice or skipped."""
-    flags = ["--config.total_steps=8", "--config.checkpoint_every=2", "--config.log_every=1",
-             *[f"--config.{override}" for override in NO_EVAL]]
+    flags = [
+        "--config.total_steps=8",
+        "--config.checkpoint_every=2",
+        "--config.log_every=1",
+        *[f"--config.{override}" for override in NO_EVAL],
+    ]
     workdir = tmp_path / "elastic"
     previous = None
     for count, stop in ((2, 2), (1, 4), (4, 6), (2, 8)):
         outputs = finish(start_processes(workdir, [*flags, f"--stop_at_step={stop}"], count))
         if previous:
-            assert f"resumed from step {stop - 2} in {workdir} (saved by {previous} processes, resumed on {count})" \
+            assert (
+                f"resumed from step {stop - 2} in {workdir} (saved by {previous} processes, resumed on {count})"
                 in outputs[0][0]
+            )
         previous = count
         meta = json.loads((workdir / "checkpoints" / str(stop) / "meta" / "metadata").read_text())
         assert meta["process_count"] == count and meta["data_position"]["bootstrap"] == stop * 8
@@ -122,5 +148,6 @@ def test_a_run_saved_by_2_processes_resumes_on_1_and_on_4_and_back_with_the_unin
     finish(start_processes(reference, flags, 1))
     want, got = metrics(reference), metrics(workdir)
     assert sorted(got) == list(range(1, 9))
-    np.testing.assert_allclose([got[s]["loss"] for s in range(1, 9)], [want[s]["loss"] for s in range(1, 9)],
-                               rtol=1e-5)  # measured: at most 2e-7
+    np.testing.assert_allclose(
+        [got[s]["loss"] for s in range(1, 9)], [want[s]["loss"] for s in range(1, 9)], rtol=1e-5
+    )  # measured: at most 2e-7

@@ -26,9 +26,26 @@ from rlvis.objectives import simclr
 from tests.runs import NO_EVAL, load_state, metrics, saved_meta, train
 
 # The interface the registry's docstring lists: every method file, rlvis's own and a user's, provides these.
-INTERFACE = ("NAME", "ANNOTATES", "AB_VARIANT", "EMA_TEACHER", "FIXED_EMA", "CAPTIONS", "IMAGE_ANNOTATIONS",
-             "settings", "validate", "build_model", "annotation_views_per_step", "render_annotation",
-             "optimizer_rules", "initial_state", "loss", "annotations", "digit_annotation", "digit_vocabulary")
+INTERFACE = (
+    "NAME",
+    "ANNOTATES",
+    "AB_VARIANT",
+    "EMA_TEACHER",
+    "FIXED_EMA",
+    "CAPTIONS",
+    "IMAGE_ANNOTATIONS",
+    "settings",
+    "validate",
+    "build_model",
+    "annotation_views_per_step",
+    "render_annotation",
+    "optimizer_rules",
+    "initial_state",
+    "loss",
+    "annotations",
+    "digit_annotation",
+    "digit_vocabulary",
+)
 NO_ANNOTATIONS = "the toy method has no annotation vocabulary"
 
 
@@ -44,6 +61,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
 @dataclasses.dataclass(frozen=True)
 class Heads:
     """One Dense layer on the CLS token."""
+
     dim: int
 
     def setup(self, model: ABModel) -> None:
@@ -62,9 +80,15 @@ def annotation_views_per_step(config: ml_collections.ConfigDict) -> int:
 
 
 def render_annotation(keys: jax.Array, batch: dict, config: ml_collections.ConfigDict) -> dict:
-    rollout = crop_env.batch_rollout(keys[0], batch["image"], batch["valid"], num_views=2,
-                                     scale=tuple(config.toy.scale), size=config.env.view_size,
-                                     ratio=tuple(config.env.ratio))
+    rollout = crop_env.batch_rollout(
+        keys[0],
+        batch["image"],
+        batch["valid"],
+        num_views=2,
+        scale=tuple(config.toy.scale),
+        size=config.env.view_size,
+        ratio=tuple(config.env.ratio),
+    )
     return dict(annotation_views=rollout["views"])  # [K, 2, S, S, C]
 
 
@@ -98,8 +122,15 @@ def digit_vocabulary(model, params, config, exemplar_tokens, channels):
 def toy_module() -> types.ModuleType:
     """The functions above, with the method's flags, as one module: what a user's method file would be."""
     module = types.ModuleType("toy_method")
-    module.__dict__.update(NAME="toy", ANNOTATES=False, AB_VARIANT=False, EMA_TEACHER=False, FIXED_EMA=False,
-                           CAPTIONS=False, IMAGE_ANNOTATIONS=False)
+    module.__dict__.update(
+        NAME="toy",
+        ANNOTATES=False,
+        AB_VARIANT=False,
+        EMA_TEACHER=False,
+        FIXED_EMA=False,
+        CAPTIONS=False,
+        IMAGE_ANNOTATIONS=False,
+    )
     module.__dict__.update({name: globals()[name] for name in INTERFACE if name not in module.__dict__})
     return module
 

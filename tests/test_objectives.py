@@ -39,9 +39,15 @@ def test_nt_xent_matches_a_direct_implementation():
 def test_td_target_mixes_per_annotation_max_and_renormalises():
     pairs = crop_env.pair_indices(3)  # 0 → (1, 2), 1 → (0, 2), 2 → (0, 1)
     p = jnp.array([[[0.2, 0.2, 0.6], [0.7, 0.2, 0.1], [0.1, 0.1, 0.8]]])  # reward at each of 3 views
-    q = jnp.array([[[[0.3, 0.3, 0.4]] * 2,
-                    [[0.1, 0.8, 0.1], [0.6, 0.1, 0.3]],  # from view 1: back to view 0, on to view 2
-                    [[0.3, 0.3, 0.4]] * 2]])
+    q = jnp.array(
+        [
+            [
+                [[0.3, 0.3, 0.4]] * 2,
+                [[0.1, 0.8, 0.1], [0.6, 0.1, 0.3]],  # from view 1: back to view 0, on to view 2
+                [[0.3, 0.3, 0.4]] * 2,
+            ]
+        ]
+    )
     np.testing.assert_array_equal(td.td_targets(p, q, 0.0, pairs), p[:, pairs])
     mixed = np.asarray(td.td_targets(p, q, 0.5, pairs))  # pair 0 → 1 is [0, 0, 0, :]
     expected = 0.5 * np.array([0.7, 0.2, 0.1]) + 0.5 * np.array([0.6, 0.8, 0.3])
@@ -77,8 +83,9 @@ def test_gamma_zero_is_the_icml_objective():
     config, model, params, target, batch = _setup(0.0)
     assert config.ab.center_target  # the demo default
     _, (metrics, _) = jit_loss(simclr_method, model, config)(params, target, batch)
-    np.testing.assert_allclose(metrics["td_loss"], _reference(model, params, target, batch, 0.0, False, True),
-                               rtol=1e-5)
+    np.testing.assert_allclose(
+        metrics["td_loss"], _reference(model, params, target, batch, 0.0, False, True), rtol=1e-5
+    )
     config.ab.center_target = False  # the paper's target
     _, (metrics, _) = jit_loss(simclr_method, model, config)(params, target, batch)
     np.testing.assert_allclose(metrics["td_loss"], _reference(model, params, target, batch, 0.0), rtol=1e-5)
@@ -116,9 +123,16 @@ def _reference_td_loss(model, params, target, batch, gamma, exclude_source=False
         p = jax.nn.softmax(logits_at(j) - centre, -1)
         if gamma == 0.0:
             return p
-        q = [jax.nn.softmax(10.0 * model.apply(target, tokens_t, batch["actions"][:, j, k:k + 1],
-                                               method=A.value_embed)[:, 0] @ ab_vocab_t.T, -1)
-             for k in range(n - 1) if not (exclude_source and pairs[j][k] == i)]  # moves from x_j (x_i included?)
+        q = [
+            jax.nn.softmax(
+                10.0
+                * model.apply(target, tokens_t, batch["actions"][:, j, k : k + 1], method=A.value_embed)[:, 0]
+                @ ab_vocab_t.T,
+                -1,
+            )
+            for k in range(n - 1)
+            if not (exclude_source and pairs[j][k] == i)
+        ]  # moves from x_j (x_i included?)
         mixed = (1 - gamma) * p + gamma * jnp.max(jnp.stack(q), axis=0)
         return mixed / mixed.sum(-1, keepdims=True)
 
@@ -126,7 +140,7 @@ def _reference_td_loss(model, params, target, batch, gamma, exclude_source=False
     for i in range(n):
         tokens = model.apply(params, batch["views"][:, i], method=A.encode)
         for k, j in enumerate(pairs[i]):
-            value = model.apply(params, tokens, batch["actions"][:, i, k:k + 1], method=A.value_embed)[:, 0]
+            value = model.apply(params, tokens, batch["actions"][:, i, k : k + 1], method=A.value_embed)[:, 0]
             logits = 10.0 * value @ vocab.T
             losses.append(-jnp.sum(target_at(i, int(j)) * jax.nn.log_softmax(logits, -1), -1))
     return jnp.mean(jnp.stack(losses))
@@ -143,8 +157,11 @@ def test_gamma_positive_matches_a_pair_by_pair_reference(exclude_source):
     config, model, params, target, batch = _setup(0.5)
     config.ab.exclude_source = exclude_source
     _, (metrics, _) = jit_loss(simclr_method, model, config)(params, target, batch)
-    np.testing.assert_allclose(metrics["td_loss"], _reference(model, params, target, batch, 0.5, exclude_source,
-                                                          config.ab.center_target), rtol=1e-5)
+    np.testing.assert_allclose(
+        metrics["td_loss"],
+        _reference(model, params, target, batch, 0.5, exclude_source, config.ab.center_target),
+        rtol=1e-5,
+    )
 
 
 def test_gamma_positive_uses_the_target_value_head():
@@ -159,10 +176,12 @@ def test_gamma_positive_uses_the_target_value_head():
 def test_gradients_never_reach_the_target_network():
     for gamma in (0.5,):  # γ > 0 exercises every target path (base head and value head)
         config, model, params, target, batch = _setup(gamma)
+
         # Even when the online parameters are passed as the target (the no-EMA ablation), the target path is
         # stop-gradient: d loss / d target is exactly zero, and the online gradient equals the one with a frozen copy.
         def loss_both(p, t):
             return simclr_method.loss(model, p, t, batch, config)[0]
+
         g_online, g_target = jax.jit(jax.grad(loss_both, argnums=(0, 1)))(params, target)
         assert all(float(jnp.abs(g).max()) == 0.0 for g in jax.tree.leaves(g_target))
         assert any(float(jnp.abs(g).max()) > 0.0 for g in jax.tree.leaves(g_online))
@@ -180,9 +199,13 @@ def test_masked_action_tokens_make_every_move_predict_the_same_distribution():
     masked_model = methods.build_model(config)
     b, n = batch["views"].shape[:2]
     views, actions = batch["views"].reshape(b * n, 32, 32, 1), batch["actions"].reshape(b * n, n - 1, 4)
+
     def merged(a: dict, b: dict) -> dict:  # the unmasked head adds its box_scale (box attention)
-        return {k: merged(a[k], b[k]) if isinstance(a.get(k), dict) and isinstance(b.get(k), dict)
-                else a.get(k, b.get(k)) for k in a.keys() | b.keys()}
+        return {
+            k: merged(a[k], b[k]) if isinstance(a.get(k), dict) and isinstance(b.get(k), dict) else a.get(k, b.get(k))
+            for k in a.keys() | b.keys()
+        }
+
     params = merged(*(m.init(jax.random.PRNGKey(0), views[:1], actions[:1]) for m in (masked_model, model)))
     tokens = model.apply(params, views, method=ab_model.ABModel.encode)
     value = masked_model.apply(params, tokens, actions, method=ab_model.ABModel.value_embed)
@@ -210,13 +233,25 @@ def test_base_loss_weight_zero_leaves_only_the_td_term():
 
 
 def test_oracle_reward_spreads_over_annotations_of_the_classes_at_least_half_inside_the_view():
-    digit_boxes = jnp.array([[[0.0, 0.0, 0.25, 0.25],  # a 3, inside view 0
-                              [0.0, 0.5, 0.25, 0.25],  # a 7, exactly half inside view 0 (x 0.5-0.75, view to 0.625)
-                              [0.75, 0.75, 0.25, 0.25],  # a 5, outside both views
-                              [0.0, 0.0, 1.0, 1.0]]])  # padding: covers everything but has no digit
+    digit_boxes = jnp.array(
+        [
+            [
+                [0.0, 0.0, 0.25, 0.25],  # a 3, inside view 0
+                [0.0, 0.5, 0.25, 0.25],  # a 7, exactly half inside view 0 (x 0.5-0.75, view to 0.625)
+                [0.75, 0.75, 0.25, 0.25],  # a 5, outside both views
+                [0.0, 0.0, 1.0, 1.0],
+            ]
+        ]
+    )  # padding: covers everything but has no digit
     digit_labels = jnp.array([[3, 7, 5, -1]])
-    views = jnp.array([[[0.0, 0.0, 0.5, 0.625],  # sees the 3 and half the 7
-                        [0.5, 0.0, 0.25, 0.25]]])  # sees no digit
+    views = jnp.array(
+        [
+            [
+                [0.0, 0.0, 0.5, 0.625],  # sees the 3 and half the 7
+                [0.5, 0.0, 0.25, 0.25],
+            ]
+        ]
+    )  # sees no digit
     annotation_labels = jnp.array([3, 3, 5, 7, 1])
     reward = rewards.oracle(views, digit_boxes, digit_labels, annotation_labels)
     np.testing.assert_allclose(reward[0, 0], [1 / 3, 1 / 3, 0.0, 1 / 3, 0.0], atol=1e-6)
@@ -258,8 +293,12 @@ def _scenes_batch(labels):
     """Scenes of one whole-canvas digit each (class `labels[b]`), seen by views of the whole canvas; 6 annotations
     labelled 0, 1, 2, 0, 1, 2."""
     b, whole = len(labels), jnp.array([0.0, 0.0, 1.0, 1.0])
-    return dict(boxes=jnp.tile(whole, (b, 2, 1)), digit_boxes=jnp.tile(whole, (b, 1, 1)),
-                digit_labels=jnp.asarray(labels)[:, None], annotation_labels=jnp.arange(6) % 3)
+    return dict(
+        boxes=jnp.tile(whole, (b, 2, 1)),
+        digit_boxes=jnp.tile(whole, (b, 1, 1)),
+        digit_labels=jnp.asarray(labels)[:, None],
+        annotation_labels=jnp.arange(6) % 3,
+    )
 
 
 def test_the_controls_never_compute_the_base_reward_they_do_not_use_and_shuffled_gives_the_next_scenes():
@@ -280,8 +319,9 @@ def test_the_controls_never_compute_the_base_reward_they_do_not_use_and_shuffled
     np.testing.assert_array_equal(half[2:], truth[jnp.array([3, 0])])
     base = jnp.full(truth.shape, 1 / 6)
     np.testing.assert_array_equal(rewards.reward("base", lambda: base, {}), base)  # no ground truth needed
-    np.testing.assert_array_equal(rewards.reward("oracle:0.5", lambda: base, batch),
-                                  jnp.concatenate([truth[:2], base[2:]]))
+    np.testing.assert_array_equal(
+        rewards.reward("oracle:0.5", lambda: base, batch), jnp.concatenate([truth[:2], base[2:]])
+    )
 
 
 def _oracle_setup():
@@ -291,8 +331,13 @@ def _oracle_setup():
     b, n = batch["views"].shape[:2]
     k = batch["annotation_views"].shape[0]
     whole = jnp.array([0.0, 0.0, 1.0, 1.0])
-    labelled = dict(batch, annotation_labels=jnp.arange(k) % 3, boxes=jnp.tile(whole, (b, n, 1)),
-                    digit_boxes=jnp.tile(whole, (b, 4, 1)), digit_labels=jnp.tile(jnp.array([2, -1, -1, -1]), (b, 1)))
+    labelled = dict(
+        batch,
+        annotation_labels=jnp.arange(k) % 3,
+        boxes=jnp.tile(whole, (b, n, 1)),
+        digit_boxes=jnp.tile(whole, (b, 4, 1)),
+        digit_labels=jnp.tile(jnp.array([2, -1, -1, -1]), (b, 1)),
+    )
     return config, model, params, labelled
 
 
@@ -305,7 +350,7 @@ def test_the_oracle_reward_replaces_the_base_models_target_in_the_td_loss():
 
 
 def test_a_partial_oracle_in_the_loss_lies_between_the_base_models_target_and_the_oracles():
-    """"oracle:0.5": half the scenes get the oracle's sharper target, so the target entropy lies between the two;
+    """ "oracle:0.5": half the scenes get the oracle's sharper target, so the target entropy lies between the two;
     "oracle:0" is the base model's target."""
     config, model, params, labelled = _oracle_setup()
     entropies = {}

@@ -46,6 +46,7 @@ def test_photometric_bootstrap_keeps_flips_out_of_bootstrap_views():
     """A flipped bootstrap view would need a mirrored action; the ablation adds colour augmentation only."""
     from configs import demo
     from rlvis import train
+
     config = demo.get_config("tiny")
     config.ab.photometric_bootstrap = True
     images = jax.random.uniform(jax.random.PRNGKey(0), (4, 64, 64, 1)) * 255
@@ -70,14 +71,16 @@ def test_blur_and_solarisation_draw_their_own_keys_and_do_what_they_say():
     for seed in range(4):
         key = jax.random.PRNGKey(seed)
         plain = photometric.augment(key, dark, base)
-        np.testing.assert_allclose(photometric.augment(key, dark, _config(**dict(base.to_dict(), solarize=1.0))), plain, atol=1e-6)
+        np.testing.assert_allclose(
+            photometric.augment(key, dark, _config(**dict(base.to_dict(), solarize=1.0))), plain, atol=1e-6
+        )
     image = _image(1)
     solarized = photometric.augment(jax.random.PRNGKey(1), image, _config(jitter_prob=0.0, flip=0.0, solarize=1.0))
     x = (np.asarray(image) + 1) / 2
     np.testing.assert_allclose(solarized, np.where(x < 0.5, x, 1 - x) * 2 - 1, atol=1e-6)
     sharp = jax.random.uniform(jax.random.PRNGKey(3), (224, 224, 1), minval=-0.8, maxval=0.8)
     blurred = photometric.augment(jax.random.PRNGKey(1), sharp, _config(jitter_prob=0.0, flip=0.0, blur=1.0))
-    roughness = lambda v: float(jnp.abs(jnp.diff(v, axis=1)).mean())  # noqa: E731
+    roughness = lambda v: float(jnp.abs(jnp.diff(v, axis=1)).mean())
     assert blurred.shape == sharp.shape and roughness(blurred) < 0.8 * roughness(sharp)
     border = np.asarray(blurred[:4]).mean() - np.asarray(sharp[:4]).mean()
     assert abs(border) < 0.05  # no dark frame from zero padding

@@ -29,8 +29,10 @@ def _global_batches(config, chain: list[tuple[int, int]], stream: str = "bootstr
     concatenation of its processes' batches in process order."""
     batches, position = [], {stream: 0}
     for process_count, steps in chain:
-        iterators = [iter(pipeline.training_streams(config, index, process_count, position)[stream])
-                     for index in range(process_count)]
+        iterators = [
+            iter(pipeline.training_streams(config, index, process_count, position)[stream])
+            for index in range(process_count)
+        ]
         for _ in range(steps):
             batches.append(np.concatenate([next(it)["image"] for it in iterators]))
             position = pipeline.advance(position, config)
@@ -73,8 +75,10 @@ def test_training_streams_only_read_pretraining_digits():
     config, streams = _streams()
     splits = digits.load_digits(config.eval.digits_per_class)
     pretrain = {digits.centred_digit(d)["image"].tobytes() for d in splits.pretrain_images}
-    held_out = {digits.centred_digit(d)["image"].tobytes()
-                for d in np.concatenate([splits.probe_train_images, splits.probe_test_images])}
+    held_out = {
+        digits.centred_digit(d)["image"].tobytes()
+        for d in np.concatenate([splits.probe_train_images, splits.probe_test_images])
+    }
     it = iter(streams["annotation"])
     seen = [image.tobytes() for _ in range(20) for image in next(it)["image"]]
     assert all(s in pretrain for s in seen) and not any(s in held_out for s in seen)
@@ -88,7 +92,7 @@ def test_scenes_are_composed_from_pretraining_digits_only():
 
     def tight(image):
         rows, cols = np.flatnonzero(image.any(1)), np.flatnonzero(image.any(0))
-        return image[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1].tobytes()
+        return image[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1].tobytes()
 
     pretrain = {tight(d) for d in splits.pretrain_images}
     held_out = {tight(d) for d in np.concatenate([splits.probe_train_images, splits.probe_test_images])}
@@ -116,8 +120,10 @@ def test_the_demo_streams_always_carry_their_ground_truth():
     assert config.ab.reward == "base"
     annotation, scenes = next(iter(streams["annotation"])), next(iter(streams["bootstrap"]))
     splits = digits.load_digits(config.eval.digits_per_class)
-    by_image = {digits.centred_digit(d)["image"].tobytes(): label
-                for d, label in zip(splits.pretrain_images, splits.pretrain_labels)}
+    by_image = {
+        digits.centred_digit(d)["image"].tobytes(): label
+        for d, label in zip(splits.pretrain_images, splits.pretrain_labels)
+    }
     assert [by_image[image.tobytes()] for image in annotation["image"]] == list(annotation["label"])
     assert scenes["digit_boxes"].shape == (config.batch.bootstrap, digits.MAX_DIGITS, 4)
     present = scenes["digit_labels"] >= 0
@@ -125,7 +131,7 @@ def test_the_demo_streams_always_carry_their_ground_truth():
     assert (present.sum(1) <= config.data.digits_per_scene[1]).all()
     for image, valid, boxes, keep in zip(scenes["image"], scenes["valid"], scenes["digit_boxes"], present):
         for y0, x0, h, w in boxes[keep] * np.tile(valid, 2):  # each box (valid-region fractions) holds ink
-            assert image[int(round(y0)):int(round(y0 + h)), int(round(x0)):int(round(x0 + w))].any()
+            assert image[int(round(y0)) : int(round(y0 + h)), int(round(x0)) : int(round(x0 + w))].any()
     truth = rewards.ground_truth({"annotation": annotation, "bootstrap": scenes})  # as the trainer hands it on
     assert set(truth) == set(rewards.GROUND_TRUTH)
     np.testing.assert_array_equal(truth["annotation_labels"], annotation["label"])

@@ -36,8 +36,9 @@ def test_knn_scores_match_a_per_example_reference_for_every_k():
     train_y, test_y = rng.integers(4, size=120), rng.integers(4, size=37)
     ks = (1, 3, 10, 50, 500)  # 500 > train set: clipped to 120
     for temperature in (0.07, 0.5):
-        got = probes.knn_scores(train_x, train_y, test_x, test_y, 4, ks=ks, temperature=temperature,
-                                chunk_size=8)  # several chunks, the last one partial
+        got = probes.knn_scores(
+            train_x, train_y, test_x, test_y, 4, ks=ks, temperature=temperature, chunk_size=8
+        )  # several chunks, the last one partial
         assert set(got) == set(ks)
         for k in ks:
             want = _knn_reference(train_x, train_y, test_x, test_y, 4, min(k, 120), temperature)

@@ -25,9 +25,12 @@ def walkthrough_commands() -> list[str]:
 
 def test_readme_opens_with_the_two_setup_commands_and_ci_runs_the_full_suite():
     lines = _readme().splitlines()
-    assert lines[2:6] == ["```bash",
-                          "pip install -e . && python -m rlvis.main --config=configs/demo.py --workdir=runs/demo",
-                          'pip install -e ".[test]" && pytest', "```"]
+    assert lines[2:6] == [
+        "```bash",
+        "pip install -e . && python -m rlvis.main --config=configs/demo.py --workdir=runs/demo",
+        'pip install -e ".[test]" && pytest',
+        "```",
+    ]
     full_suite = 'pip install -e ".[test]" && pytest --full'
     assert f"`{full_suite}`" in _readme()
     with open(os.path.join(ROOT, ".ci", "run")) as f:
@@ -43,9 +46,12 @@ def walkthrough(tmp_path_factory):
     env = dict(subprocess_env(), PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
     outputs = []
     for command in walkthrough_commands():
-        result = subprocess.run(["bash", "-c", command], cwd=folder, env=env, capture_output=True, text=True,
-                                timeout=900)
-        assert result.returncode == 0, f"README command failed: {command}\n{result.stdout[-2000:]}{result.stderr[-3000:]}"
+        result = subprocess.run(
+            ["bash", "-c", command], cwd=folder, env=env, capture_output=True, text=True, timeout=900
+        )
+        assert result.returncode == 0, (
+            f"README command failed: {command}\n{result.stdout[-2000:]}{result.stderr[-3000:]}"
+        )
         outputs.append(result.stdout + result.stderr)
     return folder / "runs" / "tiny", outputs
 
@@ -54,8 +60,14 @@ def walkthrough(tmp_path_factory):
 def test_walkthrough_trains_evaluates_draws_searches_exports_and_resumes(walkthrough):
     workdir, outputs = walkthrough
     commands = walkthrough_commands()
-    assert [c.split()[2] for c in commands] == ["rlvis.main", "rlvis.evaluate", "rlvis.evaluators.value_maps",
-                                                "rlvis.search", "rlvis.export", "rlvis.main"]
+    assert [c.split()[2] for c in commands] == [
+        "rlvis.main",
+        "rlvis.evaluate",
+        "rlvis.evaluators.value_maps",
+        "rlvis.search",
+        "rlvis.export",
+        "rlvis.main",
+    ]
     train, evaluate, value_map, search, export, resume = outputs
     assert "step 6/6" in train and "ETA" in train
     with open(workdir / "results.json") as f:

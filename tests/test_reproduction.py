@@ -14,11 +14,16 @@ def _summary(ab_mean, base_mean, se, seeds=3):
     claim = next(c for c in reproduction.CLAIMS if c.experiment == "scenes_only")
     tasks = {t: 0.0 for t in claim.tasks}
     row = lambda mean: {t: mean for t in tasks}
-    return claim, dict(methods={claim.ab: row(ab_mean), claim.base: row(base_mean)}, per_seed={claim.ab: []},
-                       se={claim.ab: row(se), claim.base: row(se)}, seeds=seeds, steps=100,
-                       wall_seconds={claim.ab: [10.0] * seeds, claim.base: [8.0] * seeds},
-                       encoded_views_per_step={claim.ab: 256, claim.base: 256},
-                       encoder={claim.ab: "ema", claim.base: "online"})
+    return claim, dict(
+        methods={claim.ab: row(ab_mean), claim.base: row(base_mean)},
+        per_seed={claim.ab: []},
+        se={claim.ab: row(se), claim.base: row(se)},
+        seeds=seeds,
+        steps=100,
+        wall_seconds={claim.ab: [10.0] * seeds, claim.base: [8.0] * seeds},
+        encoded_views_per_step={claim.ab: 256, claim.base: 256},
+        encoder={claim.ab: "ema", claim.base: "online"},
+    )
 
 
 def test_verdicts_follow_twice_the_combined_standard_error():
@@ -39,8 +44,10 @@ def test_render_fills_run_experiments_and_lists_missing_ones_with_their_command(
     assert "3/3 seed(s), 100 steps" in text
     assert text.count("Not run yet.") == len(reproduction.CLAIMS) - 1
     assert "--workdir=runs/repro/dino --methods=dino,ab_dino --seeds=3" in text
-    shared = ("--workdir=runs/repro/ablations --methods=ab_simclr,ab_simclr+ab.base_loss_weight=0.0,"
-              "ab_simclr+ab.use_ema_target=False,ab_simclr+ab.action_tokens=False --seeds=3 --config.total_steps=1200")
+    shared = (
+        "--workdir=runs/repro/ablations --methods=ab_simclr,ab_simclr+ab.base_loss_weight=0.0,"
+        "ab_simclr+ab.use_ema_target=False,ab_simclr+ab.action_tokens=False --seeds=3 --config.total_steps=1200"
+    )
     assert text.count(shared) == 3 and "## no_ema_target: Without the EMA target" in text
 
 
@@ -50,9 +57,21 @@ def test_a_claim_reads_rows_from_the_experiments_it_merges_when_their_steps_matc
 
     def write(experiment, row, steps, views=256):
         (tmp_path / experiment).mkdir(exist_ok=True)
-        (tmp_path / experiment / "compare.json").write_text(json.dumps(dict(
-            methods={row: tasks}, se={row: tasks}, per_seed={row: []}, seeds=3, steps=steps,
-            wall_seconds={row: [5.0] * 3}, encoded_views_per_step={row: views}, encoder={row: "online"})))
+        (tmp_path / experiment / "compare.json").write_text(
+            json.dumps(
+                dict(
+                    methods={row: tasks},
+                    se={row: tasks},
+                    per_seed={row: []},
+                    seeds=3,
+                    steps=steps,
+                    wall_seconds={row: [5.0] * 3},
+                    encoded_views_per_step={row: views},
+                    encoder={row: "online"},
+                )
+            )
+        )
+
     write("ijepa_scenes", claim.base, 1200)
     write("mae_scenes", claim.ab, 600)
     assert "## ijepa_vs_mae" in (text := reproduction.render(str(tmp_path)))
@@ -87,8 +106,9 @@ def test_each_recorded_comparison_is_rebuilt_by_its_command_with_the_steps_and_t
             summary = json.load(f)
         argv = shlex.split(claim.command())[3:]  # after "python -m rlvis.compare"
         args = cli.parse(compare.define_flags, argv)
-        configs = config_lib.method_configs(args.config, list(args.methods), 1, check_data_paths=False,
-                                            views_per_step=args.views_per_step)
+        configs = config_lib.method_configs(
+            args.config, list(args.methods), 1, check_data_paths=False, views_per_step=args.views_per_step
+        )
         first = next(iter(summary["methods"]))  # older compare.json files keep only their first row's config
         recorded = summary.get("row_configs", {first: summary["config"]})
         for row, config in configs.items():
@@ -96,7 +116,10 @@ def test_each_recorded_comparison_is_rebuilt_by_its_command_with_the_steps_and_t
             if row not in recorded:
                 continue
             saved = recorded[row]
-            assert config.model.box_attention == recorded_field(saved, "model", "box_attention"), (claim.experiment, row)
+            assert config.model.box_attention == recorded_field(saved, "model", "box_attention"), (
+                claim.experiment,
+                row,
+            )
             if config_lib.image_vocabulary(config):
                 assert config.ab.center_target == recorded_field(saved, "ab", "center_target"), (claim.experiment, row)
         checked.add(claim.experiment)
@@ -145,14 +168,22 @@ def test_regime_targets_are_averaged_over_seeds_and_missing_regimes_are_listed(t
     seeds = [tmp_path / "regimes" / regime.folder / f"seed{k}" for k in range(reproduction.REGIME_SEEDS)]
     for k, workdir in enumerate(seeds):
         value = 0.40 + 0.02 * k  # zoom-in ratios 0.8, 0.84, 0.88; all pairs value − invariance 0.10, 0.12, 0.14
-        scores = {"foresight/value/zoom_in": value, "foresight/brute_force/zoom_in": 0.5,
-                  "foresight/value/all": value, "foresight/invariance/all": 0.3,
-                  "foresight/value/iou_0-0.2": 0.3, "foresight/invariance/iou_0-0.2": 0.3,
-                  "foresight/brute_force/all": 0.34 + 0.01 * k}
+        scores = {
+            "foresight/value/zoom_in": value,
+            "foresight/brute_force/zoom_in": 0.5,
+            "foresight/value/all": value,
+            "foresight/invariance/all": 0.3,
+            "foresight/value/iou_0-0.2": 0.3,
+            "foresight/invariance/iou_0-0.2": 0.3,
+            "foresight/brute_force/all": 0.34 + 0.01 * k,
+        }
         workdir.mkdir(parents=True)
         (workdir / "results.json").write_text(json.dumps(dict(trained=scores)))
-    search = [dict(policy="value", temperature=0.0, success=0.3), dict(policy="value", temperature=0.1, success=0.9),
-              dict(policy="random", temperature=1.0, success=0.2)]
+    search = [
+        dict(policy="value", temperature=0.0, success=0.3),
+        dict(policy="value", temperature=0.1, success=0.9),
+        dict(policy="random", temperature=1.0, success=0.2),
+    ]
     for workdir in seeds:
         (workdir / "search_results.json").write_text(json.dumps(search))
     text = "\n".join(reproduction.render_regimes(str(tmp_path)))
@@ -163,8 +194,10 @@ def test_regime_targets_are_averaged_over_seeds_and_missing_regimes_are_listed(t
     assert "| all pairs: value − invariance ≥ +0.05 | +0.120 ± 0.012 | +0.100, +0.120, +0.140 | yes |" in text
     assert "| IoU (0, 0.2]: value − invariance ≥ +0.10 | +0.000 ± 0.000 | +0.000, +0.000, +0.000 | no |" in text
     assert "search:" not in text  # a seed without search: no row rather than a partial mean
-    assert ("| all pairs: brute force − invariance (a value head as good as rendering) | +0.050 ± 0.006 | "
-            "+0.040, +0.050, +0.060 | reference |") in text
+    assert (
+        "| all pairs: brute force − invariance (a value head as good as rendering) | +0.050 ± 0.006 | "
+        "+0.040, +0.050, +0.060 | reference |"
+    ) in text
     assert "IoU (0, 0.2]: brute force" not in text  # its brute force was not scored: no row
     assert all(f"{r.name}: not run yet" in text for r in reproduction.REGIMES[1:])
     rescored = dict(trained={}, foresight={**scores, "foresight/value/all": 0.9})  # a rescore wins over `trained`

@@ -51,8 +51,15 @@ def test_dino_last_layer_is_frozen_for_the_configured_steps_only():
     config = demo.get_config("method=dino")
     config.dino.freeze_last_layer_steps, config.optim.warmup_steps = 3, 0
     config.optim.weight_decay = config.optim.weight_decay_end = 0.1
-    params = {"params": {"base_head": {"prototypes": jnp.ones((4, 2)), "prototype_gain": jnp.ones(4),
-                                       "fc1": {"kernel": jnp.ones((2, 2))}}}}
+    params = {
+        "params": {
+            "base_head": {
+                "prototypes": jnp.ones((4, 2)),
+                "prototype_gain": jnp.ones(4),
+                "fc1": {"kernel": jnp.ones((2, 2))},
+            }
+        }
+    }
     history = _sgd_like_steps(config, params, 5)
     head = [h["params"]["base_head"] for h in history]
     for name in ("prototypes", "prototype_gain"):  # no gradient step and no weight decay while frozen
@@ -69,8 +76,13 @@ def test_parameter_groups_scale_the_learning_rate_and_freeze_by_regex():
     config = demo.get_config()
     config.optim.warmup_steps, config.optim.weight_decay, config.optim.weight_decay_end = 0, 0.0, 0.0
     config.optim.rules = ((r"params/encoder/.*", dict(lr_mult=0.5)), (r"params/value_head/.*", dict(frozen_steps=-1)))
-    params = {"params": {"encoder": {"kernel": jnp.ones((2, 2))}, "value_head": {"kernel": jnp.ones((2, 2))},
-                         "base_head": {"kernel": jnp.ones((2, 2))}}}
+    params = {
+        "params": {
+            "encoder": {"kernel": jnp.ones((2, 2))},
+            "value_head": {"kernel": jnp.ones((2, 2))},
+            "base_head": {"kernel": jnp.ones((2, 2))},
+        }
+    }
     after = _sgd_like_steps(config, params, 1)[0]["params"]
     step = {name: float(1.0 - after[name]["kernel"][0, 0]) for name in after}
     np.testing.assert_allclose(step["encoder"], 0.5 * step["base_head"], rtol=1e-3)
@@ -82,8 +94,12 @@ def test_a_broad_config_rule_keeps_the_methods_freeze_and_adds_its_own_fields():
     config.dino.freeze_last_layer_steps, config.optim.warmup_steps = 2, 0
     config.optim.weight_decay = config.optim.weight_decay_end = 0.0
     config.optim.rules = ((r".*", dict(lr_mult=0.5)),)
-    params = {"params": {"base_head": {"prototypes": jnp.ones((4, 2)), "fc1": {"kernel": jnp.ones((2, 2))}},
-                         "encoder": {"kernel": jnp.ones((2, 2))}}}
+    params = {
+        "params": {
+            "base_head": {"prototypes": jnp.ones((4, 2)), "fc1": {"kernel": jnp.ones((2, 2))}},
+            "encoder": {"kernel": jnp.ones((2, 2))},
+        }
+    }
     history = _sgd_like_steps(config, params, 3)
     prototypes = [np.asarray(h["params"]["base_head"]["prototypes"]) for h in history]
     assert (prototypes[1] == 1.0).all() and (prototypes[2] != 1.0).all()  # still frozen for 2 steps
@@ -91,9 +107,13 @@ def test_a_broad_config_rule_keeps_the_methods_freeze_and_adds_its_own_fields():
     plain.dino.freeze_last_layer_steps, plain.optim.warmup_steps = 2, 0
     plain.optim.weight_decay = plain.optim.weight_decay_end = 0.0
     unscaled = _sgd_like_steps(plain, params, 3)
-    for scaled, reference in ((history[2]["params"]["base_head"]["prototypes"],  # both fields apply together
-                               unscaled[2]["params"]["base_head"]["prototypes"]),
-                              (history[0]["params"]["encoder"]["kernel"], unscaled[0]["params"]["encoder"]["kernel"])):
+    for scaled, reference in (
+        (
+            history[2]["params"]["base_head"]["prototypes"],  # both fields apply together
+            unscaled[2]["params"]["base_head"]["prototypes"],
+        ),
+        (history[0]["params"]["encoder"]["kernel"], unscaled[0]["params"]["encoder"]["kernel"]),
+    ):
         np.testing.assert_allclose(1.0 - np.asarray(scaled), 0.5 * (1.0 - np.asarray(reference)), rtol=1e-3)
 
 
@@ -110,9 +130,12 @@ def test_merged_rules_keep_the_longer_freeze_and_regex_flags():
 
 def test_bad_optimizer_rules_stop_the_run_with_a_one_line_error():
     from rlvis import config_lib
-    for rules, message in ((((r"params/(", dict(lr_mult=0.5)),), "not a regex"),
-                           (((r"params/.*", dict(lr_multiplier=0.5)),), "unknown field 'lr_multiplier'"),
-                           ((r"params/.*",), "is not (regex, dict(...))")):
+
+    for rules, message in (
+        (((r"params/(", dict(lr_mult=0.5)),), "not a regex"),
+        (((r"params/.*", dict(lr_multiplier=0.5)),), "unknown field 'lr_multiplier'"),
+        ((r"params/.*",), "is not (regex, dict(...))"),
+    ):
         config = demo.get_config("tiny")
         config.optim.rules = rules
         with pytest.raises(config_lib.ConfigError, match=re.escape(message)):
@@ -129,6 +152,7 @@ def test_weight_decay_follows_its_cosine_from_start_to_end():
 def test_gradient_accumulation_over_the_bootstrap_batch_equals_the_large_batch():
     from rlvis import sharding
     from rlvis.data import pipeline
+
     config = demo.get_config("tiny")
     config.ab.center_target = False  # it centres over the whole step's views: validation refuses it with micro-batches
     batch = {name: next(iter(ds)) for name, ds in pipeline.training_streams(config, 0, 1).items()}

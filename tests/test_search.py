@@ -40,10 +40,18 @@ def test_greedy_policy_takes_the_best_action_of_a_hand_made_value_function():
         return jnp.exp(-10.0 * jnp.sum((candidates[:, :2] + candidates[:, 2:] / 2 - goal) ** 2, -1))
 
     config = demo.get_config("tiny")
-    run = search.make_search(None, config, policy=closeness, steps=6, pans=(-0.25, 0.0, 0.25), zooms=(1.0, 0.7),
-                             min_side=0.25)
-    result = jax.jit(run)(None, NO_ANNOTATIONS, jnp.zeros((8, 8, 1)), jnp.array([8, 8]), 0,
-                          jax.random.PRNGKey(0), jnp.asarray(crop_env.FULL_BOX))
+    run = search.make_search(
+        None, config, policy=closeness, steps=6, pans=(-0.25, 0.0, 0.25), zooms=(1.0, 0.7), min_side=0.25
+    )
+    result = jax.jit(run)(
+        None,
+        NO_ANNOTATIONS,
+        jnp.zeros((8, 8, 1)),
+        jnp.array([8, 8]),
+        0,
+        jax.random.PRNGKey(0),
+        jnp.asarray(crop_env.FULL_BOX),
+    )
     boxes, scores = np.asarray(result["boxes"]), np.asarray(result["scores"])
     moves = jnp.asarray(search.move_grid((-0.25, 0.0, 0.25), (1.0, 0.7)))
     for k in range(6):
@@ -67,14 +75,21 @@ def test_softmax_policy_follows_the_values_at_low_temperature_and_spreads_at_hig
 
 def _one_digit_scene(seed: int) -> dict:
     splits = digits_lib.load_digits(10)
-    return digits_lib.compose_scene(np.random.default_rng(seed), splits.probe_test_images,
-                                    splits.probe_test_labels, canvas=64, min_size=56, digits_per_scene=(1, 1),
-                                    digit_size=(16, 20))
+    return digits_lib.compose_scene(
+        np.random.default_rng(seed),
+        splits.probe_test_images,
+        splits.probe_test_labels,
+        canvas=64,
+        min_size=56,
+        digits_per_scene=(1, 1),
+        digit_size=(16, 20),
+    )
 
 
 def test_search_on_a_scene_whose_only_digit_is_the_target_reaches_it_and_vmaps():
     """A value that sees the rendered view (ink in the view's centre, from crop_env.observe) drives the same
     search loop through the environment to the digit, for each image of a vmapped batch exactly as one by one."""
+
     def ink_in_the_middle(params, annotations, image, valid, box, candidates, annotation):
         views = jax.vmap(lambda b: crop_env.observe(image, valid, b, 16))(candidates)
         return (views[:, 4:12, 4:12].mean(axis=(1, 2, 3)) + 1.0) / 2.0
@@ -97,11 +112,20 @@ def test_search_on_a_scene_whose_only_digit_is_the_target_reaches_it_and_vmaps()
 
 @pytest.mark.parametrize("temperature", [0.0, 0.05])
 def test_random_policy_samples_moves_uniformly_whatever_the_temperature(temperature):
-    run = search.make_search(None, demo.get_config("tiny"), policy="random", steps=1, pans=(-0.25, 0.0, 0.25),
-                             zooms=(1.0,), min_side=0.25, temperature=temperature)
+    run = search.make_search(
+        None,
+        demo.get_config("tiny"),
+        policy="random",
+        steps=1,
+        pans=(-0.25, 0.0, 0.25),
+        zooms=(1.0,),
+        min_side=0.25,
+        temperature=temperature,
+    )
     start = jnp.array([0.25, 0.25, 0.5, 0.5])
-    firsts = jax.vmap(lambda k: run(None, NO_ANNOTATIONS, jnp.zeros((8, 8, 1)), jnp.array([8, 8]), 0, k,
-                                    start)["boxes"][1])(jax.random.split(jax.random.PRNGKey(0), 900))
+    firsts = jax.vmap(
+        lambda k: run(None, NO_ANNOTATIONS, jnp.zeros((8, 8, 1)), jnp.array([8, 8]), 0, k, start)["boxes"][1]
+    )(jax.random.split(jax.random.PRNGKey(0), 900))
     distinct, counts = np.unique(np.round(np.asarray(firsts), 4), axis=0, return_counts=True)
     assert len(distinct) == 9 and counts.min() > 60
 
@@ -130,21 +154,37 @@ def test_built_in_scorers_read_the_target_as_weights_over_the_vocabulary():
     """A class target scores a move by the mass on that class's annotations: the weighted sum of one-hot scores."""
     from rlvis import methods
     from rlvis.evaluators import foresight
+
     config = demo.get_config("tiny")
     model = methods.build_model(config)
     size = config.env.view_size
     params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, size, size, 1)), jnp.zeros((1, config.env.views - 1, 4)))
     splits = digits_lib.load_digits(10)
-    exemplars = np.stack([digits_lib.centred_digit(splits.probe_test_images[splits.probe_test_labels == c][i])["image"]
-                          for c in range(10) for i in range(2)])  # class-major, 2 per class
+    exemplars = np.stack(
+        [
+            digits_lib.centred_digit(splits.probe_test_images[splits.probe_test_labels == c][i])["image"]
+            for c in range(10)
+            for i in range(2)
+        ]
+    )  # class-major, 2 per class
     vocabulary, classes = foresight.digit_vocabulary(model, params, config, 1, exemplars)
     scene = _one_digit_scene(0)
     box = jnp.asarray(crop_env.FULL_BOX)
     candidates = crop_env.pan_zoom(box, jnp.asarray(search.move_grid(search.PANS, search.ZOOMS)), search.MIN_SIDE)
     for policy in ("value", "brute_force"):
-        score = jax.jit(jax.vmap(functools.partial(search._scorer(model, config, policy), params, vocabulary,
-                                                   jnp.asarray(scene["image"]), jnp.asarray(scene["valid"]), box,
-                                                   candidates)))  # over targets [T, V] → scores [T, A]
+        score = jax.jit(
+            jax.vmap(
+                functools.partial(
+                    search._scorer(model, config, policy),
+                    params,
+                    vocabulary,
+                    jnp.asarray(scene["image"]),
+                    jnp.asarray(scene["valid"]),
+                    box,
+                    candidates,
+                )
+            )
+        )  # over targets [T, V] → scores [T, A]
         per_annotation = np.asarray(score(jnp.eye(len(vocabulary.names)))).T  # [A, V]: one-hot targets
         np.testing.assert_allclose(per_annotation.sum(-1), 1.0, rtol=1e-4)  # a distribution over the vocabulary
         by_class = np.asarray(score(classes.T))  # [10, A]: the class targets

@@ -49,8 +49,9 @@ def test_a_run_on_a_bucket_resumes_bit_identically_and_evaluates_and_exports_fro
     assert "resumed from step 4" in second.stdout
     local, remote = metrics(tiny_run[0]), metrics(workdir)
     assert sorted(remote) == [1, 2, 3, 4, 5, 6]
-    assert all(remote[s]["loss"] == local[s]["loss"] and remote[s]["data_digest"] == local[s]["data_digest"]
-               for s in remote)
+    assert all(
+        remote[s]["loss"] == local[s]["loss"] and remote[s]["data_digest"] == local[s]["data_digest"] for s in remote
+    )
     for a, b in zip(jax.tree.leaves(load_state(tiny_run[0], 6)), jax.tree.leaves(load_state(workdir, 6))):
         np.testing.assert_array_equal(a, b)
     results = storage.read_json(f"{workdir}/results.json")
@@ -72,6 +73,7 @@ def test_a_run_on_a_bucket_resumes_bit_identically_and_evaluates_and_exports_fro
 
 def test_bucket_event_files_roll_over_to_new_parts_instead_of_rewriting_history(tmp_path, monkeypatch):
     from rlvis import metrics
+
     monkeypatch.setattr(metrics.BucketEventFile, "part_bytes", 10)
     events = metrics.BucketEventFile(str(tmp_path / "events.out.tfevents.1.host"))
     events.write(b"a" * 8), events.flush()
@@ -85,13 +87,16 @@ def test_a_folder_listed_once_shows_objects_another_process_writes_later(gcs_buc
     """`rlvis.evaluate --watch` polls a bucket for new checkpoints: a cached listing would hide them forever."""
     import os
     import urllib.request
+
     folder = f"{gcs_bucket}/watched"
     storage.write_text(f"{folder}/a", "1")
     assert [p.name for p in storage.path(folder).iterdir()] == ["a"]
     bucket = gcs_bucket.removeprefix("gs://")
     request = urllib.request.Request(  # another writer: the GCS upload API itself, not this process's file system
         f"{os.environ['STORAGE_EMULATOR_HOST']}/upload/storage/v1/b/{bucket}/o?uploadType=media&name=watched/b",
-        data=b"2", method="POST")
+        data=b"2",
+        method="POST",
+    )
     urllib.request.urlopen(request, timeout=10).read()
     assert sorted(p.name for p in storage.path(folder).iterdir()) == ["a", "b"]
 
@@ -100,6 +105,7 @@ def test_a_folder_listed_once_shows_objects_another_process_writes_later(gcs_buc
 def bucket_shards(gcs_bucket, tmp_path_factory):
     """The test webdataset (good, odd and bad records, a truncated shard) locally and uploaded to the bucket."""
     from tests import webdataset_fixture
+
     folder = str(tmp_path_factory.mktemp("shards"))
     expected = webdataset_fixture.make_webdataset(folder)
     for name in ("00000.tar", "00001.tar"):
@@ -109,6 +115,7 @@ def bucket_shards(gcs_bucket, tmp_path_factory):
 
 def test_tars_in_a_bucket_give_the_same_records_as_on_disk(bucket_shards, tmp_path, monkeypatch):
     from rlvis.data import tar_shards
+
     folder, url, expected = bucket_shards
     monkeypatch.setenv("HOME", str(tmp_path))  # the default index cache of bucket shards: ~/.cache/rlvis
     local = tar_shards.TarShardSource(folder, index_dir=str(tmp_path / "local-index"), progress=False)
@@ -125,6 +132,7 @@ def test_tars_in_a_bucket_give_the_same_records_as_on_disk(bucket_shards, tmp_pa
 
 def test_a_bucket_object_that_changed_since_indexing_is_reindexed(gcs_bucket, bucket_shards, tmp_path):
     from rlvis.data import tar_shards
+
     folder, _, _ = bucket_shards
     url = f"{gcs_bucket}/changing/00000.tar"
     storage.write_bytes(url, open(os.path.join(folder, "00001.tar"), "rb").read())  # the truncated shard
@@ -135,10 +143,12 @@ def test_a_bucket_object_that_changed_since_indexing_is_reindexed(gcs_bucket, bu
     assert len(after) == len(local) != before and after[0] == local[0]
 
 
-def test_bucket_errors_are_one_line_naming_the_url_and_transient_ones_are_retried_and_counted(bucket_shards,
-                                                                                            tmp_path, monkeypatch):
+def test_bucket_errors_are_one_line_naming_the_url_and_transient_ones_are_retried_and_counted(
+    bucket_shards, tmp_path, monkeypatch
+):
     import gcsfs.retry
     from rlvis.data import tar_shards
+
     folder, url, _ = bucket_shards
     with pytest.raises(FileNotFoundError, match=rf"^shard not found: {url}/00002\.tar$"):
         tar_shards.find_shards(f"{url}/{{00000..00002}}.tar")
@@ -155,6 +165,7 @@ def test_bucket_errors_are_one_line_naming_the_url_and_transient_ones_are_retrie
         if calls[0] % 3 == 0:  # as a 503 that outlived gcsfs's own retries
             raise gcsfs.retry.HttpError({"code": 503, "message": "injected: service unavailable"})
         return await original(path, start=start, end=end, **kwargs)
+
     monkeypatch.setattr(fs, "_cat_file", cat_file_failing_every_third)
     assert [source[i] for i in range(len(source))] == reference  # every record, although a third of reads failed
     assert source.retries == calls[0] // 3 >= len(reference) // 3
@@ -166,17 +177,23 @@ def test_bucket_errors_are_one_line_naming_the_url_and_transient_ones_are_retrie
 def test_the_cc12m_preset_trains_on_tars_in_a_bucket_and_counts_bad_records(bucket_shards, tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path))
     _, url, _ = bucket_shards
-    run = train(tmp_path / "run", f"data.path='{url}/{{00000..00001}}.tar'", *NO_EVAL,
-                config="configs/cc12m.py:tiny,method=ab_clip")
+    run = train(
+        tmp_path / "run",
+        f"data.path='{url}/{{00000..00001}}.tar'",
+        *NO_EVAL,
+        config="configs/cc12m.py:tiny,method=ab_clip",
+    )
     logged = metrics(tmp_path / "run")
     assert set(logged) == {1, 2, 3, 4} and "truncated" in run.stdout
     assert sum(v for line in logged.values() for k, v in line.items() if k.startswith("data/skipped/")) > 0
 
 
 def test_tars_in_an_s3_bucket_give_the_same_records_and_train_and_an_s3_workdir_is_one_line(
-        s3_bucket, bucket_shards, tmp_path, monkeypatch):
+    s3_bucket, bucket_shards, tmp_path, monkeypatch
+):
     from rlvis import config_lib
     from rlvis.data import tar_shards
+
     monkeypatch.setenv("HOME", str(tmp_path))
     folder, _, _ = bucket_shards
     for name in ("00000.tar", "00001.tar"):

@@ -50,12 +50,17 @@ class RlvisTinyCaptions(tfds.core.GeneratorBasedBuilder, skip_registration=True)
 
     def _info(self) -> tfds.core.DatasetInfo:
         # DatasetInfo directly: `dataset_info_from_configs` would read metadata files beside this module.
-        return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict({
-            "image": tfds.features.Image(shape=(None, None, 3)),  # fed encoded bytes: no TF needed to encode
-            "mask": tfds.features.Image(shape=(None, None, 1)),
-            "caption": tfds.features.Text(),
-            "label": tfds.features.ClassLabel(names=LABELS),
-        }))
+        return tfds.core.DatasetInfo(
+            builder=self,
+            features=tfds.features.FeaturesDict(
+                {
+                    "image": tfds.features.Image(shape=(None, None, 3)),  # fed encoded bytes: no TF needed to encode
+                    "mask": tfds.features.Image(shape=(None, None, 1)),
+                    "caption": tfds.features.Text(),
+                    "label": tfds.features.ClassLabel(names=LABELS),
+                }
+            ),
+        )
 
     def _split_generators(self, dl_manager):
         return {"train": self._generate_examples()}

@@ -13,10 +13,28 @@ import pytest
 
 from rlvis import config_lib, evaluate
 from rlvis.evaluators import demo_tasks
-from tests.runs import NO_EVAL, load_config, load_state, metrics, ok, run_main, run_module, saved_meta, train, usage_error
+from tests.runs import (
+    NO_EVAL,
+    load_config,
+    load_state,
+    metrics,
+    ok,
+    run_main,
+    run_module,
+    saved_meta,
+    train,
+    usage_error,
+)
 
-TASKS = {"linear/digit", "knn/digit", "fewshot10/digit", "map/digit", "linear/count", "linear/box_digit",
-         "decoder/box_digit"}
+TASKS = {
+    "linear/digit",
+    "knn/digit",
+    "fewshot10/digit",
+    "map/digit",
+    "linear/count",
+    "linear/box_digit",
+    "decoder/box_digit",
+}
 
 
 @pytest.fixture(scope="module")
@@ -24,13 +42,17 @@ def runs(tiny_run, tmp_path_factory):
     """The shared tiny run, the same run stopped at step 4 and resumed, and step 4 on 8 devices (replicated and
     FSDP with every array above 64 elements split: most of the tiny model). Only the shared run evaluates."""
     base = tmp_path_factory.mktemp("runs")
-    out = {"full": tiny_run[0], "full_log": tiny_run[1].stdout, "resumed": base / "resumed",
-           "eight": base / "eight", "fsdp": base / "fsdp"}
+    out = {
+        "full": tiny_run[0],
+        "full_log": tiny_run[1].stdout,
+        "resumed": base / "resumed",
+        "eight": base / "eight",
+        "fsdp": base / "fsdp",
+    }
     out["first_half_log"] = train(out["resumed"], *NO_EVAL, stop_at_step=4).stdout  # between saves (3, 6)
     out["second_half_log"] = train(out["resumed"], *NO_EVAL).stdout
     train(out["eight"], *NO_EVAL, stop_at_step=4, devices=8)
-    train(out["fsdp"], *NO_EVAL, "sharding.strategy='fsdp'", "sharding.fsdp_min_size=64", stop_at_step=4,
-          devices=8)
+    train(out["fsdp"], *NO_EVAL, "sharding.strategy='fsdp'", "sharding.fsdp_min_size=64", stop_at_step=4, devices=8)
     return out
 
 
@@ -42,8 +64,9 @@ def test_demo_command_prints_progress_and_writes_the_results_contract(runs):
         results = json.load(f)
     assert set(results) >= {"trained", "random_init", "config", "steps", "wall_seconds", "encoder"}
     assert results["encoder"] == "ema"  # AB_SimCLR's recipe has an EMA network (config_lib.eval_encoder)
-    foresight_tasks = {f"foresight/{p}/{b}" for p in ("value", "invariance", "brute_force", "chance")
-                       for b in ("all", "zoom_in")}
+    foresight_tasks = {
+        f"foresight/{p}/{b}" for p in ("value", "invariance", "brute_force", "chance") for b in ("all", "zoom_in")
+    }
     assert set(results["trained"]) >= TASKS | foresight_tasks and set(results["random_init"]) >= TASKS
     assert set(demo_tasks.Evaluator.tasks) == TASKS  # the tasks it declares (its progress bar's count) are those
     assert (runs["full"] / "plots" / "foresight.png").stat().st_size > 1000
@@ -52,8 +75,16 @@ def test_demo_command_prints_progress_and_writes_the_results_contract(runs):
     assert results["config"]["method"] == "ab_simclr" and results["config"]["total_steps"] == 6
     logged = metrics(runs["full"])
     assert sorted(logged) == [1, 2, 3, 4, 5, 6]
-    assert {"loss", "base_loss", "td_loss", "learning_rate", "grad_norm", "images_per_s",
-            "td_accuracy/iou_0", "td_accuracy/iou_0.5-1"} <= set(logged[6])
+    assert {
+        "loss",
+        "base_loss",
+        "td_loss",
+        "learning_rate",
+        "grad_norm",
+        "images_per_s",
+        "td_accuracy/iou_0",
+        "td_accuracy/iou_0.5-1",
+    } <= set(logged[6])
     assert (runs["full"] / "plots" / "td_accuracy.png").stat().st_size > 1000
     assert {"meta", "state"} <= set(os.listdir(runs["full"] / "checkpoints" / "6"))
     assert saved_meta(runs["full"], 6)["data_position"] == {"annotation": 6 * 16, "bootstrap": 6 * 8}
@@ -89,14 +120,18 @@ def test_eight_devices_match_one_device(runs, strategy):
 
 def test_fsdp_splits_large_arrays_and_replicates_small_ones():
     from rlvis import sharding
+
     assert sharding.fsdp_spec((64, 128), 8) == jax.sharding.PartitionSpec(None, "data")  # the largest dim first
     assert sharding.fsdp_spec((12, 40), 8) == jax.sharding.PartitionSpec(None, "data")
     assert sharding.fsdp_spec((12, 6), 8) == jax.sharding.PartitionSpec()  # nothing divisible: replicated
 
 
 def test_impossible_value_stops_before_any_compute_naming_the_field(tmp_path):
-    with pytest.raises(config_lib.ConfigError, match=r"^config.env.views=1 must be at least 2 \(a transition needs two "
-                       r"views\)$"):
+    with pytest.raises(
+        config_lib.ConfigError,
+        match=r"^config.env.views=1 must be at least 2 \(a transition needs two "
+        r"views\)$",
+    ):
         train(tmp_path / "run", "env.views=1")
     assert not (tmp_path / "run").exists()
 
@@ -108,14 +143,16 @@ def test_the_command_reports_config_errors_in_one_line_before_any_compute(tmp_pa
     unknown = run_main(tmp_path / "run", "--config.ab.no_such_key=1")
     assert unknown.returncode == 2 and "Traceback" not in unknown.stderr
     assert unknown.stderr.strip().splitlines()[-1] == (
-        "rlvis: config error: unknown config field 'no_such_key' in --config.ab.no_such_key=1")
+        "rlvis: config error: unknown config field 'no_such_key' in --config.ab.no_such_key=1"
+    )
     wrong_type = run_main(tmp_path / "run", "--config.total_steps=many")
     assert wrong_type.returncode == 2 and "Traceback" not in wrong_type.stderr
     assert "--config.total_steps=many" in wrong_type.stderr.strip().splitlines()[-1]
     impossible = run_main(tmp_path / "run", "--config.env.views=1")
     assert impossible.returncode == 2 and "Traceback" not in impossible.stderr
     assert impossible.stderr.strip().splitlines()[-1] == (
-        "rlvis: config error: config.env.views=1 must be at least 2 (a transition needs two views)")
+        "rlvis: config error: config.env.views=1 must be at least 2 (a transition needs two views)"
+    )
     assert not (tmp_path / "run").exists()
 
 
@@ -126,8 +163,9 @@ def test_resume_with_a_different_model_config_is_refused(runs, tmp_path):
         train(workdir, *NO_EVAL, "model.decoder_depth=2")
 
 
-@pytest.mark.parametrize("method", ["simclr", "dino", "ab_dino", "clip", "ab_clip", "mae", "ijepa", "slip", "silc",
-                                    "clip_aug"])
+@pytest.mark.parametrize(
+    "method", ["simclr", "dino", "ab_dino", "clip", "ab_clip", "mae", "ijepa", "slip", "silc", "clip_aug"]
+)
 def test_methods_train_from_their_config(tmp_path, method, capsys):
     """Base methods read the annotation stream alone; AB methods read both."""
     run = train(tmp_path, *NO_EVAL, "total_steps=2", config=f"configs/demo.py:tiny,method={method}")
@@ -141,22 +179,27 @@ def test_methods_train_from_their_config(tmp_path, method, capsys):
     # Export gives the encoder the method's paper scores: the EMA target for I-JEPA, SiLC, DINO, AB; else online.
     from rlvis import export, methods
     from rlvis.models.ab_model import ABModel
+
     module, variables = export.load_encoder(str(tmp_path))
     state = load_state(tmp_path, 2)
     expected = "ema_params" if method in ("dino", "ab_dino", "ab_clip", "ijepa", "silc") else "params"
     images = np.random.default_rng(0).uniform(-1, 1, (2, 32, 32, 1)).astype(np.float32)
     model = methods.build_model(load_config(f"configs/demo.py:tiny,method={method}"))
-    np.testing.assert_array_equal(np.asarray(module.apply(variables, images)),
-                                  np.asarray(model.apply(state[expected], images, method=ABModel.encode)))
+    np.testing.assert_array_equal(
+        np.asarray(module.apply(variables, images)),
+        np.asarray(model.apply(state[expected], images, method=ABModel.encode)),
+    )
     if method in ("mae", "ijepa"):  # no annotations: the tools that need them say so in one line
         from rlvis import search
         from rlvis.evaluators import value_maps
+
         for main in (search.main, value_maps.main):
             assert f"{method} has no annotation distribution" in usage_error(capsys, main, [f"--workdir={tmp_path}"])
 
 
 def test_a_partial_oracle_reward_trains_from_the_demo_streams_ground_truth_on_several_devices(tmp_path, monkeypatch):
     from rlvis.objectives import rewards
+
     seen = []
 
     def recording(view_boxes, digit_boxes, digit_labels, annotation_labels):
@@ -177,14 +220,15 @@ def _tensorboard_scalars(folder) -> dict[str, dict[int, float]]:
     import struct
 
     from tensorboardX.proto import event_pb2
+
     scalars: dict[str, dict[int, float]] = {}
     for name in sorted(os.listdir(folder)):
         with open(os.path.join(folder, name), "rb") as f:
             data = f.read()
         offset = 0
         while offset < len(data):
-            (length,) = struct.unpack("<Q", data[offset:offset + 8])
-            event = event_pb2.Event.FromString(data[offset + 12:offset + 12 + length])
+            (length,) = struct.unpack("<Q", data[offset : offset + 8])
+            event = event_pb2.Event.FromString(data[offset + 12 : offset + 12 + length])
             offset += 16 + length
             for value in event.summary.value:
                 scalars.setdefault(value.tag, {})[event.step] = value.simple_value
@@ -239,6 +283,7 @@ def test_evaluate_command_prints_the_scores_and_names_a_missing_step(tiny_copy):
 
 def test_value_map_command_draws_the_value_head_over_actions(runs, tmp_path):
     from rlvis.evaluators import value_maps
+
     out = tmp_path / "map.png"
     value_maps.main([f"--workdir={runs['full']}", f"--out={out}", "--annotation=3", "--grid=5", "--zooms=0.4"])
     assert out.stat().st_size > 5000
@@ -257,6 +302,7 @@ def test_rerunning_a_finished_run_is_a_no_op_unless_its_config_changed(tiny_copy
 
 def test_search_command_writes_a_well_formed_trajectory_and_the_measure_table(tiny_copy, tmp_path, capsys):
     from rlvis import search
+
     workdir = tiny_copy  # --measure writes search_results.json into the workdir
     out = tmp_path / "search.png"
     search.main([f"--workdir={workdir}", f"--out={out}", "--annotation=3", "--steps=3", "--start=0,0,0.8,0.8"])
@@ -270,7 +316,8 @@ def test_search_command_writes_a_well_formed_trajectory_and_the_measure_table(ti
     assert np.all((scores > 0) & (scores < 1)) and out.stat().st_size > 5000
     assert "step 3: box" in capsys.readouterr().out
     assert usage_error(capsys, search.main, [f"--workdir={workdir}", "--annotation=kite"]).startswith(
-        "rlvis: unknown annotation 'kite'")
+        "rlvis: unknown annotation 'kite'"
+    )
 
     search.main([f"--workdir={workdir}", "--measure", "--scenes=6", "--steps=2"])
     with open(workdir / "search_results.json") as f:
@@ -279,7 +326,8 @@ def test_search_command_writes_a_well_formed_trajectory_and_the_measure_table(ti
     assert rows["brute_force0.0"]["encoder_passes"] == 2 * 18 and rows["value0.0"]["encoder_passes"] == 2
     assert all(0.0 <= row["success"] <= 1.0 and row["scenes"] == 6 for row in rows.values())
     assert "drop --image, --step and --annotation" in usage_error(
-        capsys, search.main, [f"--workdir={workdir}", "--measure", "--annotation=3"])
+        capsys, search.main, [f"--workdir={workdir}", "--measure", "--annotation=3"]
+    )
 
 
 def test_watch_evaluates_every_checkpoint_once_and_stops_after_the_last(tiny_copy, capsys):

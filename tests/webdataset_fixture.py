@@ -30,7 +30,7 @@ def picture(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
     y, x = np.mgrid[:height, :width] / max(height, width)
     image = np.stack([y, x, 1 - y], axis=-1) * rng.uniform(100, 255, size=3)
     top, left = rng.integers(0, height // 2), rng.integers(0, width // 2)
-    image[top:top + height // 3, left:left + width // 3] = rng.uniform(0, 255, size=3)
+    image[top : top + height // 3, left : left + width // 3] = rng.uniform(0, 255, size=3)
     return image.astype(np.uint8)
 
 
@@ -61,18 +61,31 @@ def make_webdataset(folder: str, good_per_shard: int = 6, truncate_last_shard: b
     for shard in range(2):
         samples = []
         for i in range(good_per_shard):
-            samples.append(("good", encode(picture(rng, int(rng.integers(40, 120)), int(rng.integers(40, 120)))),
-                            f"a picture number {shard}-{i}"))
+            samples.append(
+                (
+                    "good",
+                    encode(picture(rng, int(rng.integers(40, 120)), int(rng.integers(40, 120)))),
+                    f"a picture number {shard}-{i}",
+                )
+            )
         if shard == 0:
             base = picture(rng, 80, 100)
-            samples += [("grayscale", encode(base[..., 0]), "gray"), ("cmyk", encode(base, mode="CMYK"), "cmyk"),
-                        ("png_alpha", encode(np.dstack([base, np.full((80, 100), 128, np.uint8)]), "PNG"), "alpha"),
-                        ("huge", encode(picture(rng, 2000, 3000)), "huge"),
-                        ("progressive", _progressive(base), "progressive")]
+            samples += [
+                ("grayscale", encode(base[..., 0]), "gray"),
+                ("cmyk", encode(base, mode="CMYK"), "cmyk"),
+                ("png_alpha", encode(np.dstack([base, np.full((80, 100), 128, np.uint8)]), "PNG"), "alpha"),
+                ("huge", encode(picture(rng, 2000, 3000)), "huge"),
+                ("progressive", _progressive(base), "progressive"),
+            ]
             good = encode(base)
-            samples += [("zero_byte", b"", "zero"), ("random_bytes", rng.bytes(500), "noise"),
-                        ("truncated_jpeg", good[:len(good) // 2], "cut"), ("too_small", encode(base[:8, :8]), "tiny"),
-                        ("no_caption", good, None), ("empty_caption", good, "  ")]
+            samples += [
+                ("zero_byte", b"", "zero"),
+                ("random_bytes", rng.bytes(500), "noise"),
+                ("truncated_jpeg", good[: len(good) // 2], "cut"),
+                ("too_small", encode(base[:8, :8]), "tiny"),
+                ("no_caption", good, None),
+                ("empty_caption", good, "  "),
+            ]
         tar_path = os.path.join(folder, f"{shard:05d}.tar")
         rows = []
         with tarfile.open(tar_path, "w") as tar:
@@ -112,6 +125,5 @@ def make_parquet(folder: str, rows: int = 7, row_group_size: int = 3) -> list[di
     os.makedirs(folder, exist_ok=True)
     records = [{"key": f"0000{i:05d}", "jpg": encode(picture(rng, 48, 64)), "txt": f"caption {i}"} for i in range(rows)]
     records[2]["jpg"] = b""
-    pq.write_table(pa.Table.from_pylist(records), os.path.join(folder, "00000.parquet"),
-                   row_group_size=row_group_size)
+    pq.write_table(pa.Table.from_pylist(records), os.path.join(folder, "00000.parquet"), row_group_size=row_group_size)
     return records

@@ -30,8 +30,11 @@ def _flatten(per_image: list[list[tuple]]) -> tuple[np.ndarray, np.ndarray, np.n
     compact to pickle into workers, unlike 118k small arrays."""
     counts = np.array([len(boxes) for boxes in per_image], np.int64)
     flat = [box for boxes in per_image for box in boxes]
-    return (np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
-            np.array([box[:4] for box in flat], np.float32).reshape(-1, 4), np.array([box[4] for box in flat], np.int32))
+    return (
+        np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
+        np.array([box[:4] for box in flat], np.float32).reshape(-1, 4),
+        np.array([box[4] for box in flat], np.int32),
+    )
 
 
 class COCOSource:
@@ -115,10 +118,19 @@ class COCOSource:
         captions = list(self.captions[index])
         start, stop = self.box_offsets[index], self.box_offsets[index + 1]
         crowd = slice(self.crowd_offsets[index], self.crowd_offsets[index + 1])
-        return dict(image=data, caption=captions[0] if captions else None, captions=captions, key=key,
-                    boxes=self.boxes[start:stop].copy(), box_labels=self.box_labels[start:stop].copy(),
-                    crowd_boxes=self.crowd_boxes[crowd].copy(), crowd_labels=self.crowd_labels[crowd].copy())
+        return dict(
+            image=data,
+            caption=captions[0] if captions else None,
+            captions=captions,
+            key=key,
+            boxes=self.boxes[start:stop].copy(),
+            box_labels=self.box_labels[start:stop].copy(),
+            crowd_boxes=self.crowd_boxes[crowd].copy(),
+            crowd_labels=self.crowd_labels[crowd].copy(),
+        )
 
     def __repr__(self) -> str:
-        return (f"COCOSource(root={self.root!r}, split={self.split!r}, images={len(self)}, "
-                f"boxes={len(self.boxes) if self.has_instances else 'none'})")
+        return (
+            f"COCOSource(root={self.root!r}, split={self.split!r}, images={len(self)}, "
+            f"boxes={len(self.boxes) if self.has_instances else 'none'})"
+        )

@@ -48,8 +48,9 @@ def decode(data: bytes, canvas: int, channels: int = 3) -> np.ndarray:
     if not data:
         raise BadRecord("empty")
     try:
-        image = simplejpeg.decode_jpeg(data, colorspace="RGB" if channels == 3 else "GRAY",
-                                       min_height=canvas, min_width=canvas)
+        image = simplejpeg.decode_jpeg(
+            data, colorspace="RGB" if channels == 3 else "GRAY", min_height=canvas, min_width=canvas
+        )
     except ValueError:  # not a JPEG libjpeg-turbo accepts: PNG, WebP, CMYK oddities, or truly broken
         image = _decode_with_pil(data, canvas, channels)
     return image.reshape(*image.shape[:2], channels)

@@ -52,8 +52,9 @@ def load_digits(heldout_per_class: int) -> DigitSplits:
         te.append(idx[half:heldout_per_class])
         pre.append(idx[heldout_per_class:])
     pick = [np.sort(np.concatenate(p)) for p in (pre, tr, te)]
-    return DigitSplits(images[pick[0]], labels[pick[0]], images[pick[1]], labels[pick[1]],
-                       images[pick[2]], labels[pick[2]])
+    return DigitSplits(
+        images[pick[0]], labels[pick[0]], images[pick[1]], labels[pick[1]], images[pick[2]], labels[pick[2]]
+    )
 
 
 def _tight_box(digit: np.ndarray) -> tuple[int, int, int, int]:
@@ -64,8 +65,16 @@ def _tight_box(digit: np.ndarray) -> tuple[int, int, int, int]:
     return rows[0], cols[0], rows[-1] - rows[0] + 1, cols[-1] - cols[0] + 1
 
 
-def compose_scene(rng: np.random.Generator, images: np.ndarray, labels: np.ndarray, *, canvas: int,
-                  min_size: int, digits_per_scene: tuple[int, int], digit_size: tuple[int, int]) -> dict:
+def compose_scene(
+    rng: np.random.Generator,
+    images: np.ndarray,
+    labels: np.ndarray,
+    *,
+    canvas: int,
+    min_size: int,
+    digits_per_scene: tuple[int, int],
+    digit_size: tuple[int, int],
+) -> dict:
     """Paste 1..k rescaled digits at non-overlapping places of a scene of random size on a fixed canvas.
 
     Returns `image` uint8 [canvas, canvas, 1] (scene top-left, zero padding), `valid` int32 [2] (scene h, w),
@@ -90,34 +99,52 @@ def compose_scene(rng: np.random.Generator, images: np.ndarray, labels: np.ndarr
         box = (y + ty, x + tx, th, tw)
         if any(_intersects(box, other) for other in placed):
             continue
-        np.maximum(scene[y:y + size, x:x + size], digit, out=scene[y:y + size, x:x + size])
+        np.maximum(scene[y : y + size, x : x + size], digit, out=scene[y : y + size, x : x + size])
         boxes[len(placed)] = (box[0] / height, box[1] / width, th / height, tw / width)
         out_labels[len(placed)] = labels[k]
         placed.append(box)
-    return dict(image=scene[..., None], valid=np.array([height, width], np.int32), boxes=boxes,
-                labels=out_labels, count=np.int32(len(placed)))
+    return dict(
+        image=scene[..., None],
+        valid=np.array([height, width], np.int32),
+        boxes=boxes,
+        labels=out_labels,
+        count=np.int32(len(placed)),
+    )
 
 
-def compose_scenes(rng: np.random.Generator, images: np.ndarray, labels: np.ndarray, count: int,
-                   data_config) -> dict[str, np.ndarray]:
+def compose_scenes(
+    rng: np.random.Generator, images: np.ndarray, labels: np.ndarray, count: int, data_config
+) -> dict[str, np.ndarray]:
     """`count` scenes as in `compose_scene`, with the sizes of a config's `data` section, stacked per key."""
-    scenes = [compose_scene(rng, images, labels, canvas=data_config.scene_canvas,
-                            min_size=data_config.scene_min_size,
-                            digits_per_scene=tuple(data_config.digits_per_scene),
-                            digit_size=tuple(data_config.digit_size)) for _ in range(count)]
+    scenes = [
+        compose_scene(
+            rng,
+            images,
+            labels,
+            canvas=data_config.scene_canvas,
+            min_size=data_config.scene_min_size,
+            digits_per_scene=tuple(data_config.digits_per_scene),
+            digit_size=tuple(data_config.digit_size),
+        )
+        for _ in range(count)
+    ]
     return {key: np.stack([scene[key] for scene in scenes]) for key in scenes[0]}
 
 
 def _intersects(a: tuple[int, int, int, int], b: tuple[int, int, int, int], margin: int = 1) -> bool:
-    return not (a[0] + a[2] + margin <= b[0] or b[0] + b[2] + margin <= a[0]
-                or a[1] + a[3] + margin <= b[1] or b[1] + b[3] + margin <= a[1])
+    return not (
+        a[0] + a[2] + margin <= b[0]
+        or b[0] + b[2] + margin <= a[0]
+        or a[1] + a[3] + margin <= b[1]
+        or b[1] + b[3] + margin <= a[1]
+    )
 
 
 def centred_digit(digit: np.ndarray, canvas: int = 32) -> dict:
     """A single digit centred on a `canvas`-px square: the curated annotation stream's image format."""
     pad = (canvas - DIGIT_SIZE) // 2
     image = np.zeros((canvas, canvas, 1), np.uint8)
-    image[pad:pad + DIGIT_SIZE, pad:pad + DIGIT_SIZE, 0] = digit
+    image[pad : pad + DIGIT_SIZE, pad : pad + DIGIT_SIZE, 0] = digit
     return dict(image=image, valid=np.array([canvas, canvas], np.int32))
 
 

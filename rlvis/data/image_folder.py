@@ -79,5 +79,4 @@ class ImageFolderSource:
 
     def __repr__(self) -> str:
         classes = "none" if self.classes is None else len(self.classes)
-        return (f"ImageFolderSource(root={self.root!r}, images={len(self)}, classes={classes}, "
-                f"stride={self.stride})")
+        return f"ImageFolderSource(root={self.root!r}, images={len(self)}, classes={classes}, stride={self.stride})"

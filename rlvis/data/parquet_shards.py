@@ -38,11 +38,14 @@ class ParquetSource:
             self.files.append(file)
             for group in range(metadata.num_row_groups):
                 rows = metadata.row_group(group).num_rows
-                locations.append(np.stack([np.full(rows, len(self.files) - 1), np.full(rows, group),
-                                           np.arange(rows)], axis=1))
+                locations.append(
+                    np.stack([np.full(rows, len(self.files) - 1), np.full(rows, group), np.arange(rows)], axis=1)
+                )
         if not self.files:
-            raise FileNotFoundError(f"no parquet file at {path} has an image column {image_column!r} "
-                                    "(webdataset metadata? use data.format='webdataset')")
+            raise FileNotFoundError(
+                f"no parquet file at {path} has an image column {image_column!r} "
+                "(webdataset metadata? use data.format='webdataset')"
+            )
         self._locations = np.concatenate(locations).astype(np.int64)
         self._init_cache()
 

@@ -36,28 +36,35 @@ class ComposeScene(grain.transforms.RandomMap):
 
     def __init__(self, images: np.ndarray, labels: np.ndarray, config: ml_collections.ConfigDict):
         self.images, self.labels = images, labels
-        self.kwargs = dict(canvas=config.scene_canvas, min_size=config.scene_min_size,
-                           digits_per_scene=tuple(config.digits_per_scene), digit_size=tuple(config.digit_size))
+        self.kwargs = dict(
+            canvas=config.scene_canvas,
+            min_size=config.scene_min_size,
+            digits_per_scene=tuple(config.digits_per_scene),
+            digit_size=tuple(config.digit_size),
+        )
 
     def random_map(self, element: int, rng: np.random.Generator) -> dict:
         scene = digits_lib.compose_scene(rng, self.images, self.labels, **self.kwargs)
         # the scene's ground truth rides along: the diagnostic rewards (rlvis/objectives/rewards.py) read it
-        return dict(image=scene["image"], valid=scene["valid"], digit_boxes=scene["boxes"],
-                    digit_labels=scene["labels"])
+        return dict(
+            image=scene["image"], valid=scene["valid"], digit_boxes=scene["boxes"], digit_labels=scene["labels"]
+        )
 
 
 class CaptionedScene(ComposeScene):
     """Scene index → scene + its caption as byte tokens: the annotation stream of the CLIP methods."""
 
-    def __init__(self, images: np.ndarray, labels: np.ndarray, config: ml_collections.ConfigDict,
-                 caption_length: int):
+    def __init__(self, images: np.ndarray, labels: np.ndarray, config: ml_collections.ConfigDict, caption_length: int):
         super().__init__(images, labels, config)
         self.caption_length = caption_length
 
     def random_map(self, element: int, rng: np.random.Generator) -> dict:
         scene = digits_lib.compose_scene(rng, self.images, self.labels, **self.kwargs)
-        return dict(image=scene["image"], valid=scene["valid"],
-                    caption=text.encode(digits_lib.caption(scene), self.caption_length))
+        return dict(
+            image=scene["image"],
+            valid=scene["valid"],
+            caption=text.encode(digits_lib.caption(scene), self.caption_length),
+        )
 
 
 class DigitOrScene(ComposeScene):
@@ -65,8 +72,9 @@ class DigitOrScene(ComposeScene):
     in the top-left of the scene canvas (valid region 32 × 32, so crops never see the padding). The annotation
     stream of the scene-only (fraction 1) and curated + scene mixture baselines."""
 
-    def __init__(self, images: np.ndarray, labels: np.ndarray, config: ml_collections.ConfigDict,
-                 scene_fraction: float):
+    def __init__(
+        self, images: np.ndarray, labels: np.ndarray, config: ml_collections.ConfigDict, scene_fraction: float
+    ):
         super().__init__(images, labels, config)
         self.scene_fraction = scene_fraction
 
@@ -76,7 +84,7 @@ class DigitOrScene(ComposeScene):
             return dict(image=scene["image"], valid=scene["valid"])  # the digits' fields have no ground truth
         digit = digits_lib.centred_digit(self.images[rng.integers(len(self.images))])
         image = np.zeros((self.kwargs["canvas"], self.kwargs["canvas"], 1), np.uint8)
-        image[:digit["image"].shape[0], :digit["image"].shape[1]] = digit["image"]
+        image[: digit["image"].shape[0], : digit["image"].shape[1]] = digit["image"]
         return dict(image=image, valid=digit["valid"])
 
 
@@ -147,8 +155,9 @@ class UsableRecords(grain.MapDataset):
         with concurrent.futures.ThreadPoolExecutor(max(1, self._threads)) as pool:
             if hasattr(self._source, "_getitems"):  # one batched read (bucket tars), then decode in parallel
                 return list(pool.map(self._element, indices, self._source._getitems(positions)))
-            return list(pool.map(lambda index, position: self._element(index, self._source[position]),
-                                 indices, positions))  # each read in its thread too (a mounted bucket)
+            return list(
+                pool.map(lambda index, position: self._element(index, self._source[position]), indices, positions)
+            )  # each read in its thread too (a mounted bucket)
 
     def _element(self, index: int, record: dict) -> dict:
         skipped = np.zeros(len(decode.SKIP_REASONS), np.int32)
@@ -163,8 +172,10 @@ class UsableRecords(grain.MapDataset):
                 return dict(self._decoder(self._source[self._parent[index + offset]], rng), skipped=skipped)
             except decode.BadRecord as bad:
                 reason = bad.reason
-        raise RuntimeError(f"{MAX_CONSECUTIVE_BAD} consecutive records could not be decoded (last reason: "
-                           f"{reason}); is config.data pointing at image data?")
+        raise RuntimeError(
+            f"{MAX_CONSECUTIVE_BAD} consecutive records could not be decoded (last reason: "
+            f"{reason}); is config.data pointing at image data?"
+        )
 
 
 class ProcessBatches(grain.MapDataset):
@@ -179,8 +190,7 @@ class ProcessBatches(grain.MapDataset):
     W-th item, produce the same sequence as threads.
     """
 
-    def __init__(self, parent: grain.MapDataset, start: int, global_batch: int, process_index: int,
-                 process_count: int):
+    def __init__(self, parent: grain.MapDataset, start: int, global_batch: int, process_index: int, process_count: int):
         super().__init__(parent)
         if global_batch % process_count:
             raise ValueError(f"a global batch of {global_batch} cannot be split over {process_count} processes")
@@ -206,16 +216,29 @@ class ProcessBatches(grain.MapDataset):
         return {key: np.stack([element[key] for element in elements]) for key in elements[0]}
 
 
-def _local_batches(elements: grain.MapDataset, *, start: int, global_batch: int, process_index: int,
-                   process_count: int, config: ml_collections.ConfigDict) -> grain.IterDataset:
+def _local_batches(
+    elements: grain.MapDataset,
+    *,
+    start: int,
+    global_batch: int,
+    process_index: int,
+    process_count: int,
+    config: ml_collections.ConfigDict,
+) -> grain.IterDataset:
     """Global elements → this process's batches from global element `start` on; `data.prefetch` batches are
     made ahead, two at a time (each batch's elements by `data.read_threads` threads where they are files)."""
     batches = ProcessBatches(elements, start, global_batch, process_index, process_count)
     return batches.to_iter_dataset(grain.ReadOptions(num_threads=2, prefetch_buffer_size=config.data.prefetch))
 
 
-def _stream(source_len: int, transform: grain.transforms.Map | grain.transforms.RandomMap, *, seed: int,
-            config: ml_collections.ConfigDict, **layout) -> grain.IterDataset:
+def _stream(
+    source_len: int,
+    transform: grain.transforms.Map | grain.transforms.RandomMap,
+    *,
+    seed: int,
+    config: ml_collections.ConfigDict,
+    **layout,
+) -> grain.IterDataset:
     """A demo stream: a seeded global shuffle of `range(source_len)`, epoch after epoch, made into images by
     `transform` (seeded by the global element index: the same images on any number of processes)."""
     ds = grain.MapDataset.range(source_len).seed(seed).shuffle().repeat()
@@ -231,8 +254,17 @@ def stream_spec(config: ml_collections.ConfigDict, name: str) -> ml_collections.
     return config.data
 
 
-def file_stream(spec: ml_collections.ConfigDict, config: ml_collections.ConfigDict, *, seed: int, captions: bool,
-                global_batch: int, process_index: int, process_count: int, start: int = 0) -> grain.IterDataset:
+def file_stream(
+    spec: ml_collections.ConfigDict,
+    config: ml_collections.ConfigDict,
+    *,
+    seed: int,
+    captions: bool,
+    global_batch: int,
+    process_index: int,
+    process_count: int,
+    start: int = 0,
+) -> grain.IterDataset:
     """A stream over images on disk: open the source, shuffle it globally epoch after epoch, decode (replacing and
     counting bad records), and batch this process's share from global element `start` on."""
     field = "config.data.bootstrap" if spec is config.data.get("bootstrap") else "config.data"
@@ -241,14 +273,22 @@ def file_stream(spec: ml_collections.ConfigDict, config: ml_collections.ConfigDi
     except FileNotFoundError as error:  # found at start-up, before any compute: one line naming the field
         raise ConfigError(f"{field}: {error}") from None
     except PermissionError as error:
-        raise ConfigError(f"{field}: cannot write next to the data ({error.strerror}: "
-                                     f"{error.filename}); set {field}.index_dir to a writable folder") from None
+        raise ConfigError(
+            f"{field}: cannot write next to the data ({error.strerror}: "
+            f"{error.filename}); set {field}.index_dir to a writable folder"
+        ) from None
     for shard in getattr(source, "truncated_shards", []):
         print(f"rlvis: {shard} is truncated; its complete samples are used", flush=True)
     order = grain.MapDataset.range(len(source)).seed(seed).shuffle().repeat()
     decoder = DecodeRecord(config.data.canvas, config.data.min_side, config.clip.caption_length if captions else None)
-    ds = _local_batches(UsableRecords(order, source, decoder, seed, config.data.read_threads), start=start, global_batch=global_batch,
-                        process_index=process_index, process_count=process_count, config=config)
+    ds = _local_batches(
+        UsableRecords(order, source, decoder, seed, config.data.read_threads),
+        start=start,
+        global_batch=global_batch,
+        process_index=process_index,
+        process_count=process_count,
+        config=config,
+    )
     if config.data.worker_processes:  # each worker runs the pipeline above on its share of the batches
         ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=config.data.worker_processes))
     return ds
@@ -258,8 +298,9 @@ def stream_names(config: ml_collections.ConfigDict) -> tuple[str, ...]:
     return ("annotation", "bootstrap") if methods.bootstraps(config) else ("annotation",)
 
 
-def training_streams(config: ml_collections.ConfigDict, process_index: int, process_count: int,
-                     position: dict[str, int] | None = None) -> dict[str, grain.IterDataset]:
+def training_streams(
+    config: ml_collections.ConfigDict, process_index: int, process_count: int, position: dict[str, int] | None = None
+) -> dict[str, grain.IterDataset]:
     """The annotation and bootstrap streams (only the annotation one for a base method): this process's share of
     each, from global element `position[name]` on (0 for a new run; a checkpoint saves the position).
 
@@ -274,27 +315,39 @@ def training_streams(config: ml_collections.ConfigDict, process_index: int, proc
     for offset, name in enumerate(stream_names(config)):
         spec = stream_spec(config, name)
         seed = config.seed + offset
-        layout = dict(start=(position or {}).get(name, 0), global_batch=config.batch[name],
-                      process_index=process_index, process_count=process_count)
+        layout = dict(
+            start=(position or {}).get(name, 0),
+            global_batch=config.batch[name],
+            process_index=process_index,
+            process_count=process_count,
+        )
         if spec.format != "demo":
             streams[name] = file_stream(spec, config, seed=seed, captions=captions and name == "annotation", **layout)
             continue
         splits = splits or digits_lib.load_digits(config.eval.digits_per_class)
         images, labels = splits.pretrain_images, splits.pretrain_labels
         if name == "bootstrap":
-            streams[name] = _stream(config.data.num_scenes, ComposeScene(images, labels, config.data),
-                                    seed=seed, config=config, **layout)
+            streams[name] = _stream(
+                config.data.num_scenes, ComposeScene(images, labels, config.data), seed=seed, config=config, **layout
+            )
         elif captions:
-            streams[name] = _stream(config.data.num_scenes,
-                                    CaptionedScene(images, labels, config.data, config.clip.caption_length),
-                                    seed=config.seed + 2, config=config, **layout)
+            streams[name] = _stream(
+                config.data.num_scenes,
+                CaptionedScene(images, labels, config.data, config.clip.caption_length),
+                seed=config.seed + 2,
+                config=config,
+                **layout,
+            )
         elif config.data.get("annotation_scene_fraction", 0) > 0:
-            streams[name] = _stream(config.data.num_scenes,
-                                    DigitOrScene(images, labels, config.data, config.data.annotation_scene_fraction),
-                                    seed=seed, config=config, **layout)
+            streams[name] = _stream(
+                config.data.num_scenes,
+                DigitOrScene(images, labels, config.data, config.data.annotation_scene_fraction),
+                seed=seed,
+                config=config,
+                **layout,
+            )
         else:
-            streams[name] = _stream(len(images), CentredDigit(images, labels), seed=seed,
-                                    config=config, **layout)
+            streams[name] = _stream(len(images), CentredDigit(images, labels), seed=seed, config=config, **layout)
     return streams
 
 

@@ -22,20 +22,26 @@ def open_source(spec: ml_collections.ConfigDict):
     """A stream spec (format, path, split, name, index_dir, frame_stride) → the source; one-line errors if absent."""
     if spec.format == "webdataset":
         from rlvis.data.tar_shards import TarShardSource
+
         return TarShardSource(spec.path, spec.index_dir or None)
     if spec.format == "parquet":
         from rlvis.data.parquet_shards import ParquetSource
+
         return ParquetSource(spec.path)
     if spec.format == "coco":
         from rlvis.data.coco import COCOSource
+
         return COCOSource(spec.path, spec.split or "train2017")
     if spec.format == "image_folder":
         from rlvis.data.image_folder import ImageFolderSource
+
         return ImageFolderSource(spec.path, stride=spec.frame_stride)
     if spec.format == "tfds":
         from rlvis.data.tfds_source import TFDSSource
-        return TFDSSource(spec.name, split=spec.split or "train", data_dir=spec.path or None,
-                          caption_key=spec.caption_key or None)
+
+        return TFDSSource(
+            spec.name, split=spec.split or "train", data_dir=spec.path or None, caption_key=spec.caption_key or None
+        )
     raise ValueError(f"config.data format {spec.format!r} is not one of {FORMATS}")
 
 

@@ -51,12 +51,16 @@ def expand_braces(pattern: str) -> list[str]:
         return [pattern]
     first, last = match.group(1), match.group(2)
     width = len(first) if first.startswith("0") else 0
-    return [name for number in range(int(first), int(last) + 1)
-            for name in expand_braces(pattern[:match.start()] + str(number).zfill(width) + pattern[match.end():])]
+    return [
+        name
+        for number in range(int(first), int(last) + 1)
+        for name in expand_braces(pattern[: match.start()] + str(number).zfill(width) + pattern[match.end() :])
+    ]
 
 
 def _file_system(url: str):
     import fsspec
+
     storage.bucket_settings()  # before the file system is created
     return fsspec.core.url_to_fs(url)[0]
 
@@ -73,16 +77,23 @@ def _remote_shards(path: str, threads: int, progress: bool) -> list[str]:
         else:
             shards = expand_braces(path)
             with concurrent.futures.ThreadPoolExecutor(threads) as pool:
-                found = tqdm.tqdm(pool.map(fs.exists, shards), total=len(shards), unit="shard", leave=False,
-                                  desc=f"rlvis: listing {path}", disable=not progress or len(shards) < 100)
+                found = tqdm.tqdm(
+                    pool.map(fs.exists, shards),
+                    total=len(shards),
+                    unit="shard",
+                    leave=False,
+                    desc=f"rlvis: listing {path}",
+                    disable=not progress or len(shards) < 100,
+                )
                 missing = [shard for shard, ok in zip(shards, found) if not ok]
     except PermissionError as error:
         raise FileNotFoundError(f"no permission to read {path}: {error}") from None
     except FileNotFoundError:
         raise FileNotFoundError(f"not found: {path} (no such bucket or folder)") from None
     if missing:
-        raise FileNotFoundError(f"shard not found: {missing[0]}"
-                                + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
+        raise FileNotFoundError(
+            f"shard not found: {missing[0]}" + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
+        )
     if not shards:
         raise FileNotFoundError(f"no .tar shards at {path}")
     return shards
@@ -101,16 +112,19 @@ def find_shards(path: str, threads: int = 8, progress: bool = False) -> list[str
     shards = sorted(glob.glob(path)) if any(c in path for c in "*?[") else expand_braces(path)
     missing = [shard for shard in shards if not os.path.isfile(shard)]
     if not shards or missing:
-        raise FileNotFoundError(f"shard not found: {missing[0] if missing else path}"
-                                + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
+        raise FileNotFoundError(
+            f"shard not found: {missing[0] if missing else path}"
+            + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
+        )
     return shards
 
 
 def index_path(shard: str, index_dir: str | None) -> str:
     if index_dir is None and storage.is_remote(shard):
         index_dir = os.path.join(os.path.expanduser("~"), ".cache", "rlvis", "tar-index")
-        return os.path.join(index_dir, hashlib.sha1(shard.encode()).hexdigest()[:16] + "-"
-                            + os.path.basename(shard) + INDEX_SUFFIX)
+        return os.path.join(
+            index_dir, hashlib.sha1(shard.encode()).hexdigest()[:16] + "-" + os.path.basename(shard) + INDEX_SUFFIX
+        )
     if index_dir is None:
         return shard + INDEX_SUFFIX
     return os.path.join(index_dir, os.path.basename(shard) + INDEX_SUFFIX)
@@ -128,8 +142,9 @@ def build_shard_index(shard: str) -> dict[str, np.ndarray]:
     samples: dict[str, list[int]] = {}  # key → [image offset, image size, caption offset, caption size]
     truncated = False
     tar_size = _size(shard)
-    stream = _file_system(shard).open(shard, "rb", block_size=8 << 20) if storage.is_remote(shard) \
-        else open(shard, "rb")
+    stream = (
+        _file_system(shard).open(shard, "rb", block_size=8 << 20) if storage.is_remote(shard) else open(shard, "rb")
+    )
     try:
         with stream, tarfile.open(fileobj=stream, mode="r:") as tar:
             for member in tar:
@@ -146,8 +161,13 @@ def build_shard_index(shard: str) -> dict[str, np.ndarray]:
         truncated = True
     keys = [key for key, entry in samples.items() if entry[0] >= 0]  # samples without an image are not samples
     table = np.asarray([samples[key] for key in keys], np.int64).reshape(-1, 4)
-    return dict(keys=np.asarray(keys, dtype=str), table=table, tar_size=np.int64(tar_size),
-                truncated=np.bool_(truncated), version=np.int64(INDEX_VERSION))
+    return dict(
+        keys=np.asarray(keys, dtype=str),
+        table=table,
+        tar_size=np.int64(tar_size),
+        truncated=np.bool_(truncated),
+        version=np.int64(INDEX_VERSION),
+    )
 
 
 def _size(shard: str) -> int:
@@ -173,15 +193,23 @@ def _write_index(shard: str, index_dir: str | None, index: dict[str, np.ndarray]
     os.replace(temporary, path)  # atomic: a killed build leaves no half-written index
 
 
-def build_indexes(shards: Sequence[str], index_dir: str | None = None, threads: int = 8,
-                  progress: bool = True) -> list[dict[str, np.ndarray]]:
+def build_indexes(
+    shards: Sequence[str], index_dir: str | None = None, threads: int = 8, progress: bool = True
+) -> list[dict[str, np.ndarray]]:
     """Index every shard that lacks a valid index (resumable), in parallel; return all indexes in shard order."""
     if index_dir is not None:
         os.makedirs(index_dir, exist_ok=True)
     with concurrent.futures.ThreadPoolExecutor(threads) as pool:  # a size request per bucket shard: in parallel
-        indexes = list(tqdm.tqdm(pool.map(lambda shard: _load_valid_index(shard, index_dir), shards),
-                                 total=len(shards), unit="shard", desc="rlvis: checking tar indexes",
-                                 disable=not progress or len(shards) < 100, leave=False))
+        indexes = list(
+            tqdm.tqdm(
+                pool.map(lambda shard: _load_valid_index(shard, index_dir), shards),
+                total=len(shards),
+                unit="shard",
+                desc="rlvis: checking tar indexes",
+                disable=not progress or len(shards) < 100,
+                leave=False,
+            )
+        )
     todo = [i for i, index in enumerate(indexes) if index is None]
 
     def build(i: int) -> tuple[int, dict[str, np.ndarray]]:
@@ -190,9 +218,16 @@ def build_indexes(shards: Sequence[str], index_dir: str | None = None, threads: 
         return i, index
 
     if todo:
-        with concurrent.futures.ThreadPoolExecutor(threads) as pool, \
-                tqdm.tqdm(total=len(shards), initial=len(shards) - len(todo), unit="shard", disable=not progress,
-                          desc="rlvis: indexing tar shards") as bar:
+        with (
+            concurrent.futures.ThreadPoolExecutor(threads) as pool,
+            tqdm.tqdm(
+                total=len(shards),
+                initial=len(shards) - len(todo),
+                unit="shard",
+                disable=not progress,
+                desc="rlvis: indexing tar shards",
+            ) as bar,
+        ):
             for i, index in pool.map(build, todo):
                 indexes[i] = index
                 bar.update(1)
@@ -238,10 +273,12 @@ class TarShardSource:
         def read(offset: int, size: int) -> bytes:
             data = os.pread(descriptor, size, offset)
             return data if len(data) == size else b""  # the tar shrank under us: an empty record, skipped later
+
         descriptor = os.open(shard, os.O_RDONLY)
         try:
-            caption = read(caption_offset, caption_size).decode("utf-8", errors="replace") if caption_offset >= 0 \
-                else None
+            caption = (
+                read(caption_offset, caption_size).decode("utf-8", errors="replace") if caption_offset >= 0 else None
+            )
             return dict(image=read(image_offset, image_size), caption=caption, key=key)
         finally:
             os.close(descriptor)
@@ -252,8 +289,10 @@ class TarShardSource:
         if not self.shards or not storage.is_remote(self.shards[0]):
             return [self[index] for index in indices]
         spans = [self._span(index) for index in indices]
-        return [self._record(index, start, end, data)
-                for index, (_, start, end), data in zip(indices, spans, self._read_ranges(spans))]
+        return [
+            self._record(index, start, end, data)
+            for index, (_, start, end), data in zip(indices, spans, self._read_ranges(spans))
+        ]
 
     def _span(self, index: int) -> tuple[str, int, int]:
         """(shard, start, end): the bytes holding record `index`'s image and caption members, adjacent in a
@@ -269,9 +308,12 @@ class TarShardSource:
         key = str(self._keys[index])
         if len(data) != end - start:  # unreadable after retries, or the object shrank: skipped
             return dict(image=b"", caption=None, key=key)
-        caption = data[caption_offset - start:caption_offset - start + caption_size].decode(
-            "utf-8", errors="replace") if caption_offset >= 0 else None
-        return dict(image=data[image_offset - start:image_offset - start + image_size], caption=caption, key=key)
+        caption = (
+            data[caption_offset - start : caption_offset - start + caption_size].decode("utf-8", errors="replace")
+            if caption_offset >= 0
+            else None
+        )
+        return dict(image=data[image_offset - start : image_offset - start + image_size], caption=caption, key=key)
 
     def _read_ranges(self, spans: list[tuple[str, int, int]]) -> list[bytes]:
         """Bytes [start, end) of bucket objects, read concurrently (fsspec's `cat_ranges`). Reads that fail
@@ -283,15 +325,18 @@ class TarShardSource:
         for attempt in range(self.max_attempts):
             try:
                 results = fs.cat_ranges(*map(list, zip(*(spans[i] for i in pending))), on_error="return")
-            except Exception as error:  # noqa: BLE001 — the whole round failed: retry it
+            except Exception as error:
                 results = [error] * len(pending)
             failed = []
             for i, result in zip(pending, results):
                 if isinstance(result, bytes):  # whole, or short because the object shrank: no retry mends that
                     data[i] = result if len(result) == spans[i][2] - spans[i][1] else b""
                 elif isinstance(result, (FileNotFoundError, PermissionError)) or "Forbidden" in str(result):
-                    raise PermissionError(f"{spans[i][0]}: {result}") if not isinstance(result, FileNotFoundError) \
+                    raise (
+                        PermissionError(f"{spans[i][0]}: {result}")
+                        if not isinstance(result, FileNotFoundError)
                         else result
+                    )
                 elif isinstance(result, (TypeError, ValueError, AttributeError)):  # a bug, not the network
                     raise result
                 else:
@@ -302,7 +347,7 @@ class TarShardSource:
                 self.retries += len(failed)
             pending = failed
             if attempt + 1 < self.max_attempts:
-                time.sleep(self.backoff_seconds * 2 ** attempt)
+                time.sleep(self.backoff_seconds * 2**attempt)
         return data
 
     def __getstate__(self) -> dict:
@@ -313,10 +358,12 @@ class TarShardSource:
 
 
 def define_flags(flag_values: flags.FlagValues) -> None:
-    flags.DEFINE_string("data", None, "Folder of .tar shards, a brace pattern or a glob.", required=True,
-                        flag_values=flag_values)
-    flags.DEFINE_string("index_dir", None, "Where to write indexes (default: next to each tar).",
-                        flag_values=flag_values)
+    flags.DEFINE_string(
+        "data", None, "Folder of .tar shards, a brace pattern or a glob.", required=True, flag_values=flag_values
+    )
+    flags.DEFINE_string(
+        "index_dir", None, "Where to write indexes (default: next to each tar).", flag_values=flag_values
+    )
     flags.DEFINE_integer("threads", 8, "Shards indexed in parallel.", lower_bound=1, flag_values=flag_values)
 
 
@@ -326,9 +373,14 @@ def main(argv: Sequence[str] | None = None) -> None:
         source = TarShardSource(args.data, args.index_dir, args.threads)
     except FileNotFoundError as error:
         cli.fail(str(error))
-    print(f"rlvis: {len(source):,} samples in {len(source.shards)} shards"
-          + (f"; {len(source.truncated_shards)} truncated: {source.truncated_shards[:3]}" if source.truncated_shards
-             else ""))
+    print(
+        f"rlvis: {len(source):,} samples in {len(source.shards)} shards"
+        + (
+            f"; {len(source.truncated_shards)} truncated: {source.truncated_shards[:3]}"
+            if source.truncated_shards
+            else ""
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -15,9 +15,9 @@ VOCAB_SIZE = 256 + OFFSET
 
 def encode(text: str, length: int) -> np.ndarray:
     """text → int32 [length]: BOS, bytes, EOS, then PAD; too-long captions are cut (EOS kept)."""
-    body = np.frombuffer(text.encode("utf-8"), np.uint8).astype(np.int32)[:length - 2] + OFFSET
+    body = np.frombuffer(text.encode("utf-8"), np.uint8).astype(np.int32)[: length - 2] + OFFSET
     ids = np.full((length,), PAD, np.int32)
-    ids[0], ids[1:1 + len(body)], ids[1 + len(body)] = BOS, body, EOS
+    ids[0], ids[1 : 1 + len(body)], ids[1 + len(body)] = BOS, body, EOS
     return ids
 
 

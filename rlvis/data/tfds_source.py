@@ -35,8 +35,9 @@ class TFDSSource:
     reader is dropped when pickled and reopened on first use.
     """
 
-    def __init__(self, name: str, split: str, data_dir: str | None, image_key: str = "image",
-                 caption_key: str | None = None):
+    def __init__(
+        self, name: str, split: str, data_dir: str | None, image_key: str = "image", caption_key: str | None = None
+    ):
         self.name, self.split, self.data_dir = name, split, data_dir
         self.image_key, self.caption_key = image_key, caption_key
         self._lock = threading.Lock()
@@ -52,15 +53,19 @@ class TFDSSource:
         try:
             builder = tfds.builder(self.name, data_dir=self.data_dir)
         except tfds.core.registered.DatasetNotFoundError:
-            raise FileNotFoundError(f"{self._where()}: not found (prepare it with "
-                                    f"file_format='array_record')") from None
+            raise FileNotFoundError(
+                f"{self._where()}: not found (prepare it with file_format='array_record')"
+            ) from None
         if not builder.is_prepared():
-            raise FileNotFoundError(f"{self._where()}: not prepared at {builder.data_dir} (prepare it with "
-                                    f"file_format='array_record')")
+            raise FileNotFoundError(
+                f"{self._where()}: not prepared at {builder.data_dir} (prepare it with file_format='array_record')"
+            )
         formats = {f.value for f in builder.info.available_file_formats()}
         if _ARRAY_RECORD not in formats:
-            raise FileNotFoundError(f"{self._where()}: prepared as {sorted(formats)}, not array_record; "
-                                    f"re-prepare it with file_format='array_record'")
+            raise FileNotFoundError(
+                f"{self._where()}: prepared as {sorted(formats)}, not array_record; "
+                f"re-prepare it with file_format='array_record'"
+            )
         features = builder.info.features
         for key in (self.image_key, self.caption_key):
             if key is not None and key not in features:
@@ -69,8 +74,11 @@ class TFDSSource:
         is_label = isinstance(caption_feature, tfds.features.ClassLabel)
         self.label_names = list(caption_feature.names) if is_label else None
         # Skip TFDS's decoding of every uint8 image feature: ours is decoded by decode.py, the others are unused.
-        decoders = {key: tfds.decode.SkipDecoding() for key, feature in features.items()
-                    if isinstance(feature, tfds.features.Image) and feature.np_dtype == np.uint8}
+        decoders = {
+            key: tfds.decode.SkipDecoding()
+            for key, feature in features.items()
+            if isinstance(feature, tfds.features.Image) and feature.np_dtype == np.uint8
+        }
         if self.image_key not in decoders:
             raise ValueError(f"{self._where()}: feature {self.image_key!r} is not a uint8 image")
         try:
@@ -86,7 +94,9 @@ class TFDSSource:
         return self._source
 
     def _element(self, index: int, example: dict[str, Any]) -> dict:
-        return dict(image=example[self.image_key], caption=self._caption(example), key=f"{self.name}:{self.split}:{index}")
+        return dict(
+            image=example[self.image_key], caption=self._caption(example), key=f"{self.name}:{self.split}:{index}"
+        )
 
     def _caption(self, example: dict[str, Any]) -> str | None:
         if self.caption_key is None:
@@ -120,8 +130,10 @@ class TFDSSource:
     _getitems = __getitems__
 
     def __repr__(self) -> str:
-        return (f"TFDSSource(name={self.name!r}, split={self.split!r}, data_dir={self.data_dir!r}, "
-                f"image_key={self.image_key!r}, caption_key={self.caption_key!r}, len={self._len})")
+        return (
+            f"TFDSSource(name={self.name!r}, split={self.split!r}, data_dir={self.data_dir!r}, "
+            f"image_key={self.image_key!r}, caption_key={self.caption_key!r}, len={self._len})"
+        )
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()

@@ -27,16 +27,23 @@ MAX_LOOPBACK_BYTES = 4 << 30
 def define_flags(flag_values: flags.FlagValues) -> None:
     cli.define_config("Config file, e.g. configs/cc12m.py.", flag_values, lock_config=False)
     cli.define_numbers("threads", (1, 2, 4), "Grain read threads to try.", flag_values, kind=int)
-    cli.define_numbers("processes", (0, 2), "Grain worker processes to try (0 = threads only).", flag_values,
-                       kind=int)
-    flags.DEFINE_list("paths", [], "Data paths to measure, each with every setting (default: config.data.path).",
-                      flag_values=flag_values)
-    flags.DEFINE_bool("loopback_bucket", False, "Also measure the first path's tars copied into a GCS server on "
-                      "loopback (needs the test extra).", flag_values=flag_values)
-    flags.DEFINE_integer("batches", 30, "Batches timed per setting, after 3 warm-up batches.",
-                         flag_values=flag_values)
-    flags.DEFINE_enum("stream", "annotation", ["annotation", "bootstrap"], "Which stream to read.",
-                      flag_values=flag_values)
+    cli.define_numbers("processes", (0, 2), "Grain worker processes to try (0 = threads only).", flag_values, kind=int)
+    flags.DEFINE_list(
+        "paths",
+        [],
+        "Data paths to measure, each with every setting (default: config.data.path).",
+        flag_values=flag_values,
+    )
+    flags.DEFINE_bool(
+        "loopback_bucket",
+        False,
+        "Also measure the first path's tars copied into a GCS server on loopback (needs the test extra).",
+        flag_values=flag_values,
+    )
+    flags.DEFINE_integer("batches", 30, "Batches timed per setting, after 3 warm-up batches.", flag_values=flag_values)
+    flags.DEFINE_enum(
+        "stream", "annotation", ["annotation", "bootstrap"], "Which stream to read.", flag_values=flag_values
+    )
 
 
 def measure(config, threads: int, processes: int, batches: int, stream: str) -> dict:
@@ -51,22 +58,31 @@ def measure(config, threads: int, processes: int, batches: int, stream: str) -> 
         skipped += int(batch["skipped"].sum()) if "skipped" in batch else 0
     seconds = time.perf_counter() - start
     iterator.close()  # its prefetch threads stop reading now, not at exit
-    return dict(threads=threads, processes=processes, images_per_s=round(images / seconds, 1),
-                batches=batches, batch=len(batch["image"]), skipped=skipped)
+    return dict(
+        threads=threads,
+        processes=processes,
+        images_per_s=round(images / seconds, 1),
+        batches=batches,
+        batch=len(batch["image"]),
+        skipped=skipped,
+    )
 
 
 def copy_to_loopback_bucket(path: str):
     """Start a loopback GCS server (stopped at exit, once the read threads are done), point this process's gs:// at
     it and upload the tars of `path` → the bucket URL to read them from."""
     from rlvis import gcs_emulator
+
     server = gcs_emulator.Emulator()
     atexit.register(server.stop)
     os.environ.update(storage.emulator_environment(server.url))
     bucket = server.create_bucket("rlvis-throughput")
     shards = tar_shards.find_shards(path)
     if sum(os.path.getsize(shard) for shard in shards) > MAX_LOOPBACK_BYTES:
-        cli.fail(f"--loopback_bucket keeps a copy of every tar of {path} in memory: point it at a folder of a few "
-                 f"shards (at most {MAX_LOOPBACK_BYTES >> 30} GiB)")
+        cli.fail(
+            f"--loopback_bucket keeps a copy of every tar of {path} in memory: point it at a folder of a few "
+            f"shards (at most {MAX_LOOPBACK_BYTES >> 30} GiB)"
+        )
     for shard in shards:
         with open(shard, "rb") as f:
             storage.path(f"{bucket}/data/{os.path.basename(shard)}").write_bytes(f.read())
@@ -78,8 +94,10 @@ def main(argv: list[str] | None = None) -> None:
     config, paths = args.config, list(args.paths) or [args.config.data.path]
     if args.loopback_bucket:
         if config.data.format != "webdataset" or any(storage.is_remote(path) for path in paths):
-            cli.fail("--loopback_bucket copies local tar shards and points this process's gs:// at its server: use "
-                     "a webdataset config and local --paths")
+            cli.fail(
+                "--loopback_bucket copies local tar shards and points this process's gs:// at its server: use "
+                "a webdataset config and local --paths"
+            )
         os.environ.update(storage.emulator_environment(None))  # before gcsfs is imported
         paths.append(copy_to_loopback_bucket(paths[0]))
     first = {}

@@ -33,8 +33,9 @@ class VISORSource:
     reads as b"", which decode skips as "empty". Picklable (open zips are dropped and reopened).
     """
 
-    def __init__(self, root: str | os.PathLike, split: str = "train",
-                 annotation_size: tuple[int, int] = ANNOTATION_SIZE):
+    def __init__(
+        self, root: str | os.PathLike, split: str = "train", annotation_size: tuple[int, int] = ANNOTATION_SIZE
+    ):
         self.root, self.split = os.path.abspath(os.fspath(root)), split
         annotation_dir = os.path.join(self.root, "annotations", split)
         files = sorted(glob.glob(os.path.join(annotation_dir, "*.json")))
@@ -47,12 +48,13 @@ class VISORSource:
             with open(path, encoding="utf-8") as file:
                 frames = json.load(file)["video_annotations"]
             for frame in sorted(frames, key=lambda frame: frame["image"]["name"]):
-                self.videos.append(frame["image"].get("video") or os.path.basename(path)[:-len(".json")])
+                self.videos.append(frame["image"].get("video") or os.path.basename(path)[: -len(".json")])
                 self.names.append(frame["image"]["name"])
                 count = 0
                 for obj in frame["annotations"]:
-                    points = np.array([point for polygon in obj.get("segments") or [] for point in polygon],
-                                      np.float32).reshape(-1, 2)
+                    points = np.array(
+                        [point for polygon in obj.get("segments") or [] for point in polygon], np.float32
+                    ).reshape(-1, 2)
                     if not len(points):
                         continue
                     (x0, y0), (x1, y1) = points.min(0), points.max(0)
@@ -96,9 +98,13 @@ class VISORSource:
     def __getitem__(self, index: int) -> dict:
         index = range(len(self))[index]
         start, stop = self.box_offsets[index], self.box_offsets[index + 1]
-        return dict(image=self._read(self.videos[index], self.names[index]), caption=None,
-                    key=f"{self.split}/{self.videos[index]}/{self.names[index]}",
-                    boxes=self.boxes[start:stop].copy(), box_labels=self.box_labels[start:stop].copy())
+        return dict(
+            image=self._read(self.videos[index], self.names[index]),
+            caption=None,
+            key=f"{self.split}/{self.videos[index]}/{self.names[index]}",
+            boxes=self.boxes[start:stop].copy(),
+            box_labels=self.box_labels[start:stop].copy(),
+        )
 
     def __repr__(self) -> str:
         return f"VISORSource(root={self.root!r}, split={self.split!r}, frames={len(self)}, boxes={len(self.boxes)})"

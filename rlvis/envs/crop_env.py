@@ -73,8 +73,9 @@ def observe(image: jax.Array, valid_hw: jax.Array, box: Box, size: int) -> jax.A
     rows, cols = jnp.arange(image.shape[0]), jnp.arange(image.shape[1])
     mask = ((rows[:, None] < valid_hw[0]) & (cols[None, :] < valid_hw[1])).astype(jnp.float32)[..., None]
     stacked = jnp.concatenate([image.astype(jnp.float32) * mask, mask], axis=-1)
-    rendered = jax.image.scale_and_translate(stacked, (size, size, stacked.shape[-1]), (0, 1), scale,
-                                             -top_left * scale, method="linear", antialias=True)
+    rendered = jax.image.scale_and_translate(
+        stacked, (size, size, stacked.shape[-1]), (0, 1), scale, -top_left * scale, method="linear", antialias=True
+    )
     view = rendered[..., :-1] / jnp.maximum(rendered[..., -1:], 1e-6)
     return view / 127.5 - 1.0
 
@@ -126,8 +127,16 @@ def pair_indices(num_views: int) -> np.ndarray:
     return np.array([[j for j in range(num_views) if j != i] for i in range(num_views)], np.int32)
 
 
-def rollout_views(key: jax.Array, image: jax.Array, valid_hw: jax.Array, *, num_views: int, size: int,
-                  scale: tuple[float, float], ratio: tuple[float, float]) -> dict[str, jax.Array]:
+def rollout_views(
+    key: jax.Array,
+    image: jax.Array,
+    valid_hw: jax.Array,
+    *,
+    num_views: int,
+    size: int,
+    scale: tuple[float, float],
+    ratio: tuple[float, float],
+) -> dict[str, jax.Array]:
     """One image → `num_views` independent RandomResizedCrops (`reset`), and every transition between them.
 
     Returns `views` [n, size, size, C], `boxes` [n, 4], and `actions` float32 [n, n-1, 4] where actions[i, k] is

@@ -13,7 +13,7 @@ Defaults are sized for the embedded demo (D≈64, 17–65 tokens, ~1000 train it
 """
 
 import functools
-from typing import Sequence
+from collections.abc import Sequence
 
 import flax.linen as nn
 import jax
@@ -100,8 +100,18 @@ def _optimizer(steps: int, learning_rate: float, weight_decay: float) -> optax.G
 # Module-level jits with the model and hyperparameters static: probing several checkpoints with the same shapes
 # compiles once. The data are arguments, not closed-over constants baked into the compiled step.
 @functools.partial(jax.jit, static_argnames=("model", "steps", "learning_rate", "weight_decay"))
-def _train_step(params, opt_state, inputs: tuple[jax.Array, ...], y: jax.Array, idx: jax.Array, *,
-                model: nn.Module, steps: int, learning_rate: float, weight_decay: float):
+def _train_step(
+    params,
+    opt_state,
+    inputs: tuple[jax.Array, ...],
+    y: jax.Array,
+    idx: jax.Array,
+    *,
+    model: nn.Module,
+    steps: int,
+    learning_rate: float,
+    weight_decay: float,
+):
     def loss(params):
         logits = model.apply(params, *[x[idx] for x in inputs])
         return optax.softmax_cross_entropy_with_integer_labels(logits, y[idx]).mean()
@@ -116,9 +126,19 @@ def _predict(params, inputs: tuple[jax.Array, ...], *, model: nn.Module) -> jax.
     return jnp.argmax(model.apply(params, *inputs), -1)
 
 
-def _train_and_score(model: nn.Module, train_inputs: Sequence[np.ndarray], train_y: np.ndarray,
-                     test_inputs: Sequence[np.ndarray], test_y: np.ndarray, *, steps: int, batch_size: int,
-                     learning_rate: float, weight_decay: float, seed: int) -> float:
+def _train_and_score(
+    model: nn.Module,
+    train_inputs: Sequence[np.ndarray],
+    train_y: np.ndarray,
+    test_inputs: Sequence[np.ndarray],
+    test_y: np.ndarray,
+    *,
+    steps: int,
+    batch_size: int,
+    learning_rate: float,
+    weight_decay: float,
+    seed: int,
+) -> float:
     """AdamW (warmup + cosine) on cross-entropy with minibatches drawn by `seed`; returns test accuracy."""
     train_inputs = tuple(jnp.asarray(x) for x in train_inputs)
     train_y = jnp.asarray(train_y, jnp.int32)
@@ -132,26 +152,63 @@ def _train_and_score(model: nn.Module, train_inputs: Sequence[np.ndarray], train
         params, opt_state = _train_step(params, opt_state, train_inputs, train_y, idx, **hparams)
 
     chunk = 4 * batch_size
-    predictions = np.concatenate([np.asarray(_predict(params, tuple(x[i:i + chunk] for x in test_inputs),
-                                                      model=model))
-                                  for i in range(0, len(test_y), chunk)])
+    predictions = np.concatenate(
+        [
+            np.asarray(_predict(params, tuple(x[i : i + chunk] for x in test_inputs), model=model))
+            for i in range(0, len(test_y), chunk)
+        ]
+    )
     return float(np.mean(predictions == test_y))
 
 
-def map_probe(train_tokens: np.ndarray, train_y: np.ndarray, test_tokens: np.ndarray, test_y: np.ndarray,
-              num_classes: int, *, heads: int = 4, steps: int = 500, batch_size: int = 128,
-              learning_rate: float = 1e-3, weight_decay: float = 1e-4, seed: int = 0) -> float:
+def map_probe(
+    train_tokens: np.ndarray,
+    train_y: np.ndarray,
+    test_tokens: np.ndarray,
+    test_y: np.ndarray,
+    num_classes: int,
+    *,
+    heads: int = 4,
+    steps: int = 500,
+    batch_size: int = 128,
+    learning_rate: float = 1e-3,
+    weight_decay: float = 1e-4,
+    seed: int = 0,
+) -> float:
     """Test accuracy of a MAP head + linear classifier trained on frozen tokens (D must divide by `heads`)."""
-    return _train_and_score(MAPHead(num_classes, heads), [train_tokens], train_y, [test_tokens], test_y,
-                            steps=steps, batch_size=batch_size, learning_rate=learning_rate,
-                            weight_decay=weight_decay, seed=seed)
+    return _train_and_score(
+        MAPHead(num_classes, heads),
+        [train_tokens],
+        train_y,
+        [test_tokens],
+        test_y,
+        steps=steps,
+        batch_size=batch_size,
+        learning_rate=learning_rate,
+        weight_decay=weight_decay,
+        seed=seed,
+    )
 
 
-def decoder_probe(train_tokens: np.ndarray, train_y: np.ndarray, test_tokens: np.ndarray, test_y: np.ndarray,
-                  num_classes: int, *, train_boxes: np.ndarray | None = None, test_boxes: np.ndarray | None = None,
-                  depth: int = 1, width: int = 64, heads: int = 4, bins: int = 32, steps: int = 500,
-                  batch_size: int = 128, learning_rate: float = 3e-3, weight_decay: float = 1e-4,
-                  seed: int = 0) -> float:
+def decoder_probe(
+    train_tokens: np.ndarray,
+    train_y: np.ndarray,
+    test_tokens: np.ndarray,
+    test_y: np.ndarray,
+    num_classes: int,
+    *,
+    train_boxes: np.ndarray | None = None,
+    test_boxes: np.ndarray | None = None,
+    depth: int = 1,
+    width: int = 64,
+    heads: int = 4,
+    bins: int = 32,
+    steps: int = 500,
+    batch_size: int = 128,
+    learning_rate: float = 3e-3,
+    weight_decay: float = 1e-4,
+    seed: int = 0,
+) -> float:
     """Test accuracy of a decoder probe: image classification, or with boxes [N, 4] (y0, x0, h, w) in [0, 1]
     the class of the object in each box (tokens may repeat across items, one item per box)."""
     if (train_boxes is None) != (test_boxes is None):
@@ -161,6 +218,15 @@ def decoder_probe(train_tokens: np.ndarray, train_y: np.ndarray, test_tokens: np
     if train_boxes is not None:
         train_inputs.append(np.asarray(train_boxes, np.float32))
         test_inputs.append(np.asarray(test_boxes, np.float32))
-    return _train_and_score(model, train_inputs, train_y, test_inputs, test_y, steps=steps,
-                            batch_size=batch_size, learning_rate=learning_rate, weight_decay=weight_decay,
-                            seed=seed)
+    return _train_and_score(
+        model,
+        train_inputs,
+        train_y,
+        test_inputs,
+        test_y,
+        steps=steps,
+        batch_size=batch_size,
+        learning_rate=learning_rate,
+        weight_decay=weight_decay,
+        seed=seed,
+    )

@@ -8,10 +8,15 @@ from rlvis.data import decode
 from rlvis.data import digits as digits_lib
 
 
-def encode_in_batches(features: Callable, params, images: np.ndarray, valid: np.ndarray,
-                      batch_size: int = 250) -> np.ndarray:
-    return np.concatenate([np.asarray(features(params, images[i:i + batch_size], valid[i:i + batch_size]))
-                           for i in range(0, len(images), batch_size)])
+def encode_in_batches(
+    features: Callable, params, images: np.ndarray, valid: np.ndarray, batch_size: int = 250
+) -> np.ndarray:
+    return np.concatenate(
+        [
+            np.asarray(features(params, images[i : i + batch_size], valid[i : i + batch_size]))
+            for i in range(0, len(images), batch_size)
+        ]
+    )
 
 
 class EncodedImages:
@@ -48,7 +53,7 @@ class EncodedImages:
         """Encoder tokens of every image, `features` as `token_features` makes it."""
         out = []
         for i in range(0, len(self.records), batch_size):
-            images, valid = zip(*(self._decode(data) for data in self.records[i:i + batch_size]))
+            images, valid = zip(*(self._decode(data) for data in self.records[i : i + batch_size]))
             out.append(np.asarray(features(params, np.stack(images), np.stack(valid))))
         return np.concatenate(out)
 
@@ -56,8 +61,10 @@ class EncodedImages:
 def heldout_digits(splits: digits_lib.DigitSplits) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """The probe splits as centred-digit canvases: split → (images, valid, labels)."""
     data = {}
-    for split, images, labels in (("train", splits.probe_train_images, splits.probe_train_labels),
-                                  ("test", splits.probe_test_images, splits.probe_test_labels)):
+    for split, images, labels in (
+        ("train", splits.probe_train_images, splits.probe_train_labels),
+        ("test", splits.probe_test_images, splits.probe_test_labels),
+    ):
         canvases = [digits_lib.centred_digit(d) for d in images]
         data[split] = (np.stack([c["image"] for c in canvases]), np.stack([c["valid"] for c in canvases]), labels)
     return data

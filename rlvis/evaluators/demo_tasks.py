@@ -32,9 +32,12 @@ _SCENE_SEED = 2024
 def box_weights(boxes: np.ndarray, grid: int) -> np.ndarray:
     """boxes [N, 4] (y0, x0, h, w) in [0, 1] → [N, grid*grid] overlap of each patch cell with the box, sum 1."""
     edges = np.arange(grid) / grid
+
     def overlap(start, length):  # [N, grid]
-        return np.clip(np.minimum(start[:, None] + length[:, None], edges + 1 / grid)
-                       - np.maximum(start[:, None], edges), 0, None)
+        return np.clip(
+            np.minimum(start[:, None] + length[:, None], edges + 1 / grid) - np.maximum(start[:, None], edges), 0, None
+        )
+
     w = overlap(boxes[:, 0], boxes[:, 2])[:, :, None] * overlap(boxes[:, 1], boxes[:, 3])[:, None, :]
     w = w.reshape(len(boxes), -1)
     return w / np.maximum(w.sum(1, keepdims=True), 1e-12)
@@ -47,8 +50,15 @@ class Evaluator:
     so the same held-out tasks serve as a sanity check on any run.
     """
 
-    tasks = ("linear/digit", "knn/digit", "fewshot10/digit", "map/digit", "linear/count", "linear/box_digit",
-             "decoder/box_digit")
+    tasks = (
+        "linear/digit",
+        "knn/digit",
+        "fewshot10/digit",
+        "map/digit",
+        "linear/count",
+        "linear/box_digit",
+        "decoder/box_digit",
+    )
 
     def __init__(self, encode_fn: features.EncodeFn, config: ml_collections.ConfigDict, channels: int = 1):
         self.config = config
@@ -58,8 +68,12 @@ class Evaluator:
         self.data = {
             "digit": common.heldout_digits(splits),
             "scenes": {
-                "train": digits_lib.compose_scenes(rng, splits.probe_train_images, splits.probe_train_labels, half, config.data),
-                "test": digits_lib.compose_scenes(rng, splits.probe_test_images, splits.probe_test_labels, half, config.data),
+                "train": digits_lib.compose_scenes(
+                    rng, splits.probe_train_images, splits.probe_train_labels, half, config.data
+                ),
+                "test": digits_lib.compose_scenes(
+                    rng, splits.probe_test_images, splits.probe_test_labels, half, config.data
+                ),
             },
         }
         sizes = {config.env.view_size, config.eval.scene_view_size}
@@ -71,21 +85,30 @@ class Evaluator:
     def run(self, params) -> Iterator[tuple[str, float]]:
         cfg = self.config.eval
         steps = cfg.probe_steps
-        digit = {split: (self._tokens(params, images, valid, self.config.env.view_size), labels)
-                 for split, (images, valid, labels) in self.data["digit"].items()}
+        digit = {
+            split: (self._tokens(params, images, valid, self.config.env.view_size), labels)
+            for split, (images, valid, labels) in self.data["digit"].items()
+        }
         (train_t, train_y), (test_t, test_y) = digit["train"], digit["test"]
         train_x, test_x = probes.cls_and_mean(train_t), probes.cls_and_mean(test_t)
-        yield "linear/digit", probes.linear_probe_grid(train_t, train_y, test_t, test_y, 10, steps=steps)[
-            "test_accuracy"]
-        yield "knn/digit", probes.knn_scores(train_x, train_y, test_x, test_y, 10, ks=(cfg.knn_k,),
-                                             temperature=cfg.knn_temperature)[cfg.knn_k]
+        yield (
+            "linear/digit",
+            probes.linear_probe_grid(train_t, train_y, test_t, test_y, 10, steps=steps)["test_accuracy"],
+        )
+        yield (
+            "knn/digit",
+            probes.knn_scores(train_x, train_y, test_x, test_y, 10, ks=(cfg.knn_k,), temperature=cfg.knn_temperature)[
+                cfg.knn_k
+            ],
+        )
         yield "fewshot10/digit", probes.fewshot_ridge(train_x, train_y, test_x, test_y, 10, shots=(10,))[10]
         yield "map/digit", attention_probes.map_probe(train_t, train_y, test_t, test_y, 10, steps=steps)
 
         count, box, box_tokens = {}, {}, {}
         for split, scenes in self.data["scenes"].items():
-            encoded = {size: self._tokens(params, scenes["image"], scenes["valid"], size)
-                       for size in self._features}  # once if the two sizes agree
+            encoded = {
+                size: self._tokens(params, scenes["image"], scenes["valid"], size) for size in self._features
+            }  # once if the two sizes agree
             tokens = encoded[self.config.env.view_size]
             count[split] = (probes.cls_and_mean(tokens), scenes["count"] - 1)
             patches = encoded[cfg.scene_view_size][:, 1:]
@@ -97,6 +120,9 @@ class Evaluator:
         yield "linear/count", probes.linear_probe(*count["train"], *count["test"], max_count, steps)
         yield "linear/box_digit", probes.linear_probe(*box["train"], *box["test"], 10, steps)
         (train_t, train_b, train_y), (test_t, test_b, test_y) = box_tokens["train"], box_tokens["test"]
-        yield "decoder/box_digit", attention_probes.decoder_probe(train_t, train_y, test_t, test_y, 10,
-                                                                  train_boxes=train_b, test_boxes=test_b,
-                                                                  steps=steps)
+        yield (
+            "decoder/box_digit",
+            attention_probes.decoder_probe(
+                train_t, train_y, test_t, test_y, 10, train_boxes=train_b, test_boxes=test_b, steps=steps
+            ),
+        )

@@ -32,18 +32,33 @@ def open_source(format: str, root: str, split: str):
     """The reader of one split: COCO 2017 instances (no captions needed) or VISOR's sparse annotations."""
     if format == "coco":
         from rlvis.data.coco import COCOSource
+
         return COCOSource(root, split, captions=False)
     if format == "visor":
         from rlvis.data.visor import VISORSource
+
         return VISORSource(root, split)
     raise ValueError(f"format={format!r}: use one of {FORMATS}")
 
 
 class Evaluator:
-    def __init__(self, encode_fn: features.EncodeFn, config: ml_collections.ConfigDict, channels: int, *,
-                 format: str, root: str, name: str = "", train_split: str = "train2017", test_split: str = "val2017",
-                 max_train: int = 10_000, max_test: int = 5_000, max_objects: int = 100,
-                 view_size: int = 0, decoder: dict | None = None):
+    def __init__(
+        self,
+        encode_fn: features.EncodeFn,
+        config: ml_collections.ConfigDict,
+        channels: int,
+        *,
+        format: str,
+        root: str,
+        name: str = "",
+        train_split: str = "train2017",
+        test_split: str = "val2017",
+        max_train: int = 10_000,
+        max_test: int = 5_000,
+        max_objects: int = 100,
+        view_size: int = 0,
+        decoder: dict | None = None,
+    ):
         if not root:
             raise ValueError("the detection evaluator needs the dataset's root folder (`root`)")
         self.name = name or format
@@ -53,23 +68,34 @@ class Evaluator:
         for split, limit in (("train", max_train), ("test", max_test)):
             source = open_source(format, root, train_split if split == "train" else test_split)
             raw[split] = self._load(source, min(len(source), limit), sources.canvas(config), channels)
-        classes = sorted({int(c) for _, annotations, _ in raw.values() for _, labels, *_ in annotations
-                          for c in labels})
+        classes = sorted(
+            {int(c) for _, annotations, _ in raw.values() for _, labels, *_ in annotations for c in labels}
+        )
         if not classes:
             raise ValueError(f"{format} at {root}: no object boxes in the images read; nothing to detect")
         self.vocab = sequence_probe.Vocabulary(self.decoder.bins, len(classes))
         # Sequences no longer than the most crowded image needs (COCO: up to ~90 objects; a demo scene: 4).
-        self.max_objects = max(1, min(max_objects, max(len(labels) for _, annotations, _ in raw.values()
-                                                       for _, labels, *_ in annotations)))
+        self.max_objects = max(
+            1, min(max_objects, max(len(labels) for _, annotations, _ in raw.values() for _, labels, *_ in annotations))
+        )
         index = {c: i for i, c in enumerate(classes)}
-        self.data = {split: (images, [(boxes, np.array([index[int(c)] for c in labels], np.int32))
-                                      for boxes, labels, _, _ in annotations], sizes)
-                     for split, (images, annotations, sizes) in raw.items()}
+        self.data = {
+            split: (
+                images,
+                [(boxes, np.array([index[int(c)] for c in labels], np.int32)) for boxes, labels, _, _ in annotations],
+                sizes,
+            )
+            for split, (images, annotations, sizes) in raw.items()
+        }
         # Crowd regions of the test images (COCO's `iscrowd`), for the AP only; a class never seen as an object
         # cannot be detected, so its crowd regions are left out.
-        self.test_crowds = [(crowd_boxes[[int(c) in index for c in crowd_labels]],
-                             np.array([index[int(c)] for c in crowd_labels if int(c) in index], np.int32))
-                            for _, _, crowd_boxes, crowd_labels in raw["test"][1]]
+        self.test_crowds = [
+            (
+                crowd_boxes[[int(c) in index for c in crowd_labels]],
+                np.array([index[int(c)] for c in crowd_labels if int(c) in index], np.int32),
+            )
+            for _, _, crowd_boxes, crowd_labels in raw["test"][1]
+        ]
         self.features = features.token_features(encode_fn, view_size or config.env.view_size, channels)
         self.tasks = (f"det_map/{self.name}", f"det_map50/{self.name}", f"box_class/{self.name}")
 
@@ -83,10 +109,14 @@ class Evaluator:
             if decoded_size is None:
                 continue
             sizes.append(source.sizes[i] if hasattr(source, "sizes") else decoded_size)
-            annotations.append((np.asarray(record["boxes"], np.float32).reshape(-1, 4),
-                                np.asarray(record["box_labels"], np.int32),
-                                np.asarray(record.get("crowd_boxes", np.zeros((0, 4))), np.float32).reshape(-1, 4),
-                                np.asarray(record.get("crowd_labels", []), np.int32)))
+            annotations.append(
+                (
+                    np.asarray(record["boxes"], np.float32).reshape(-1, 4),
+                    np.asarray(record["box_labels"], np.int32),
+                    np.asarray(record.get("crowd_boxes", np.zeros((0, 4))), np.float32).reshape(-1, 4),
+                    np.asarray(record.get("crowd_labels", []), np.int32),
+                )
+            )
         for reason, skipped in images.skipped.items():
             self.skipped[reason] = self.skipped.get(reason, 0) + skipped
         if not len(images):
@@ -101,31 +131,38 @@ class Evaluator:
         tokens = self.encode(params)
         yield from self.score(tokens["train"], self.data["train"][1], tokens["test"], self.data["test"][1]).items()
 
-    def score(self, train_tokens: np.ndarray, train_annotations: list, test_tokens: np.ndarray,
-              test_annotations: list) -> dict[str, float]:
+    def score(
+        self, train_tokens: np.ndarray, train_annotations: list, test_tokens: np.ndarray, test_annotations: list
+    ) -> dict[str, float]:
         """Train both decoders on (tokens, [(boxes, labels)] per image) and score them on the test images."""
         test_sizes = self.data["test"][2]
         detected = self.detect(train_tokens, train_annotations, test_tokens)
-        truth = [dict(boxes=boxes, labels=labels, crowd_boxes=crowd_boxes, crowd_labels=crowd_labels)
-                 for (boxes, labels), (crowd_boxes, crowd_labels) in zip(test_annotations, self.test_crowds)]
+        truth = [
+            dict(boxes=boxes, labels=labels, crowd_boxes=crowd_boxes, crowd_labels=crowd_labels)
+            for (boxes, labels), (crowd_boxes, crowd_labels) in zip(test_annotations, self.test_crowds)
+        ]
         ap = detection_metrics.coco_map(truth, detected, test_sizes)
-        return {f"det_map/{self.name}": ap["map"], f"det_map50/{self.name}": ap["map50"],
-                f"box_class/{self.name}": self.box_accuracy(train_tokens, train_annotations, test_tokens,
-                                                            test_annotations)}
+        return {
+            f"det_map/{self.name}": ap["map"],
+            f"det_map50/{self.name}": ap["map50"],
+            f"box_class/{self.name}": self.box_accuracy(train_tokens, train_annotations, test_tokens, test_annotations),
+        }
 
     def detect(self, train_tokens: np.ndarray, train_annotations: list, test_tokens: np.ndarray) -> list[dict]:
         vocab, max_objects = self.vocab, self.max_objects
 
         def targets(index: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-            return np.stack([sequence_probe.detection_targets(vocab, *train_annotations[i], max_objects, rng)
-                             for i in index])
+            return np.stack(
+                [sequence_probe.detection_targets(vocab, *train_annotations[i], max_objects, rng) for i in index]
+            )
 
         no_prompt = np.zeros((len(train_tokens), 0), np.int32)
         probe = sequence_probe.train(train_tokens, no_prompt, targets, vocab, self.decoder, progress=True)
         return sequence_probe.detections(probe, test_tokens, max_objects)
 
-    def box_accuracy(self, train_tokens: np.ndarray, train_annotations: list, test_tokens: np.ndarray,
-                     test_annotations: list) -> float:
+    def box_accuracy(
+        self, train_tokens: np.ndarray, train_annotations: list, test_tokens: np.ndarray, test_annotations: list
+    ) -> float:
         def items(annotations: list) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
             image = np.concatenate([np.full(len(labels), i) for i, (_, labels) in enumerate(annotations)])
             boxes = np.concatenate([boxes for boxes, _ in annotations])
@@ -134,6 +171,16 @@ class Evaluator:
 
         train_image, train_prompts, train_labels = items(train_annotations)
         test_image, test_prompts, test_labels = items(test_annotations)
-        return sequence_probe.class_accuracy(train_tokens, train_prompts, train_labels, test_tokens, test_prompts,
-                                             test_labels, self.vocab, self.decoder, train_image=train_image,
-                                             test_image=test_image, progress=True)
+        return sequence_probe.class_accuracy(
+            train_tokens,
+            train_prompts,
+            train_labels,
+            test_tokens,
+            test_prompts,
+            test_labels,
+            self.vocab,
+            self.decoder,
+            train_image=train_image,
+            test_image=test_image,
+            progress=True,
+        )

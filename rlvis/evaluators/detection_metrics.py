@@ -39,13 +39,25 @@ def coco_map(ground_truth: list[dict], predictions: list[dict], sizes: np.ndarra
         for crowd, boxes_key, labels_key in ((0, "boxes", "labels"), (1, "crowd_boxes", "crowd_labels")):
             boxes = truth.get(boxes_key, np.zeros((0, 4)))
             for box, label in zip(_pixel_xywh(boxes, size), np.asarray(truth.get(labels_key, [])).reshape(-1)):
-                annotations.append(dict(id=len(annotations) + 1, image_id=image_id, category_id=int(label),
-                                        bbox=[float(v) for v in box], area=float(box[2] * box[3]), iscrowd=crowd))
+                annotations.append(
+                    dict(
+                        id=len(annotations) + 1,
+                        image_id=image_id,
+                        category_id=int(label),
+                        bbox=[float(v) for v in box],
+                        area=float(box[2] * box[3]),
+                        iscrowd=crowd,
+                    )
+                )
                 labels.add(int(label))
-        for box, label, score in zip(_pixel_xywh(predicted["boxes"], size), np.asarray(predicted["labels"]).reshape(-1),
-                                     np.asarray(predicted["scores"]).reshape(-1)):
-            results.append(dict(image_id=image_id, category_id=int(label), bbox=[float(v) for v in box],
-                                score=float(score)))
+        for box, label, score in zip(
+            _pixel_xywh(predicted["boxes"], size),
+            np.asarray(predicted["labels"]).reshape(-1),
+            np.asarray(predicted["scores"]).reshape(-1),
+        ):
+            results.append(
+                dict(image_id=image_id, category_id=int(label), bbox=[float(v) for v in box], score=float(score))
+            )
             labels.add(int(label))
     if not annotations:
         raise ValueError("coco_map: no ground-truth boxes to score against")
@@ -53,8 +65,9 @@ def coco_map(ground_truth: list[dict], predictions: list[dict], sizes: np.ndarra
         return {name: 0.0 for name in STATS}  # nothing detected: no precision at any recall
     with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints its progress and the summary table
         truth = COCO()
-        truth.dataset = dict(images=images, annotations=annotations,
-                             categories=[dict(id=label) for label in sorted(labels)])
+        truth.dataset = dict(
+            images=images, annotations=annotations, categories=[dict(id=label) for label in sorted(labels)]
+        )
         truth.createIndex()
         detected = truth.loadRes(results)
         evaluation = COCOeval(truth, detected, "bbox")

@@ -64,13 +64,16 @@ def pair_geometry(boxes: np.ndarray) -> dict[str, np.ndarray]:
     pairs = crop_env.pair_indices(boxes.shape[1])
     source, destination = boxes[:, :, None], boxes[:, pairs]
     overlap = np.asarray(crop_env.intersection(source, destination))
-    return dict(iou=np.asarray(crop_env.iou(source, destination)),
-                contained=overlap / (destination[..., 2] * destination[..., 3]),
-                covered=overlap / (source[..., 2] * source[..., 3]))
+    return dict(
+        iou=np.asarray(crop_env.iou(source, destination)),
+        contained=overlap / (destination[..., 2] * destination[..., 3]),
+        covered=overlap / (source[..., 2] * source[..., 3]),
+    )
 
 
-def digits_in_views(view_boxes: np.ndarray, digit_boxes: np.ndarray, labels: np.ndarray,
-                    num_classes: int = 10) -> np.ndarray:
+def digits_in_views(
+    view_boxes: np.ndarray, digit_boxes: np.ndarray, labels: np.ndarray, num_classes: int = 10
+) -> np.ndarray:
     """bool [S, n, C]: classes with a digit at least DIGIT_INSIDE inside each view. view_boxes [S, n, 4],
     digit_boxes [S, D, 4], labels [S, D] (-1 = no digit)."""
     inside = np.asarray(crop_env.intersection(view_boxes[:, :, None], digit_boxes[:, None]))  # [S, n, D]
@@ -80,8 +83,9 @@ def digits_in_views(view_boxes: np.ndarray, digit_boxes: np.ndarray, labels: np.
     return np.einsum("snd,sdc->snc", present, one_hot) > 0
 
 
-def bucket_masks(keep: np.ndarray, iou: np.ndarray, contained: np.ndarray,
-                 covered: np.ndarray | None = None) -> dict[str, np.ndarray]:
+def bucket_masks(
+    keep: np.ndarray, iou: np.ndarray, contained: np.ndarray, covered: np.ndarray | None = None
+) -> dict[str, np.ndarray]:
     """Pairs to score [P] (bool) and their geometry [P] → {bucket: mask [P]}, in `BUCKETS` order; `zoom_out` only
     when `covered` is given."""
     zoom_in = contained >= ZOOM_IN
@@ -92,9 +96,17 @@ def bucket_masks(keep: np.ndarray, iou: np.ndarray, contained: np.ndarray,
     return masks
 
 
-def foresight_scores(value: np.ndarray, source: np.ndarray, destination: np.ndarray, truth: np.ndarray,
-                     iou: np.ndarray, contained: np.ndarray, source_crop: np.ndarray | None = None,
-                     other_move: np.ndarray | None = None, covered: np.ndarray | None = None) -> dict[str, float]:
+def foresight_scores(
+    value: np.ndarray,
+    source: np.ndarray,
+    destination: np.ndarray,
+    truth: np.ndarray,
+    iou: np.ndarray,
+    contained: np.ndarray,
+    source_crop: np.ndarray | None = None,
+    other_move: np.ndarray | None = None,
+    covered: np.ndarray | None = None,
+) -> dict[str, float]:
     """Class scores per pair [P, C] of the predictors, the destination's classes truth [P, C] (bool), and the
     pairs' geometry [P] → {"foresight/<predictor>/<bucket>": accuracy}. A bucket with no pair is left out, and
     so are `source_crop` and `other_move` when they are not given, and `zoom_out` without `covered`.
@@ -103,12 +115,18 @@ def foresight_scores(value: np.ndarray, source: np.ndarray, destination: np.ndar
     in the destination, and shown larger in the source than in the wide destination view."""
     masks = bucket_masks(truth.any(-1), iou, contained, covered)
     rows = np.arange(len(truth))
-    predictions = dict(value=value, other_move=other_move, invariance=source, brute_force=destination,
-                       source_crop=source_crop)
+    predictions = dict(
+        value=value, other_move=other_move, invariance=source, brute_force=destination, source_crop=source_crop
+    )
     hits = {name: truth[rows, np.argmax(scores, -1)] for name, scores in predictions.items() if scores is not None}
     hits["chance"] = truth.mean(-1)
-    return {f"foresight/{predictor}/{bucket}": float(hits[predictor][mask].mean())
-            for predictor in PREDICTORS if predictor in hits for bucket, mask in masks.items() if mask.any()}
+    return {
+        f"foresight/{predictor}/{bucket}": float(hits[predictor][mask].mean())
+        for predictor in PREDICTORS
+        if predictor in hits
+        for bucket, mask in masks.items()
+        if mask.any()
+    }
 
 
 def other_move_scores(q: jax.Array) -> jax.Array:
@@ -139,16 +157,18 @@ def _validation_digits(config: ml_collections.ConfigDict) -> tuple[np.ndarray, n
     return exemplars, images[rest], labels[rest]
 
 
-def digit_vocabulary(model: ABModel, params, config: ml_collections.ConfigDict, channels: int,
-                     exemplars: np.ndarray | None = None) -> tuple[methods.Annotations, jax.Array]:
+def digit_vocabulary(
+    model: ABModel, params, config: ml_collections.ConfigDict, channels: int, exemplars: np.ndarray | None = None
+) -> tuple[methods.Annotations, jax.Array]:
     """The run's annotation vocabulary and class_of_annotation [V, C], the share of each annotation in each digit
     class, so that a distribution over annotations becomes one over classes by a matrix product. `exemplars`
     [10·E, H, W, C] class-major (default: the held-out exemplars of `_validation_digits`)."""
     if exemplars is None:
         exemplars = _validation_digits(config)[0]
         exemplars = np.repeat(exemplars, channels // exemplars.shape[-1], axis=-1)
-    views = jax.vmap(lambda im: crop_env.observe(im, jnp.array(im.shape[:2]), jnp.asarray(crop_env.FULL_BOX),
-                                                 config.env.view_size))(jnp.asarray(exemplars))
+    views = jax.vmap(
+        lambda im: crop_env.observe(im, jnp.array(im.shape[:2]), jnp.asarray(crop_env.FULL_BOX), config.env.view_size)
+    )(jnp.asarray(exemplars))
     tokens = model.apply(params, views, method=ABModel.encode)
     return methods.get(config).digit_vocabulary(model, params, config, tokens, channels)
 
@@ -165,19 +185,26 @@ class Evaluator:
         self.model = self.method.build_model(config)
         exemplars, scene_digits, scene_labels = _validation_digits(config)
         self.exemplars = np.repeat(exemplars, channels // exemplars.shape[-1], axis=-1)
-        scenes = digits_lib.compose_scenes(np.random.default_rng(_SCENE_SEED), scene_digits, scene_labels,
-                                           config.eval.foresight_scenes, config.data)
+        scenes = digits_lib.compose_scenes(
+            np.random.default_rng(_SCENE_SEED), scene_digits, scene_labels, config.eval.foresight_scenes, config.data
+        )
         images = np.repeat(scenes["image"], channels // scenes["image"].shape[-1], axis=-1)
-        rollout = crop_env.batch_rollout(jax.random.PRNGKey(_VIEW_SEED), jnp.asarray(images),
-                                         jnp.asarray(scenes["valid"]), num_views=config.env.views,
-                                         size=config.env.view_size, scale=tuple(config.env.scale),
-                                         ratio=tuple(config.env.ratio))
+        rollout = crop_env.batch_rollout(
+            jax.random.PRNGKey(_VIEW_SEED),
+            jnp.asarray(images),
+            jnp.asarray(scenes["valid"]),
+            num_views=config.env.views,
+            size=config.env.view_size,
+            scale=tuple(config.env.scale),
+            ratio=tuple(config.env.ratio),
+        )
         self.views, self.actions = rollout["views"], rollout["actions"]
         size, n = config.env.view_size, config.env.views
         sources = jnp.repeat((self.views + 1.0) * 127.5, n - 1, axis=1).reshape(-1, size, size, channels)
         crop_boxes = jnp.asarray(source_crop_boxes(np.asarray(self.actions)).reshape(-1, 4))
-        self.source_crops = jax.jit(jax.vmap(lambda image, box: crop_env.observe(
-            image, jnp.array([size, size]), box, size)))(sources, crop_boxes)  # [S·n·(n-1), size, size, C]
+        self.source_crops = jax.jit(
+            jax.vmap(lambda image, box: crop_env.observe(image, jnp.array([size, size]), box, size))
+        )(sources, crop_boxes)  # [S·n·(n-1), size, size, C]
         boxes = np.asarray(rollout["boxes"])
         pairs = crop_env.pair_indices(config.env.views)
         self.view_digits = digits_in_views(boxes, scenes["boxes"], scenes["labels"])  # [S, n, C]
@@ -194,8 +221,14 @@ class Evaluator:
         model, (s, n) = self.model, self.views.shape[:2]
         tokens = model.apply(params, self.views, method=ABModel.encode)  # [S, n, T, D]
         p_views = value_maps.base_distribution(model, params, annotations, tokens)  # [S, n, V]
-        q = value_maps.q_distribution(model, params, self.config, tokens.reshape(s * n, *tokens.shape[2:]),
-                                      self.actions.reshape(s * n, n - 1, 4), annotations)
+        q = value_maps.q_distribution(
+            model,
+            params,
+            self.config,
+            tokens.reshape(s * n, *tokens.shape[2:]),
+            self.actions.reshape(s * n, n - 1, 4),
+            annotations,
+        )
         q = q.reshape(s, n, n - 1, -1) @ class_of_annotation
         base = p_views @ class_of_annotation  # [S, n, C]
         source = jnp.broadcast_to(base[:, :, None], q.shape)
@@ -203,8 +236,9 @@ class Evaluator:
         crop_tokens = model.apply(params, self.source_crops, method=ABModel.encode)
         source_crop = value_maps.base_distribution(model, params, annotations, crop_tokens) @ class_of_annotation
         other_move = other_move_scores(q) if n > 2 else None
-        return tuple(x if x is None else x.reshape(-1, x.shape[-1])
-                     for x in (q, source, destination, source_crop, other_move))
+        return tuple(
+            x if x is None else x.reshape(-1, x.shape[-1]) for x in (q, source, destination, source_crop, other_move)
+        )
 
     def _annotations(self, params) -> tuple[methods.Annotations, jax.Array]:
         return digit_vocabulary(self.model, params, self.config, self.channels, self.exemplars)
@@ -212,20 +246,29 @@ class Evaluator:
     def run(self, params) -> Iterator[tuple[str, float]]:
         annotations, class_of_annotation = self._annotations(params)
         value, source, destination, source_crop, other_move = (
-            None if x is None else np.asarray(x) for x in self._predict(params, annotations, class_of_annotation))
-        yield from foresight_scores(value, source, destination, self.truth, self.iou, self.contained,
-                                    source_crop, other_move, self.covered).items()
+            None if x is None else np.asarray(x) for x in self._predict(params, annotations, class_of_annotation)
+        )
+        yield from foresight_scores(
+            value, source, destination, self.truth, self.iou, self.contained, source_crop, other_move, self.covered
+        ).items()
 
 
 def plot(scores: dict[str, float], path: str, title: str = "") -> str:
     """One picture: per bucket, value vs invariance vs brute force vs chance. Value above invariance means the
     head foresees beyond the source view; its distance to brute force is what is left to learn."""
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    colours = {"value": "tab:red", "other_move": "salmon", "invariance": "tab:blue", "brute_force": "tab:green", "source_crop": "tab:olive",
-               "chance": "0.6"}
+    colours = {
+        "value": "tab:red",
+        "other_move": "salmon",
+        "invariance": "tab:blue",
+        "brute_force": "tab:green",
+        "source_crop": "tab:olive",
+        "chance": "0.6",
+    }
     figure, axis = plt.subplots(figsize=(8, 3.4))
     width = 0.8 / len(PREDICTORS)
     for p, predictor in enumerate(PREDICTORS):

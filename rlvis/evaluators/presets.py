@@ -40,36 +40,90 @@ def decoder_settings() -> dict:
 
 
 def table1(root: str = "") -> dict:
-    return {name: dict(type="tfds_tasks", final=True, every=0, name=tfds_name, data_dir=root, train_split=train,
-                       test_split=test, label_key="label", task=task, probes=("linear", "decoder"),
-                       decoder=decoder_settings(), max_train=MAX_TRAIN, max_test=MAX_TEST)
-            for name, (tfds_name, train, test, task) in TABLE1.items()}
+    return {
+        name: dict(
+            type="tfds_tasks",
+            final=True,
+            every=0,
+            name=tfds_name,
+            data_dir=root,
+            train_split=train,
+            test_split=test,
+            label_key="label",
+            task=task,
+            probes=("linear", "decoder"),
+            decoder=decoder_settings(),
+            max_train=MAX_TRAIN,
+            max_test=MAX_TEST,
+        )
+        for name, (tfds_name, train, test, task) in TABLE1.items()
+    }
 
 
 def tfds(root: str = "") -> dict:
     """One TFDS dataset of the user's choice: `evals=tfds` plus `--config.evals.tfds.name=NAME`."""
-    return dict(tfds=dict(type="tfds_tasks", final=True, every=0, name="", data_dir=root, train_split="train",
-                          test_split="test", label_key="label", task="label", probes=("linear", "knn", "fewshot"),
-                          decoder=decoder_settings(), max_train=10_000, max_test=5_000))
+    return dict(
+        tfds=dict(
+            type="tfds_tasks",
+            final=True,
+            every=0,
+            name="",
+            data_dir=root,
+            train_split="train",
+            test_split="test",
+            label_key="label",
+            task="label",
+            probes=("linear", "knn", "fewshot"),
+            decoder=decoder_settings(),
+            max_train=10_000,
+            max_test=5_000,
+        )
+    )
 
 
 def coco(root: str = "") -> dict:
-    return dict(coco=dict(type="detection", final=True, every=0, format="coco", root=root, name="coco",
-                          train_split="train2017", test_split="val2017", max_objects=100,
-                          decoder=decoder_settings(), max_train=MAX_TRAIN, max_test=5_000))
+    return dict(
+        coco=dict(
+            type="detection",
+            final=True,
+            every=0,
+            format="coco",
+            root=root,
+            name="coco",
+            train_split="train2017",
+            test_split="val2017",
+            max_objects=100,
+            decoder=decoder_settings(),
+            max_train=MAX_TRAIN,
+            max_test=5_000,
+        )
+    )
 
 
 def epic_kitchens(root: str = "") -> dict:
-    return dict(visor=dict(type="detection", final=True, every=0, format="visor", root=root, name="visor",
-                           train_split="train", test_split="val", max_objects=100,
-                           decoder=decoder_settings(), max_train=MAX_TRAIN, max_test=MAX_TEST))
+    return dict(
+        visor=dict(
+            type="detection",
+            final=True,
+            every=0,
+            format="visor",
+            root=root,
+            name="visor",
+            train_split="train",
+            test_split="val",
+            max_objects=100,
+            decoder=decoder_settings(),
+            max_train=MAX_TRAIN,
+            max_test=MAX_TEST,
+        )
+    )
 
 
 PRESETS = {"table1": table1, "tfds": tfds, "coco": coco, "epic_kitchens": epic_kitchens}
 
 
 def parse_probe(text: str) -> dict:
-    """"depth=2,width=64,steps=300" → the decoder probe fields it sets (a smaller probe for a quick look)."""
+    """ "depth=2,width=64,steps=300" → the decoder probe fields it sets (a smaller probe for a quick look)."""
     fields = {field.name for field in dataclasses.fields(sequence_probe.ProbeSettings)}
     probe = {}
     for item in filter(None, text.split(",")):

@@ -47,8 +47,16 @@ def _accuracy(params: tuple[jax.Array, jax.Array], x: np.ndarray, y: np.ndarray)
     return np.asarray(jnp.mean(jnp.argmax(logits, -1) == y[None], axis=-1))
 
 
-def linear_probe(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray,
-                 num_classes: int, steps: int = 300, val_fraction: float = 0.2, seed: int = 0) -> float:
+def linear_probe(
+    train_x: np.ndarray,
+    train_y: np.ndarray,
+    test_x: np.ndarray,
+    test_y: np.ndarray,
+    num_classes: int,
+    steps: int = 300,
+    val_fraction: float = 0.2,
+    seed: int = 0,
+) -> float:
     """Test accuracy of the weight decay that does best on a validation split carved from the train set.
 
     Features are standardised with train statistics; the chosen model is refit on the whole train set.
@@ -64,15 +72,29 @@ def linear_probe(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, t
     return float(_accuracy(refit, test_x, test_y)[best])
 
 
-def knn_accuracy(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray,
-                 num_classes: int, k: int = 20, temperature: float = 0.07) -> float:
+def knn_accuracy(
+    train_x: np.ndarray,
+    train_y: np.ndarray,
+    test_x: np.ndarray,
+    test_y: np.ndarray,
+    num_classes: int,
+    k: int = 20,
+    temperature: float = 0.07,
+) -> float:
     """DINO's weighted kNN at a single k; a thin wrapper over `knn_scores` (one implementation)."""
     return knn_scores(train_x, train_y, test_x, test_y, num_classes, ks=(k,), temperature=temperature)[k]
 
 
-def knn_scores(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray,
-               num_classes: int, ks=(10, 20, 100, 200), temperature: float = 0.07,
-               chunk_size: int = 1024) -> dict[int, float]:
+def knn_scores(
+    train_x: np.ndarray,
+    train_y: np.ndarray,
+    test_x: np.ndarray,
+    test_y: np.ndarray,
+    num_classes: int,
+    ks=(10, 20, 100, 200),
+    temperature: float = 0.07,
+    chunk_size: int = 1024,
+) -> dict[int, float]:
     """DINO's weighted kNN accuracy (facebookresearch/dino eval_knn.py) for every k in `ks` at once.
 
     Features are l2-normalised, similarity is cosine; each test row takes its top-k train neighbours and each
@@ -81,6 +103,7 @@ def knn_scores(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, tes
     all k: neighbours are sorted once to max(k) and the votes accumulate k by k. A k larger than the train set
     is clipped to it; the result is keyed by the k asked for.
     """
+
     def normalise(v):
         v = np.asarray(v)
         return v / (np.linalg.norm(v, axis=1, keepdims=True) + 1e-12)
@@ -94,7 +117,7 @@ def knn_scores(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, tes
     k_max = clipped[-1]
     correct = dict.fromkeys(clipped, 0)
     for start in range(0, len(test_x), chunk_size):
-        sims = test_x[start:start + chunk_size] @ train_x.T  # [B, N_train]
+        sims = test_x[start : start + chunk_size] @ train_x.T  # [B, N_train]
         rows = np.arange(len(sims))[:, None]
         top = np.argpartition(-sims, k_max - 1, axis=1)[:, :k_max]
         top = np.take_along_axis(top, np.argsort(-sims[rows, top], axis=1, kind="stable"), axis=1)
@@ -104,7 +127,7 @@ def knn_scores(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, tes
         for k in clipped:  # votes of neighbours done..k-1 added to those of the nearer ones
             np.add.at(votes, (rows, labels[:, done:k]), weights[:, done:k])
             done = k
-            correct[k] += int(np.sum(votes.argmax(1) == test_y[start:start + chunk_size]))
+            correct[k] += int(np.sum(votes.argmax(1) == test_y[start : start + chunk_size]))
     return {k: correct[min(k, len(train_x))] / len(test_x) for k in ks}
 
 
@@ -112,8 +135,9 @@ POOLINGS = ("cls", "mean", "both")
 
 
 @functools.partial(jax.jit, static_argnames=("num_classes", "steps"))
-def _fit_pooling_grid(x: jax.Array, y: jax.Array, masks: jax.Array, learning_rates: jax.Array,
-                      num_classes: int, steps: int) -> tuple[jax.Array, jax.Array]:
+def _fit_pooling_grid(
+    x: jax.Array, y: jax.Array, masks: jax.Array, learning_rates: jax.Array, num_classes: int, steps: int
+) -> tuple[jax.Array, jax.Array]:
     """Full-batch Adam on softmax regression, one model per (feature mask, learning rate), vmapped together.
 
     `x` is [N, 2D] = [cls | mean]; a pooling is a 0/1 mask over those columns applied to the weights, so masked
@@ -149,9 +173,18 @@ def cls_and_mean(tokens: np.ndarray) -> np.ndarray:
     return np.concatenate([tokens[:, 0], tokens[:, 1:].mean(1)], axis=1)
 
 
-def linear_probe_grid(train_tokens: np.ndarray, train_y: np.ndarray, test_tokens: np.ndarray, test_y: np.ndarray,
-                      num_classes: int, learning_rates=(1e-3, 3e-3, 1e-2, 3e-2), poolings=POOLINGS,
-                      steps: int = 300, val_fraction: float = 0.2, seed: int = 0) -> dict:
+def linear_probe_grid(
+    train_tokens: np.ndarray,
+    train_y: np.ndarray,
+    test_tokens: np.ndarray,
+    test_y: np.ndarray,
+    num_classes: int,
+    learning_rates=(1e-3, 3e-3, 1e-2, 3e-2),
+    poolings=POOLINGS,
+    steps: int = 300,
+    val_fraction: float = 0.2,
+    seed: int = 0,
+) -> dict:
     """dinov2-style linear-eval grid over (token pooling x learning rate), every classifier trained in one pass.
 
     Tokens are [N, T, D] with CLS first. Poolings: "cls" = token 0, "mean" = mean of tokens 1:, "both" = their
@@ -167,16 +200,20 @@ def linear_probe_grid(train_tokens: np.ndarray, train_y: np.ndarray, test_tokens
     if not poolings or not learning_rates or not set(poolings) <= set(POOLINGS):
         raise ValueError(f"linear_probe_grid: poolings must be a non-empty subset of {POOLINGS}, got {poolings}")
     if train_tokens.ndim != 3 or (train_tokens.shape[1] < 2 and set(poolings) - {"cls"}):
-        raise ValueError(f"linear_probe_grid: need tokens [N, T, D] with T >= 2 for mean pooling, "
-                         f"got {train_tokens.shape}")
+        raise ValueError(
+            f"linear_probe_grid: need tokens [N, T, D] with T >= 2 for mean pooling, got {train_tokens.shape}"
+        )
 
     train_x, test_x = cls_and_mean(train_tokens), cls_and_mean(test_tokens)
     mean, std = train_x.mean(0), train_x.std(0) + 1e-6
     train_x, test_x = (train_x - mean) / std, (test_x - mean) / std
     train_y, test_y = np.asarray(train_y), np.asarray(test_y)
     d = train_tokens.shape[2]
-    column_masks = {"cls": np.r_[np.ones(d), np.zeros(d)], "mean": np.r_[np.zeros(d), np.ones(d)],
-                    "both": np.ones(2 * d)}
+    column_masks = {
+        "cls": np.r_[np.ones(d), np.zeros(d)],
+        "mean": np.r_[np.zeros(d), np.ones(d)],
+        "both": np.ones(2 * d),
+    }
     grid = [(p, lr) for p in poolings for lr in learning_rates]
     masks = np.stack([column_masks[p] for p, _ in grid]).astype(np.float32)
     lrs = np.array([lr for _, lr in grid], dtype=np.float32)
@@ -187,9 +224,12 @@ def linear_probe_grid(train_tokens: np.ndarray, train_y: np.ndarray, test_tokens
     models = _fit_pooling_grid(train_x[fit], train_y[fit], masks, lrs, num_classes, steps)
     val_acc = _accuracy(models, train_x[val], train_y[val])
     best = int(np.argmax(val_acc))
-    refit = _fit_pooling_grid(train_x, train_y, masks[best:best + 1], lrs[best:best + 1], num_classes, steps)
-    return {"best": {"pooling": grid[best][0], "learning_rate": grid[best][1]},
-            "val_accuracy": float(val_acc[best]), "test_accuracy": float(_accuracy(refit, test_x, test_y)[0])}
+    refit = _fit_pooling_grid(train_x, train_y, masks[best : best + 1], lrs[best : best + 1], num_classes, steps)
+    return {
+        "best": {"pooling": grid[best][0], "learning_rate": grid[best][1]},
+        "val_accuracy": float(val_acc[best]),
+        "test_accuracy": float(_accuracy(refit, test_x, test_y)[0]),
+    }
 
 
 FEWSHOT_BIAS = 100.0  # big_vision's constant bias feature: large, so the bias is almost unregularised
@@ -216,9 +256,16 @@ def _ridge_predict(fit, x: np.ndarray) -> np.ndarray:
     return np.argmax(x @ w, axis=1)
 
 
-def fewshot_ridge(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray,
-                  num_classes: int, shots=(1, 5, 10, 25), l2_reg: float = 2.0 ** 10,
-                  seed: int = 0) -> dict[int, float]:
+def fewshot_ridge(
+    train_x: np.ndarray,
+    train_y: np.ndarray,
+    test_x: np.ndarray,
+    test_y: np.ndarray,
+    num_classes: int,
+    shots=(1, 5, 10, 25),
+    l2_reg: float = 2.0**10,
+    seed: int = 0,
+) -> dict[int, float]:
     """big_vision's closed-form few-shot evaluator (big_vision/evaluators/fewshot_lsr.py), test accuracy per shot.
 
     Follows big_vision's code: one permutation of each class's train indices from default_rng(seed), the first

@@ -68,15 +68,16 @@ class Vocabulary:
         return self.first_class + np.asarray(labels, np.int32)
 
 
-def detection_targets(vocab: Vocabulary, boxes: np.ndarray, labels: np.ndarray, max_objects: int,
-                      rng: np.random.Generator | None = None) -> np.ndarray:
+def detection_targets(
+    vocab: Vocabulary, boxes: np.ndarray, labels: np.ndarray, max_objects: int, rng: np.random.Generator | None = None
+) -> np.ndarray:
     """One image's Pix2Seq target [5 · max_objects + 1]: its objects (shuffled by `rng` if given, the first
     `max_objects` kept), EOS, then PAD."""
     order = rng.permutation(len(labels)) if rng is not None else np.arange(len(labels))
     order = order[:max_objects]
     objects = np.concatenate([vocab.box_tokens(boxes[order]), vocab.class_tokens(labels[order])[:, None]], axis=1)
     sequence = np.full(TOKENS_PER_OBJECT * max_objects + 1, PAD, np.int32)
-    sequence[:objects.size] = objects.reshape(-1)
+    sequence[: objects.size] = objects.reshape(-1)
     sequence[objects.size] = EOS
     return sequence
 
@@ -110,6 +111,7 @@ class ProbeSettings:
     batch and learning rate are [INF] (Beyer et al.'s exact values are not restated in the AB paper). `bins`
     quantises box coordinates (Pix2Seq's order of magnitude, [INF]); each bin is a token the probe learns, so a
     small dataset needs few."""
+
     depth: int = 4
     width: int = 384
     heads: int = 6
@@ -122,8 +124,9 @@ class ProbeSettings:
 
 
 def _optimizer(settings: ProbeSettings) -> optax.GradientTransformation:
-    schedule = optax.warmup_cosine_decay_schedule(0.0, settings.learning_rate, max(1, settings.steps // 10),
-                                                  settings.steps)
+    schedule = optax.warmup_cosine_decay_schedule(
+        0.0, settings.learning_rate, max(1, settings.steps // 10), settings.steps
+    )
     return optax.adamw(schedule, weight_decay=settings.weight_decay)
 
 
@@ -134,8 +137,16 @@ def loss_weights(outputs: jax.Array, prompt_length: int) -> jax.Array:
 
 
 @functools.partial(jax.jit, static_argnames=("model", "settings", "prompt_length"))
-def _train_step(params, opt_state, memory: jax.Array, sequences: jax.Array, *, model: SequenceDecoder,
-                settings: ProbeSettings, prompt_length: int):
+def _train_step(
+    params,
+    opt_state,
+    memory: jax.Array,
+    sequences: jax.Array,
+    *,
+    model: SequenceDecoder,
+    settings: ProbeSettings,
+    prompt_length: int,
+):
     """One teacher-forced step on full sequences [B, 1 + P + L] (BOS, prompt, target)."""
     inputs, outputs = sequences[:, :-1], sequences[:, 1:]
     weights = loss_weights(outputs, prompt_length)
@@ -158,8 +169,16 @@ class TrainedProbe:
     losses: list[float]
 
 
-def train(tokens: np.ndarray, prompts: np.ndarray, make_targets, vocab: Vocabulary, settings: ProbeSettings, *,
-          image_index: np.ndarray | None = None, progress: bool = False) -> TrainedProbe:
+def train(
+    tokens: np.ndarray,
+    prompts: np.ndarray,
+    make_targets,
+    vocab: Vocabulary,
+    settings: ProbeSettings,
+    *,
+    image_index: np.ndarray | None = None,
+    progress: bool = False,
+) -> TrainedProbe:
     """Teacher-force a decoder on frozen `tokens` [N, T, D].
 
     Items are rows of `prompts` [M, P] (P may be 0); item m reads image `image_index[m]` (default m) and its target
@@ -173,8 +192,9 @@ def train(tokens: np.ndarray, prompts: np.ndarray, make_targets, vocab: Vocabula
     tokens = jnp.asarray(tokens)
 
     def sequences(index: np.ndarray) -> jax.Array:
-        return jnp.asarray(np.concatenate([np.full((len(index), 1), BOS, np.int32), prompts[index],
-                                           make_targets(index, rng)], axis=1))
+        return jnp.asarray(
+            np.concatenate([np.full((len(index), 1), BOS, np.int32), prompts[index], make_targets(index, rng)], axis=1)
+        )
 
     first = np.arange(batch)
     first_sequences = sequences(first)  # its length sizes the model's position table
@@ -182,11 +202,19 @@ def train(tokens: np.ndarray, prompts: np.ndarray, make_targets, vocab: Vocabula
     params = model.init(jax.random.PRNGKey(settings.seed), tokens[image_index[first]], first_sequences[:, :-1])
     opt_state = _optimizer(settings).init(params)
     losses = []
-    for _ in tqdm.trange(settings.steps, desc="decoder probe", unit="step", leave=False,
-                          disable=None if progress else True):  # None: shown on a terminal only
+    for _ in tqdm.trange(
+        settings.steps, desc="decoder probe", unit="step", leave=False, disable=None if progress else True
+    ):  # None: shown on a terminal only
         index = rng.choice(items, batch, replace=False)
-        params, opt_state, loss = _train_step(params, opt_state, tokens[image_index[index]], sequences(index),
-                                              model=model, settings=settings, prompt_length=prompts.shape[1])
+        params, opt_state, loss = _train_step(
+            params,
+            opt_state,
+            tokens[image_index[index]],
+            sequences(index),
+            model=model,
+            settings=settings,
+            prompt_length=prompts.shape[1],
+        )
         losses.append(loss)
     return TrainedProbe(model, params, vocab, [float(loss) for loss in losses])
 
@@ -195,14 +223,21 @@ def _allowed(vocab: Vocabulary, is_class: tuple[bool, ...]) -> np.ndarray:
     """[steps, vocab]: a class token where `is_class`, else a coordinate token."""
     allowed = np.zeros((len(is_class), vocab.size), bool)
     for t, want_class in enumerate(is_class):
-        allowed[t, vocab.first_class:] = want_class
-        allowed[t, FIRST_BIN:vocab.first_class] = not want_class
+        allowed[t, vocab.first_class :] = want_class
+        allowed[t, FIRST_BIN : vocab.first_class] = not want_class
     return allowed
 
 
 @functools.partial(jax.jit, static_argnames=("model", "vocab", "is_class"))
-def _greedy(params, memory: jax.Array, prompts: jax.Array, *, model: SequenceDecoder, vocab: Vocabulary,
-            is_class: tuple[bool, ...]) -> tuple[jax.Array, jax.Array, jax.Array]:
+def _greedy(
+    params,
+    memory: jax.Array,
+    prompts: jax.Array,
+    *,
+    model: SequenceDecoder,
+    vocab: Vocabulary,
+    is_class: tuple[bool, ...],
+) -> tuple[jax.Array, jax.Array, jax.Array]:
     """Greedy decoding of one target token per entry of `is_class` (a class token there, else a coordinate) →
     (tokens [B, steps], their probability among the allowed tokens [B, steps], p(EOS) at each position [B, steps]).
     Each step reruns the decoder on the whole sequence (no key/value cache): sequences are at most a few hundred
@@ -210,7 +245,7 @@ def _greedy(params, memory: jax.Array, prompts: jax.Array, *, model: SequenceDec
     batch, prompt_length = prompts.shape
     steps = len(is_class)
     length = 1 + prompt_length + steps
-    sequence = jnp.zeros((batch, length), jnp.int32).at[:, 0].set(BOS).at[:, 1:1 + prompt_length].set(prompts)
+    sequence = jnp.zeros((batch, length), jnp.int32).at[:, 0].set(BOS).at[:, 1 : 1 + prompt_length].set(prompts)
     allowed = jnp.asarray(_allowed(vocab, is_class))
 
     def body(t, carry):
@@ -225,33 +260,66 @@ def _greedy(params, memory: jax.Array, prompts: jax.Array, *, model: SequenceDec
 
     zeros = jnp.zeros((batch, steps))
     sequence, probs, eos = jax.lax.fori_loop(0, steps, body, (sequence, zeros, zeros))
-    return sequence[:, 1 + prompt_length:], probs, eos
+    return sequence[:, 1 + prompt_length :], probs, eos
 
 
-def decode(probe: TrainedProbe, tokens: np.ndarray, prompts: np.ndarray, is_class: tuple[bool, ...], *,
-           image_index: np.ndarray | None = None, chunk: int = 256) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def decode(
+    probe: TrainedProbe,
+    tokens: np.ndarray,
+    prompts: np.ndarray,
+    is_class: tuple[bool, ...],
+    *,
+    image_index: np.ndarray | None = None,
+    chunk: int = 256,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Greedy decoding for every item (see `_greedy`), in chunks."""
     image_index = np.arange(len(prompts)) if image_index is None else np.asarray(image_index)
-    out = [_greedy(probe.params, jnp.asarray(tokens[image_index[i:i + chunk]]), jnp.asarray(prompts[i:i + chunk]),
-                   model=probe.model, vocab=probe.vocab, is_class=is_class)
-           for i in range(0, len(prompts), chunk)]
+    out = [
+        _greedy(
+            probe.params,
+            jnp.asarray(tokens[image_index[i : i + chunk]]),
+            jnp.asarray(prompts[i : i + chunk]),
+            model=probe.model,
+            vocab=probe.vocab,
+            is_class=is_class,
+        )
+        for i in range(0, len(prompts), chunk)
+    ]
     return tuple(np.concatenate([np.asarray(o[k]) for o in out]) for k in range(3))
 
 
-def classify(probe: TrainedProbe, tokens: np.ndarray, prompts: np.ndarray, *,
-             image_index: np.ndarray | None = None) -> np.ndarray:
+def classify(
+    probe: TrainedProbe, tokens: np.ndarray, prompts: np.ndarray, *, image_index: np.ndarray | None = None
+) -> np.ndarray:
     """Predicted class per item (one decoded token, restricted to classes)."""
     predicted, _, _ = decode(probe, tokens, prompts, (True,), image_index=image_index)
     return predicted[:, 0] - probe.vocab.first_class
 
 
-def class_accuracy(train_tokens: np.ndarray, train_prompts: np.ndarray, train_labels: np.ndarray,
-                   test_tokens: np.ndarray, test_prompts: np.ndarray, test_labels: np.ndarray, vocab: Vocabulary,
-                   settings: ProbeSettings, *, train_image: np.ndarray | None = None,
-                   test_image: np.ndarray | None = None, progress: bool = False) -> float:
+def class_accuracy(
+    train_tokens: np.ndarray,
+    train_prompts: np.ndarray,
+    train_labels: np.ndarray,
+    test_tokens: np.ndarray,
+    test_prompts: np.ndarray,
+    test_labels: np.ndarray,
+    vocab: Vocabulary,
+    settings: ProbeSettings,
+    *,
+    train_image: np.ndarray | None = None,
+    test_image: np.ndarray | None = None,
+    progress: bool = False,
+) -> float:
     """Train a probe to write each item's class after its prompt ([M, P], P may be 0), then its test accuracy."""
-    probe = train(train_tokens, train_prompts, lambda i, _: vocab.class_tokens(train_labels[i])[:, None], vocab,
-                  settings, image_index=train_image, progress=progress)
+    probe = train(
+        train_tokens,
+        train_prompts,
+        lambda i, _: vocab.class_tokens(train_labels[i])[:, None],
+        vocab,
+        settings,
+        image_index=train_image,
+        progress=progress,
+    )
     predicted = classify(probe, test_tokens, test_prompts, image_index=test_image)
     return float(np.mean(predicted == test_labels))
 
@@ -266,5 +334,11 @@ def detections(probe: TrainedProbe, tokens: np.ndarray, max_objects: int) -> lis
     class_prob = probs.reshape(len(tokens), max_objects, TOKENS_PER_OBJECT)[..., -1]
     # Not stopping before object k: the product of (1 − p(EOS)) at every object start up to k.
     survive = np.cumprod(1.0 - starts, axis=1)
-    return [dict(boxes=probe.vocab.boxes(objects[i, :, :4]), labels=objects[i, :, 4] - probe.vocab.first_class,
-                 scores=survive[i] * class_prob[i]) for i in range(len(tokens))]
+    return [
+        dict(
+            boxes=probe.vocab.boxes(objects[i, :, :4]),
+            labels=objects[i, :, 4] - probe.vocab.first_class,
+            scores=survive[i] * class_prob[i],
+        )
+        for i in range(len(tokens))
+    ]

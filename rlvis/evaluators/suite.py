@@ -88,8 +88,13 @@ def run_all(evaluators: dict, params, progress: bool = False, names_from: dict |
 
     `progress` shows a bar with the task just scored, elapsed time and an ETA (on stderr)."""
     by_evaluator = {}
-    bar = tqdm.tqdm(total=sum(len(evaluator.tasks) for evaluator in evaluators.values()), unit="task",
-                    desc="evaluate", disable=not progress, leave=False)
+    bar = tqdm.tqdm(
+        total=sum(len(evaluator.tasks) for evaluator in evaluators.values()),
+        unit="task",
+        desc="evaluate",
+        disable=not progress,
+        leave=False,
+    )
     for name, evaluator in evaluators.items():
         by_evaluator[name] = {}
         for task, score in evaluator.run(params):
@@ -98,8 +103,11 @@ def run_all(evaluators: dict, params, progress: bool = False, names_from: dict |
             bar.update()
     bar.close()
     counts = collections.Counter(task for evaluator in (names_from or evaluators).values() for task in evaluator.tasks)
-    return {(f"{name}/{task}" if counts[task] > 1 else task): score
-            for name, tasks in by_evaluator.items() for task, score in tasks.items()}
+    return {
+        (f"{name}/{task}" if counts[task] > 1 else task): score
+        for name, tasks in by_evaluator.items()
+        for task, score in tasks.items()
+    }
 
 
 def plot_curves(jsonl_path: str, prefix: str | tuple[str, ...], png_path: str) -> str | None:
@@ -113,8 +121,10 @@ def plot_curves(jsonl_path: str, prefix: str | tuple[str, ...], png_path: str) -
     if not groups[0]:
         return None
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
     figure, axis = plt.subplots(figsize=(6, 3.5))
     for style, p, tasks in zip(("-", "--", ":"), prefixes, groups):
         for colour, task in enumerate(tasks):

@@ -46,10 +46,23 @@ CLASS_COUNTS = {"clevr_count": len(CLEVR_COUNTS), "clevr_distance": len(CLEVR_DI
 
 
 class Evaluator:
-    def __init__(self, encode_fn: features.EncodeFn, config: ml_collections.ConfigDict, channels: int, *, name: str,
-                 data_dir: str = "", train_split: str = "train", test_split: str = "test", label_key: str = "label",
-                 task: str = "label", probes: tuple[str, ...] = ("linear", "knn", "fewshot"),
-                 decoder: dict | None = None, max_train: int = 10_000, max_test: int = 5_000):
+    def __init__(
+        self,
+        encode_fn: features.EncodeFn,
+        config: ml_collections.ConfigDict,
+        channels: int,
+        *,
+        name: str,
+        data_dir: str = "",
+        train_split: str = "train",
+        test_split: str = "test",
+        label_key: str = "label",
+        task: str = "label",
+        probes: tuple[str, ...] = ("linear", "knn", "fewshot"),
+        decoder: dict | None = None,
+        max_train: int = 10_000,
+        max_test: int = 5_000,
+    ):
         if not name:
             raise ValueError("the tfds_tasks evaluator needs the dataset's name (e.g. 'food101')")
         if task not in ("label", *CLASS_COUNTS):
@@ -85,29 +98,41 @@ class Evaluator:
         self.tasks = tuple(tasks)
 
     def run(self, params) -> Iterator[tuple[str, float]]:
-        tokens = {split: (images.encode(self.features, params), labels)
-                  for split, (images, labels) in self.data.items()}
+        tokens = {
+            split: (images.encode(self.features, params), labels) for split, (images, labels) in self.data.items()
+        }
         (train_t, train_y), (test_t, test_y) = tokens["train"], tokens["test"]
         if "linear" in self.probes:
-            grid = probes.linear_probe_grid(train_t, train_y, test_t, test_y, self.num_classes,
-                                            steps=self.probe_steps)
+            grid = probes.linear_probe_grid(train_t, train_y, test_t, test_y, self.num_classes, steps=self.probe_steps)
             yield f"linear/{self.name}", grid["test_accuracy"]
         pooled = {split: probes.cls_and_mean(t) for split, (t, _) in tokens.items()}
         if "knn" in self.probes:
-            for k, score in probes.knn_scores(pooled["train"], train_y, pooled["test"], test_y, self.num_classes,
-                                              ks=KNN_KS).items():
+            for k, score in probes.knn_scores(
+                pooled["train"], train_y, pooled["test"], test_y, self.num_classes, ks=KNN_KS
+            ).items():
                 yield f"knn{k}/{self.name}", score
         if "fewshot" in self.probes:
-            for s, score in probes.fewshot_ridge(pooled["train"], train_y, pooled["test"], test_y, self.num_classes,
-                                                 shots=self.shots).items():
+            for s, score in probes.fewshot_ridge(
+                pooled["train"], train_y, pooled["test"], test_y, self.num_classes, shots=self.shots
+            ).items():
                 yield f"fewshot{s}/{self.name}", score
         if "decoder" in self.probes:
             yield f"decoder/{self.name}", self.decoder_accuracy(train_t, train_y, test_t, test_y)
 
-    def decoder_accuracy(self, train_t: np.ndarray, train_y: np.ndarray, test_t: np.ndarray,
-                         test_y: np.ndarray) -> float:
+    def decoder_accuracy(
+        self, train_t: np.ndarray, train_y: np.ndarray, test_t: np.ndarray, test_y: np.ndarray
+    ) -> float:
         """Classification as a one-token sequence (no prompt): the decoder names the class."""
         vocab = sequence_probe.Vocabulary(bins=2, num_classes=self.num_classes)  # no boxes here: 2 unused bins
-        no_prompt = lambda n: np.zeros((n, 0), np.int32)  # noqa: E731
-        return sequence_probe.class_accuracy(train_t, no_prompt(len(train_y)), train_y, test_t,
-                                             no_prompt(len(test_y)), test_y, vocab, self.decoder, progress=True)
+        no_prompt = lambda n: np.zeros((n, 0), np.int32)
+        return sequence_probe.class_accuracy(
+            train_t,
+            no_prompt(len(train_y)),
+            train_y,
+            test_t,
+            no_prompt(len(test_y)),
+            test_y,
+            vocab,
+            self.decoder,
+            progress=True,
+        )

@@ -49,36 +49,67 @@ def base_distribution(model: ABModel, params, annotations_: Annotations, view_to
     return jax.nn.softmax(annotations_.base_scale * embedding @ annotations_.base.T, axis=-1)
 
 
-def q_distribution(model: ABModel, params, config: ml_collections.ConfigDict, view_tokens: jax.Array,
-                   actions: jax.Array, annotations_: Annotations) -> jax.Array:
+def q_distribution(
+    model: ABModel,
+    params,
+    config: ml_collections.ConfigDict,
+    view_tokens: jax.Array,
+    actions: jax.Array,
+    annotations_: Annotations,
+) -> jax.Array:
     """Q(ℓ | x, a) for source views' tokens [B, T, D] and relative actions [B, A, 4] → [B, A, V]: the value head
     against the AB vocabulary at its logit scale, as in training."""
     return jax.nn.softmax(model.apply(params, view_tokens, actions, annotations_.ab, method=ABModel.q_logits), -1)
 
 
-def value_distribution(model: ABModel, params, config: ml_collections.ConfigDict, view_tokens: jax.Array,
-                       source_box: jax.Array, boxes: jax.Array, annotations_: Annotations) -> jax.Array:
+def value_distribution(
+    model: ABModel,
+    params,
+    config: ml_collections.ConfigDict,
+    view_tokens: jax.Array,
+    source_box: jax.Array,
+    boxes: jax.Array,
+    annotations_: Annotations,
+) -> jax.Array:
     """Q(ℓ | x, a) for the view x at `source_box` (tokens [T, D]) and each move to boxes [A, 4] → [A, V]. Pure."""
     actions = jax.vmap(lambda target: crop_env.relative(source_box, target))(boxes)
     return q_distribution(model, params, config, view_tokens[None], actions[None], annotations_)[0]
 
 
-def predict(model: ABModel, params, config: ml_collections.ConfigDict, image: np.ndarray, valid: np.ndarray,
-            boxes: np.ndarray, annotations_: Annotations, source_box: np.ndarray = crop_env.FULL_BOX) -> np.ndarray:
+def predict(
+    model: ABModel,
+    params,
+    config: ml_collections.ConfigDict,
+    image: np.ndarray,
+    valid: np.ndarray,
+    boxes: np.ndarray,
+    annotations_: Annotations,
+    source_box: np.ndarray = crop_env.FULL_BOX,
+) -> np.ndarray:
     """p(ℓ | x, a) for every destination box: float32 [..., V] for boxes [..., 4], x the view at `source_box`."""
     source_box = jnp.asarray(source_box)
     view = crop_env.observe(jnp.asarray(image), jnp.asarray(valid), source_box, config.env.view_size)
     tokens = model.apply(params, view[None], method=ABModel.encode)[0]  # [T, D]
-    probabilities = value_distribution(model, params, config, tokens, source_box,
-                                       jnp.asarray(boxes.reshape(-1, 4)), annotations_)
+    probabilities = value_distribution(
+        model, params, config, tokens, source_box, jnp.asarray(boxes.reshape(-1, 4)), annotations_
+    )
     return np.asarray(probabilities).reshape(*boxes.shape[:-1], -1)
 
 
-def save_value_map(path: str, image: np.ndarray, valid: np.ndarray, boxes: np.ndarray, probabilities: np.ndarray,
-                   names: Sequence[str], chosen: Sequence[int], zooms: Sequence[float],
-                   source_box: np.ndarray = crop_env.FULL_BOX) -> str:
+def save_value_map(
+    path: str,
+    image: np.ndarray,
+    valid: np.ndarray,
+    boxes: np.ndarray,
+    probabilities: np.ndarray,
+    names: Sequence[str],
+    chosen: Sequence[int],
+    zooms: Sequence[float],
+    source_box: np.ndarray = crop_env.FULL_BOX,
+) -> str:
     """One row per chosen annotation, one column per zoom: p(ℓ | x, a) at each box centre over the image."""
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -86,8 +117,9 @@ def save_value_map(path: str, image: np.ndarray, valid: np.ndarray, boxes: np.nd
     picture = image[:height, :width]
     picture = picture[..., 0] if picture.shape[-1] == 1 else picture
     grid = boxes.shape[1]
-    figure, axes = plt.subplots(len(chosen), len(zooms) + 1, figsize=(2.6 * (len(zooms) + 1), 2.6 * len(chosen)),
-                                squeeze=False)
+    figure, axes = plt.subplots(
+        len(chosen), len(zooms) + 1, figsize=(2.6 * (len(zooms) + 1), 2.6 * len(chosen)), squeeze=False
+    )
     for row, annotation in enumerate(chosen):
         axes[row, 0].imshow(picture, cmap="gray")
         y0, x0, h, w = source_box * np.array([height, width, height, width])
@@ -96,8 +128,14 @@ def save_value_map(path: str, image: np.ndarray, valid: np.ndarray, boxes: np.nd
         for column, zoom in enumerate(zooms, start=1):
             heat = probabilities[column - 1, :, :, annotation]
             axes[row, column].imshow(picture, cmap="gray")
-            axes[row, column].imshow(heat, cmap="magma", alpha=0.6, extent=(-0.5, width - 0.5, height - 0.5, -0.5),
-                                     vmin=0.0, vmax=max(float(probabilities[..., annotation].max()), 1e-6))
+            axes[row, column].imshow(
+                heat,
+                cmap="magma",
+                alpha=0.6,
+                extent=(-0.5, width - 0.5, height - 0.5, -0.5),
+                vmin=0.0,
+                vmax=max(float(probabilities[..., annotation].max()), 1e-6),
+            )
             best = np.unravel_index(np.argmax(heat), heat.shape)
             by, bx, bh, bw = boxes[column - 1][best] * np.array([height, width, height, width])
             axes[row, column].add_patch(plt.Rectangle((bx - 0.5, by - 0.5), bw, bh, fill=False, color="lime", lw=1))
@@ -115,9 +153,15 @@ def _demo_scene(config: ml_collections.ConfigDict) -> dict:
     """A held-out scene (digits never seen in pre-training) with its digits' labels and boxes."""
     splits = digits_lib.load_digits(config.eval.digits_per_class)
     rng = np.random.default_rng(7)
-    return digits_lib.compose_scene(rng, splits.probe_test_images, splits.probe_test_labels,
-                                    canvas=config.data.scene_canvas, min_size=config.data.scene_min_size,
-                                    digits_per_scene=(3, 3), digit_size=tuple(config.data.digit_size))
+    return digits_lib.compose_scene(
+        rng,
+        splits.probe_test_images,
+        splits.probe_test_labels,
+        canvas=config.data.scene_canvas,
+        min_size=config.data.scene_min_size,
+        digits_per_scene=(3, 3),
+        digit_size=tuple(config.data.digit_size),
+    )
 
 
 def load_image(config: ml_collections.ConfigDict, path: str | None) -> tuple[np.ndarray, np.ndarray, list[int]]:
@@ -140,13 +184,16 @@ def define_flags(flag_values: flags.FlagValues) -> None:
     flags.DEFINE_string("workdir", None, "A run's workdir.", required=True, flag_values=flag_values)
     flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).", flag_values=flag_values)
     flags.DEFINE_string("image", None, "An image file (default: a held-out demo scene).", flag_values=flag_values)
-    flags.DEFINE_multi_string("annotation", None, "Annotation name, e.g. 3 (demo), 'a 3' (CLIP), 'prototype 7' "
-                              "(DINO); repeatable.", flag_values=flag_values)
+    flags.DEFINE_multi_string(
+        "annotation",
+        None,
+        "Annotation name, e.g. 3 (demo), 'a 3' (CLIP), 'prototype 7' (DINO); repeatable.",
+        flag_values=flag_values,
+    )
     flags.DEFINE_enum("encoder", "ema", ["ema", "online"], "Which copy of the encoder.", flag_values=flag_values)
     flags.DEFINE_integer("grid", 9, "Box centres per side.", lower_bound=1, flag_values=flag_values)
     cli.define_numbers("zooms", (0.3, 0.5), "Box sides as fractions of the image.", flag_values)
-    flags.DEFINE_string("out", None, "PNG path (default: WORKDIR/plots/value_map_<step>.png).",
-                        flag_values=flag_values)
+    flags.DEFINE_string("out", None, "PNG path (default: WORKDIR/plots/value_map_<step>.png).", flag_values=flag_values)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -159,8 +206,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         config, state, step = checkpoints.load_run(args.workdir, args.step)
     method = methods.get(config)
     if not method.ANNOTATES:
-        cli.fail(f"{config.method} has no annotation distribution p(ℓ | x), which value maps "
-                 "need; the runs of simclr, dino and clip and their ab_ variants have one")
+        cli.fail(
+            f"{config.method} has no annotation distribution p(ℓ | x), which value maps "
+            "need; the runs of simclr, dino and clip and their ab_ variants have one"
+        )
     model = method.build_model(config)
     params = state[config_lib.params_key(args.encoder)]
     image, valid, labels = load_image(config, args.image)

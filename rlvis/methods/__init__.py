@@ -40,12 +40,25 @@ from rlvis.envs import photometric
 from rlvis.methods import clip, clip_aug, dino, ijepa, mae, silc, simclr, slip
 from rlvis.methods.common import Annotations, ab_settings, bootstraps, validate_ab
 
-__all__ = ["Annotations", "FAMILIES", "NAMES", "base_name", "bootstraps", "build_model", "encoded_views_per_step",
-           "get", "has_ema_encoder", "register", "sections", "validate"]
+__all__ = [
+    "Annotations",
+    "FAMILIES",
+    "NAMES",
+    "base_name",
+    "bootstraps",
+    "build_model",
+    "encoded_views_per_step",
+    "get",
+    "has_ema_encoder",
+    "register",
+    "sections",
+    "validate",
+]
 
 FAMILIES = {module.NAME: module for module in (simclr, dino, clip, mae, ijepa, slip, silc, clip_aug)}
-NAMES = tuple(name for base, module in FAMILIES.items()
-              for name in ((f"ab_{base}", base) if module.AB_VARIANT else (base,)))
+NAMES = tuple(
+    name for base, module in FAMILIES.items() for name in ((f"ab_{base}", base) if module.AB_VARIANT else (base,))
+)
 
 
 def register(module) -> None:

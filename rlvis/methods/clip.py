@@ -34,12 +34,14 @@ IMAGE_ANNOTATIONS = False
 
 def settings() -> dict[str, dict]:
     """CLIP (Radford et al. 2021): captioned scenes, byte-level captions, a learned temperature."""
-    return dict(clip=dict(
-        text_variant="mu",  # text tower shape (paper: S); see rlvis/models/text.py
-        caption_length=48,  # byte tokens incl. BOS/EOS; the longest demo caption is 42
-        scale=(0.5, 1.0),  # RandomResizedCrop of the captioned image (paper Table 7)
-        init_temperature=0.07,
-    ))
+    return dict(
+        clip=dict(
+            text_variant="mu",  # text tower shape (paper: S); see rlvis/models/text.py
+            caption_length=48,  # byte tokens incl. BOS/EOS; the longest demo caption is 42
+            scale=(0.5, 1.0),  # RandomResizedCrop of the captioned image (paper Table 7)
+            init_temperature=0.07,
+        )
+    )
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
@@ -57,6 +59,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
 class Heads:
     """The image projection with CLIP's learned temperature, the text tower, CLIP's text head ψ and the AB text
     head ψ_AB."""
+
     dim: int
     text_variant: str
     caption_length: int
@@ -75,8 +78,9 @@ class Heads:
 
 
 def heads(config: ml_collections.ConfigDict) -> Heads:
-    return Heads(config.model.proj_dim, config.clip.text_variant, config.clip.caption_length,
-                 1.0 / config.clip.init_temperature)
+    return Heads(
+        config.model.proj_dim, config.clip.text_variant, config.clip.caption_length, 1.0 / config.clip.init_temperature
+    )
 
 
 def build_model(config: ml_collections.ConfigDict) -> ABModel:
@@ -90,9 +94,15 @@ def annotation_views_per_step(config: ml_collections.ConfigDict) -> int:
 def render_annotation(keys: jax.Array, batch: dict, config: ml_collections.ConfigDict) -> dict:
     """One RandomResizedCrop of each captioned image and its caption: CLIP augments with the crop alone.
     keys [4]: the crops (the rest unused)."""
-    rollout = crop_env.batch_rollout(keys[0], batch["image"], batch["valid"], num_views=1,
-                                     scale=tuple(config.clip.scale), size=config.env.view_size,
-                                     ratio=tuple(config.env.ratio))
+    rollout = crop_env.batch_rollout(
+        keys[0],
+        batch["image"],
+        batch["valid"],
+        num_views=1,
+        scale=tuple(config.clip.scale),
+        size=config.env.view_size,
+        ratio=tuple(config.env.ratio),
+    )
     return dict(annotation_views=rollout["views"], captions=batch["caption"])
 
 
@@ -104,11 +114,19 @@ def initial_state(config: ml_collections.ConfigDict) -> dict:
     return {}
 
 
-def loss(model: ABModel, params, ema_params, batch: dict, config: ml_collections.ConfigDict,
-         method_state: dict | None = None, step: jax.Array | None = None) -> tuple[jax.Array, tuple[dict, dict]]:
+def loss(
+    model: ABModel,
+    params,
+    ema_params,
+    batch: dict,
+    config: ml_collections.ConfigDict,
+    method_state: dict | None = None,
+    step: jax.Array | None = None,
+) -> tuple[jax.Array, tuple[dict, dict]]:
     """batch: annotation_views [K, 1, S, S, C], captions int32 [K, L]; for AB also views, actions and boxes."""
-    images = model.apply(params, model.apply(params, batch["annotation_views"][:, 0], method=ABModel.encode),
-                         method=ABModel.base_embed)
+    images = model.apply(
+        params, model.apply(params, batch["annotation_views"][:, 0], method=ABModel.encode), method=ABModel.base_embed
+    )
     captions, ab_captions = model.apply(params, batch["captions"], method=ABModel.text_embed)
     scale = model.apply(params, method=ABModel.clip_logit_scale)
     base_loss, accuracy = clip.symmetric_infonce(images, captions, scale)
@@ -119,17 +137,34 @@ def loss(model: ABModel, params, ema_params, batch: dict, config: ml_collections
 
     target_views = model.apply(target_params, batch["views"], method=ABModel.encode)  # [B, n, T, D]
     target_captions, target_ab_captions = model.apply(target_params, batch["captions"], method=ABModel.text_embed)
-    p_local = clip.caption_distribution(model.apply(target_params, target_views, method=ABModel.base_embed),
-                                        target_captions, model.apply(target_params, method=ABModel.clip_logit_scale))
+    p_local = clip.caption_distribution(
+        model.apply(target_params, target_views, method=ABModel.base_embed),
+        target_captions,
+        model.apply(target_params, method=ABModel.clip_logit_scale),
+    )
     td_loss, td_metrics = bootstrap.td_term(
-        model, params, target_params, batch, online_vocabulary=ab_captions, target_vocabulary=target_ab_captions,
-        target_view_tokens=target_views, p_local=p_local, config=config)
+        model,
+        params,
+        target_params,
+        batch,
+        online_vocabulary=ab_captions,
+        target_vocabulary=target_ab_captions,
+        target_view_tokens=target_views,
+        p_local=p_local,
+        config=config,
+    )
     total, metrics = bootstrap.total_loss(model, params, base_loss, td_loss, {**metrics, **td_metrics}, config)
     return total, (metrics, {})
 
 
-def annotations(model: ABModel, params, config: ml_collections.ConfigDict, exemplars=None,
-                channels: int = 1, names: tuple[str, ...] = tuple(f"a {digit}" for digit in range(10))) -> Annotations:
+def annotations(
+    model: ABModel,
+    params,
+    config: ml_collections.ConfigDict,
+    exemplars=None,
+    channels: int = 1,
+    names: tuple[str, ...] = tuple(f"a {digit}" for digit in range(10)),
+) -> Annotations:
     """Captions through the AB text head (ψ_AB) and the CLIP text head (p(ℓ | x)); by default "a 0" … "a 9"."""
     captions = np.stack([text.encode(name, config.clip.caption_length) for name in names])
     base_text, ab_text = model.apply(params, jnp.asarray(captions), method=ABModel.text_embed)
@@ -140,7 +175,8 @@ def digit_annotation(label: int) -> str:
     return f"a {label}"
 
 
-def digit_vocabulary(model: ABModel, params, config: ml_collections.ConfigDict, exemplar_tokens: jax.Array,
-                     channels: int) -> tuple[Annotations, jax.Array]:
+def digit_vocabulary(
+    model: ABModel, params, config: ml_collections.ConfigDict, exemplar_tokens: jax.Array, channels: int
+) -> tuple[Annotations, jax.Array]:
     """The captions "a 0" … "a 9", one per class."""
     return annotations(model, params, config, channels=channels), jnp.eye(10)

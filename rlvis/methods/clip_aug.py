@@ -35,11 +35,15 @@ digit_vocabulary = clip.digit_vocabulary
 
 def settings() -> dict[str, dict]:
     """CLIP's sections, the colour augmentation, and the strong crop, blur and solarisation of Fini et al."""
-    return dict(clip.settings(), augment=photometric.default_settings(), clip_aug=dict(
-        scale=(0.08, 1.0),  # SimCLR's crop range instead of CLIP's (0.5, 1); colour from `augment`
-        blur=0.5,  # [INF] BYOL-style probabilities; Fini et al.'s code leaves them as flags
-        solarize=0.2,
-    ))
+    return dict(
+        clip.settings(),
+        augment=photometric.default_settings(),
+        clip_aug=dict(
+            scale=(0.08, 1.0),  # SimCLR's crop range instead of CLIP's (0.5, 1); colour from `augment`
+            blur=0.5,  # [INF] BYOL-style probabilities; Fini et al.'s code leaves them as flags
+            solarize=0.2,
+        ),
+    )
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
@@ -54,10 +58,18 @@ def validate(config: ml_collections.ConfigDict) -> None:
 def render_annotation(keys: jax.Array, batch: dict, config: ml_collections.ConfigDict) -> dict:
     """One strongly augmented crop of each captioned image and its caption. keys [4]: crops, augmentation, (unused)
     ×2."""
-    rollout = crop_env.batch_rollout(keys[0], batch["image"], batch["valid"], num_views=1,
-                                     scale=tuple(config.clip_aug.scale), size=config.env.view_size,
-                                     ratio=tuple(config.env.ratio))
-    strong = ml_collections.ConfigDict(dict(config.augment.to_dict(), blur=config.clip_aug.blur,
-                                            solarize=config.clip_aug.solarize))
-    return dict(annotation_views=photometric.augment_views(keys[1], rollout["views"], strong),
-                captions=batch["caption"])
+    rollout = crop_env.batch_rollout(
+        keys[0],
+        batch["image"],
+        batch["valid"],
+        num_views=1,
+        scale=tuple(config.clip_aug.scale),
+        size=config.env.view_size,
+        ratio=tuple(config.env.ratio),
+    )
+    strong = ml_collections.ConfigDict(
+        dict(config.augment.to_dict(), blur=config.clip_aug.blur, solarize=config.clip_aug.solarize)
+    )
+    return dict(
+        annotation_views=photometric.augment_views(keys[1], rollout["views"], strong), captions=batch["caption"]
+    )

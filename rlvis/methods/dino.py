@@ -35,20 +35,23 @@ IMAGE_ANNOTATIONS = False
 
 def settings() -> dict[str, dict]:
     """DINO (Caron et al. 2021) scaled down: K prototypes, multi-crop, a centred and sharpened EMA teacher."""
-    return dict(augment=photometric.default_settings(), dino=dict(
-        prototypes=256,
-        global_scale=(0.4, 1.0),  # paper Table 7
-        local_scale=(0.05, 0.4),
-        local_views=4,  # paper: 8
-        local_size=16,  # paper: 96 px locals for 224 px globals
-        student_temp=0.1,
-        warmup_teacher_temp=0.02,  # sharper than DINO's 0.04 → 0.07, which collapse at this scale (docs/findings.md)
-        teacher_temp=0.02,
-        teacher_temp_warmup_steps=600,
-        center_momentum=0.9,
-        norm_last_layer=True,  # False: learned prototype gains (DINO's choice for ViT-S; see DINOHead)
-        freeze_last_layer_steps=300,  # prototypes frozen at first (DINO: 1 epoch); see `optimizer_rules`
-    ))
+    return dict(
+        augment=photometric.default_settings(),
+        dino=dict(
+            prototypes=256,
+            global_scale=(0.4, 1.0),  # paper Table 7
+            local_scale=(0.05, 0.4),
+            local_views=4,  # paper: 8
+            local_size=16,  # paper: 96 px locals for 224 px globals
+            student_temp=0.1,
+            warmup_teacher_temp=0.02,  # sharper than DINO's 0.04 → 0.07, which collapse at this scale (docs/findings.md)
+            teacher_temp=0.02,
+            teacher_temp_warmup_steps=600,
+            center_momentum=0.9,
+            norm_last_layer=True,  # False: learned prototype gains (DINO's choice for ViT-S; see DINOHead)
+            freeze_last_layer_steps=300,  # prototypes frozen at first (DINO: 1 epoch); see `optimizer_rules`
+        ),
+    )
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
@@ -56,12 +59,15 @@ def validate(config: ml_collections.ConfigDict) -> None:
     require(d.prototypes >= 2, f"config.dino.prototypes={d.prototypes} must be at least 2")
     require(d.local_views >= 0, "config.dino.local_views must be >= 0")
     patch = variant_shape(config.model.variant).patch
-    require(d.local_size % patch == 0, f"config.dino.local_size={d.local_size} must be a multiple of the patch size "
-            f"{patch}")
+    require(
+        d.local_size % patch == 0, f"config.dino.local_size={d.local_size} must be a multiple of the patch size {patch}"
+    )
     check_range(config, "dino", "global_scale")
     check_range(config, "dino", "local_scale")
-    require(0 < d.warmup_teacher_temp and 0 < d.teacher_temp and 0 < d.student_temp,
-            "config.dino temperatures must be positive")
+    require(
+        0 < d.warmup_teacher_temp and 0 < d.teacher_temp and 0 < d.student_temp,
+        "config.dino temperatures must be positive",
+    )
     require(0 <= d.center_momentum < 1, "config.dino.center_momentum must be in [0, 1)")
     photometric.validate(config.augment)
 
@@ -69,6 +75,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
 @dataclasses.dataclass(frozen=True)
 class Heads:
     """DINO's head (MLP, bottleneck, K prototypes) and the AB embedding matrix ψ_AB of K rows."""
+
     hidden: int
     dim: int
     prototypes: int
@@ -98,12 +105,26 @@ def render_annotation(keys: jax.Array, batch: dict, config: ml_collections.Confi
     """Multi-crop: 2 global crops at `view_size` and `dino.local_views` local crops at `dino.local_size`, all
     photometrically augmented. keys [4]: global crops, their augmentation, local crops, theirs."""
     common = dict(ratio=tuple(config.env.ratio))
-    rollout = crop_env.batch_rollout(keys[0], batch["image"], batch["valid"], num_views=2,
-                                     scale=tuple(config.dino.global_scale), size=config.env.view_size, **common)
+    rollout = crop_env.batch_rollout(
+        keys[0],
+        batch["image"],
+        batch["valid"],
+        num_views=2,
+        scale=tuple(config.dino.global_scale),
+        size=config.env.view_size,
+        **common,
+    )
     views = dict(annotation_views=photometric.augment_views(keys[1], rollout["views"], config.augment))
     if config.dino.local_views:
-        local = crop_env.batch_rollout(keys[2], batch["image"], batch["valid"], num_views=config.dino.local_views,
-                                       scale=tuple(config.dino.local_scale), size=config.dino.local_size, **common)
+        local = crop_env.batch_rollout(
+            keys[2],
+            batch["image"],
+            batch["valid"],
+            num_views=config.dino.local_views,
+            scale=tuple(config.dino.local_scale),
+            size=config.dino.local_size,
+            **common,
+        )
         views["local_views"] = photometric.augment_views(keys[3], local["views"], config.augment)
     return views
 
@@ -120,29 +141,47 @@ def initial_state(config: ml_collections.ConfigDict) -> dict:
     return {"center": jnp.zeros((config.dino.prototypes,), jnp.float32)}
 
 
-def self_distillation(model: ABModel, params, ema_params, global_views: jax.Array, local_views: jax.Array | None,
-                      center: jax.Array, config: ml_collections.ConfigDict, step: jax.Array,
-                      head=ABModel.base_embed) -> tuple[jax.Array, dict, dict]:
+def self_distillation(
+    model: ABModel,
+    params,
+    ema_params,
+    global_views: jax.Array,
+    local_views: jax.Array | None,
+    center: jax.Array,
+    config: ml_collections.ConfigDict,
+    step: jax.Array,
+    head=ABModel.base_embed,
+) -> tuple[jax.Array, dict, dict]:
     """DINO's loss on multi-crop views through `head` (SiLC: its self-supervised head beside CLIP's) → (loss,
     {"center": updated centre}, metrics)."""
     crops = [global_views] + ([local_views] if local_views is not None else [])
-    student = [model.apply(params, model.apply(params, views, method=ABModel.encode), method=head)
-               for views in crops]  # global and local crops have different sizes: encoded separately
+    student = [
+        model.apply(params, model.apply(params, views, method=ABModel.encode), method=head) for views in crops
+    ]  # global and local crops have different sizes: encoded separately
     teacher = model.apply(ema_params, model.apply(ema_params, global_views, method=ABModel.encode), method=head)
     temperature = dino.teacher_temperature(step, config)
-    loss, batch_center, metrics = dino.dino_loss(jnp.concatenate(student, axis=1), teacher, center,
-                                                 config.dino.student_temp, temperature)
+    loss, batch_center, metrics = dino.dino_loss(
+        jnp.concatenate(student, axis=1), teacher, center, config.dino.student_temp, temperature
+    )
     new_state = {"center": dino.update_center(center, batch_center, config.dino.center_momentum)}
     return loss, new_state, dict(metrics, teacher_temperature=temperature)
 
 
-def loss(model: ABModel, params, ema_params, batch: dict, config: ml_collections.ConfigDict,
-         method_state: dict, step: jax.Array) -> tuple[jax.Array, tuple[dict, dict]]:
+def loss(
+    model: ABModel,
+    params,
+    ema_params,
+    batch: dict,
+    config: ml_collections.ConfigDict,
+    method_state: dict,
+    step: jax.Array,
+) -> tuple[jax.Array, tuple[dict, dict]]:
     """batch: annotation_views [K, 2, S, S, C] (global crops), local_views [K, L, s, s, C]; for AB also views and
     actions as in AB_SimCLR. Returns (loss, (metrics, {"center": updated centre}))."""
     center = method_state["center"]
-    base_loss, new_state, metrics = self_distillation(model, params, ema_params, batch["annotation_views"],
-                                                      batch.get("local_views"), center, config, step)
+    base_loss, new_state, metrics = self_distillation(
+        model, params, ema_params, batch["annotation_views"], batch.get("local_views"), center, config, step
+    )
     temperature = metrics["teacher_temperature"]
     metrics.update(loss=base_loss, base_loss=base_loss)
     if not bootstraps(config):
@@ -153,29 +192,41 @@ def loss(model: ABModel, params, ema_params, batch: dict, config: ml_collections
     target_logits = model.apply(target_params, target_views, method=ABModel.base_embed)
     p_local = dino.teacher_distribution(target_logits, center, temperature)
     td_loss, td_metrics = bootstrap.td_term(
-        model, params, target_params, batch,
+        model,
+        params,
+        target_params,
+        batch,
         online_vocabulary=model.apply(params, method=ABModel.ab_vocabulary),
-        target_vocabulary=model.apply(target_params, method=ABModel.ab_vocabulary), target_view_tokens=target_views,
-        p_local=jax.lax.stop_gradient(p_local), config=config)
+        target_vocabulary=model.apply(target_params, method=ABModel.ab_vocabulary),
+        target_view_tokens=target_views,
+        p_local=jax.lax.stop_gradient(p_local),
+        config=config,
+    )
     total, metrics = bootstrap.total_loss(model, params, base_loss, td_loss, {**metrics, **td_metrics}, config)
     return total, (metrics, new_state)
 
 
-def annotations(model: ABModel, params, config: ml_collections.ConfigDict, exemplars=None,
-                channels: int = 1) -> Annotations:
+def annotations(
+    model: ABModel, params, config: ml_collections.ConfigDict, exemplars=None, channels: int = 1
+) -> Annotations:
     """The K rows of the AB embedding matrix, named "prototype k". The base distribution is the prototype softmax
     at the student temperature (no centring: a single view has no batch to centre by)."""
     vocabulary = model.apply(params, method=ABModel.ab_vocabulary)
-    return Annotations(tuple(f"prototype {k}" for k in range(vocabulary.shape[0])), vocabulary, None,
-                       jnp.asarray(1.0 / config.dino.student_temp))
+    return Annotations(
+        tuple(f"prototype {k}" for k in range(vocabulary.shape[0])),
+        vocabulary,
+        None,
+        jnp.asarray(1.0 / config.dino.student_temp),
+    )
 
 
 def digit_annotation(label: int) -> None:
     return None  # prototypes are not named after digits
 
 
-def digit_vocabulary(model: ABModel, params, config: ml_collections.ConfigDict, exemplar_tokens: jax.Array,
-                     channels: int) -> tuple[Annotations, jax.Array]:
+def digit_vocabulary(
+    model: ABModel, params, config: ml_collections.ConfigDict, exemplar_tokens: jax.Array, channels: int
+) -> tuple[Annotations, jax.Array]:
     """The prototypes, spread over classes by P(c | k) ∝ the mean prototype distribution of class c's exemplars
     (tokens [10·E, T, D], class-major)."""
     vocabulary = annotations(model, params, config, channels=channels)

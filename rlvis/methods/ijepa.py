@@ -35,19 +35,21 @@ NO_ANNOTATIONS = "I-JEPA predicts features and has no annotation vocabulary"
 
 def settings() -> dict[str, dict]:
     """I-JEPA (Assran et al. 2023): predict target-block features from a context block."""
-    return dict(ijepa=dict(
-        scale=(0.3, 1.0),  # RandomResizedCrop (paper Table 7), no other augmentation
-        targets=4,  # target blocks per image (paper)
-        target_scale=(0.15, 0.2),  # fraction of the patch grid per target block (paper)
-        target_aspect=(0.75, 1.5),  # (paper)
-        context_scale=(0.85, 1.0),  # the context block, aspect 1, before the targets are removed (paper)
-        # patches the context encoder reads, a fixed share of the grid [INF: about what I-JEPA's context keeps once
-        # the targets are cut out; XLA needs a fixed count]
-        context_fraction=0.3,
-        predictor_width=32,  # narrower than the encoder (paper: 384 for ViT-H's 1,280)
-        predictor_depth=2,  # (paper: 12 at ViT-H; demo scale)
-        predictor_heads=4,
-    ))
+    return dict(
+        ijepa=dict(
+            scale=(0.3, 1.0),  # RandomResizedCrop (paper Table 7), no other augmentation
+            targets=4,  # target blocks per image (paper)
+            target_scale=(0.15, 0.2),  # fraction of the patch grid per target block (paper)
+            target_aspect=(0.75, 1.5),  # (paper)
+            context_scale=(0.85, 1.0),  # the context block, aspect 1, before the targets are removed (paper)
+            # patches the context encoder reads, a fixed share of the grid [INF: about what I-JEPA's context keeps once
+            # the targets are cut out; XLA needs a fixed count]
+            context_fraction=0.3,
+            predictor_width=32,  # narrower than the encoder (paper: 384 for ViT-H's 1,280)
+            predictor_depth=2,  # (paper: 12 at ViT-H; demo scale)
+            predictor_heads=4,
+        )
+    )
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
@@ -57,13 +59,16 @@ def validate(config: ml_collections.ConfigDict) -> None:
     check_range(config, "ijepa", "target_aspect", upper=None)
     require(j.targets >= 1, "config.ijepa.targets must be at least 1")
     require(0 < j.context_fraction < 1, "config.ijepa.context_fraction must be in (0, 1)")
-    require(j.predictor_width % j.predictor_heads == 0,
-            "config.ijepa.predictor_width must be divisible by config.ijepa.predictor_heads")
+    require(
+        j.predictor_width % j.predictor_heads == 0,
+        "config.ijepa.predictor_width must be divisible by config.ijepa.predictor_heads",
+    )
 
 
 @dataclasses.dataclass(frozen=True)
 class Heads:
     """The narrow latent predictor: width, depth, heads."""
+
     width: int
     depth: int
     heads: int
@@ -89,8 +94,7 @@ def grid(config: ml_collections.ConfigDict) -> int:
     return config.env.view_size // variant_shape(config.model.variant).patch
 
 
-def predict(model: ABModel, tokens: jax.Array, context: jax.Array, target: jax.Array,
-            valid: jax.Array) -> jax.Array:
+def predict(model: ABModel, tokens: jax.Array, context: jax.Array, target: jax.Array, valid: jax.Array) -> jax.Array:
     """Context-encoder tokens [B, 1 + C, D], context indices [B, C], target blocks [B, M, T] (+ valid) → predicted
     target tokens [B, M, T, D]."""
     patches = (model.image_size // variant_shape(model.variant).patch) ** 2
@@ -103,13 +107,26 @@ def annotation_views_per_step(config: ml_collections.ConfigDict) -> int:
 
 def render_annotation(keys: jax.Array, batch: dict, config: ml_collections.ConfigDict) -> dict:
     """One RandomResizedCrop per image and its multi-block masks. keys [4]: crops, masks, (unused) ×2."""
-    rollout = crop_env.batch_rollout(keys[0], batch["image"], batch["valid"], num_views=1,
-                                     scale=tuple(config.ijepa.scale), size=config.env.view_size,
-                                     ratio=tuple(config.env.ratio))
+    rollout = crop_env.batch_rollout(
+        keys[0],
+        batch["image"],
+        batch["valid"],
+        num_views=1,
+        scale=tuple(config.ijepa.scale),
+        size=config.env.view_size,
+        ratio=tuple(config.env.ratio),
+    )
     views = rollout["views"][:, 0]  # [K, S, S, C]
-    masks = ijepa.multi_block_masks(keys[1], views.shape[0], grid(config), config.ijepa.targets,
-                                    tuple(config.ijepa.target_scale), tuple(config.ijepa.target_aspect),
-                                    tuple(config.ijepa.context_scale), config.ijepa.context_fraction)
+    masks = ijepa.multi_block_masks(
+        keys[1],
+        views.shape[0],
+        grid(config),
+        config.ijepa.targets,
+        tuple(config.ijepa.target_scale),
+        tuple(config.ijepa.target_aspect),
+        tuple(config.ijepa.context_scale),
+        config.ijepa.context_fraction,
+    )
     return dict(annotation_views=views, **masks)
 
 
@@ -121,8 +138,15 @@ def initial_state(config: ml_collections.ConfigDict) -> dict:
     return {}
 
 
-def loss(model: ABModel, params, ema_params, batch: dict, config: ml_collections.ConfigDict,
-         method_state: dict | None = None, step: jax.Array | None = None) -> tuple[jax.Array, tuple[dict, dict]]:
+def loss(
+    model: ABModel,
+    params,
+    ema_params,
+    batch: dict,
+    config: ml_collections.ConfigDict,
+    method_state: dict | None = None,
+    step: jax.Array | None = None,
+) -> tuple[jax.Array, tuple[dict, dict]]:
     """batch: annotation_views [K, S, S, C], context [K, C], target [K, M, T], target_valid [K, M, T]."""
     views = batch["annotation_views"]
     targets = ijepa.target_representations(model.apply(ema_params, views, method=ABModel.encode), batch["target"])
@@ -131,8 +155,12 @@ def loss(model: ABModel, params, ema_params, batch: dict, config: ml_collections
     prediction = ijepa.prediction_loss(predicted, targets, batch["target_valid"])
     # Collapse shows as target features that no longer vary across images (std over the batch → 0).
     target_std = jnp.mean(jnp.std(targets.reshape(-1, targets.shape[-1]), axis=0))
-    metrics = dict(loss=prediction, base_loss=prediction, target_std=target_std,
-                   target_patches=jnp.mean(jnp.sum(batch["target_valid"], axis=(1, 2)).astype(jnp.float32)))
+    metrics = dict(
+        loss=prediction,
+        base_loss=prediction,
+        target_std=target_std,
+        target_patches=jnp.mean(jnp.sum(batch["target_valid"], axis=(1, 2)).astype(jnp.float32)),
+    )
     return prediction, (metrics, {})
 
 

@@ -15,7 +15,7 @@ import ml_collections
 
 from rlvis.envs import crop_env, photometric
 from rlvis.data.sources import image_channels
-from rlvis.methods.common import build_ab_model, check_range, require
+from rlvis.methods.common import build_ab_model, require
 from rlvis.models.ab_model import ABModel
 from rlvis.models.heads import MaskedPatchDecoder
 from rlvis.models.vit import variant_shape
@@ -34,25 +34,31 @@ NO_ANNOTATIONS = "MAE reconstructs pixels and has no annotation vocabulary"
 def settings() -> dict[str, dict]:
     """MAE (He et al. 2022): most patches hidden, the encoder reads the rest, a light decoder paints the hidden
     ones. Its views take `augment.flip` only."""
-    return dict(augment=photometric.default_settings(), mae=dict(
-        mask_ratio=0.75,  # paper
-        norm_pix=True,  # targets: each patch's pixels over its own mean and variance (the paper's choice)
-        decoder_width=64,  # the paper's decoder is 512 wide, 8 deep for ViT-L; at demo scale the encoder's width
-        decoder_depth=2,
-        decoder_heads=4,
-    ))
+    return dict(
+        augment=photometric.default_settings(),
+        mae=dict(
+            mask_ratio=0.75,  # paper
+            norm_pix=True,  # targets: each patch's pixels over its own mean and variance (the paper's choice)
+            decoder_width=64,  # the paper's decoder is 512 wide, 8 deep for ViT-L; at demo scale the encoder's width
+            decoder_depth=2,
+            decoder_heads=4,
+        ),
+    )
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
     require(0.0 < config.mae.mask_ratio < 1.0, f"config.mae.mask_ratio={config.mae.mask_ratio} must be in (0, 1)")
-    require(config.mae.decoder_width % config.mae.decoder_heads == 0,
-            "config.mae.decoder_width must be divisible by config.mae.decoder_heads")
+    require(
+        config.mae.decoder_width % config.mae.decoder_heads == 0,
+        "config.mae.decoder_width must be divisible by config.mae.decoder_heads",
+    )
     photometric.validate(config.augment)
 
 
 @dataclasses.dataclass(frozen=True)
 class Heads:
     """The pixel decoder: width, depth, heads, and the pixels of one patch (patch² × channels)."""
+
     width: int
     depth: int
     heads: int
@@ -69,8 +75,16 @@ class Heads:
 
 def build_model(config: ml_collections.ConfigDict) -> ABModel:
     patch = variant_shape(config.model.variant).patch
-    return build_ab_model(config, Heads(config.mae.decoder_width, config.mae.decoder_depth, config.mae.decoder_heads,
-                                        patch * patch * image_channels(config)), init_logit_scale=1.0)
+    return build_ab_model(
+        config,
+        Heads(
+            config.mae.decoder_width,
+            config.mae.decoder_depth,
+            config.mae.decoder_heads,
+            patch * patch * image_channels(config),
+        ),
+        init_logit_scale=1.0,
+    )
 
 
 def reconstruct(model: ABModel, tokens: jax.Array, keep: jax.Array) -> jax.Array:
@@ -86,11 +100,18 @@ def annotation_views_per_step(config: ml_collections.ConfigDict) -> int:
 def render_annotation(keys: jax.Array, batch: dict, config: ml_collections.ConfigDict) -> dict:
     """One RandomResizedCrop per image, flipped with probability `augment.flip`, and its random mask. keys [4]:
     crops, flips, masks, (unused)."""
-    rollout = crop_env.batch_rollout(keys[0], batch["image"], batch["valid"], num_views=1,
-                                     scale=tuple(config.env.annotation_scale), size=config.env.view_size,
-                                     ratio=tuple(config.env.ratio))
-    flip_only = ml_collections.ConfigDict(dict(config.augment.to_dict(), jitter_prob=0.0, grayscale=0.0,
-                                                      blur=0.0, solarize=0.0))
+    rollout = crop_env.batch_rollout(
+        keys[0],
+        batch["image"],
+        batch["valid"],
+        num_views=1,
+        scale=tuple(config.env.annotation_scale),
+        size=config.env.view_size,
+        ratio=tuple(config.env.ratio),
+    )
+    flip_only = ml_collections.ConfigDict(
+        dict(config.augment.to_dict(), jitter_prob=0.0, grayscale=0.0, blur=0.0, solarize=0.0)
+    )
     views = photometric.augment_views(keys[1], rollout["views"][:, 0], flip_only)  # [K, S, S, C]
     patches = (config.env.view_size // variant_shape(config.model.variant).patch) ** 2
     keep, hidden = mae.random_masking(keys[2], views.shape[0], patches, config.mae.mask_ratio)
@@ -105,8 +126,15 @@ def initial_state(config: ml_collections.ConfigDict) -> dict:
     return {}
 
 
-def loss(model: ABModel, params, ema_params, batch: dict, config: ml_collections.ConfigDict,
-         method_state: dict | None = None, step: jax.Array | None = None) -> tuple[jax.Array, tuple[dict, dict]]:
+def loss(
+    model: ABModel,
+    params,
+    ema_params,
+    batch: dict,
+    config: ml_collections.ConfigDict,
+    method_state: dict | None = None,
+    step: jax.Array | None = None,
+) -> tuple[jax.Array, tuple[dict, dict]]:
     """batch: annotation_views [K, S, S, C], keep [K, V] (visible patches), hidden [K, N]."""
     tokens = model.apply(params, batch["annotation_views"], batch["keep"], method=ABModel.encode)
     predicted = model.apply(params, tokens, batch["keep"], method=reconstruct)

@@ -35,24 +35,32 @@ digit_vocabulary = clip.digit_vocabulary
 
 def settings() -> dict[str, dict]:
     """CLIP's and DINO's sections, and how much DINO joins CLIP (Naeem et al. 2023)."""
-    return dict(clip.settings(), **dino.settings(), silc=dict(
-        dino_fraction=0.125,  # captioned images that also give DINO's multi-crop (Table 7: 4,096 + 512)
-        loss_weight=1.0,  # (Table 7: ratio 1.0)
-    ))
+    return dict(
+        clip.settings(),
+        **dino.settings(),
+        silc=dict(
+            dino_fraction=0.125,  # captioned images that also give DINO's multi-crop (Table 7: 4,096 + 512)
+            loss_weight=1.0,  # (Table 7: ratio 1.0)
+        ),
+    )
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
     clip.validate(config)
     dino.validate(config)
-    require(0 < config.silc.dino_fraction <= 1, f"config.silc.dino_fraction={config.silc.dino_fraction} must be in "
-            "(0, 1]")
-    require(config.batch.annotation >= 2, f"config.batch.annotation={config.batch.annotation}: silc's "
-            "self-distillation needs 2 images")
+    require(
+        0 < config.silc.dino_fraction <= 1, f"config.silc.dino_fraction={config.silc.dino_fraction} must be in (0, 1]"
+    )
+    require(
+        config.batch.annotation >= 2,
+        f"config.batch.annotation={config.batch.annotation}: silc's self-distillation needs 2 images",
+    )
 
 
 @dataclasses.dataclass(frozen=True)
 class Heads:
     """CLIP's heads and DINO's prototype head."""
+
     clip: ModelHeads
     hidden: int
     dim: int
@@ -69,8 +77,13 @@ class Heads:
 
 
 def build_model(config: ml_collections.ConfigDict) -> ABModel:
-    heads = Heads(clip.heads(config), config.model.proj_hidden, config.model.proj_dim, config.dino.prototypes,
-                  config.dino.norm_last_layer)
+    heads = Heads(
+        clip.heads(config),
+        config.model.proj_hidden,
+        config.model.proj_dim,
+        config.dino.prototypes,
+        config.dino.norm_last_layer,
+    )
     return build_ab_model(config, heads, init_logit_scale=1.0 / config.clip.init_temperature)
 
 
@@ -88,10 +101,14 @@ def render_annotation(keys: jax.Array, batch: dict, config: ml_collections.Confi
     over the batch (`slip.spread_rows`). keys [4]:
     CLIP's crops, DINO's (split four ways), (unused), (unused)."""
     rows = slip.spread_rows(config.batch.annotation, dino_images(config))
-    multi_crop = dino.render_annotation(jax.random.split(keys[1], 4),
-                                        dict(image=batch["image"][rows], valid=batch["valid"][rows]), config)
-    return dict(clip.render_annotation(keys, batch, config), dino_views=multi_crop["annotation_views"],
-                **({"dino_local_views": multi_crop["local_views"]} if "local_views" in multi_crop else {}))
+    multi_crop = dino.render_annotation(
+        jax.random.split(keys[1], 4), dict(image=batch["image"][rows], valid=batch["valid"][rows]), config
+    )
+    return dict(
+        clip.render_annotation(keys, batch, config),
+        dino_views=multi_crop["annotation_views"],
+        **({"dino_local_views": multi_crop["local_views"]} if "local_views" in multi_crop else {}),
+    )
 
 
 def optimizer_rules(config: ml_collections.ConfigDict) -> list[tuple[str, dict]]:
@@ -100,12 +117,27 @@ def optimizer_rules(config: ml_collections.ConfigDict) -> list[tuple[str, dict]]
     return [(r"params/ssl_head/(prototypes|prototype_gain)", dict(frozen_steps=steps))] if steps else []
 
 
-def loss(model: ABModel, params, ema_params, batch: dict, config: ml_collections.ConfigDict,
-         method_state: dict, step: jax.Array) -> tuple[jax.Array, tuple[dict, dict]]:
+def loss(
+    model: ABModel,
+    params,
+    ema_params,
+    batch: dict,
+    config: ml_collections.ConfigDict,
+    method_state: dict,
+    step: jax.Array,
+) -> tuple[jax.Array, tuple[dict, dict]]:
     """batch: CLIP's (annotation_views, captions), dino_views [n, 2, S, S, C], dino_local_views [n, L, s, s, C]."""
     clip_loss, (metrics, _) = clip.loss(model, params, ema_params, batch, config)
     dino_loss, new_state, dino_metrics = dino.self_distillation(
-        model, params, ema_params, batch["dino_views"], batch.get("dino_local_views"), method_state["center"],
-        config, step, head=ABModel.ssl_embed)
+        model,
+        params,
+        ema_params,
+        batch["dino_views"],
+        batch.get("dino_local_views"),
+        method_state["center"],
+        config,
+        step,
+        head=ABModel.ssl_embed,
+    )
     total = clip_loss + config.silc.loss_weight * dino_loss
     return total, (dict(metrics, **dino_metrics, loss=total, clip_loss=clip_loss, dino_loss=dino_loss), new_state)

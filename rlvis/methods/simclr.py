@@ -44,6 +44,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
 @dataclasses.dataclass(frozen=True)
 class Heads:
     """SimCLR's projection head φ = ψ, and the AB annotation head ψ_AB on the same ViT."""
+
     hidden: int
     dim: int
 
@@ -57,8 +58,9 @@ class Heads:
 
 
 def build_model(config: ml_collections.ConfigDict) -> ABModel:
-    return build_ab_model(config, Heads(config.model.proj_hidden, config.model.proj_dim),
-                          init_logit_scale=1.0 / config.simclr.temperature)
+    return build_ab_model(
+        config, Heads(config.model.proj_hidden, config.model.proj_dim), init_logit_scale=1.0 / config.simclr.temperature
+    )
 
 
 def annotation_views_per_step(config: ml_collections.ConfigDict) -> int:
@@ -69,9 +71,15 @@ def render_annotation(keys: jax.Array, batch: dict, config: ml_collections.Confi
     """Two RandomResizedCrops of each annotation image, photometrically augmented. keys [4]: crops, their
     augmentation, (unused here) extra crops and theirs."""
     crop_key, augment_key = keys[0], keys[1]
-    rollout = crop_env.batch_rollout(crop_key, batch["image"], batch["valid"], num_views=2,
-                                     scale=tuple(config.env.annotation_scale), size=config.env.view_size,
-                                     ratio=tuple(config.env.ratio))
+    rollout = crop_env.batch_rollout(
+        crop_key,
+        batch["image"],
+        batch["valid"],
+        num_views=2,
+        scale=tuple(config.env.annotation_scale),
+        size=config.env.view_size,
+        ratio=tuple(config.env.ratio),
+    )
     return dict(annotation_views=photometric.augment_views(augment_key, rollout["views"], config.augment))
 
 
@@ -83,8 +91,15 @@ def initial_state(config: ml_collections.ConfigDict) -> dict:
     return {}
 
 
-def loss(model: ABModel, params, ema_params, batch: dict, config: ml_collections.ConfigDict,
-         method_state: dict | None = None, step: jax.Array | None = None) -> tuple[jax.Array, tuple[dict, dict]]:
+def loss(
+    model: ABModel,
+    params,
+    ema_params,
+    batch: dict,
+    config: ml_collections.ConfigDict,
+    method_state: dict | None = None,
+    step: jax.Array | None = None,
+) -> tuple[jax.Array, tuple[dict, dict]]:
     """batch: annotation_views [K, 2, S, S, C]; views [B, n, S, S, C]; actions [B, n, n-1, 4], boxes [B, n, 4].
 
     Returns (loss, (metrics, method_state)). For the baseline (`simclr`) only `annotation_views` is read.
@@ -106,31 +121,50 @@ def loss(model: ABModel, params, ema_params, batch: dict, config: ml_collections
         target_vocabulary = model.apply(target_params, target_annotations, method=ABModel.ab_embed)
 
     def base_reward() -> jax.Array:  # p_target(ℓ | x_j): the target network's base head on every bootstrap view
-        distribution = (simclr.centred_annotation_distribution if config.ab.center_target
-                        else simclr.annotation_distribution)
-        return distribution(model.apply(target_params, target_views, method=ABModel.base_embed), annotation_z,
-                            config.simclr.temperature)
+        distribution = (
+            simclr.centred_annotation_distribution if config.ab.center_target else simclr.annotation_distribution
+        )
+        return distribution(
+            model.apply(target_params, target_views, method=ABModel.base_embed), annotation_z, config.simclr.temperature
+        )
 
     td_loss, td_metrics = bootstrap.td_term(
-        model, params, target_params, batch,
+        model,
+        params,
+        target_params,
+        batch,
         online_vocabulary=model.apply(params, annotation_tokens[:, 1], method=ABModel.ab_embed),
-        target_vocabulary=target_vocabulary, target_view_tokens=target_views,
-        p_local=rewards.reward(config.ab.reward, base_reward, batch), config=config)
+        target_vocabulary=target_vocabulary,
+        target_view_tokens=target_views,
+        p_local=rewards.reward(config.ab.reward, base_reward, batch),
+        config=config,
+    )
     total, metrics = bootstrap.total_loss(model, params, base_loss, td_loss, {**metrics, **td_metrics}, config)
     return total, (metrics, {})
 
 
-def annotations(model: ABModel, params, config: ml_collections.ConfigDict,
-                exemplars: dict[str, np.ndarray] | None = None, channels: int = 1) -> Annotations:
+def annotations(
+    model: ABModel,
+    params,
+    config: ml_collections.ConfigDict,
+    exemplars: dict[str, np.ndarray] | None = None,
+    channels: int = 1,
+) -> Annotations:
     """Annotations are images: class c is the mean embedding (ψ_AB for the value head, the base head for p(ℓ | x))
     of `exemplars[c]` — name → images [N, H, W, C], tiled to the encoder's `channels` — l2-normalised; by default
     40 held-out centred digits per class."""
     if exemplars is None:
         splits = digits_lib.load_digits(config.eval.digits_per_class)
-        exemplars = {str(c): np.stack([digits_lib.centred_digit(d)["image"]
-                                       for d in splits.probe_test_images[splits.probe_test_labels == c][:40]])
-                     for c in range(10)}
-    encode = lambda p, views: model.apply(p, views, method=ABModel.encode)  # noqa: E731
+        exemplars = {
+            str(c): np.stack(
+                [
+                    digits_lib.centred_digit(d)["image"]
+                    for d in splits.probe_test_images[splits.probe_test_labels == c][:40]
+                ]
+            )
+            for c in range(10)
+        }
+    encode = lambda p, views: model.apply(p, views, method=ABModel.encode)
     tokens_of = features.token_features(encode, config.env.view_size, channels)  # whole image, channels tiled
     ab, base_embeddings = [], []
     for images in exemplars.values():
@@ -138,19 +172,25 @@ def annotations(model: ABModel, params, config: ml_collections.ConfigDict,
         tokens = tokens_of(params, jnp.asarray(images), jnp.asarray(valid))
         ab.append(l2_normalize(model.apply(params, tokens, method=ABModel.ab_embed).mean(0)))
         base_embeddings.append(l2_normalize(model.apply(params, tokens, method=ABModel.base_embed).mean(0)))
-    return Annotations(tuple(exemplars), jnp.stack(ab), jnp.stack(base_embeddings),
-                       jnp.asarray(1.0 / config.simclr.temperature))
+    return Annotations(
+        tuple(exemplars), jnp.stack(ab), jnp.stack(base_embeddings), jnp.asarray(1.0 / config.simclr.temperature)
+    )
 
 
 def digit_annotation(label: int) -> str:
     return str(label)
 
 
-def digit_vocabulary(model: ABModel, params, config: ml_collections.ConfigDict, exemplar_tokens: jax.Array,
-                     channels: int) -> tuple[Annotations, jax.Array]:
+def digit_vocabulary(
+    model: ABModel, params, config: ml_collections.ConfigDict, exemplar_tokens: jax.Array, channels: int
+) -> tuple[Annotations, jax.Array]:
     """Every exemplar (tokens [10·E, T, D], class-major) is an annotation of its class, as the annotation batch's
     images are in training → (vocabulary, class_of_annotation [10·E, 10])."""
-    embed = lambda method: l2_normalize(model.apply(params, exemplar_tokens, method=method))  # noqa: E731
-    vocabulary = Annotations(tuple(map(str, range(len(exemplar_tokens)))), embed(ABModel.ab_embed),
-                             embed(ABModel.base_embed), jnp.asarray(1.0 / config.simclr.temperature))
+    embed = lambda method: l2_normalize(model.apply(params, exemplar_tokens, method=method))
+    vocabulary = Annotations(
+        tuple(map(str, range(len(exemplar_tokens)))),
+        embed(ABModel.ab_embed),
+        embed(ABModel.base_embed),
+        jnp.asarray(1.0 / config.simclr.temperature),
+    )
     return vocabulary, jnp.repeat(jnp.eye(10), len(exemplar_tokens) // 10, axis=0)

@@ -35,12 +35,16 @@ digit_vocabulary = clip.digit_vocabulary
 
 def settings() -> dict[str, dict]:
     """CLIP's sections, SimCLR's augmentation, and how much SimCLR joins CLIP (Mu et al. 2022)."""
-    return dict(clip.settings(), augment=photometric.default_settings(), slip=dict(
-        ssl_fraction=0.5,  # captioned images that also give SimCLR views (Table 7: CLIP 4,096 + SimCLR 2,048)
-        scale=(0.08, 1.0),  # SimCLR's RandomResizedCrop; colour from `augment`
-        temperature=0.1,  # (SLIP)
-        loss_weight=1.0,  # SimCLR loss per unit CLIP loss (Table 7: ratio 1.0)
-    ))
+    return dict(
+        clip.settings(),
+        augment=photometric.default_settings(),
+        slip=dict(
+            ssl_fraction=0.5,  # captioned images that also give SimCLR views (Table 7: CLIP 4,096 + SimCLR 2,048)
+            scale=(0.08, 1.0),  # SimCLR's RandomResizedCrop; colour from `augment`
+            temperature=0.1,  # (SLIP)
+            loss_weight=1.0,  # SimCLR loss per unit CLIP loss (Table 7: ratio 1.0)
+        ),
+    )
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
@@ -54,6 +58,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
 @dataclasses.dataclass(frozen=True)
 class Heads:
     """CLIP's heads and SimCLR's projection head."""
+
     clip: ModelHeads
     hidden: int
     dim: int
@@ -68,8 +73,11 @@ class Heads:
 
 
 def build_model(config: ml_collections.ConfigDict) -> ABModel:
-    return build_ab_model(config, Heads(clip.heads(config), config.model.proj_hidden, config.model.proj_dim),
-                          init_logit_scale=1.0 / config.clip.init_temperature)
+    return build_ab_model(
+        config,
+        Heads(clip.heads(config), config.model.proj_hidden, config.model.proj_dim),
+        init_logit_scale=1.0 / config.clip.init_temperature,
+    )
 
 
 def spread_rows(batch: int, count: int) -> slice:
@@ -92,14 +100,27 @@ def render_annotation(keys: jax.Array, batch: dict, config: ml_collections.Confi
     batch (`spread_rows`), augmented as SimCLR's (`augment`). keys [4]: CLIP's crops, SimCLR's crops, their augmentation, (unused)."""
     views = clip.render_annotation(keys, batch, config)
     rows = spread_rows(config.batch.annotation, ssl_images(config))
-    rollout = crop_env.batch_rollout(keys[1], batch["image"][rows], batch["valid"][rows], num_views=2,
-                                     scale=tuple(config.slip.scale), size=config.env.view_size,
-                                     ratio=tuple(config.env.ratio))
+    rollout = crop_env.batch_rollout(
+        keys[1],
+        batch["image"][rows],
+        batch["valid"][rows],
+        num_views=2,
+        scale=tuple(config.slip.scale),
+        size=config.env.view_size,
+        ratio=tuple(config.env.ratio),
+    )
     return dict(views, ssl_views=photometric.augment_views(keys[2], rollout["views"], config.augment))
 
 
-def loss(model: ABModel, params, ema_params, batch: dict, config: ml_collections.ConfigDict,
-         method_state: dict | None = None, step: jax.Array | None = None) -> tuple[jax.Array, tuple[dict, dict]]:
+def loss(
+    model: ABModel,
+    params,
+    ema_params,
+    batch: dict,
+    config: ml_collections.ConfigDict,
+    method_state: dict | None = None,
+    step: jax.Array | None = None,
+) -> tuple[jax.Array, tuple[dict, dict]]:
     """batch: CLIP's (annotation_views [K, 1, S, S, C], captions [K, L]) and ssl_views [n, 2, S, S, C]."""
     clip_loss, (metrics, _) = clip.loss(model, params, ema_params, batch, config)
     z = model.apply(params, model.apply(params, batch["ssl_views"], method=ABModel.encode), method=ABModel.ssl_embed)

@@ -49,11 +49,17 @@ class ABModel(nn.Module):
     def setup(self):
         self.encoder = ViT(self.variant, self.image_size, jnp.dtype(self.compute_dtype), self.remat, name="encoder")
         self.heads.setup(self)
-        self.value_head = ValueHead(self.action_bins, self.decoder_width, self.decoder_depth, self.decoder_heads,
-                                    self.proj_dim, mask_actions=self.mask_actions, box_attention=self.box_attention,
-                                    name="value_head")
-        self.ab_log_scale = self.param("ab_log_scale", nn.initializers.constant(jnp.log(self.init_logit_scale)),
-                                       ())
+        self.value_head = ValueHead(
+            self.action_bins,
+            self.decoder_width,
+            self.decoder_depth,
+            self.decoder_heads,
+            self.proj_dim,
+            mask_actions=self.mask_actions,
+            box_attention=self.box_attention,
+            name="value_head",
+        )
+        self.ab_log_scale = self.param("ab_log_scale", nn.initializers.constant(jnp.log(self.init_logit_scale)), ())
 
     def encode(self, images: jax.Array, keep: jax.Array | None = None) -> jax.Array:
         """images [..., H, W, C] → tokens [..., T, D] (CLS first); with `keep` [..., K] only those patches are

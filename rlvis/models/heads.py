@@ -43,7 +43,8 @@ class DINOHead(nn.Module):
         x = nn.gelu(nn.Dense(self.hidden, name="fc2")(x))
         x = l2_normalize(nn.Dense(self.bottleneck, name="fc3")(x))
         prototypes = l2_normalize(
-            self.param("prototypes", nn.initializers.normal(0.02), (self.prototypes, self.bottleneck)))
+            self.param("prototypes", nn.initializers.normal(0.02), (self.prototypes, self.bottleneck))
+        )
         if not self.norm_last_layer:
             prototypes = prototypes * self.param("prototype_gain", nn.initializers.ones, (self.prototypes,))[:, None]
         return x @ prototypes.T
@@ -100,8 +101,9 @@ class LatentPredictor(nn.Module):
     heads: int
 
     @nn.compact
-    def __call__(self, tokens: jax.Array, context: jax.Array, target: jax.Array, valid: jax.Array,
-                 patches: int) -> jax.Array:
+    def __call__(
+        self, tokens: jax.Array, context: jax.Array, target: jax.Array, valid: jax.Array, patches: int
+    ) -> jax.Array:
         batch, blocks, slots = target.shape
         positions = self.param("pos_embedding", nn.initializers.normal(0.02), (1 + patches, self.width))
         x = nn.Dense(self.width, name="embed")(tokens)  # [B, 1 + C, width]
@@ -114,5 +116,5 @@ class LatentPredictor(nn.Module):
         attend = keys_valid.reshape(batch * blocks, 1, 1, -1)
         for i in range(self.depth):
             sequence = EncoderBlock(self.heads, 4 * self.width, name=f"block{i}")(sequence, attend)
-        out = nn.LayerNorm(name="norm")(sequence[:, x.shape[1]:])
+        out = nn.LayerNorm(name="norm")(sequence[:, x.shape[1] :])
         return nn.Dense(tokens.shape[-1], name="project")(out).reshape(batch, blocks, slots, tokens.shape[-1])

@@ -36,7 +36,7 @@ class TextTower(nn.Module):
         real = ids != text.PAD  # [B, L]
         x = nn.Embed(text.VOCAB_SIZE, shape.width, name="token_embed")(ids)
         x = x + self.param("pos_embedding", nn.initializers.normal(0.02), (1, self.max_length, shape.width))
-        mask = (real[:, None, :, None] & real[:, None, None, :])  # [B, 1, L, L]
+        mask = real[:, None, :, None] & real[:, None, None, :]  # [B, 1, L, L]
         for i in range(shape.depth):
             x = TextBlock(shape.heads, shape.mlp_dim, name=f"block{i}")(x, mask)
         x = nn.LayerNorm(name="norm")(x)

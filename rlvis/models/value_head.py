@@ -25,9 +25,10 @@ from rlvis.envs import crop_env
 from rlvis.envs.crop_env import NUM_ACTION_TOKENS
 from rlvis.models.vit import MlpBlock, attention
 
+
 def patch_centres(num_patches: int) -> jax.Array:
     """[P, 2] centres (y, x) of a square patch grid's cells, in the view's own frame [0, 1]²."""
-    grid = int(round(num_patches ** 0.5))
+    grid = int(round(num_patches**0.5))
     centres = (jnp.arange(grid) + 0.5) / grid
     return jnp.stack(jnp.meshgrid(centres, centres, indexing="ij"), axis=-1).reshape(-1, 2)
 
@@ -38,7 +39,7 @@ _UNCOVERED = 1e-2  # a cell the destination misses keeps this share of the best-
 def box_coverage(actions: jax.Array, num_patches: int) -> jax.Array:
     """Relative actions [..., 4] → [..., P]: the share of each source cell (row-major patch grid) that lies inside
     the destination box (y, x, h, w in the source view's frame)."""
-    grid = int(round(num_patches ** 0.5))
+    grid = int(round(num_patches**0.5))
     if grid * grid != num_patches:
         raise ValueError(f"box attention needs the source view's whole square patch grid; got {num_patches} tokens")
     cells = jnp.concatenate([patch_centres(num_patches) - 0.5 / grid, jnp.full((num_patches, 2), 1.0 / grid)], -1)
@@ -59,8 +60,9 @@ class DecoderBlock(nn.Module):
     mlp_dim: int
 
     @nn.compact
-    def __call__(self, queries: jax.Array, memory: jax.Array, self_mask: jax.Array,
-                 log_prior: jax.Array | None = None) -> jax.Array:
+    def __call__(
+        self, queries: jax.Array, memory: jax.Array, self_mask: jax.Array, log_prior: jax.Array | None = None
+    ) -> jax.Array:
         """`log_prior` [B, Q, T] (optional): added to every head's cross-attention logits, scaled per head."""
         y = nn.LayerNorm(name="norm1")(queries)
         queries = queries + attention(self.heads, "self_attn")(y, y, mask=self_mask)
@@ -68,8 +70,9 @@ class DecoderBlock(nn.Module):
         attention_fn = nn.dot_product_attention
         if log_prior is not None:
             scale = self.param("box_scale", nn.initializers.ones, (self.heads,))
-            attention_fn = functools.partial(nn.dot_product_attention,
-                                             bias=scale[None, :, None, None] * log_prior[:, None])
+            attention_fn = functools.partial(
+                nn.dot_product_attention, bias=scale[None, :, None, None] * log_prior[:, None]
+            )
         queries = queries + attention(self.heads, "cross_attn", attention_fn=attention_fn)(y, memory)
         y = nn.LayerNorm(name="norm3")(queries)
         return queries + MlpBlock(self.mlp_dim, name="mlp")(y)
@@ -112,8 +115,7 @@ class ValueHead(nn.Module):
         if self.box_attention and not self.mask_actions:  # the invariance ablation hides the move's box too
             log_prior = jnp.repeat(box_log_prior(actions, memory.shape[1]), per_action, axis=1)  # [B, Q, T]
         for i in range(self.depth):
-            queries = DecoderBlock(self.heads, 4 * self.width, name=f"block{i}")(queries, memory, self_mask,
-                                                                                 log_prior)
+            queries = DecoderBlock(self.heads, 4 * self.width, name=f"block{i}")(queries, memory, self_mask, log_prior)
         queries = nn.LayerNorm(name="norm")(queries)
         pooled = queries.reshape(batch, num_actions, per_action, self.width).mean(axis=2)
         return nn.Dense(self.out_dim, name="out")(pooled)

@@ -33,7 +33,7 @@ _SHAPES = {
 
 
 def variant_shape(variant: str) -> ViTShape:
-    """"S/16" → ViTShape(384, 12, 6, 1536, patch=16)."""
+    """ "S/16" → ViTShape(384, 12, 6, 1536, patch=16)."""
     match = re.fullmatch(r"(\w+)/(\d+)", variant)
     if not match or match.group(1) not in _SHAPES:
         raise ValueError(f"unknown ViT variant {variant!r}; use NAME/PATCH with NAME in {sorted(_SHAPES)}")
@@ -51,16 +51,18 @@ class MlpBlock(nn.Module):
         return nn.Dense(width, dtype=self.dtype, name="fc2")(x)
 
 
-def attention(heads: int, name: str, dtype: jnp.dtype = jnp.float32,
-              attention_fn=nn.dot_product_attention) -> nn.MultiHeadDotProductAttention:
+def attention(
+    heads: int, name: str, dtype: jnp.dtype = jnp.float32, attention_fn=nn.dot_product_attention
+) -> nn.MultiHeadDotProductAttention:
     """Multi-head attention without projection biases (as ViT-22B).
 
     The key bias has an identically zero gradient (softmax is shift-invariant per query), so Adam turns float noise
     into lr-sized steps and a run's parameters would depend on the device layout; the value and output biases only
     add a constant that the residual stream's LayerNorms and MLP biases already provide.
     """
-    return nn.MultiHeadDotProductAttention(num_heads=heads, use_bias=False, dtype=dtype, attention_fn=attention_fn,
-                                           name=name)
+    return nn.MultiHeadDotProductAttention(
+        num_heads=heads, use_bias=False, dtype=dtype, attention_fn=attention_fn, name=name
+    )
 
 
 class EncoderBlock(nn.Module):
@@ -104,14 +106,20 @@ class ViT(nn.Module):
         """`keep` [B, K]: indices of the only patches to encode (masked image modelling: the encoder sees the
         visible patches alone, at their own positions) → tokens [B, 1 + K, width]."""
         shape = variant_shape(self.variant)
-        x = nn.Conv(shape.width, (shape.patch, shape.patch), strides=shape.patch, padding="VALID", dtype=self.dtype,
-                    name="patch_embed")(images)
+        x = nn.Conv(
+            shape.width,
+            (shape.patch, shape.patch),
+            strides=shape.patch,
+            padding="VALID",
+            dtype=self.dtype,
+            name="patch_embed",
+        )(images)
         batch, grid = x.shape[0], x.shape[1:3]
         x = x.reshape(batch, -1, shape.width)
         cls = self.param("cls", nn.initializers.zeros, (1, 1, shape.width))
         x = jnp.concatenate([jnp.broadcast_to(cls, (batch, 1, shape.width)), x], axis=1)
         trained_grid = self.image_size // shape.patch
-        posemb = self.param("pos_embedding", nn.initializers.normal(0.02), (1, 1 + trained_grid ** 2, shape.width))
+        posemb = self.param("pos_embedding", nn.initializers.normal(0.02), (1, 1 + trained_grid**2, shape.width))
         x = x + resample_posemb(posemb, grid)
         if keep is not None:
             x = jnp.concatenate([x[:, :1], jnp.take_along_axis(x[:, 1:], keep[..., None], axis=1)], axis=1)

@@ -13,8 +13,10 @@ def symmetric_infonce(images: jax.Array, captions: jax.Array, scale: jax.Array) 
     """images, captions [N, D] l2-normalised and paired by row → (loss, image→caption retrieval accuracy)."""
     logits = scale * images @ captions.T
     labels = jnp.arange(images.shape[0])
-    loss = (optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
-            + optax.softmax_cross_entropy_with_integer_labels(logits.T, labels).mean()) / 2
+    loss = (
+        optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+        + optax.softmax_cross_entropy_with_integer_labels(logits.T, labels).mean()
+    ) / 2
     return loss, jnp.mean(jnp.argmax(logits, axis=-1) == labels)
 
 

@@ -20,8 +20,13 @@ def teacher_distribution(logits: jax.Array, center: jax.Array, temperature: jax.
     return jax.nn.softmax((logits - center) / temperature, axis=-1)
 
 
-def dino_loss(student_logits: jax.Array, teacher_logits: jax.Array, center: jax.Array, student_temperature: float,
-              teacher_temperature: jax.Array) -> tuple[jax.Array, jax.Array, dict]:
+def dino_loss(
+    student_logits: jax.Array,
+    teacher_logits: jax.Array,
+    center: jax.Array,
+    student_temperature: float,
+    teacher_temperature: jax.Array,
+) -> tuple[jax.Array, jax.Array, dict]:
     """student_logits [B, V, K] (the 2 global crops first, then the local ones), teacher_logits [B, 2, K].
 
     Loss = mean over images and over pairs (teacher global g, student crop v ≠ g) of

@@ -19,8 +19,9 @@ import jax
 import jax.numpy as jnp
 
 
-def block_side_lengths(key: jax.Array, grid: int, scale: tuple[float, float],
-                       aspect: tuple[float, float]) -> tuple[jax.Array, jax.Array]:
+def block_side_lengths(
+    key: jax.Array, grid: int, scale: tuple[float, float], aspect: tuple[float, float]
+) -> tuple[jax.Array, jax.Array]:
     """I-JEPA's block shape: scale s and aspect a uniform, area ⌊s·N⌋ patches → (height, width) =
     (round √(area·a), round √(area / a)), each clipped to [1, grid]."""
     k_scale, k_aspect = jax.random.split(key)
@@ -68,9 +69,16 @@ def _first(mask: jax.Array, count: int, priority: jax.Array | None = None) -> tu
     return chosen, mask[chosen]
 
 
-def multi_block_masks(key: jax.Array, batch: int, grid: int, targets: int, target_scale: tuple[float, float],
-                      target_aspect: tuple[float, float], context_scale: tuple[float, float],
-                      context_fraction: float) -> dict:
+def multi_block_masks(
+    key: jax.Array,
+    batch: int,
+    grid: int,
+    targets: int,
+    target_scale: tuple[float, float],
+    target_aspect: tuple[float, float],
+    context_scale: tuple[float, float],
+    context_fraction: float,
+) -> dict:
     """→ context [B, C] patch indices (C = `context_size`) in grid order; target [B, M, T] indices with
     target_valid [B, M, T] (T = `max_block`, M = `targets`)."""
     patches, longest = grid * grid, max_block(grid, target_scale, target_aspect)
@@ -79,7 +87,8 @@ def multi_block_masks(key: jax.Array, batch: int, grid: int, targets: int, targe
     def one(key):
         k_targets, k_context, k_order = jax.random.split(key, 3)
         blocks = jax.vmap(lambda k: block_mask(k, grid, target_scale, target_aspect))(
-            jax.random.split(k_targets, targets))  # [M, N]
+            jax.random.split(k_targets, targets)
+        )  # [M, N]
         block = block_mask(k_context, grid, context_scale, (1.0, 1.0))
         free = block & ~blocks.any(0)
         # Context: free patches first, then (if too few) target patches inside the context block, then the rest,

@@ -28,15 +28,16 @@ GROUND_TRUTH = ("annotation_labels", "digit_boxes", "digit_labels")
 
 
 def parse(name: str) -> tuple[str, float]:
-    """"oracle:0.25" → ("oracle", 0.25); "oracle" → ("oracle", 1.0); ValueError for anything else."""
+    """ "oracle:0.25" → ("oracle", 0.25); "oracle" → ("oracle", 1.0); ValueError for anything else."""
     kind, sep, fraction = name.partition(":")
     try:
         share = float(fraction) if sep else 1.0
     except ValueError:
         share = -1.0
     if kind not in KINDS or not 0.0 <= share <= 1.0 or (kind == "base" and sep):
-        raise ValueError(f"config.ab.reward={name!r} must be 'base', 'oracle', 'oracle:F' or 'shuffled_oracle:F' "
-                         "with F in [0, 1]")
+        raise ValueError(
+            f"config.ab.reward={name!r} must be 'base', 'oracle', 'oracle:F' or 'shuffled_oracle:F' with F in [0, 1]"
+        )
     return kind, share
 
 
@@ -46,10 +47,15 @@ def check(config: ml_collections.ConfigDict) -> str | None:
         kind, _ = parse(config.ab.reward)
     except ValueError as error:
         return str(error)
-    if kind != "base" and not (config.method == "ab_simclr" and config.data.format == "demo"
-                               and config.data.get("annotation_scene_fraction", 0) == 0):
-        return (f"config.ab.reward={config.ab.reward!r} needs ab_simclr on the embedded demo data with digit "
-                "annotations (the only streams whose classes are known)")
+    if kind != "base" and not (
+        config.method == "ab_simclr"
+        and config.data.format == "demo"
+        and config.data.get("annotation_scene_fraction", 0) == 0
+    ):
+        return (
+            f"config.ab.reward={config.ab.reward!r} needs ab_simclr on the embedded demo data with digit "
+            "annotations (the only streams whose classes are known)"
+        )
     return None
 
 
@@ -63,8 +69,13 @@ def ground_truth(batch: dict) -> dict:
     return truth
 
 
-def oracle(view_boxes: jax.Array, digit_boxes: jax.Array, digit_labels: jax.Array, annotation_labels: jax.Array,
-           num_classes: int = 10) -> jax.Array:
+def oracle(
+    view_boxes: jax.Array,
+    digit_boxes: jax.Array,
+    digit_labels: jax.Array,
+    annotation_labels: jax.Array,
+    num_classes: int = 10,
+) -> jax.Array:
     """The reward a perfect base model would give on the demo scenes: p(ℓ | x) uniform over the annotations whose
     class is a digit with at least half its box inside the view (the foresight evaluator's ground truth), and
     uniform over all annotations where no such digit is in the vocabulary.
@@ -73,7 +84,8 @@ def oracle(view_boxes: jax.Array, digit_boxes: jax.Array, digit_labels: jax.Arra
     annotation_labels int [K] → [B, n, K].
     """
     covered = crop_env.intersection(view_boxes[:, :, None], digit_boxes[:, None]) >= 0.5 * jnp.prod(
-        digit_boxes[:, None, :, 2:], axis=-1)  # [B, n, M]
+        digit_boxes[:, None, :, 2:], axis=-1
+    )  # [B, n, M]
     present = covered & (digit_labels[:, None] >= 0)
     classes = jnp.any(present[..., None] & (digit_labels[:, None, :, None] == jnp.arange(num_classes)), axis=2)
     mass = jnp.take(classes, annotation_labels, axis=-1).astype(jnp.float32)  # [B, n, K]

@@ -8,7 +8,6 @@ import jax
 import jax.numpy as jnp
 
 
-
 def nt_xent(z_a: jax.Array, z_b: jax.Array, temperature: float) -> tuple[jax.Array, jax.Array]:
     """z_a, z_b [N, D] l2-normalised embeddings of two views of N images → (loss, positive-retrieval accuracy).
 

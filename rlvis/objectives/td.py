@@ -31,8 +31,9 @@ def soft_cross_entropy(logits: jax.Array, target: jax.Array) -> jax.Array:
     return -jnp.sum(target * jax.nn.log_softmax(logits, axis=-1), axis=-1)
 
 
-def td_targets(p_local: jax.Array, q_next: jax.Array | None, gamma: float, pairs: np.ndarray,
-               exclude_source: bool = False) -> jax.Array:
+def td_targets(
+    p_local: jax.Array, q_next: jax.Array | None, gamma: float, pairs: np.ndarray, exclude_source: bool = False
+) -> jax.Array:
     """The target of every ordered pair (x_i → x_j): [B, n, n-1, K].
 
     p_local [B, n, K]: the reward at each view; q_next [B, n, n-1, K]: Q_ema at view j for the move to each view
@@ -50,8 +51,9 @@ def td_targets(p_local: jax.Array, q_next: jax.Array | None, gamma: float, pairs
     return mixed / jnp.sum(mixed, axis=-1, keepdims=True)
 
 
-def td_loss(q_logits: jax.Array, targets: jax.Array, pair_iou: jax.Array | None = None,
-            p_source: jax.Array | None = None) -> tuple[jax.Array, dict]:
+def td_loss(
+    q_logits: jax.Array, targets: jax.Array, pair_iou: jax.Array | None = None, p_source: jax.Array | None = None
+) -> tuple[jax.Array, dict]:
     """Soft CE of every ordered pair's prediction against its target (treated as a constant).
 
     q_logits and targets [B, n, n-1, K]; `pair_iou` [B, n, n-1], when given, adds the top-1 agreement per
