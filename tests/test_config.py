@@ -351,28 +351,8 @@ def test_every_method_file_defines_the_whole_interface_and_is_accepted_everywher
     base name, and its AB name where it has annotations to bootstrap, without a second list anywhere."""
     from rlvis import methods
 
-    interface = (
-        "NAME",
-        "ANNOTATES",
-        "AB_VARIANT",
-        "EMA_TEACHER",
-        "FIXED_EMA",
-        "CAPTIONS",
-        "IMAGE_ANNOTATIONS",
-        "settings",
-        "validate",
-        "build_model",
-        "annotation_views_per_step",
-        "render_annotation",
-        "optimizer_rules",
-        "initial_state",
-        "loss",
-        "annotations",
-        "digit_annotation",
-        "digit_vocabulary",
-    )
     for name, module in methods.FAMILIES.items():
-        missing = [field for field in interface if not hasattr(module, field)]
+        missing = [field for field in methods.INTERFACE if not hasattr(module, field)]
         assert not missing, f"rlvis/methods/{name}.py lacks {missing}"
         for method in (name, f"ab_{name}") if module.AB_VARIANT else (name,):
             config = demo.get_config(f"tiny,method={method}")

@@ -25,27 +25,6 @@ from rlvis.models.heads import l2_normalize
 from rlvis.objectives import simclr
 from tests.runs import NO_EVAL, load_state, metrics, saved_meta, train
 
-# The interface the registry's docstring lists: every method file, rlvis's own and a user's, provides these.
-INTERFACE = (
-    "NAME",
-    "ANNOTATES",
-    "AB_VARIANT",
-    "EMA_TEACHER",
-    "FIXED_EMA",
-    "CAPTIONS",
-    "IMAGE_ANNOTATIONS",
-    "settings",
-    "validate",
-    "build_model",
-    "annotation_views_per_step",
-    "render_annotation",
-    "optimizer_rules",
-    "initial_state",
-    "loss",
-    "annotations",
-    "digit_annotation",
-    "digit_vocabulary",
-)
 NO_ANNOTATIONS = "the toy method has no annotation vocabulary"
 
 
@@ -131,7 +110,7 @@ def toy_module() -> types.ModuleType:
         CAPTIONS=False,
         IMAGE_ANNOTATIONS=False,
     )
-    module.__dict__.update({name: globals()[name] for name in INTERFACE if name not in module.__dict__})
+    module.__dict__.update({name: globals()[name] for name in methods.INTERFACE if name not in module.__dict__})
     return module
 
 
@@ -146,10 +125,10 @@ def toy(monkeypatch):
 
 
 def test_the_toy_provides_the_documented_interface_as_every_method_file_does():
-    for name in INTERFACE:
+    for name in methods.INTERFACE:
         assert name in methods.__doc__, name  # the registry documents each name the toy provides
     for module in [toy_module(), *methods.FAMILIES.values()]:
-        assert not [name for name in INTERFACE if not hasattr(module, name)], module.NAME
+        assert not [name for name in methods.INTERFACE if not hasattr(module, name)], module.NAME
 
 
 def test_an_unregistered_method_is_refused_by_name():

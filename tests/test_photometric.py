@@ -8,7 +8,7 @@ from rlvis.envs import photometric
 
 
 def _config(**overrides):
-    c = ml_collections.ConfigDict(demo.get_config().augment.to_dict())
+    c = ml_collections.ConfigDict(photometric.default_settings())  # with the colour-only fields, for RGB views
     c.update(overrides)
     return c
 
@@ -44,8 +44,7 @@ def test_jitter_changes_values_but_keeps_the_range_and_is_per_view():
 
 def test_photometric_bootstrap_keeps_flips_out_of_bootstrap_views():
     """A flipped bootstrap view would need a mirrored action; the ablation adds colour augmentation only."""
-    from configs import demo
-    from rlvis import train
+    from rlvis import methods, train
 
     config = demo.get_config("tiny")
     config.ab.photometric_bootstrap = True
@@ -54,13 +53,13 @@ def test_photometric_bootstrap_keeps_flips_out_of_bootstrap_views():
     batch = dict(annotation=stream, bootstrap=stream)
     key = jax.random.PRNGKey(3)
     config.augment.flip = 0.0
-    unflipped = train.make_views(key, batch, config)
+    unflipped = train.make_views(key, batch, config, methods.get(config))
     config.augment.flip = 1.0
-    flipped = train.make_views(key, batch, config)
+    flipped = train.make_views(key, batch, config, methods.get(config))
     np.testing.assert_array_equal(flipped["views"], unflipped["views"])  # bootstrap views never flip
     assert not np.allclose(flipped["annotation_views"], unflipped["annotation_views"])  # annotation views do
     config.ab.photometric_bootstrap = False
-    plain = train.make_views(key, batch, config)
+    plain = train.make_views(key, batch, config, methods.get(config))
     assert not np.allclose(plain["views"], unflipped["views"])  # and the ablation does change the bootstrap views
 
 

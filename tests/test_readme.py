@@ -34,7 +34,12 @@ def test_readme_opens_with_the_two_setup_commands_and_ci_runs_the_full_suite():
     full_suite = 'pip install -e ".[test]" && pytest --full'
     assert f"`{full_suite}`" in _readme()
     with open(os.path.join(ROOT, ".ci", "run")) as f:
-        assert f.read().strip().splitlines()[-1] == full_suite
+        ci = f.read().strip().splitlines()
+    assert ci[-1] == full_suite
+    assert (
+        "ruff check . && ruff format --check .  # the style every contributor inherits (pyproject.toml [tool.ruff])"
+        in ci
+    )
 
 
 @pytest.fixture(scope="module")

@@ -41,6 +41,7 @@ from rlvis.methods import clip, clip_aug, dino, ijepa, mae, silc, simclr, slip
 from rlvis.methods.common import Annotations, ab_settings, bootstraps, validate_ab
 
 __all__ = [
+    "INTERFACE",
     "Annotations",
     "FAMILIES",
     "NAMES",
@@ -55,6 +56,28 @@ __all__ = [
     "validate",
 ]
 
+# The names a method file provides (the list above); `register` refuses a module without them.
+INTERFACE = (
+    "NAME",
+    "ANNOTATES",
+    "AB_VARIANT",
+    "EMA_TEACHER",
+    "FIXED_EMA",
+    "CAPTIONS",
+    "IMAGE_ANNOTATIONS",
+    "settings",
+    "validate",
+    "build_model",
+    "annotation_views_per_step",
+    "render_annotation",
+    "optimizer_rules",
+    "initial_state",
+    "loss",
+    "annotations",
+    "digit_annotation",
+    "digit_vocabulary",
+)
+
 FAMILIES = {module.NAME: module for module in (simclr, dino, clip, mae, ijepa, slip, silc, clip_aug)}
 NAMES = tuple(
     name for base, module in FAMILIES.items() for name in ((f"ab_{base}", base) if module.AB_VARIANT else (base,))
@@ -64,6 +87,9 @@ NAMES = tuple(
 def register(module) -> None:
     """Add a method file to the registry (FAMILIES lists rlvis's own; a user's method registers itself)."""
     global NAMES
+    missing = [name for name in INTERFACE if not hasattr(module, name)]
+    if missing:
+        raise ValueError(f"method module {module.__name__!r} lacks {missing} (rlvis/methods/__init__.py lists them)")
     if FAMILIES.get(module.NAME, module) is not module:
         raise ValueError(f"a method named {module.NAME!r} is already registered ({FAMILIES[module.NAME].__name__})")
     FAMILIES[module.NAME] = module
