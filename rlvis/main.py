@@ -32,6 +32,14 @@ def define_flags(flag_values: flags.FlagValues) -> None:
         "printed).",
         flag_values=flag_values,
     )
+    cli.define_numbers(
+        "profile",
+        (0, 0),
+        "START,COUNT: trace COUNT steps after the first START into WORKDIR/profile (TensorBoard's profile plugin, "
+        "Perfetto; rlvis/profiling.py). 0,0: no trace.",
+        flag_values,
+        kind=int,
+    )
 
 
 def initialize_distributed() -> None:
@@ -62,7 +70,11 @@ def main(argv: list[str] | None = None) -> None:
     from rlvis import train  # imported here so that a bad flag fails before JAX starts
 
     try:
-        train.train_and_evaluate(args.config, args.workdir, args.stop_at_step, args.allow_config_change)
+        if len(args.profile) != 2:
+            raise config_lib.ConfigError(f"--profile={','.join(map(str, args.profile))} must be START,COUNT")
+        train.train_and_evaluate(
+            args.config, args.workdir, args.stop_at_step, args.allow_config_change, profile=tuple(args.profile)
+        )
     except config_lib.ConfigError as e:
         print(f"rlvis: config error: {e}", file=sys.stderr)
         sys.exit(2)

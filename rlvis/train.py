@@ -22,7 +22,7 @@ import optax
 from clu import parameter_overview
 from jax.experimental import multihost_utils
 
-from rlvis import checkpoints, config_lib, methods, metrics, optimizer, sharding, storage
+from rlvis import checkpoints, config_lib, methods, metrics, optimizer, profiling, sharding, storage
 from rlvis.data import decode, pipeline
 from rlvis.envs import crop_env, photometric
 from rlvis.errors import ConfigError
@@ -32,6 +32,9 @@ from rlvis.models import ab_model
 from rlvis.objectives import rewards
 
 SKIPPED = "data/skipped/"  # + a reason from rlvis/data/decode.py: records dropped since the last log line
+
+
+phase = jax.profiler.TraceAnnotation  # names the trainer's host phases in a profile (rlvis/profiling.py)
 
 
 def ema_update(ema_params, params, momentum: jax.Array):
@@ -286,6 +289,7 @@ def train_and_evaluate(
     stop_at_step: int | None = None,
     allow_config_change: bool = False,
     devices: list | None = None,
+    profile: tuple[int, int] = (0, 0),
 ) -> dict | None:
     """Train (resuming from `workdir` if it holds a checkpoint), evaluate, write results.json and return it.
 
@@ -293,12 +297,15 @@ def train_and_evaluate(
     returns None and the same command resumes. `allow_config_change` resumes a checkpoint written under a config
     that differs in fields that change the model or data (refused otherwise), printing which. `devices` (default:
     all) are the mesh's devices; a subset lets one process with 8 fake CPU devices also run 1-device jobs.
+    `profile` = (steps done first, steps traced) writes a `jax.profiler` trace into WORKDIR/profile
+    (rlvis/profiling.py).
     """
     process_start = time.perf_counter()
     # ---------------------------------------------------------------- validate, before any compute
     devices = list(devices or jax.devices())
     config_lib.validate(config, len(devices))
     checkpoints.check_writable(workdir)  # a full or read-only disk fails now, not at the first save an hour in
+    profiler = profiling.StepProfiler(workdir, *profile)
     is_main = jax.process_index() == 0
     saved_steps = checkpoints.checkpoint_steps(workdir)
     done = _finished_results(workdir, saved_steps[-1], config) if saved_steps else None
@@ -428,9 +435,13 @@ def train_and_evaluate(
 
     try:
         while step < config.total_steps and (stop_at_step is None or step < stop_at_step) and not stopping:
-            host_batch = pipeline.next_batches(iterators)
-            position = pipeline.advance(position, config)
-            state, step_metrics = update_fn(state, sharding.global_batch(host_batch, mesh))
+            profiler.before_step(step)
+            with phase("data"):
+                host_batch = pipeline.next_batches(iterators)
+                position = pipeline.advance(position, config)
+                global_batch = sharding.global_batch(host_batch, mesh)
+            with phase("update"):  # the dispatch: the device runs on while the host goes on
+                state, step_metrics = update_fn(state, global_batch)
             step += 1
             summed = _accumulate(summed, step_metrics)
             if throughput.start_time is None:
@@ -441,20 +452,26 @@ def train_and_evaluate(
             save_now = step % config.checkpoint_every == 0 or step in (config.total_steps, stop_at_step) or stopping
             monitor = list(monitors) if step == config.total_steps else suite.due(config, step)
             if log_now or save_now or monitor:  # never save, or probe, a non-finite state
-                averaged = _check_finite(summed, step)
+                with phase("log"):  # the host waits here for the device to finish the steps so far
+                    averaged = _check_finite(summed, step)
             if log_now:
-                images_per_s, eta = throughput.rates(step)
-                digest = functools.reduce(operator.xor, map(pipeline.digest, host_batch.values()))
-                averaged.update(images_per_s=images_per_s, data_digest=digest)
-                writer.write(step, averaged)
-                if is_main:
-                    print(metrics.progress_line(step, config.total_steps, averaged, images_per_s, eta), flush=True)
+                with phase("log"):
+                    images_per_s, eta = throughput.rates(step)
+                    digest = functools.reduce(operator.xor, map(pipeline.digest, host_batch.values()))
+                    averaged.update(images_per_s=images_per_s, data_digest=digest)
+                    writer.write(step, averaged)
+                    if is_main:
+                        print(metrics.progress_line(step, config.total_steps, averaged, images_per_s, eta), flush=True)
                 summed = None
             if monitor:
-                monitor_now(step, monitor)
+                with phase("monitor"):
+                    monitor_now(step, monitor)
             if save_now:
-                ckpt.save(step, state, meta(step))
+                with phase("checkpoint"):
+                    ckpt.save(step, state, meta(step))
+            profiler.after_step(step, state)
     finally:
+        profiler.close()  # an interrupted trace ends with what it has
         for sig, handler in handlers.items():
             signal.signal(sig, handler)
         writer.close()

@@ -56,6 +56,7 @@ def train(
     devices: int = 1,
     stop_at_step: int | None = None,
     allow_config_change: bool = False,
+    profile: tuple[int, int] = (0, 0),
 ) -> Run:
     """`python -m rlvis.main --config=CONFIG --workdir=WORKDIR [--config.OVERRIDE ...]`, in this process, on the
     first `devices` fake devices; its printed output is captured."""
@@ -71,6 +72,7 @@ def train(
             stop_at_step,
             allow_config_change,
             devices=jax.devices()[:devices],
+            profile=profile,
         )
     return Run(results, out.getvalue())
 
