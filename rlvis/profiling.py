@@ -37,7 +37,9 @@ class StepProfiler:
     def before_step(self, done: int) -> None:
         """Called with the number of steps done, before the next one."""
         if done == self.start and self.stop > self.start and jax.process_index() == 0:
-            jax.profiler.start_trace(self.directory, create_perfetto_trace=True)
+            options = jax.profiler.ProfileOptions()
+            options.python_tracer_level = 0  # every Python call traced: hundreds of MB a step, and a truncated trace
+            jax.profiler.start_trace(self.directory, create_perfetto_trace=True, profiler_options=options)
             self.tracing = True
 
     def after_step(self, done: int, state) -> None:
