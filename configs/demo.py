@@ -85,7 +85,7 @@ def data_config(data_format: str, method: str) -> ml_collections.ConfigDict:
     data.prefetch = 4
     if data_format != "demo":
         data.update(sources.stream_fields(data_format))
-        if methods.bootstraps(ml_collections.ConfigDict(dict(method=method))):
+        if method.startswith("ab_"):  # an AB method may read its bootstrap stream from elsewhere
             data.bootstrap = ml_collections.ConfigDict(sources.stream_fields(""))
         data.canvas = sources.CANVAS  # real images: longer side resized to this, aspect kept
         data.min_side = 32  # images whose shorter side is smaller are skipped as "too_small"
