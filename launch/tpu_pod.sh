@@ -12,7 +12,7 @@
 #   --repo DIR        RLVIS_REPO_DIR  the rlvis checkout on every worker, absolute or relative to
 #                                   the worker's home (a leading ~/ is kept unquoted); default ~/rlvis
 #   --python PY       RLVIS_PYTHON  the interpreter on the workers; default python3
-#   --setup           RLVIS_SETUP=1 first run `PY -m pip install -e .` in DIR on every worker (its own
+#   --setup           RLVIS_SETUP=1 first run `PY -m pip install -e '.[tpu]'` in DIR on every worker (its own
 #                                   gcloud call; training starts only if it succeeded on all workers)
 #   --dry-run         DRY_RUN=1     print the gcloud command(s), one per line, and run nothing
 #   -h, --help                      print this text
@@ -82,7 +82,7 @@ fi
 python_q=$(printf '%q' "$python")
 
 train_cmd="cd $repo_q && $python_q -m rlvis.main$(printf ' %q' "$@")"
-setup_cmd="cd $repo_q && $python_q -m pip install -e ."
+setup_cmd="cd $repo_q && $python_q -m pip install -e '.[tpu]'"  # jax with libtpu
 
 gcloud_base=(gcloud compute tpus tpu-vm ssh "$tpu" "--zone=$zone")
 [[ -n $project ]] && gcloud_base+=("--project=$project")

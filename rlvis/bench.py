@@ -68,11 +68,11 @@ def define_flags(flag_values: flags.FlagValues) -> None:
     flags.DEFINE_integer("max_objects", 100, "Objects per detection sequence (--evaluators).", flag_values=flag_values)
 
 
-def matmul_peak(size: int, repeats: int = 10) -> float:
-    """Best FLOP/s of a jitted f32 [size, size] @ [size, size] on every device at once (one matmul per device)."""
+def matmul_peak(size: int, repeats: int = 10, dtype=jnp.float32) -> float:
+    """Best FLOP/s of a jitted [size, size] @ [size, size] in `dtype` on every device at once (one per device)."""
     devices = jax.device_count()
     mesh = sharding.make_mesh()
-    x = jax.device_put(jnp.ones((devices, size, size), jnp.float32), sharding.batch_sharded(mesh))
+    x = jax.device_put(jnp.ones((devices, size, size), dtype), sharding.batch_sharded(mesh))
     matmul = jax.jit(lambda a: jnp.einsum("bij,bjk->bik", a, a))
     jax.block_until_ready(matmul(x))
     best = float("inf")

@@ -15,6 +15,7 @@ TOOLS = (
     "rlvis.compare",
     "rlvis.evaluate",
     "rlvis.bench",
+    "rlvis.device_check",
     "rlvis.export",
     "rlvis.search",
     "rlvis.reproduction",

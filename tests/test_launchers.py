@@ -206,14 +206,14 @@ def test_tpu_flags_override_env_and_setup_is_a_separate_first_call(fake):
     dry = run(TPU_POD, ["--tpu=flag-tpu", "--dry-run", "--", "--workdir=w"], env)
     assert dry.returncode == 0 and not (fake_dir / "gcloud.called").exists()
     setup, train = dry.stdout.splitlines()
-    in_order(setup, ["ssh flag-tpu --zone=env-zone --worker=all", "cd ~/rlvis && python3 -m pip install -e ."])
+    in_order(setup, ["ssh flag-tpu --zone=env-zone --worker=all", "cd ~/rlvis && python3 -m pip install -e ", "[tpu]"])
     assert "rlvis.main" not in setup and "pip" not in train
     in_order(train, ["ssh flag-tpu --zone=env-zone --worker=all", "python3 -m rlvis.main --workdir=w"])
 
     result = run(TPU_POD, ["--tpu=flag-tpu", "--", "--workdir=w"], env)
     assert result.returncode == 0
     assert [c[-1] for c in gcloud_calls(fake_dir)] == [
-        "--command=cd ~/rlvis && python3 -m pip install -e .",
+        "--command=cd ~/rlvis && python3 -m pip install -e '.[tpu]'",
         "--command=cd ~/rlvis && python3 -m rlvis.main --workdir=w",
     ]
 
