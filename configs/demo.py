@@ -43,9 +43,8 @@ Sizes are measured on a 2-core machine: a width-64 ViT with patch 8 on 32-px vie
 
 import ml_collections
 
-from rlvis import methods
+from rlvis import config_lib, methods
 from rlvis.data import sources
-from rlvis.envs import photometric
 from rlvis.evaluators import presets
 
 
@@ -69,24 +68,20 @@ def parse_arg(arg: str | None) -> dict:
     return parsed
 
 
-def data_config(data_format: str, method: str) -> ml_collections.ConfigDict:
+def data_config(data_format: str) -> ml_collections.ConfigDict:
     """`config.data`. The demo scenes' shape is always there (it shapes the held-out digit probes too); a file
-    format adds the stream's source, the host canvas and `bootstrap` — the bootstrap stream's own source when its
-    `format` is set (decoupled streams), else the annotation stream's."""
+    format adds the stream's source and the host canvas (`config_lib.fit_to_method` adds what the method reads:
+    the demo's annotation-stream mixture, the bootstrap stream's own source)."""
     data = ml_collections.ConfigDict(dict(format=data_format))
     data.scene_canvas = 64  # fixed canvas; each scene's own size is drawn in [scene_min_size, canvas]
     data.scene_min_size = 40
     data.digits_per_scene = (1, 4)
     data.digit_size = (16, 28)  # digits are rescaled to this many pixels before placement
     data.num_scenes = 100_000  # distinct scenes per epoch (generated from the seed, never stored)
-    if data_format == "demo" and not methods.FAMILIES[methods.base_name(method)].CAPTIONS:
-        data.annotation_scene_fraction = 0.0  # the annotation stream: this share scenes, the rest centred digits
     data.read_threads = 2  # Grain host threads; on 2 cores threads beat worker processes
     data.prefetch = 4
     if data_format != "demo":
         data.update(sources.stream_fields(data_format))
-        if method.startswith("ab_"):  # an AB method may read its bootstrap stream from elsewhere
-            data.bootstrap = ml_collections.ConfigDict(sources.stream_fields(""))
         data.canvas = sources.CANVAS  # real images: longer side resized to this, aspect kept
         data.min_side = 32  # images whose shorter side is smaller are skipped as "too_small"
         data.worker_processes = 0  # Grain worker processes on top of the threads (rlvis.data.throughput)
@@ -102,7 +97,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.log_every = 50
     c.checkpoint_every = 300
     c.keep_checkpoints = 2
-    c.data = data_config(args["data"], c.method)
+    c.data = data_config(args["data"])
 
     c.batch = ml_collections.ConfigDict()
     c.batch.annotation = 64  # annotation images per step (each gives 2 SimCLR views)
@@ -128,13 +123,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.model.box_attention = True
     c.model.compute_dtype = "float32"  # "bfloat16": encoder compute in bf16, parameters and optimizer in f32
     c.model.remat = False  # recompute encoder activations in the backward pass (less memory, more compute)
-
-    # The method's own sections (rlvis/methods/<method>.py `settings()`; `ab` for the AB variants).
-    for section, fields in methods.sections(c.method).items():
-        c[section] = ml_collections.ConfigDict(fields)
-    if "augment" in c and args["data"] == "demo":  # grayscale digits: the colour-only augmentations never apply
-        for field in photometric.COLOUR_ONLY:
-            del c.augment[field]
 
     # Every run keeps an EMA of its weights: the AB target network, DINO's and I-JEPA's teachers, `eval.encoder=ema`.
     c.ema = ml_collections.ConfigDict()
@@ -162,8 +150,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # `evals=PRESET` adds a paper table's (a TFDS dataset, COCO, EpicKitchens: rlvis/evaluators/presets.py).
     c.evals = ml_collections.ConfigDict()
     c.evals.demo = dict(type="demo_tasks", final=True, every=0)
-    if methods.FAMILIES[methods.base_name(c.method)].ANNOTATES:  # else no p(ℓ | x) to foresee with
-        c.evals.foresight = dict(type="foresight", final=True, every=600)
+    c.evals.foresight = dict(type="foresight", final=True, every=600)  # for methods with p(ℓ | x)
     c.evals.digits = dict(type="digit_monitor", final=False, every=600)
 
     c.eval = ml_collections.ConfigDict()  # settings the evaluators share
@@ -175,6 +162,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.eval.probe_steps = 300
     c.eval.knn_k = 20
     c.eval.knn_temperature = 0.07
+
+    # The method's own sections (rlvis/methods/<method>.py `settings()`; `ab` for the AB variants), and the data and
+    # evaluator fields that depend on the method.
+    config_lib.fit_to_method(c, c.method)
 
     if args["tiny"] and args["long"]:
         raise ValueError("configs/demo.py: 'tiny' and 'long' are two sizes; pick one")

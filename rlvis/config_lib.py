@@ -310,34 +310,41 @@ def apply_variant(config: ml_collections.ConfigDict, variant: str) -> ml_collect
     return config
 
 
+def fit_to_method(config: ml_collections.ConfigDict, method: str) -> None:
+    """Make `config` (unlocked) hold what `method` reads, in place: the previous method's own sections go, the new
+    one's come with their defaults (a section both read keeps its values; a grayscale demo's `augment` has no
+    colour-only fields), the demo's annotation-stream mixture only for methods without captions, a file config's
+    bootstrap-stream source only for AB methods, and the foresight evaluator only where there is p(ℓ | x). The one
+    place these rules live: configs/demo.py builds its configs with it, and `with_method` swaps methods with it."""
+    old = methods.sections(config.method) if config.get("method") in methods.NAMES else {}
+    new, family = methods.sections(method), methods.FAMILIES[methods.base_name(method)]
+    demo = config.data.format == "demo"
+    for section in old.keys() - new.keys():
+        del config[section]
+    for section, fields in new.items():
+        if section not in config:
+            config[section] = ml_collections.ConfigDict(fields)
+            if section == "augment" and demo:  # grayscale digits: the colour-only augmentations never apply
+                for field in photometric.COLOUR_ONLY:
+                    del config.augment[field]
+    if demo and not family.CAPTIONS:  # the annotation stream: this share scenes, the rest centred digits
+        config.data.annotation_scene_fraction = config.data.get("annotation_scene_fraction", 0.0)
+    elif "annotation_scene_fraction" in config.data:
+        del config.data["annotation_scene_fraction"]
+    if not demo and method.startswith("ab_") and "bootstrap" not in config.data:  # its own source, when set
+        config.data.bootstrap = ml_collections.ConfigDict(sources.stream_fields(""))
+    elif not method.startswith("ab_") and "bootstrap" in config.data:
+        del config.data["bootstrap"]
+    if not family.ANNOTATES and "foresight" in config.evals:
+        del config.evals["foresight"]  # nothing to foresee with
+    config.method = method
+
+
 def with_method(config: ml_collections.ConfigDict, method: str) -> ml_collections.ConfigDict:
-    """A copy of `config` for `method`: the previous method's own sections go, the new one's come with their
-    defaults (a section both read keeps its values), and the foresight evaluator only where there is p(ℓ | x)."""
+    """A copy of `config` for `method` (`fit_to_method`)."""
     config = copy.deepcopy(config)
-    old, new = methods.sections(config.method), methods.sections(method)
     with config.unlocked():
-        for section in old.keys() - new.keys():
-            del config[section]
-        for section, fields in new.items():
-            if section not in config:
-                config[section] = ml_collections.ConfigDict(fields)
-                if section == "augment" and config.data.format == "demo":
-                    for field in photometric.COLOUR_ONLY:
-                        del config.augment[field]
-        if "path" in config.data:  # files: the bootstrap stream's own source is an AB method's
-            if method.startswith("ab_") and "bootstrap" not in config.data:
-                config.data.bootstrap = ml_collections.ConfigDict(sources.stream_fields(""))
-            elif not method.startswith("ab_") and "bootstrap" in config.data:
-                del config.data["bootstrap"]
-        if config.data.format == "demo":
-            fraction = config.data.get("annotation_scene_fraction")
-            if not methods.FAMILIES[methods.base_name(method)].CAPTIONS:
-                config.data.annotation_scene_fraction = fraction or 0.0
-            elif fraction is not None:
-                del config.data["annotation_scene_fraction"]
-        config.method = method
-        if not methods.FAMILIES[methods.base_name(method)].ANNOTATES and "foresight" in config.evals:
-            del config.evals["foresight"]  # nothing to foresee with
+        fit_to_method(config, method)
     return config
 
 
