@@ -36,7 +36,7 @@ import numpy as np
 from absl import flags
 
 from rlvis import cli, config_lib, methods, sharding, train
-from rlvis.data import pipeline
+from rlvis.data import sources
 
 
 def define_flags(flag_values: flags.FlagValues) -> None:
@@ -86,7 +86,7 @@ def matmul_peak(size: int, repeats: int = 10, dtype=jnp.float32) -> float:
 def batch_shapes(config: ml_collections.ConfigDict) -> dict:
     """The host batch's shapes and dtypes, like the pipeline's: uint8 canvases, valid regions, CLIP's captions."""
     canvas = config.data.scene_canvas if config.data.format == "demo" else config.data.canvas
-    channels = pipeline.image_channels(config)
+    channels = sources.image_channels(config)
     names = ("annotation", "bootstrap") if methods.bootstraps(config) else ("annotation",)
     shapes = {
         name: dict(
@@ -128,7 +128,7 @@ def step_flops(config: ml_collections.ConfigDict) -> float:
     from rlvis import checkpoints
 
     mesh = sharding.make_mesh()
-    step = train.make_train_step(config, mesh, pipeline.image_channels(config))
+    step = train.make_train_step(config, mesh, sources.image_channels(config))
     state = checkpoints.abstract_like(step.state_shape, step.state_sharding)
     batch = jax.tree.map(
         lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding.batch_sharded(mesh)), batch_shapes(config)
@@ -140,7 +140,7 @@ def measure(config: ml_collections.ConfigDict, steps: int, warmup: int, peak: fl
     """Time the configured method's update step; FLOPs from the compiled step."""
     config_lib.validate(config, jax.device_count(), check_data_paths=False)  # synthetic batches read no files
     mesh = sharding.make_mesh()
-    step = train.make_train_step(config, mesh, pipeline.image_channels(config))
+    step = train.make_train_step(config, mesh, sources.image_channels(config))
     state = step.init_fn(step.init_key)
     batch = sharding.global_batch(synthetic_batch(config, np.random.default_rng(0)), mesh)
     flops = _flops(step.update_fn.lower(state, batch).compile())
@@ -195,7 +195,7 @@ def evaluator_costs(
     from rlvis.evaluators import sequence_probe
     from rlvis.models import vit
 
-    size, channels = config.env.view_size, pipeline.image_channels(config)
+    size, channels = config.env.view_size, sources.image_channels(config)
     encoder = vit.ViT(config.model.variant, size, config.model.compute_dtype)
     images = jnp.zeros((eval_batch, size, size, channels), jnp.float32)
     params = encoder.init(jax.random.PRNGKey(0), images[:1])

@@ -49,7 +49,7 @@ def evaluate_step(
 ) -> tuple[int, dict]:
     """(step, {task: score}) for one checkpoint, written to eval/step_<S>.json, eval_metrics.jsonl, TensorBoard."""
     from rlvis import checkpoints, config_lib, methods, metrics
-    from rlvis.data import pipeline
+    from rlvis.data import sources
     from rlvis.evaluators import presets, suite
     from rlvis.models import ab_model
 
@@ -63,7 +63,7 @@ def evaluate_step(
     encoder = config_lib.eval_encoder(config, encoder)
     model = methods.build_model(config)
     encode = lambda params, views: model.apply(params, views, method=ab_model.ABModel.encode)
-    evaluators = suite.build(config, encode, pipeline.image_channels(config), "final")
+    evaluators = suite.build(config, encode, sources.image_channels(config), "final")
     scores = suite.run_all(evaluators, state[config_lib.params_key(encoder)], progress=True)
     storage.write_json(
         storage.join(workdir, "eval", f"step_{step}.json"), dict(step=step, encoder=encoder, scores=scores)

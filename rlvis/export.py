@@ -39,7 +39,7 @@ import orbax.checkpoint as ocp
 from absl import flags
 
 from rlvis import checkpoints, cli, config_lib, methods, storage
-from rlvis.data import pipeline
+from rlvis.data import sources
 from rlvis.models import vit
 
 FORMAT = "rlvis-encoder-v1"
@@ -109,7 +109,7 @@ def export_encoder(path: str, out: str | None = None, *, encoder: str = "auto", 
         **dataclasses.asdict(shape),
         image_size=config.env.view_size,
         compute_dtype=config.model.compute_dtype,
-        channels=pipeline.image_channels(config),
+        channels=sources.image_channels(config),
         input="images [B, H, W, C] float in [-1, 1]",
         output="tokens [B, 1 + (H/patch)(W/patch), width], CLS first",
         method=config.method,

@@ -203,7 +203,7 @@ def measure(
     is padded to full size).
     """
     from rlvis import checkpoints
-    from rlvis.data import pipeline
+    from rlvis.data import sources
 
     config, state, step = checkpoints.load_run(workdir)
     if config.data.format != "demo":
@@ -211,7 +211,7 @@ def measure(
     method = methods.get(config)
     model = method.build_model(config)
     params = state[config_lib.params_key(encoder)]
-    channels = pipeline.image_channels(config)
+    channels = sources.image_channels(config)
     annotations, class_of_annotation = foresight.digit_vocabulary(model, params, config, channels)
     data = held_out_scenes(config, scenes)
     targets = np.asarray(class_of_annotation).T[data["target_label"]]  # [N, V]
@@ -361,7 +361,7 @@ def define_flags(flag_values: flags.FlagValues) -> None:
 
 def main(argv: Sequence[str] | None = None) -> None:
     from rlvis import checkpoints
-    from rlvis.data import pipeline
+    from rlvis.data import sources
 
     args = cli.parse(define_flags, argv, __doc__)
     moves = dict(pans=args.pans, zooms=args.zooms, min_side=args.min_side)
@@ -409,7 +409,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     model = method.build_model(config)
     params = state[config_lib.params_key(args.encoder)]
     image, valid, labels = value_maps.load_image(config, args.image)
-    channels = pipeline.image_channels(config)
+    channels = sources.image_channels(config)
     annotations = method.annotations(model, params, config, channels=channels)
     by_label = labels and method.digit_annotation(labels[0]) is not None  # DINO's annotations are prototypes
     wanted = args.annotation or (method.digit_annotation(labels[0]) if by_label else annotations.names[0])

@@ -23,7 +23,7 @@ from clu import parameter_overview
 from jax.experimental import multihost_utils
 
 from rlvis import checkpoints, config_lib, methods, metrics, optimizer, profiling, sharding, storage
-from rlvis.data import decode, pipeline
+from rlvis.data import decode, pipeline, sources
 from rlvis.envs import crop_env, photometric
 from rlvis.errors import ConfigError
 from rlvis.evaluators import foresight, suite
@@ -241,7 +241,7 @@ def make_train_step(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh, 
 
     def init(key: jax.Array) -> dict:
         size = config.env.view_size
-        captions = jnp.zeros((1, config.clip.caption_length), jnp.int32) if "clip" in config else None
+        captions = jnp.zeros((1, config.clip.caption_length), jnp.int32) if method.CAPTIONS else None
         params = model.init(
             key,
             jnp.zeros((1, size, size, channels)),
@@ -335,7 +335,7 @@ def train_and_evaluate(
     # ---------------------------------------------------------------- data, from there (bad paths fail here)
     streams = pipeline.training_streams(config, jax.process_index(), jax.process_count(), position)
     iterators = {name: iter(ds) for name, ds in streams.items()}
-    channels = pipeline.image_channels(config)
+    channels = sources.image_channels(config)
 
     # ---------------------------------------------------------------- model, optimizer, update step
     train_step = make_train_step(config, mesh, channels)

@@ -15,7 +15,7 @@ import pytest
 
 from configs import demo
 from rlvis import sharding, train
-from rlvis.data import pipeline
+from rlvis.data import pipeline, sources
 from tests.runs import NO_EVAL, ROOT, load_state, main_command, metrics, subprocess_env
 
 STEPS = 4
@@ -76,7 +76,7 @@ def test_two_processes_train_in_lockstep_and_match_one_process_on_the_same_globa
     config = demo.get_config("tiny")
     config.total_steps, config.checkpoint_every, config.log_every = STEPS, 2, 1
     mesh = sharding.make_mesh(jax.devices()[:1])
-    step = train.make_train_step(config, mesh, pipeline.image_channels(config))
+    step = train.make_train_step(config, mesh, sources.image_channels(config))
     state = step.init_fn(step.init_key)
     streams = [{name: iter(ds) for name, ds in pipeline.training_streams(config, index, 2).items()} for index in (0, 1)]
     losses = []

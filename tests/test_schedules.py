@@ -151,7 +151,7 @@ def test_weight_decay_follows_its_cosine_from_start_to_end():
 
 def test_gradient_accumulation_over_the_bootstrap_batch_equals_the_large_batch():
     from rlvis import sharding
-    from rlvis.data import pipeline
+    from rlvis.data import pipeline, sources
 
     config = demo.get_config("tiny")
     config.ab.center_target = False  # it centres over the whole step's views: validation refuses it with micro-batches
@@ -160,7 +160,7 @@ def test_gradient_accumulation_over_the_bootstrap_batch_equals_the_large_batch()
     results = {}
     for chunks in (1, 2, 4):
         config.optim.grad_accum_steps = chunks
-        step = train.make_train_step(config, mesh, pipeline.image_channels(config))
+        step = train.make_train_step(config, mesh, sources.image_channels(config))
         state, metrics = step.update_fn(step.init_fn(step.init_key), sharding.global_batch(batch, mesh))
         results[chunks] = (jax.device_get(state["params"]), float(metrics["loss"]), float(metrics["grad_norm"]))
     for chunks in (2, 4):

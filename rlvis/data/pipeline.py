@@ -26,7 +26,6 @@ from rlvis.errors import ConfigError
 from rlvis.data import decode
 from rlvis.data import digits as digits_lib
 from rlvis.data import sources, text
-from rlvis.data.sources import image_channels  # noqa: F401 (the trainer and tools read it here)
 
 MAX_CONSECUTIVE_BAD = 1000  # beyond this the path is not image data, and saying so beats spinning forever
 

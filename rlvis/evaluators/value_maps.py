@@ -167,9 +167,9 @@ def _demo_scene(config: ml_collections.ConfigDict) -> dict:
 def load_image(config: ml_collections.ConfigDict, path: str | None) -> tuple[np.ndarray, np.ndarray, list[int]]:
     """(canvas image with the encoder's channels, valid (h, w), digit labels) for an image file, or for the
     held-out demo scene when `path` is None (the only case with labels)."""
-    from rlvis.data import decode, pipeline
+    from rlvis.data import decode, sources
 
-    channels = pipeline.image_channels(config)
+    channels = sources.image_channels(config)
     if path:
         with open(path, "rb") as f:
             canvas = config.data.scene_canvas if config.data.format == "demo" else config.data.canvas
@@ -198,7 +198,7 @@ def define_flags(flag_values: flags.FlagValues) -> None:
 
 def main(argv: Sequence[str] | None = None) -> None:
     from rlvis import checkpoints
-    from rlvis.data import pipeline
+    from rlvis.data import sources
 
     args = cli.parse(define_flags, argv, __doc__)
 
@@ -213,7 +213,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     model = method.build_model(config)
     params = state[config_lib.params_key(args.encoder)]
     image, valid, labels = load_image(config, args.image)
-    annotations_ = method.annotations(model, params, config, channels=pipeline.image_channels(config))
+    annotations_ = method.annotations(model, params, config, channels=sources.image_channels(config))
     names = annotations_.names
     by_label = [name for name in map(method.digit_annotation, labels) if name is not None]
     wanted = args.annotation or by_label or names[:3]

@@ -13,7 +13,7 @@ import ml_collections
 
 from rlvis.envs import crop_env, photometric
 from rlvis.methods import clip
-from rlvis.methods.common import require
+from rlvis.methods.common import check_range, require
 
 NAME = "clip_aug"
 ANNOTATES = True
@@ -49,8 +49,7 @@ def settings() -> dict[str, dict]:
 def validate(config: ml_collections.ConfigDict) -> None:
     clip.validate(config)
     photometric.validate(config.augment)
-    lo, hi = config.clip_aug.scale
-    require(0 < lo <= hi <= 1, f"config.clip_aug.scale={(lo, hi)} must satisfy 0 < min <= max <= 1")
+    check_range(config, "clip_aug", "scale")
     for field in ("blur", "solarize"):
         require(0 <= config.clip_aug[field] <= 1, f"config.clip_aug.{field}={config.clip_aug[field]} must be in [0, 1]")
 
