@@ -131,7 +131,7 @@ def validate(config: ml_collections.ConfigDict, device_count: int, check_data_pa
         accum == 1 or methods.bootstraps(c),
         "config.optim.grad_accum_steps > 1 splits the bootstrap batch; a base method alone has none",
     )
-    centred = c.ab.center_target and image_vocabulary(c) if methods.bootstraps(c) else False
+    centred = image_vocabulary(c) and c.ab.center_target  # micro-batches would centre on their own
     _require(
         accum == 1 or not centred,
         "config.ab.center_target centres the target over the step's bootstrap views, which "
